@@ -1,0 +1,33 @@
+"""HandClust: discover repeated activities in egocentric construction footage, without labels.
+
+``handclust.discover(footage, out=...)`` runs the whole pipeline. Importing this package is cheap:
+heavy libraries (torch, cuML, mediapipe, ray) load only inside the stages that use them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["discover", "load_config", "RunConfig", "RunResult", "make_sample_footage", "__version__"]
+
+if TYPE_CHECKING:
+    from handclust.config import RunConfig, load_config
+    from handclust.pipeline import RunResult, discover
+    from handclust.synthetic import make_sample_footage
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("discover", "RunResult"):
+        from handclust import pipeline
+
+        return getattr(pipeline, name)
+    if name in ("load_config", "RunConfig"):
+        from handclust import config
+
+        return getattr(config, name)
+    if name == "make_sample_footage":
+        from handclust.synthetic import make_sample_footage
+
+        return make_sample_footage
+    raise AttributeError(f"module 'handclust' has no attribute {name!r}")

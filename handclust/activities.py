@@ -1,0 +1,150 @@
+"""From all segments of all clips to activities: fusion, joint clustering, timelines, evaluation.
+
+Reads the per-clip segment tables a runner wrote, and writes ``clusters.parquet``,
+``embedding_2d.parquet``, ``neighbours.parquet``, ``timelines/``, ``eval.json`` and the
+clustering part of ``run.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from handclust import schema
+from handclust.clustering import Clustering, cluster_segments, fuse, umap_fit
+from handclust.config import RunConfig
+from handclust.metrics import agreement, clip_mixing
+from handclust.progress import Progress
+from handclust.storage import OutputStore
+
+
+def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
+    seg = store.read_dataset("segments", schema.SEGMENTS)
+    ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))
+    ids = clips_tbl.filter(ok).column("clip_id")
+    seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
+    return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
+
+
+def frame_truth(footage: Any, clips_tbl: pa.Table, segments: pa.Table, activity: npt.NDArray[np.int32],
+                sample_fps: float) -> tuple[list[str], list[int], list[str]] | None:
+    """Per sampled frame: (true activity, predicted activity, clip id), if ground truth exists."""
+    from handclust.synthetic import load_ground_truth
+
+    if isinstance(footage, list | tuple) or not Path(str(footage)).is_dir():
+        return None
+    gt = load_ground_truth(footage)
+    if gt is None:
+        return None
+    gt_df = gt.to_pandas()
+    by_file = {f: g.sort_values("t") for f, g in gt_df.groupby("file")}
+    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+    truth: list[str] = []
+    pred: list[int] = []
+    cids: list[str] = []
+    seg = segments.to_pandas()
+    for (cid, fs, fe), a in zip(seg[["clip_id", "frame_start", "frame_end"]].itertuples(index=False), activity, strict=True):
+        g = by_file.get(Path(paths[cid]).name)
+        if g is None:
+            continue
+        t = np.arange(fs, fe) / sample_fps
+        k = np.clip(np.searchsorted(g["t"].to_numpy(), t, side="right") - 1, 0, len(g) - 1)
+        truth += g["activity"].to_numpy()[k].tolist()
+        pred += [int(a)] * len(t)
+        cids += [cid] * len(t)
+    return (truth, pred, cids) if truth else None
+
+
+def phase_scores(segments: pa.Table, clips_tbl: pa.Table, labels: npt.NDArray[np.int32]) -> dict[str, Any]:
+    phases = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("phase").to_pylist(), strict=True))
+    seg_phase = np.array([phases.get(c) or "" for c in segments.column("clip_id").to_pylist()])
+    known = seg_phase != ""
+    if known.sum() < 2 or len(np.unique(seg_phase[known])) < 2:
+        return {"note": "fewer than two phases found in filenames"}
+    frames = (np.asarray(segments.column("frame_end")) - np.asarray(segments.column("frame_start")))[known]
+    return {"per_segment": agreement(seg_phase[known], labels[known]),
+            "duration_weighted": agreement(seg_phase[known], labels[known], weights=frames)}
+
+
+def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
+                     timings: dict[str, float]):  # noqa: ANN201 - returns pipeline.RunResult (import cycle)
+    from handclust.pipeline import RunResult
+    from handclust.timeline import write_timelines
+
+    segments = ok_segments(store, clips_tbl)
+    n_ok = int(pc.sum(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).as_py() or 0)
+    failed = clips_tbl.filter(pc.equal(clips_tbl.column("status"), "error"))
+    hours = float(np.nansum(np.asarray(clips_tbl.column("duration_s").to_numpy(zero_copy_only=False), dtype=float)[
+        np.isin(np.asarray(clips_tbl.column("status").to_pylist(), dtype=object), ["ok", "partial"])])) / 3600
+    summary: dict[str, Any] = {
+        "clips_total": clips_tbl.num_rows, "clips_ok": n_ok, "clips_failed": failed.num_rows,
+        "failed": [{"path": p, "error": e} for p, e in zip(failed.column("path").to_pylist(), failed.column("error").to_pylist(), strict=True)],
+        "hours_processed": hours, "segments": segments.num_rows, "out": store.uri,
+    }
+    run: dict[str, Any] = {}
+    if segments.num_rows == 0:
+        summary.update(activities=0, noise_rate=None, note="no segments: every clip failed; see clips.parquet")
+        empty = schema.empty(schema.CLUSTERS)
+        store.write_table("clusters.parquet", empty)
+        store.write_json("run.json", {"clustering": None})
+        return RunResult(store.uri, clips_tbl, segments, empty, summary)
+
+    t0 = time.perf_counter()
+    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in cfg.cluster.modalities}
+    fusion = fuse(modalities, clip_ids, cfg.cluster)
+    clustering: Clustering = cluster_segments(fusion.fused, cfg.cluster)
+    timings["clustering"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    xy, map_backend = umap_fit(fusion.fused, cfg.cluster.map_method, cfg.cluster.backend, cfg.cluster.seed)
+    timings["map_2d"] = time.perf_counter() - t0
+
+    seg_ids = segments.column("segment_id").to_pylist()
+    clusters = schema.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": clustering.labels,
+        "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
+    }, schema.CLUSTERS)
+    store.write_table("clusters.parquet", clusters)
+    store.write_table("embedding_2d.parquet", schema.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,
+    }, schema.EMBEDDING_2D))
+    ids = np.asarray(seg_ids, dtype=object)
+    store.write_table("neighbours.parquet", pa.table({
+        "segment_id": seg_ids,
+        "neighbour_ids": [ids[r].tolist() for r in clustering.knn_idx],
+        "distances": [r.tolist() for r in clustering.knn_dist],
+    }, schema=schema.NEIGHBOURS))
+
+    t0 = time.perf_counter()
+    evaluation: dict[str, Any] = {
+        "k": clustering.k, "noise_rate": clustering.noise_rate,
+        "phase": phase_scores(segments, clips_tbl, clustering.activity),
+        "cross_clip": clip_mixing(clustering.labels, clip_ids),
+    }
+    gt = frame_truth(footage, clips_tbl, segments, clustering.activity, cfg.decode.sample_fps)
+    if gt is not None:
+        truth, pred, _ = gt
+        evaluation["ground_truth"] = agreement(truth, pred)
+    store.write_json("eval.json", evaluation)
+    write_timelines(store, clips_tbl, segments, clustering, prog)
+    timings["timelines"] = time.perf_counter() - t0
+
+    summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason)
+    if "ground_truth" in evaluation:
+        summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
+        summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
+    run["clustering"] = {
+        "fusion_weights": {m: s.weight for m, s in fusion.scores.items()},
+        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess} for m, s in fusion.scores.items()},
+        "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
+        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
+        "k": clustering.k, "noise_rate": clustering.noise_rate,
+    }
+    store.write_json("run.json", run)
+    return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)

@@ -1,0 +1,275 @@
+"""Late fusion of segment descriptors and joint clustering of all segments of all clips.
+
+Four short steps: fuse (per-modality standardise, reduce, L2-normalise, weight by confidence),
+cluster (HDBSCAN; the cluster count follows the data), neighbours (a kNN graph over the fused
+vectors, used to assign noise to its nearest activity), map (2-D layout for the report).
+
+Backends sit behind one small function each: :func:`hdbscan_fit`, :func:`umap_fit`,
+:func:`knn_graph`. Each picks cuML / FAISS-GPU when asked for (``backend="gpu"``) or when
+``"auto"`` finds a GPU and the library, scikit-learn / umap-learn / faiss-cpu otherwise, and
+returns the name of what it used so the run can record it. Asking for ``"gpu"`` without one is an
+error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from handclust.config import ClusterConfig
+from handclust.segmentation import pca_reduce, standardise
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy  # noqa: F401
+        import cuml  # noqa: F401
+
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # noqa: BLE001 - any import or driver failure means no usable GPU
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    if backend == "cpu":
+        return "cpu"
+    have = gpu_available()
+    if backend == "gpu" and not have:
+        raise BackendError("cluster.backend=gpu but cuML/CuPy or a CUDA device is missing; "
+                           "install the [gpu] extra on a GPU machine or set cluster.backend=cpu")
+    return "gpu" if have else "cpu"
+
+
+def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
+    x = np.asarray(x, np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 1e-12, n, 1.0)
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+def knn_graph(x: npt.NDArray[np.floating], k: int, backend: str = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
+    """k nearest neighbours (cosine, self excluded) of every row: ``(n, k)`` indices and distances."""
+    import faiss
+
+    x = l2_normalise(x)
+    n, d = x.shape
+    k_eff = min(k, n - 1)
+    if k_eff < 1:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), "none"
+    use_gpu = resolve_backend(backend) == "gpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    index: Any
+    if n > 200_000:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 64
+        name = "faiss-cpu-hnsw"
+    else:
+        index = faiss.IndexFlatIP(d)
+        name = "faiss-cpu-flat"
+    if use_gpu:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, faiss.IndexFlatIP(d))
+        name = "faiss-gpu-flat"
+    index.add(x)
+    sim, idx = index.search(x, k_eff + 1)
+    # Drop self: it is usually first, but ties (duplicates) can put it elsewhere.
+    out_i = np.zeros((n, k_eff), np.int64)
+    out_d = np.zeros((n, k_eff), np.float32)
+    for r in range(n):
+        keep = idx[r] != r
+        ii, ss = idx[r][keep][:k_eff], sim[r][keep][:k_eff]
+        out_i[r, : len(ii)], out_d[r, : len(ss)] = ii, 1.0 - ss
+    return out_i, out_d, name
+
+
+# --------------------------------------------------------------------------- fusion
+
+
+@dataclass
+class ModalityScore:
+    clusteredness: float  # 1 - (mean kNN distance / mean random-pair distance)
+    clip_excess: float  # excess share of same-clip neighbours over chance, in [0, 1]
+    weight: float
+
+
+@dataclass
+class Fusion:
+    fused: F32  # (n_segments, dim), L2-normalised
+    scores: dict[str, ModalityScore] = field(default_factory=dict)
+
+
+def prepare_modality(x: npt.NDArray[np.floating], dims: int) -> F32:
+    """Standardise columns, keep the top ``dims`` principal components, L2-normalise rows."""
+    x = np.nan_to_num(np.asarray(x, np.float64))
+    return l2_normalise(pca_reduce(standardise(x), dims))
+
+
+def modality_score(x: F32, clip_ids: npt.NDArray[np.object_], k: int, rng: np.random.Generator) -> tuple[float, float]:
+    n = len(x)
+    if n < 3:
+        return 1.0, 0.0
+    idx, dist, _ = knn_graph(x, k, backend="cpu")
+    pairs = rng.integers(0, n, size=(min(20_000, n * 20), 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    rand = float((1.0 - (x[pairs[:, 0]] * x[pairs[:, 1]]).sum(axis=1)).mean())
+    clustered = float(np.clip(1.0 - dist.mean() / max(rand, 1e-9), 0.0, 1.0))
+    _, inv, counts = np.unique(clip_ids, return_inverse=True, return_counts=True)
+    if len(counts) < 2:
+        return clustered, 0.0
+    same = float((inv[idx] == inv[:, None]).mean())
+    chance = float(((counts / n) ** 2).sum())
+    excess = float(np.clip((same - chance) / max(1.0 - chance, 1e-9), 0.0, 1.0))
+    return clustered, excess
+
+
+def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig) -> Fusion:
+    """Late fusion: each modality reduced and normalised, then weighted by its confidence.
+
+    A modality's weight is how clustered it is on its own (tight neighbourhoods relative to
+    random pairs), discounted by how much its neighbourhoods are clip-private (a modality whose
+    neighbours all come from the same clip is fingerprinting the camera, not finding work).
+    With ``weighting="equal"`` every modality weighs 1. Weights are normalised to sum to the
+    number of modalities.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    blocks: dict[str, F32] = {}
+    scores: dict[str, ModalityScore] = {}
+    for name, x in modalities.items():
+        blocks[name] = prepare_modality(x, cfg.reduce_dims)
+        c, e = modality_score(blocks[name], clip_ids, cfg.knn_k, rng)
+        raw = max(c * (1.0 - e), 0.02) if cfg.weighting == "confidence" else 1.0
+        scores[name] = ModalityScore(c, e, raw)
+    total = sum(s.weight for s in scores.values())
+    for s in scores.values():
+        s.weight = s.weight * len(scores) / total
+    fused = np.hstack([blocks[m] * np.sqrt(scores[m].weight) for m in blocks])
+    return Fusion(l2_normalise(fused), scores)
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def choose_min_cluster_size(n_segments: int) -> int:
+    """Smallest group worth calling an activity: grows as sqrt(n), at least 3.
+
+    sqrt keeps an activity that fills ~1 % of a large corpus discoverable while a 60-segment
+    demo still needs 4 segments to agree.
+    """
+    return max(3, int(round(0.5 * math.sqrt(max(n_segments, 1)))))
+
+
+def hdbscan_fit(x: npt.NDArray[np.floating], min_cluster_size: int, min_samples: int, backend: str = "auto") -> tuple[npt.NDArray[np.int32], F32, str]:
+    """HDBSCAN labels (-1 = noise) and membership probabilities of L2-normalised rows."""
+    x = l2_normalise(x)
+    if len(x) < max(min_cluster_size, 2):
+        return np.full(len(x), -1, np.int32), np.zeros(len(x), np.float32), "none (too few segments)"
+    if resolve_backend(backend) == "gpu":
+        import cupy as cp
+        from cuml.cluster import HDBSCAN as CuHDBSCAN
+
+        model = CuHDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
+        labels = cp.asnumpy(model.fit_predict(cp.asarray(x)))
+        probs = cp.asnumpy(model.probabilities_)
+        return labels.astype(np.int32), probs.astype(np.float32), "cuml"
+    from sklearn.cluster import HDBSCAN
+
+    # Euclidean on unit vectors orders pairs exactly as cosine distance does, and allows trees.
+    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, copy=True)
+    labels = model.fit_predict(x.astype(np.float64))
+    return labels.astype(np.int32), model.probabilities_.astype(np.float32), "sklearn"
+
+
+def umap_fit(x: npt.NDArray[np.floating], method: str = "umap", backend: str = "auto", seed: int = 0) -> tuple[F32, str]:
+    """2-D layout ``(n, 2)`` for the segment map."""
+    x = l2_normalise(x)
+    n = len(x)
+    if method == "pca" or n < 6:
+        if method != "pca":
+            log.warning("2-D map: %d segments are too few for UMAP, using PCA", n)
+        y = pca_reduce(x, 2)
+        if y.shape[1] < 2:
+            y = np.hstack([y, np.zeros((n, 2 - y.shape[1]))])
+        return y.astype(np.float32), "pca"
+    nn = min(15, n - 1)
+    if resolve_backend(backend) == "gpu":
+        import cupy as cp
+        from cuml.manifold import UMAP as CuUMAP
+
+        y = CuUMAP(n_neighbors=nn, n_components=2, random_state=seed).fit_transform(cp.asarray(x))
+        return cp.asnumpy(y).astype(np.float32), "cuml-umap"
+    import umap
+
+    y = umap.UMAP(n_neighbors=nn, n_components=2, metric="euclidean", random_state=seed, init="spectral" if n > 20 else "random").fit_transform(x)
+    return np.asarray(y, np.float32), "umap-learn"
+
+
+def assign_noise(labels: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.int64], knn_dist: F32, x: F32) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+    """Give each noise point the cluster its non-noise neighbours vote for (1/distance weights);
+    with no such neighbour, the cluster with the nearest centroid."""
+    out = labels.copy()
+    moved = np.zeros(len(labels), bool)
+    clusters = np.unique(labels[labels >= 0])
+    if len(clusters) == 0:
+        return out, moved
+    centroids = l2_normalise(np.stack([x[labels == c].mean(axis=0) for c in clusters]))
+    for i in np.flatnonzero(labels < 0):
+        votes: dict[int, float] = {}
+        for j, d in zip(knn_idx[i], knn_dist[i], strict=True):
+            if labels[j] >= 0:
+                votes[int(labels[j])] = votes.get(int(labels[j]), 0.0) + 1.0 / (float(d) + 1e-3)
+        out[i] = max(votes, key=votes.__getitem__) if votes else int(clusters[np.argmax(centroids @ x[i])])
+        moved[i] = True
+    return out, moved
+
+
+@dataclass
+class Clustering:
+    labels: npt.NDArray[np.int32]
+    probabilities: F32
+    activity: npt.NDArray[np.int32]
+    reassigned: npt.NDArray[np.bool_]
+    knn_idx: npt.NDArray[np.int64]
+    knn_dist: F32
+    min_cluster_size: int
+    min_samples: int
+    backends: dict[str, str]
+    reason: str
+
+    @property
+    def k(self) -> int:
+        return int(len(np.unique(self.labels[self.labels >= 0])))
+
+    @property
+    def noise_rate(self) -> float:
+        return float((self.labels < 0).mean()) if len(self.labels) else 0.0
+
+
+def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
+    n = len(fused)
+    auto = cfg.min_cluster_size is None
+    mcs = cfg.min_cluster_size or choose_min_cluster_size(n)
+    ms = cfg.min_samples or max(2, mcs // 2)
+    labels, probs, hb = hdbscan_fit(fused, mcs, ms, cfg.backend)
+    knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, cfg.backend)
+    if cfg.assign_noise:
+        activity, moved = assign_noise(labels, knn_i, knn_d, l2_normalise(fused))
+    else:
+        activity, moved = labels.copy(), np.zeros(n, bool)
+    k = len(np.unique(labels[labels >= 0]))
+    reason = (f"HDBSCAN on {n} segments with min_cluster_size={mcs} "
+              + ("(0.5 x sqrt(n), at least 3)" if auto else "(set in config)")
+              + f", min_samples={ms}: {k} clusters survived the stability selection (eom)")
+    return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason)

@@ -1,0 +1,191 @@
+"""Run configuration: frozen, validated once, YAML on disk.
+
+Precedence is command line (``--set key=value``) > YAML file > defaults. The fully resolved
+config is written into every run's ``run.json`` so a run can be reproduced from its outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names it and says what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DecodeConfig(_Frozen):
+    sample_fps: float = Field(5.0, gt=0, le=60, description="frames sampled per second of video")
+    width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
+    backend: Literal["auto", "decord", "pyav"] = "auto"
+    chunk_frames: int = Field(64, ge=2, description="sampled frames per chunk (memory bound)")
+
+
+class FlowConfig(_Frozen):
+    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    grid: int = Field(4, ge=1, le=16, description="spatial grid of mean flow is grid x grid")
+    direction_bins: int = Field(8, ge=4, le=36)
+    ransac_threshold_px: float = Field(1.0, gt=0)
+    max_points: int = Field(400, ge=16, description="flow vectors sampled for the ego-motion fit")
+
+
+class SceneConfig(_Frozen):
+    encoder: Literal["histogram"] = "histogram"
+    pyramid_levels: int = Field(2, ge=1, le=4)
+    color_bins: int = Field(6, ge=2, le=32)
+    orientation_bins: int = Field(8, ge=4, le=36)
+
+
+class SegmentConfig(_Frozen):
+    min_segment_s: float = Field(3.0, gt=0)
+    max_segment_s: float = Field(15.0, gt=0, description="longer segments are split evenly")
+    window_s: float = Field(2.0, gt=0, description="half-window of the motion/appearance detectors")
+    smooth_s: float = Field(1.0, gt=0, description="width of the vote kernel around a proposal")
+    vote_threshold: float = Field(1.2, gt=0, description="fused vote a boundary must reach")
+    detector_weights: dict[Literal["motion", "appearance", "statistical"], float] = Field(
+        default_factory=lambda: {"motion": 1.0, "appearance": 1.0, "statistical": 1.0}
+    )
+    cpd_dims: int = Field(8, ge=1, description="PCA dims fed to ruptures")
+    cpd_penalty: float = Field(3.0, gt=0, description="ruptures penalty per change point, x log(n)")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> SegmentConfig:
+        if self.max_segment_s < 2 * self.min_segment_s:
+            raise ValueError("segment.max_segment_s must be at least 2 x segment.min_segment_s")
+        return self
+
+
+class DescriptorConfig(_Frozen):
+    min_period_s: float = Field(0.8, gt=0)
+    max_period_s: float = Field(6.0, gt=0)
+    rhythm_bands: int = Field(6, ge=2, le=32)
+    repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
+
+
+Modality = Literal["scene", "motion", "ego", "rhythm"]
+
+
+class ClusterConfig(_Frozen):
+    modalities: tuple[Modality, ...] = ("scene", "motion", "ego", "rhythm")
+    weighting: Literal["confidence", "equal"] = "confidence"
+    min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
+    min_samples: int | None = Field(None, ge=1)
+    reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
+    assign_noise: bool = True
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    map_method: Literal["umap", "pca"] = "umap"
+    knn_k: int = Field(10, ge=2)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> ClusterConfig:
+        if not self.modalities:
+            raise ValueError("cluster.modalities must name at least one modality")
+        return self
+
+
+class PhaseConfig(_Frozen):
+    pattern: str = r"(production|prep|transit|downtime)"
+
+
+class RunConfig(_Frozen):
+    decode: DecodeConfig = DecodeConfig()
+    flow: FlowConfig = FlowConfig()
+    scene: SceneConfig = SceneConfig()
+    segment: SegmentConfig = SegmentConfig()
+    descriptor: DescriptorConfig = DescriptorConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    phase: PhaseConfig = PhaseConfig()
+    runner: Literal["local"] = "local"
+    progress: bool = True
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {dotted!r}: {key!r} is a value, not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["cluster.min_cluster_size=5", ...]`` into a nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set segment.min_segment_s=4")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _explain(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown config key {key!r} (see `handclust config` for valid keys)")
+        else:
+            lines.append(f"config key {key!r}: {e['msg']} (got {e.get('input')!r})")
+    return ConfigError(f"bad config from {source}:\n  " + "\n  ".join(lines))
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | tuple[str, ...] | None = None,
+) -> RunConfig:
+    """Resolve defaults < YAML file < overrides into a validated :class:`RunConfig`."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+        source = str(p)
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list | tuple) else overrides
+        tree = _merge(tree, extra)
+        source += " + overrides"
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise _explain(err, source) from None
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str] | tuple[str, ...]) -> RunConfig:
+    """``cfg`` with ``key=value`` strings (or a nested dict) applied on top."""
+    extra = parse_overrides(overrides) if isinstance(overrides, list | tuple) else overrides
+    try:
+        return RunConfig.model_validate(_merge(config_to_dict(cfg), extra))
+    except ValidationError as err:
+        raise _explain(err, "overrides") from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,192 @@
+"""Describe each segment: pooled scene and motion features, ego-motion summary, flow rhythm and
+repetition period. Pure numpy on one clip's frame arrays.
+
+Flow rhythm is a windowed FFT (Welch) of the segment's dominant signed flow signal (first
+principal component of the flow grid, so a reach-and-return shows its full period, not half of
+it as the flow *magnitude* would): band powers between ``1/max_period`` and ``1/min_period``,
+the dominant period and its strength (share of in-band power at the peak). The repetition
+period is kept only where the scene self-similarity and the flow autocorrelation agree within
+``repetition_agreement``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from handclust.config import DescriptorConfig, SegmentConfig
+
+Frames = dict[str, npt.NDArray[np.generic]]
+
+
+def _autocorr_period(x: npt.NDArray[np.float64], fps: float, cfg: DescriptorConfig) -> float:
+    """First clear autocorrelation peak in the allowed period range, in seconds (nan if none)."""
+    n = len(x)
+    lo = max(1, int(np.floor(cfg.min_period_s * fps)))
+    hi = min(n // 2, int(np.ceil(cfg.max_period_s * fps)))
+    if hi <= lo + 1:
+        return float("nan")
+    x = x - x.mean()
+    denom = float((x * x).sum())
+    if denom <= 1e-12:
+        return float("nan")
+    ac = np.array([float((x[:-lag] * x[lag:]).sum()) / denom * n / (n - lag) for lag in range(1, hi + 2)])
+    return _first_peak(ac, lo, hi, fps)
+
+
+def _first_peak(ac: npt.NDArray[np.float64], lo: int, hi: int, fps: float, min_height: float = 0.2) -> float:
+    # ac[k] is the value at lag k + 1.
+    for lag in range(lo, hi + 1):
+        k = lag - 1
+        if 0 < k < len(ac) - 1 and ac[k] >= ac[k - 1] and ac[k] >= ac[k + 1] and ac[k] > min_height:
+            return lag / fps
+    return float("nan")
+
+
+def ssm_period(emb: npt.NDArray[np.floating], fps: float, cfg: DescriptorConfig) -> float:
+    """Repetition period from the scene self-similarity matrix: mean similarity per lag."""
+    n = len(emb)
+    lo = max(1, int(np.floor(cfg.min_period_s * fps)))
+    hi = min(n // 2, int(np.ceil(cfg.max_period_s * fps)))
+    if hi <= lo + 1:
+        return float("nan")
+    e = np.asarray(emb, np.float64)
+    e = e - e.mean(axis=0)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    e = e / np.where(norms > 1e-9, norms, 1.0)
+    ac = np.array([float((e[:-lag] * e[lag:]).sum(axis=1).mean()) for lag in range(1, hi + 2)])
+    return _first_peak(ac, lo, hi, fps, min_height=0.1)
+
+
+def rhythm(signal: npt.NDArray[np.floating], fps: float, cfg: DescriptorConfig) -> tuple[npt.NDArray[np.float32], float, float]:
+    """Band powers ``(bands,)``, dominant period (s) and periodicity strength in [0, 1]."""
+    from scipy.signal import welch
+
+    x = np.asarray(signal, np.float64)
+    bands = np.zeros(cfg.rhythm_bands, np.float32)
+    if len(x) < 8 or x.std() < 1e-9:
+        return bands, float("nan"), 0.0
+    nper = min(len(x), max(16, int(2 * cfg.max_period_s * fps)))
+    f, p = welch(x - x.mean(), fs=fps, nperseg=nper, noverlap=nper // 2, nfft=max(256, nper), detrend="linear")
+    f_lo, f_hi = 1.0 / cfg.max_period_s, min(1.0 / cfg.min_period_s, fps / 2)
+    band = (f >= f_lo) & (f <= f_hi)
+    if not band.any() or p[band].sum() <= 0:
+        return bands, float("nan"), 0.0
+    total = float(p[(f > 0)].sum())
+    edges = np.geomspace(f_lo, f_hi, cfg.rhythm_bands + 1)
+    for i in range(cfg.rhythm_bands):
+        sel = (f >= edges[i]) & (f < edges[i + 1])
+        bands[i] = p[sel].sum() / total if total > 0 else 0.0
+    fb, pb = f[band], p[band]
+    k = int(np.argmax(pb))
+    # Strength: the peak (with its two neighbours, the window's main lobe) over all power.
+    strength = float(pb[max(0, k - 1) : k + 2].sum() / total) if total > 0 else 0.0
+    return bands, float(1.0 / fb[k]), min(strength, 1.0)
+
+
+def flow_signal(flow_grid: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """The segment's dominant signed motion signal: projection on the flow grid's first PC."""
+    g = np.asarray(flow_grid, np.float64)
+    g = g - g.mean(axis=0)
+    if len(g) < 3 or not np.any(g):
+        return np.zeros(len(g))
+    _, _, vt = np.linalg.svd(g, full_matrices=False)
+    return g @ vt[0]
+
+
+def _log_speed(x: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    return np.sign(x) * np.log1p(10 * np.abs(np.asarray(x, np.float64)))
+
+
+def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: DescriptorConfig) -> dict[str, object]:
+    """Descriptors of frames ``[a, b)`` of one clip (``frames`` holds that clip's columns)."""
+    sl = slice(a, b)
+    scene = np.asarray(frames["scene_embedding"][sl], np.float64)
+    desc_scene = scene.mean(axis=0)
+    desc_scene /= max(float(np.linalg.norm(desc_scene)), 1e-9)
+
+    mag = _log_speed(frames["flow_mag_mean"][sl])
+    p90 = _log_speed(frames["flow_mag_p90"][sl])
+    hist = np.asarray(frames["flow_direction_hist"][sl], np.float64)
+    grid = np.asarray(frames["flow_grid"][sl], np.float64)
+    desc_motion = np.concatenate([
+        [mag.mean(), mag.std(), p90.mean(), p90.std()],
+        hist.mean(axis=0), hist.std(axis=0),
+        _log_speed(np.abs(grid).mean(axis=0)), _log_speed(grid.std(axis=0)),
+    ])
+
+    head = np.hypot(frames["ego_tx"][sl], frames["ego_ty"][sl])
+    ego_cols = [_log_speed(head), _log_speed(frames["ego_tx"][sl]), _log_speed(frames["ego_ty"][sl]),
+                np.asarray(frames["ego_rotation"][sl], np.float64), np.asarray(frames["ego_scale"][sl], np.float64),
+                _log_speed(frames["ego_residual"][sl]), np.asarray(frames["ego_ratio"][sl], np.float64),
+                np.asarray(frames["ego_inliers"][sl], np.float64)]
+    desc_ego = np.concatenate([[c.mean() for c in ego_cols], [c.std() for c in ego_cols]])
+
+    sig = flow_signal(grid)
+    bands, period, strength = rhythm(sig, fps, cfg)
+    flow_p = _autocorr_period(sig, fps, cfg)
+    ssm_p = ssm_period(scene, fps, cfg)
+    rep = float("nan")
+    if np.isfinite(flow_p) and np.isfinite(ssm_p) and abs(flow_p - ssm_p) <= cfg.repetition_agreement * max(flow_p, ssm_p):
+        rep = 0.5 * (flow_p + ssm_p)
+    log_period = np.log(period) if np.isfinite(period) else np.log(cfg.max_period_s)
+    desc_rhythm = np.concatenate([bands, [strength, strength * log_period]])
+    return {
+        "desc_scene": desc_scene.astype(np.float32),
+        "desc_motion": desc_motion.astype(np.float32),
+        "desc_ego": desc_ego.astype(np.float32),
+        "desc_rhythm": desc_rhythm.astype(np.float32),
+        "rhythm_period_s": period,
+        "rhythm_strength": strength,
+        "ssm_period_s": ssm_p,
+        "flow_period_s": flow_p,
+        "repetition_period_s": rep,
+    }
+
+
+class SegmentDescriber:
+    """Stage: one clip's frame columns in, its segment rows out (segmentation + descriptors).
+
+    Runs once per clip (Ray: ``groupby("clip_id").map_groups``); frames must be sorted by
+    ``frame_idx``. Segment ids are uuid5 of the clip id and frame range, so a retried clip writes
+    the same rows.
+    """
+
+    name = "segments"
+
+    def __init__(self, seg_cfg: SegmentConfig, desc_cfg: DescriptorConfig, sample_fps: float):
+        self.seg_cfg = seg_cfg
+        self.desc_cfg = desc_cfg
+        self.fps = sample_fps
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, frames: Frames) -> dict[str, npt.NDArray[np.generic]]:
+        import uuid
+
+        from handclust.segmentation import motion_signals, segment_clip
+
+        order = np.argsort(frames["frame_idx"], kind="stable")
+        frames = {k: np.asarray(v)[order] for k, v in frames.items()}
+        scene = np.asarray(frames["scene_embedding"], np.float64)
+        seg = segment_clip(motion_signals(frames), scene, self.fps, self.seg_cfg)
+        clip_id = str(frames["clip_id"][0])
+        t = np.asarray(frames["t"], np.float64)
+        rows: dict[str, list[object]] = {}
+        for i, (a, b) in enumerate(zip(seg.starts, seg.ends, strict=True)):
+            d = describe_segment(frames, int(a), int(b), self.fps, self.desc_cfg)
+            fi = frames["frame_idx"]
+            rec = {
+                "clip_id": clip_id,
+                "segment_id": uuid.uuid5(uuid.NAMESPACE_OID, f"{clip_id}:{int(fi[a])}:{int(fi[b - 1]) + 1}").hex[:16],
+                "seg_idx": i, "frame_start": int(fi[a]), "frame_end": int(fi[b - 1]) + 1,
+                "t_start": float(t[a]), "t_end": float(t[b - 1]) + 1.0 / self.fps,
+                "boundary_detectors": seg.detectors[i], "boundary_score": float(seg.scores[i]), **d,
+            }
+            for k, v in rec.items():
+                rows.setdefault(k, []).append(v)
+        out: dict[str, npt.NDArray[np.generic]] = {}
+        for k, v in rows.items():
+            out[k] = np.stack(v) if k.startswith("desc_") else np.asarray(v, dtype=object if isinstance(v[0], str) else None)
+        return out

@@ -1,0 +1,1 @@
+"""Per-frame feature stages: motion (optical flow, ego-motion) and scene descriptors."""

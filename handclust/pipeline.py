@@ -1,0 +1,236 @@
+"""``discover(footage, out, config)``: footage in, activities and per-clip timelines out.
+
+The stages (frame features, per-clip segmentation + description, joint clustering) are the
+objects from :mod:`handclust.stages`; this module is the local runner that calls them in a
+loop, writes every table through :class:`~handclust.storage.OutputStore`, and resumes: a clip
+whose outputs are complete (and were made with the same feature config) is not decoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from handclust import schema
+from handclust.config import RunConfig, config_to_dict, load_config, with_overrides
+from handclust.descriptors import SegmentDescriber
+from handclust.features.motion import MotionFeatures
+from handclust.features.scene import HistogramSceneEncoder
+from handclust.footage import Clip, find_clips
+from handclust.progress import Progress
+from handclust.stages import Batch
+from handclust.storage import OutputStore
+from handclust.video import VideoError, open_video
+
+log = logging.getLogger(__name__)
+
+PIXEL_COLUMNS = ("frame", "prev_frame")
+FEATURE_SECTIONS = ("decode", "flow", "scene", "segment", "descriptor")
+
+
+@dataclass
+class RunResult:
+    """What a run produced. Tables are pyarrow; call ``.to_pandas()`` for pandas."""
+
+    out: str
+    clips: pa.Table
+    segments: pa.Table
+    clusters: pa.Table
+    summary: dict[str, Any]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def frames(self) -> pa.Table:
+        return OutputStore(self.out).read_dataset("frames", schema.FRAMES)
+
+
+def feature_fingerprint(cfg: RunConfig) -> str:
+    """Hash of the config sections that change per-clip outputs: a change invalidates resume."""
+    d = config_to_dict(cfg)
+    blob = json.dumps({k: d[k] for k in FEATURE_SECTIONS}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def frame_stages(cfg: RunConfig) -> list[Any]:
+    """Per-frame stages in order. Each sees ``frame`` (and ``prev_frame``) and adds columns."""
+    return [HistogramSceneEncoder(cfg.scene), MotionFeatures(cfg.flow, cfg.decode.sample_fps)]
+
+
+def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
+    """Decoded chunks as frame batches; each row carries its predecessor for optical flow."""
+    prev = None
+    for chunk in source.chunks():
+        n = len(chunk.frames)
+        prev_frames = np.empty_like(chunk.frames)
+        if n > 1:
+            prev_frames[1:] = chunk.frames[:-1]
+        has_prev = np.ones(n, bool)
+        if prev is not None and prev.shape == chunk.frames[0].shape:
+            prev_frames[0] = prev
+        else:
+            prev_frames[0] = chunk.frames[0]
+            has_prev[0] = False
+        prev = chunk.frames[-1]
+        yield {
+            "clip_id": np.full(n, clip.clip_id, dtype=object),
+            "frame_idx": chunk.frame_idx,
+            "t": chunk.t,
+            "frame": chunk.frames,
+            "prev_frame": prev_frames,
+            "has_prev": has_prev,
+        }
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    if not batches:
+        return {}
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+class LocalRunner:
+    """Runs the stages in this process, one clip at a time."""
+
+    def __init__(self, cfg: RunConfig, store: OutputStore, progress: Progress):
+        self.cfg = cfg
+        self.store = store
+        self.progress = progress
+        self.fingerprint = feature_fingerprint(cfg)
+        self.stages = frame_stages(cfg)
+        self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
+        self._ready = False
+
+    def _setup(self) -> None:
+        if not self._ready:
+            for stage in self.stages:
+                stage.setup()
+            self.describer.setup()
+            self._ready = True
+
+    def is_done(self, clip: Clip) -> bool:
+        rel = f"status/{clip.clip_id}.json"
+        if not self.store.exists(rel):
+            return False
+        status = self.store.read_json(rel)
+        return bool(status.get("status") in ("ok", "partial") and status.get("fingerprint") == self.fingerprint
+                    and self.store.exists(f"segments/{clip.clip_id}.parquet")
+                    and self.store.exists(f"frames/{clip.clip_id}.parquet"))
+
+    def process_clip(self, clip: Clip) -> dict[str, Any]:
+        """Decode, featurise, segment and describe one clip; returns its status record."""
+        self._setup()
+        previous = self.store.read_json(f"status/{clip.clip_id}.json") if self.store.exists(f"status/{clip.clip_id}.json") else {}
+        status: dict[str, Any] = {
+            "clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+            "attempts": int(previous.get("attempts", 0)) + 1, "fingerprint": self.fingerprint,
+        }
+        t0 = time.perf_counter()
+        try:
+            d = self.cfg.decode
+            source = open_video(clip.path, d.sample_fps, d.width, d.chunk_frames, d.backend)
+            status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
+                          width=source.info.width, height=source.info.height, backend=source.backend)
+            bar = self.progress.bar(total=round(source.info.duration_s, 1), desc=Path(clip.path).name[:32], unit="s")
+            parts: list[Batch] = []
+            for batch in frame_batches(clip, self.cfg, source):
+                for stage in self.stages:
+                    batch = stage(batch)
+                parts.append({k: v for k, v in batch.items() if k not in PIXEL_COLUMNS})
+                bar.update(len(batch["t"]) / d.sample_fps)
+            bar.close()
+            frames = concat_batches(parts)
+            if not frames or len(frames["t"]) < 2:
+                raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
+            segments = self.describer(frames)
+        except VideoError as exc:
+            log.warning("skipping %s", exc)
+            status.update(status="error", error=str(exc), n_frames=0, n_segments=0)
+            self.store.write_json(f"status/{clip.clip_id}.json", status)
+            return status
+        self.store.write_table(f"frames/{clip.clip_id}.parquet", schema.table(frames, schema.FRAMES))
+        self.store.write_table(f"segments/{clip.clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
+        status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
+                      seconds=time.perf_counter() - t0)
+        if source.truncated_at is not None and source.truncated_at < source.info.duration_s - 1.0:
+            status.update(status="partial", error=f"{clip.path}: decoding stopped at {source.truncated_at:.1f} s of "
+                          f"{source.info.duration_s:.1f} s (truncated or corrupt); the part before it was used")
+            log.warning(status["error"])
+        self.store.write_json(f"status/{clip.clip_id}.json", status)
+        return status
+
+
+def clips_table(store: OutputStore, clips: list[Clip]) -> pa.Table:
+    rows: dict[str, list[Any]] = {name: [] for name in schema.CLIPS.names}
+    for clip in clips:
+        rel = f"status/{clip.clip_id}.json"
+        st = store.read_json(rel) if store.exists(rel) else {"status": "pending"}
+        rec = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+               "status": st.get("status"), "error": st.get("error"), "attempts": st.get("attempts", 0),
+               "duration_s": st.get("duration_s"), "source_fps": st.get("source_fps"), "width": st.get("width"),
+               "height": st.get("height"), "n_frames": st.get("n_frames"), "n_segments": st.get("n_segments"),
+               "backend": st.get("backend")}
+        for k in rows:
+            rows[k].append(rec[k])
+    return schema.table(rows, schema.CLIPS)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    from importlib import metadata
+
+    for pkg in ("handclust", "numpy", "pyarrow", "opencv-python-headless", "scikit-learn", "ruptures", "faiss-cpu",
+                "umap-learn", "av", "decord", "ray", "torch", "transformers", "cuml", "faiss-gpu"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def discover(footage: str | Path | list[str | Path], out: str | Path = "handclust_out",
+             config: RunConfig | str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
+             progress: bool | None = None) -> RunResult:
+    """Run the whole pipeline on ``footage`` (folder, manifest, or list of paths) into ``out``.
+
+    ``config`` is a :class:`RunConfig` or a YAML path; ``overrides`` are ``key=value`` strings.
+    Rerunning into the same ``out`` resumes: finished clips are not processed again.
+    """
+    from handclust.activities import build_activities
+
+    if isinstance(config, RunConfig):
+        cfg = with_overrides(config, overrides) if overrides else config
+    else:
+        cfg = load_config(config, overrides)
+    store = OutputStore(out)
+    prog = Progress(enabled=cfg.progress if progress is None else progress)
+    timings: dict[str, float] = {}
+    t_run = time.perf_counter()
+    clips = find_clips(footage, cfg.phase.pattern)
+    runner = LocalRunner(cfg, store, prog)
+    t0 = time.perf_counter()
+    todo = [c for c in clips if not runner.is_done(c)]
+    if len(todo) < len(clips):
+        prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
+    for i, clip in enumerate(todo, 1):
+        prog.say(f"[{i}/{len(todo)}] {clip.path}")
+        runner.process_clip(clip)
+    timings["features_and_segments"] = time.perf_counter() - t0
+    clips_tbl = clips_table(store, clips)
+    store.write_table("clips.parquet", clips_tbl)
+    result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
+    timings["total"] = time.perf_counter() - t_run
+    result.summary["wall_time_s"] = timings["total"]
+    run_json = store.read_json("run.json")
+    run_json.update(config=config_to_dict(cfg), versions=versions(), timings=timings, summary=result.summary,
+                    feature_fingerprint=runner.fingerprint)
+    store.write_json("run.json", run_json)
+    return result

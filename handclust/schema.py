@@ -1,0 +1,156 @@
+"""Column names and Arrow types of every table HandClust writes, in one place.
+
+Tables are keyed by ``clip_id`` (stable hash of a clip's path and size) and ``frame_idx`` /
+``segment_id``. Vector-valued features are ``list<float32>`` columns, one array per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+VECTOR = pa.list_(pa.float32())
+
+CLIPS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("phase", pa.string()),
+        ("status", pa.string()),  # ok | error
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("source_fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("n_frames", pa.int32()),
+        ("n_segments", pa.int32()),
+        ("backend", pa.string()),
+    ]
+)
+
+FRAMES = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("frame_idx", pa.int32()),
+        ("t", pa.float64()),
+        ("flow_mag_mean", pa.float32()),
+        ("flow_mag_p90", pa.float32()),
+        ("flow_direction_hist", VECTOR),
+        ("flow_grid", VECTOR),
+        ("ego_tx", pa.float32()),
+        ("ego_ty", pa.float32()),
+        ("ego_rotation", pa.float32()),
+        ("ego_scale", pa.float32()),
+        ("ego_residual", pa.float32()),
+        ("ego_ratio", pa.float32()),
+        ("ego_inliers", pa.float32()),
+        ("scene_embedding", VECTOR),
+    ]
+)
+
+# Segment descriptor columns per modality: fusion and ablations read these.
+MODALITY_COLUMNS: dict[str, str] = {
+    "scene": "desc_scene",
+    "motion": "desc_motion",
+    "ego": "desc_ego",
+    "rhythm": "desc_rhythm",
+}
+
+SEGMENTS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("segment_id", pa.string()),
+        ("seg_idx", pa.int32()),
+        ("frame_start", pa.int32()),
+        ("frame_end", pa.int32()),  # exclusive
+        ("t_start", pa.float64()),
+        ("t_end", pa.float64()),
+        ("boundary_detectors", pa.string()),  # detectors that voted for the boundary at t_start
+        ("boundary_score", pa.float32()),
+        ("rhythm_period_s", pa.float32()),
+        ("rhythm_strength", pa.float32()),
+        ("ssm_period_s", pa.float32()),
+        ("flow_period_s", pa.float32()),
+        ("repetition_period_s", pa.float32()),  # null unless both estimates agree
+        ("desc_scene", VECTOR),
+        ("desc_motion", VECTOR),
+        ("desc_ego", VECTOR),
+        ("desc_rhythm", VECTOR),
+    ]
+)
+
+CLUSTERS = pa.schema(
+    [
+        ("segment_id", pa.string()),
+        ("clip_id", pa.string()),
+        ("cluster", pa.int32()),  # -1 = noise
+        ("probability", pa.float32()),
+        ("activity", pa.int32()),  # cluster, with noise assigned to its nearest cluster
+        ("reassigned", pa.bool_()),
+    ]
+)
+
+EMBEDDING_2D = pa.schema(
+    [
+        ("segment_id", pa.string()),
+        ("clip_id", pa.string()),
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("cluster", pa.int32()),
+    ]
+)
+
+NEIGHBOURS = pa.schema(
+    [
+        ("segment_id", pa.string()),
+        ("neighbour_ids", pa.list_(pa.string())),
+        ("distances", VECTOR),
+    ]
+)
+
+GROUND_TRUTH = pa.schema(
+    [
+        ("file", pa.string()),
+        ("frame_idx", pa.int32()),  # source-video frame index
+        ("t", pa.float64()),
+        ("activity", pa.string()),
+    ]
+)
+
+
+def table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly ``schema``'s columns; 2-D arrays become list<float32>."""
+    missing = [n for n in schema.names if n not in columns]
+    if missing:
+        raise KeyError(f"columns missing for schema: {missing}")
+    arrays = []
+    for field in schema:
+        value = columns[field.name]
+        if field.type == VECTOR and isinstance(value, np.ndarray) and value.ndim == 2:
+            flat = pa.array(value.astype(np.float32, copy=False).ravel(), type=pa.float32())
+            offsets = pa.array(np.arange(0, value.size + 1, max(value.shape[1], 1), dtype=np.int32)
+                               if value.shape[1] else np.zeros(len(value) + 1, dtype=np.int32))
+            arrays.append(pa.ListArray.from_arrays(offsets, flat))
+        else:
+            arrays.append(pa.array(value, type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def vectors(tbl: pa.Table, column: str) -> npt.NDArray[np.float32]:
+    """A ``list<float32>`` column as a dense ``(n_rows, dim)`` array."""
+    col = tbl.column(column).combine_chunks()
+    n = len(col)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(n, -1)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

@@ -1,0 +1,114 @@
+"""Where a run's outputs live: a local directory or any filesystem pyarrow opens (s3://, gs://).
+
+Every write goes to a temporary name first and is renamed into place, so a killed run never
+leaves a half-written file that a rerun would trust. On object stores a single PUT is already
+atomic, so files are written in place there.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def write_table_atomic(tbl: pa.Table, path: str | Path) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(tbl, tmp)
+    tmp.replace(p)
+
+
+class OutputStore:
+    """A run's output root. Paths given to methods are relative to the root, '/'-separated."""
+
+    def __init__(self, root: str | Path):
+        root = str(root)
+        if "://" in root:
+            self.fs, self.root = pafs.FileSystem.from_uri(root)
+            self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        else:
+            self.fs, self.root, self.local = pafs.LocalFileSystem(), str(Path(root).resolve()), True
+        self.uri = root
+        self.fs.create_dir(self.root, recursive=True)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def local_path(self, rel: str) -> Path:
+        """A local filesystem path (for matplotlib, video writers); only for local roots."""
+        if not self.local:
+            raise ValueError(f"{self.uri} is not a local directory; write locally and upload")
+        p = Path(self.path(rel))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def _atomic(self, rel: str) -> tuple[str, str]:
+        final = self.path(rel)
+        parent = final.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if not self.local:
+            return final, final
+        name = final.rsplit("/", 1)[1]
+        return f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp", final
+
+    def write_table(self, rel: str, tbl: pa.Table) -> None:
+        tmp, final = self._atomic(rel)
+        pq.write_table(tbl, tmp, filesystem=self.fs)
+        if tmp != final:
+            self.fs.move(tmp, final)
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.fs)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        tmp, final = self._atomic(rel)
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        if tmp != final:
+            self.fs.move(tmp, final)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, default=_json_default).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def list(self, rel_dir: str, suffix: str = "") -> list[str]:
+        """Names (not paths) of the files directly under ``rel_dir``, temporaries excluded."""
+        sel = pafs.FileSelector(self.path(rel_dir), allow_not_found=True)
+        names = [i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+
+    def read_dataset(self, rel_dir: str, schema: pa.Schema) -> pa.Table:
+        """All ``*.parquet`` parts under ``rel_dir`` concatenated (empty table with ``schema`` if none)."""
+        parts = [self.read_table(f"{rel_dir}/{n}") for n in self.list(rel_dir, ".parquet")]
+        parts = [p.select(schema.names).cast(schema) for p in parts]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,332 @@
+"""Synthetic helmet-camera footage with a known truth.
+
+Renders real H.264 MP4 files of a head-mounted camera over procedurally drawn masonry scenes:
+
+- ``walking``: forward motion across the site, head bob (~1.6-1.9 Hz), slight roll;
+- ``laying``: looking at a brick wall, a gloved hand carries bricks from a pile to the wall and
+  back every 2-4 s, small head motion;
+- ``scooping``: looking down into a mortar tub, a trowel circles every 1.5-2.5 s;
+- ``idle``: near-static view of any part of the site.
+
+It is honest, not easy: every clip gets its own world textures, white balance, exposure,
+gamma, sensor noise, vignetting and fisheye strength, so the same activity looks different in
+every clip and clustering on clip appearance fails. Filenames carry the coarse phase the way
+real footage does (``03_production_masonry.mp4``); ``ground_truth.parquet`` gives the activity of
+every source frame. :func:`activity_at` and :func:`load_ground_truth` serve tests and evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from handclust import schema
+from handclust.storage import write_table_atomic
+
+log = logging.getLogger(__name__)
+
+ACTIVITIES = ("walking", "laying", "scooping", "idle")
+PHASES = ("production", "prep", "transit", "downtime")
+PHASE_NAMES = {"production": "production_masonry", "prep": "prep_mortar", "transit": "transit", "downtime": "downtime"}
+# How often each activity occurs within a phase (rows sum to 1).
+PHASE_MIX: dict[str, dict[str, float]] = {
+    "production": {"laying": 0.45, "scooping": 0.25, "walking": 0.15, "idle": 0.15},
+    "prep": {"scooping": 0.45, "walking": 0.25, "idle": 0.15, "laying": 0.15},
+    "transit": {"walking": 0.65, "idle": 0.2, "scooping": 0.15},
+    "downtime": {"idle": 0.65, "walking": 0.25, "laying": 0.10},
+}
+REGION = {"ground": 0, "wall": 1, "tub": 2, "pallet": 3}
+TILE = 1200  # world pixels per region
+GROUND_TRUTH_FILE = "ground_truth.parquet"
+
+
+@dataclass(frozen=True)
+class Bout:
+    activity: str
+    t_start: float
+    t_end: float
+    period_s: float  # motion period of the activity (0 when it has none)
+    anchor_x: float  # where the camera looks (world px)
+    anchor_y: float
+
+
+@dataclass(frozen=True)
+class ClipStyle:
+    gains: tuple[float, float, float]
+    gamma: float
+    offset: float
+    noise_sigma: float
+    fisheye_k: float
+    vignette: float
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, scales: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    out = np.zeros((h, w), np.float32)
+    for s in scales:
+        small = rng.standard_normal((max(2, h // s), max(2, w // s))).astype(np.float32)
+        out += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) / len(scales)
+    return out
+
+
+def _world(rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+    """Four regions side by side: gravel ground, brick wall, mortar tub, brick pallet."""
+    h, w = TILE, 4 * TILE
+    tone = rng.uniform(-20, 20, 3)
+    base = np.array([118, 108, 92], np.float32) + tone
+    tex = _smooth_noise(rng, h, w, (3, 12, 60))[..., None] * 28
+    world = np.clip(base + tex, 0, 255).astype(np.uint8)
+    for _ in range(900):  # stones everywhere on the ground
+        c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        g = int(rng.uniform(60, 190))
+        cv2.ellipse(world, c, (int(rng.uniform(3, 14)), int(rng.uniform(2, 9))), float(rng.uniform(0, 180)), 0, 360, (g, g - 5, g - 12), -1)
+    # Brick wall.
+    x0 = TILE * REGION["wall"]
+    mortar = np.array([178, 172, 160]) + rng.uniform(-15, 15, 3)
+    world[:, x0 : x0 + TILE] = np.clip(mortar + _smooth_noise(rng, h, TILE, (2, 8))[..., None] * 10, 0, 255).astype(np.uint8)
+    bw, bh = int(rng.uniform(70, 95)), int(rng.uniform(26, 34))
+    brick = np.array([150, 62, 42]) + rng.uniform(-25, 25, 3)
+    for row, y in enumerate(range(0, h, bh + 6)):
+        shift = (bw // 2) * (row % 2)
+        for x in range(-shift, TILE, bw + 6):
+            col = np.clip(brick + rng.uniform(-22, 22, 3), 0, 255)
+            cv2.rectangle(world, (x0 + max(x, 0), y), (x0 + min(x + bw, TILE - 1), y + bh), col.tolist(), -1)
+    # Mortar tub: dark rim, grey mortar inside, on gravel.
+    cx, cy = TILE * REGION["tub"] + TILE // 2, TILE // 2
+    cv2.circle(world, (cx, cy), 330, (38, 40, 46), -1)
+    inner = np.array([150, 146, 136]) + rng.uniform(-15, 15, 3)
+    cv2.circle(world, (cx, cy), 290, inner.tolist(), -1)
+    blob = _smooth_noise(rng, 600, 600, (6, 25))[..., None] * 18
+    patch = world[cy - 300 : cy + 300, cx - 300 : cx + 300].astype(np.float32)
+    mask = np.zeros((600, 600), np.uint8)
+    cv2.circle(mask, (300, 300), 290, 1, -1)
+    patch = np.where(mask[..., None] > 0, np.clip(patch + blob, 0, 255), patch)
+    world[cy - 300 : cy + 300, cx - 300 : cx + 300] = patch.astype(np.uint8)
+    # Pallet of bricks: wooden planks with stacked bricks.
+    x0 = TILE * REGION["pallet"]
+    wood = np.array([165, 122, 72]) + rng.uniform(-20, 20, 3)
+    for i, y in enumerate(range(150, 1050, 60)):
+        cv2.rectangle(world, (x0 + 150, y), (x0 + 1050, y + 45), np.clip(wood + (i % 3) * 8, 0, 255).tolist(), -1)
+    for _ in range(70):
+        bx, by = int(x0 + rng.uniform(180, 960)), int(rng.uniform(180, 960))
+        col = np.clip(brick + rng.uniform(-25, 25, 3), 0, 255).tolist()
+        cv2.rectangle(world, (bx, by), (bx + bw, by + bh), col, -1)
+        cv2.rectangle(world, (bx, by), (bx + bw, by + bh), (90, 60, 50), 2)
+    return world
+
+
+def _style(rng: np.random.Generator) -> ClipStyle:
+    return ClipStyle(
+        gains=tuple(float(g) for g in rng.uniform(0.72, 1.28, 3)),  # type: ignore[arg-type]
+        gamma=float(rng.uniform(0.7, 1.4)),
+        offset=float(rng.uniform(-25, 25)),
+        noise_sigma=float(rng.uniform(2, 9)),
+        fisheye_k=float(rng.uniform(0.08, 0.35)),
+        vignette=float(rng.uniform(0.1, 0.45)),
+    )
+
+
+def _plan(rng: np.random.Generator, phase: str, duration_s: float) -> list[Bout]:
+    mix = PHASE_MIX[phase]
+    names, probs = list(mix), np.array(list(mix.values()))
+    bouts: list[Bout] = []
+    t, prev = 0.0, ""
+    while t < duration_s - 1e-6:
+        p = probs * np.array([0.0 if n == prev else 1.0 for n in names])
+        act = names[int(rng.choice(len(names), p=p / p.sum()))]
+        length = float(rng.uniform(10, 30))
+        if duration_s - (t + length) < 8:  # no sliver at the end
+            length = duration_s - t
+        period = {"laying": rng.uniform(2.0, 4.0), "scooping": rng.uniform(1.5, 2.5), "walking": 1 / rng.uniform(1.6, 1.9)}.get(act, 0.0)
+        region = {"laying": "wall", "scooping": "tub"}.get(act) or str(rng.choice(list(REGION)))
+        ax = TILE * REGION[region] + TILE / 2 + rng.uniform(-120, 120)
+        ay = TILE / 2 + rng.uniform(-120, 120)
+        bouts.append(Bout(act, t, min(t + length, duration_s), float(period), float(ax), float(ay)))
+        t += length
+        prev = act
+    return bouts
+
+
+def _drift(t: float, seed: float, amp: float) -> tuple[float, float]:
+    """Slow smooth head drift: a few incommensurate sinusoids."""
+    dx = sum(np.sin(2 * np.pi * f * t + seed * k) for k, f in enumerate((0.07, 0.13, 0.29), 1))
+    dy = sum(np.cos(2 * np.pi * f * t + seed * k * 1.7) for k, f in enumerate((0.05, 0.17, 0.23), 1))
+    return amp * dx / 3, amp * dy / 3
+
+
+class _Renderer:
+    def __init__(self, world: npt.NDArray[np.uint8], style: ClipStyle, size: tuple[int, int], rng: np.random.Generator):
+        self.world = world
+        self.w, self.h = size
+        self.style = style
+        lut = np.arange(256, dtype=np.float32) / 255.0
+        self.lut = np.stack(
+            [np.clip(255 * (lut**style.gamma) * g + style.offset, 0, 255) for g in style.gains], axis=-1
+        ).astype(np.uint8).reshape(256, 1, 3)
+        yy, xx = np.mgrid[0 : self.h, 0 : self.w].astype(np.float32)
+        nx, ny = (xx - self.w / 2) / (self.w / 2), (yy - self.h / 2) / (self.w / 2)
+        r2 = nx**2 + ny**2
+        f = 1 + style.fisheye_k * r2  # barrel: the edges of the frame see further out
+        self.map_x = (nx * f * self.w / 2 + self.w / 2).astype(np.float32)
+        self.map_y = (ny * f * self.w / 2 + self.h / 2).astype(np.float32)
+        self.vignette = (1 - style.vignette * np.clip(r2 / 1.3, 0, 1))[..., None].astype(np.float32)
+        self.noise = [rng.normal(0, style.noise_sigma, (self.h, self.w, 3)).astype(np.float32) for _ in range(6)]
+        self.rng = rng
+
+    def view(self, cx: float, cy: float, zoom: float, roll: float) -> npt.NDArray[np.uint8]:
+        c, s = np.cos(roll) * zoom, np.sin(roll) * zoom
+        # Image pixel -> world pixel.
+        m = np.array([[c, -s, cx - c * self.w / 2 + s * self.h / 2], [s, c, cy - s * self.w / 2 - c * self.h / 2]], np.float32)
+        return cv2.warpAffine(self.world, m, (self.w, self.h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_WRAP)
+
+    def finish(self, img: npt.NDArray[np.uint8], k: int) -> npt.NDArray[np.uint8]:
+        img = cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        img = cv2.LUT(img, self.lut)
+        out = img.astype(np.float32) * self.vignette + self.noise[k % len(self.noise)]
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _glove(img: npt.NDArray[np.uint8], x: float, y: float, w: int, h: int, colour: tuple[int, int, int], carry: bool) -> None:
+    """An arm from the bottom edge to a gloved hand at (x, y); optionally carrying a brick."""
+    base = (int(w * 0.62 + (x - w / 2) * 0.3), h + 20)
+    cv2.line(img, base, (int(x), int(y)), (70, 80, 95), 38)
+    if carry:
+        cv2.rectangle(img, (int(x - 42), int(y - 28)), (int(x + 42), int(y - 4)), (150, 64, 44), -1)
+    cv2.ellipse(img, (int(x), int(y)), (30, 22), -20, 0, 360, colour, -1)
+
+
+def _trowel(img: npt.NDArray[np.uint8], x: float, y: float, angle: float) -> None:
+    c, s = np.cos(angle), np.sin(angle)
+    pts = np.array([[0, -40], [26, 30], [-26, 30]], np.float32) @ np.array([[c, s], [-s, c]], np.float32)
+    cv2.fillPoly(img, [(pts + (x, y)).astype(np.int32)], (175, 180, 185))
+    cv2.line(img, (int(x), int(y + 30 * c)), (int(x + 60), int(y + 90)), (60, 45, 35), 12)
+
+
+def render_clip(path: Path, phase: str, duration_s: float, seed: int, fps: float = 15.0,
+                size: tuple[int, int] = (640, 360)) -> list[Bout]:
+    """Write one clip to ``path`` and return its bouts (the truth)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    world = _world(rng)
+    style = _style(rng)
+    bouts = _plan(rng, phase, duration_s)
+    render = _Renderer(world, style, size, rng)
+    w, h = size
+    glove_colour = tuple(int(v) for v in rng.uniform([170, 140, 0], [240, 210, 70]))
+    walk_x, walk_y = bouts[0].anchor_x, bouts[0].anchor_y
+    n = int(round(duration_s * fps))
+    tmp = path.with_name(path.name + ".part")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        b = 0
+        for k in range(n):
+            t = k / fps
+            while b < len(bouts) - 1 and t >= bouts[b].t_end:
+                b += 1
+            bout = bouts[b]
+            tb = t - bout.t_start
+            seed_f = float(b * 1.37)
+            zoom, roll = 1.25, 0.0
+            if bout.activity == "walking":
+                speed = 230.0
+                walk_x += speed / fps
+                bob = np.sin(2 * np.pi * tb / bout.period_s)
+                cx, cy = walk_x, walk_y + 14 * bob + 20 * np.sin(0.3 * tb)
+                roll = 0.03 * np.sin(np.pi * tb / bout.period_s)
+                zoom = 1.25 + 0.04 * np.sin(2 * np.pi * tb / bout.period_s)
+            else:
+                amp = {"laying": 9.0, "scooping": 7.0, "idle": 2.0}[bout.activity]
+                dx, dy = _drift(tb, seed_f, amp)
+                cx, cy = bout.anchor_x + dx, bout.anchor_y + dy
+                ease = min(1.0, tb / 0.7)  # a quick head turn from where the last bout ended
+                cx, cy = walk_x + (cx - walk_x) * ease, walk_y + (cy - walk_y) * ease
+                if ease >= 1.0:
+                    walk_x, walk_y = cx, cy
+            img = render.view(cx, cy, zoom, roll)
+            if bout.activity == "laying":
+                s = 0.5 - 0.5 * np.cos(2 * np.pi * tb / bout.period_s)
+                px, py = w * 0.8, h * 0.85
+                wx, wy = w * 0.38 + 40 * np.sin(tb * 0.4), h * 0.35
+                half = (tb / bout.period_s) % 1.0 < 0.5  # carrying on the way to the wall
+                _glove(img, px + (wx - px) * s, py + (wy - py) * s, w, h, glove_colour, carry=half)
+            elif bout.activity == "scooping":
+                a = 2 * np.pi * tb / bout.period_s
+                tx, ty = w * 0.5 + 110 * np.cos(a), h * 0.5 + 55 * np.sin(a)
+                _trowel(img, tx, ty, a)
+                _glove(img, tx + 50, ty + 70, w, h, glove_colour, carry=False)
+            frame = av.VideoFrame.from_ndarray(render.finish(img, k), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+    return bouts
+
+
+def clip_names(n_clips: int) -> list[tuple[str, str]]:
+    """``(filename, phase)`` pairs; phases cycle production, prep, transit, downtime."""
+    return [(f"{i + 1:02d}_{PHASE_NAMES[PHASES[i % 4]]}.mp4", PHASES[i % 4]) for i in range(n_clips)]
+
+
+def make_sample_footage(out_dir: str | Path, n_clips: int = 4, minutes: float = 1.5, seed: int = 0,
+                        fps: float = 15.0, size: tuple[int, int] = (640, 360),
+                        progress: Callable[[str], None] | None = None) -> Path:
+    """Render ``n_clips`` clips of ``minutes`` each into ``out_dir`` with ``ground_truth.parquet``.
+
+    Clips that already exist (same name, recorded in ``truth.json``) are kept, so an interrupted
+    call resumes.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth_path = out / "truth.json"
+    truth: dict[str, dict] = json.loads(truth_path.read_text()) if truth_path.exists() else {}
+    params = {"minutes": minutes, "seed": seed, "fps": fps, "size": list(size)}
+    for i, (name, phase) in enumerate(clip_names(n_clips)):
+        path = out / name
+        if path.exists() and truth.get(name, {}).get("params") == params:
+            continue
+        if progress:
+            progress(f"rendering {name} ({minutes:g} min, {phase})")
+        bouts = render_clip(path, phase, minutes * 60.0, seed=seed * 1000 + i, fps=fps, size=size)
+        truth[name] = {"phase": phase, "params": params, "bouts": [asdict(b) for b in bouts]}
+        tmp = truth_path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(truth, indent=1))
+        tmp.replace(truth_path)
+    names = {n for n, _ in clip_names(n_clips)}
+    rows: dict[str, list] = {"file": [], "frame_idx": [], "t": [], "activity": []}
+    for name, rec in sorted(truth.items()):
+        if name not in names:
+            continue
+        fps_c = rec["params"]["fps"]
+        bouts = [Bout(**b) for b in rec["bouts"]]
+        n = int(round(bouts[-1].t_end * fps_c))
+        t = np.arange(n) / fps_c
+        rows["file"] += [name] * n
+        rows["frame_idx"] += list(range(n))
+        rows["t"] += t.tolist()
+        rows["activity"] += activity_at(bouts, t)
+    write_table_atomic(schema.table(rows, schema.GROUND_TRUTH), out / GROUND_TRUTH_FILE)
+    return out
+
+
+def activity_at(bouts: list[Bout], t: npt.NDArray[np.float64]) -> list[str]:
+    ends = np.array([b.t_end for b in bouts])
+    idx = np.clip(np.searchsorted(ends, t, side="right"), 0, len(bouts) - 1)
+    return [bouts[i].activity for i in idx]
+
+
+def load_ground_truth(footage_dir: str | Path) -> pa.Table | None:
+    """The per-frame truth next to sample footage, or None for real footage."""
+    p = Path(footage_dir) / GROUND_TRUTH_FILE
+    return pq.read_table(p) if p.is_file() else None

@@ -1,0 +1,288 @@
+"""Video input behind one interface: sample frames at a fixed rate, by timestamp.
+
+Backends: decord (first choice) and PyAV (fallback and prober). ``open_video(path, backend=...)``
+returns a :class:`VideoSource` whose :meth:`~VideoSource.chunks` yields sampled frames in
+bounded chunks, so memory does not grow with clip length. Sampling is by presentation timestamp,
+which keeps variable-frame-rate footage on the right clock; rotation metadata is applied.
+
+The decode loop lives here and nowhere else: feature stages receive arrays, never open files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mts", ".ts", ".mpg", ".mpeg")
+
+REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it from the input"
+
+
+class VideoError(RuntimeError):
+    """A clip cannot be read. The message names the file, the cause and the fix."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str = REENCODE_HINT):
+        self.path = str(path)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{path}: {problem}; {fix}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    duration_s: float
+    source_fps: float
+    width: int  # display width, after rotation
+    height: int
+    rotation: int  # degrees, counter-clockwise, applied to decoded frames
+
+
+@dataclass
+class FrameChunk:
+    """Consecutive sampled frames of one clip.
+
+    frames: ``(n, H, W, 3)`` uint8 RGB; t: ``(n,)`` seconds; frame_idx: ``(n,)`` sample index.
+    """
+
+    frames: npt.NDArray[np.uint8]
+    t: npt.NDArray[np.float64]
+    frame_idx: npt.NDArray[np.int32]
+
+
+def sample_times(duration_s: float, sample_fps: float) -> npt.NDArray[np.float64]:
+    n = int(np.floor(duration_s * sample_fps + 1e-6))
+    return np.arange(max(n, 0), dtype=np.float64) / sample_fps
+
+
+def output_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """Resize keeping aspect; both sides even (codecs and flow like even sizes)."""
+    w = min(target_width, width) if width > 0 else target_width
+    h = round(height * w / max(width, 1))
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+def _rotate(frame: npt.NDArray[np.uint8], rotation: int) -> npt.NDArray[np.uint8]:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a clip's duration, rate, size and rotation, or raise :class:`VideoError`."""
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(p, "file not found", "check the path or the manifest entry")
+    if p.stat().st_size == 0:
+        raise VideoError(p, "file is empty (0 bytes)", "re-copy it from the camera, or remove it from the input")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(p, f"not a readable video container ({exc.__class__.__name__}: {exc})") from exc
+    with container:
+        if not container.streams.video:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise VideoError(p, f"has no video stream (streams: {kinds})", "it is audio-only or a data file; remove it from the input")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = 0.0
+        rotation = 0
+        try:
+            first = next(container.decode(stream))
+            rotation = int(getattr(first, "rotation", 0) or 0) % 360
+            width, height = first.width, first.height
+        except StopIteration:
+            raise VideoError(p, "has a video stream but no decodable frames") from None
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoError(p, f"first frame cannot be decoded ({exc}); codec {stream.codec_context.name!r} may be unsupported or the file corrupt") from exc
+    if rotation in (90, 270):
+        width, height = height, width
+    if duration <= 0 and fps > 0 and stream.frames:
+        duration = stream.frames / fps
+    if duration <= 0:
+        raise VideoError(p, "reports zero duration")
+    return VideoInfo(str(p), duration, fps, width, height, rotation)
+
+
+class VideoSource:
+    """One open clip; iterate :meth:`chunks` for sampled frames."""
+
+    backend = "base"
+
+    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int):
+        self.info = info
+        self.sample_fps = sample_fps
+        self.size = output_size(info.width, info.height, width)
+        self.chunk_frames = chunk_frames
+        self.truncated_at: float | None = None  # set when decoding stopped early
+
+    def chunks(self) -> Iterator[FrameChunk]:
+        raise NotImplementedError
+
+
+class PyAVSource(VideoSource):
+    backend = "pyav"
+
+    def chunks(self) -> Iterator[FrameChunk]:
+        import av
+
+        targets = sample_times(self.info.duration_s, self.sample_fps)
+        w, h = self.size
+        # Frames are reformatted before rotation, so swap the requested size for rotated clips.
+        dec_w, dec_h = (h, w) if self.info.rotation in (90, 270) else (w, h)
+        buf_f: list[npt.NDArray[np.uint8]] = []
+        buf_t: list[float] = []
+        buf_i: list[int] = []
+        k = 0
+        half = 0.5 / max(self.info.source_fps, 1.0)
+        last_t = -1.0
+        try:
+            with av.open(self.info.path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if k >= len(targets):
+                        break
+                    if frame.pts is None or frame.time_base is None:
+                        continue
+                    t = float(frame.pts * frame.time_base)
+                    last_t = t
+                    # A source frame covers the sample times up to its own timestamp (+ half a frame).
+                    if t + half < targets[k]:
+                        continue
+                    img = _rotate(frame.to_ndarray(width=dec_w, height=dec_h, format="rgb24"), self.info.rotation)
+                    while k < len(targets) and targets[k] <= t + half:
+                        buf_f.append(img)
+                        buf_t.append(float(targets[k]))
+                        buf_i.append(k)
+                        k += 1
+                        if len(buf_f) >= self.chunk_frames:
+                            yield self._flush(buf_f, buf_t, buf_i)
+                            buf_f, buf_t, buf_i = [], [], []
+        except (av.error.FFmpegError, ValueError) as exc:
+            log.warning("%s: decoding stopped at %.1f s: %s", self.info.path, max(last_t, 0.0), exc)
+            self.truncated_at = max(last_t, 0.0)
+        if buf_f:
+            yield self._flush(buf_f, buf_t, buf_i)
+        if k < len(targets) - 1 and self.truncated_at is None:
+            self.truncated_at = max(last_t, 0.0)
+
+    @staticmethod
+    def _flush(f: list[npt.NDArray[np.uint8]], t: list[float], i: list[int]) -> FrameChunk:
+        return FrameChunk(np.stack(f), np.asarray(t, dtype=np.float64), np.asarray(i, dtype=np.int32))
+
+
+class DecordSource(VideoSource):
+    backend = "decord"
+
+    def chunks(self) -> Iterator[FrameChunk]:
+        import decord
+
+        w, h = self.size
+        dec_w, dec_h = (h, w) if self.info.rotation in (90, 270) else (w, h)
+        try:
+            vr = decord.VideoReader(self.info.path, width=dec_w, height=dec_h, num_threads=1)
+        except decord.DECORDError as exc:
+            raise VideoError(self.info.path, f"decord cannot open it ({exc})") from exc
+        n_src = len(vr)
+        if n_src == 0:
+            raise VideoError(self.info.path, "has no decodable frames")
+        starts = vr.get_frame_timestamp(np.arange(n_src))[:, 0]
+        targets = sample_times(self.info.duration_s, self.sample_fps)
+        half = 0.5 / max(self.info.source_fps, 1.0)
+        # The frame on screen at time t is the last one whose start is <= t (+ half a frame of slack).
+        idx = np.clip(np.searchsorted(starts, targets + half, side="right") - 1, 0, n_src - 1)
+        keep = targets <= starts[-1] + 1.0 / max(self.info.source_fps, 1.0)
+        if not keep.all():
+            self.truncated_at = float(starts[-1])
+        targets, idx = targets[keep], idx[keep]
+        for lo in range(0, len(targets), self.chunk_frames):
+            sel = idx[lo : lo + self.chunk_frames]
+            try:
+                frames = vr.get_batch(list(sel)).asnumpy()
+            except decord.DECORDError as exc:
+                log.warning("%s: decord stopped at %.1f s: %s", self.info.path, targets[lo], exc)
+                self.truncated_at = float(targets[lo])
+                return
+            if self.info.rotation:
+                frames = np.stack([_rotate(f, self.info.rotation) for f in frames])
+            yield FrameChunk(frames, targets[lo : lo + self.chunk_frames].copy(),
+                             np.arange(lo, lo + len(sel), dtype=np.int32))
+
+
+BACKENDS: dict[str, type[VideoSource]] = {"decord": DecordSource, "pyav": PyAVSource}
+
+
+def available_backends() -> list[str]:
+    out = []
+    for name, module in (("decord", "decord"), ("pyav", "av")):
+        try:
+            __import__(module)
+            out.append(name)
+        except ImportError:
+            pass
+    return out
+
+
+def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chunk_frames: int = 64,
+               backend: str = "auto") -> VideoSource:
+    """Probe a clip and open it with ``backend`` ("auto": decord if installed, else PyAV)."""
+    info = probe(path)
+    if backend == "auto":
+        names = available_backends()
+        backend = "decord" if "decord" in names else "pyav"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[backend](info, sample_fps, width, chunk_frames)
+
+
+def read_range(path: str | Path, t_start: float, t_end: float, n_frames: int, width: int = 256) -> npt.NDArray[np.uint8]:
+    """Re-decode ``n_frames`` evenly spread over ``[t_start, t_end)`` (for keyframes, reels, video models).
+
+    Returns ``(n_frames, H, W, 3)`` uint8.
+    """
+    import av
+
+    info = probe(path)
+    w, h = output_size(info.width, info.height, width)
+    dec_w, dec_h = (h, w) if info.rotation in (90, 270) else (w, h)
+    targets = np.linspace(t_start, max(t_start, t_end - 1e-3), n_frames)
+    out: list[npt.NDArray[np.uint8]] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if t_start > 1.0 and stream.time_base is not None:
+            container.seek(int(max(0.0, t_start - 1.0) / stream.time_base), stream=stream, backward=True)
+        k = 0
+        last = None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            while k < n_frames and t >= targets[k]:
+                if last is None:
+                    last = _rotate(frame.to_ndarray(width=dec_w, height=dec_h, format="rgb24"), info.rotation)
+                out.append(last)
+                k += 1
+            last = None
+            if k >= n_frames:
+                break
+    if not out:
+        raise VideoError(path, f"no frames decodable between {t_start:.1f} s and {t_end:.1f} s")
+    while len(out) < n_frames:
+        out.append(out[-1])
+    return np.stack(out)
