@@ -148,6 +148,7 @@ class LocalRunner:
                 bar.update(len(batch["t"]) / d.sample_fps)
             bar.close()
             frames = concat_batches(parts)
+            status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
             if not frames or len(frames["t"]) < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
             segments = self.describer(frames)
@@ -160,7 +161,7 @@ class LocalRunner:
         self.store.write_table(f"segments/{clip.clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
         status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
                       seconds=time.perf_counter() - t0)
-        if source.truncated_at is not None and source.truncated_at < source.info.duration_s - 1.0:
+        if source.truncated_at is not None:
             status.update(status="partial", error=f"{clip.path}: decoding stopped at {source.truncated_at:.1f} s of "
                           f"{source.info.duration_s:.1f} s (truncated or corrupt); the part before it was used")
             log.warning(status["error"])

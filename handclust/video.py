@@ -129,6 +129,7 @@ class VideoSource:
         self.size = output_size(info.width, info.height, width)
         self.chunk_frames = chunk_frames
         self.truncated_at: float | None = None  # set when decoding stopped early
+        self.decoded_s = 0.0  # seconds of footage actually sampled
 
     def chunks(self) -> Iterator[FrameChunk]:
         raise NotImplementedError
@@ -140,45 +141,53 @@ class PyAVSource(VideoSource):
     def chunks(self) -> Iterator[FrameChunk]:
         import av
 
-        targets = sample_times(self.info.duration_s, self.sample_fps)
+        fps = self.sample_fps
         w, h = self.size
         # Frames are reformatted before rotation, so swap the requested size for rotated clips.
         dec_w, dec_h = (h, w) if self.info.rotation in (90, 270) else (w, h)
         buf_f: list[npt.NDArray[np.uint8]] = []
         buf_t: list[float] = []
         buf_i: list[int] = []
-        k = 0
+        k = 0  # next sample index; sample k is at time k / fps
         half = 0.5 / max(self.info.source_fps, 1.0)
+        prev = None  # (time, av frame) on screen until the next frame's timestamp
         last_t = -1.0
+
+        def emit(frame: object, until: float) -> Iterator[FrameChunk]:
+            # The frame on screen at sample time s is the last one starting at or before s (+ half a frame).
+            nonlocal k, buf_f, buf_t, buf_i
+            img = None
+            while k / fps < until:
+                if img is None:
+                    img = _rotate(frame.to_ndarray(width=dec_w, height=dec_h, format="rgb24"), self.info.rotation)  # type: ignore[attr-defined]
+                buf_f.append(img)
+                buf_t.append(k / fps)
+                buf_i.append(k)
+                k += 1
+                if len(buf_f) >= self.chunk_frames:
+                    yield self._flush(buf_f, buf_t, buf_i)
+                    buf_f, buf_t, buf_i = [], [], []
+
         try:
             with av.open(self.info.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
-                    if k >= len(targets):
-                        break
                     if frame.pts is None or frame.time_base is None:
                         continue
                     t = float(frame.pts * frame.time_base)
-                    last_t = t
-                    # A source frame covers the sample times up to its own timestamp (+ half a frame).
-                    if t + half < targets[k]:
-                        continue
-                    img = _rotate(frame.to_ndarray(width=dec_w, height=dec_h, format="rgb24"), self.info.rotation)
-                    while k < len(targets) and targets[k] <= t + half:
-                        buf_f.append(img)
-                        buf_t.append(float(targets[k]))
-                        buf_i.append(k)
-                        k += 1
-                        if len(buf_f) >= self.chunk_frames:
-                            yield self._flush(buf_f, buf_t, buf_i)
-                            buf_f, buf_t, buf_i = [], [], []
+                    if prev is not None:
+                        yield from emit(prev[1], t - half)
+                    prev, last_t = (t, frame), t
         except (av.error.FFmpegError, ValueError) as exc:
             log.warning("%s: decoding stopped at %.1f s: %s", self.info.path, max(last_t, 0.0), exc)
             self.truncated_at = max(last_t, 0.0)
+        if prev is not None:
+            yield from emit(prev[1], last_t + 2 * half - 1e-9)
         if buf_f:
             yield self._flush(buf_f, buf_t, buf_i)
-        if k < len(targets) - 1 and self.truncated_at is None:
+        self.decoded_s = k / fps
+        if self.truncated_at is None and last_t + 1.0 < self.info.duration_s:
             self.truncated_at = max(last_t, 0.0)
 
     @staticmethod
@@ -194,22 +203,26 @@ class DecordSource(VideoSource):
 
         w, h = self.size
         dec_w, dec_h = (h, w) if self.info.rotation in (90, 270) else (w, h)
+        # decord's resizer fails on very small outputs; there, decode full size and resize here.
+        in_decoder = dec_w >= 64 and dec_h >= 36
         try:
-            vr = decord.VideoReader(self.info.path, width=dec_w, height=dec_h, num_threads=1)
+            if in_decoder:
+                vr = decord.VideoReader(self.info.path, width=dec_w, height=dec_h, num_threads=1)
+            else:
+                vr = decord.VideoReader(self.info.path, num_threads=1)
         except decord.DECORDError as exc:
             raise VideoError(self.info.path, f"decord cannot open it ({exc})") from exc
         n_src = len(vr)
         if n_src == 0:
             raise VideoError(self.info.path, "has no decodable frames")
         starts = vr.get_frame_timestamp(np.arange(n_src))[:, 0]
-        targets = sample_times(self.info.duration_s, self.sample_fps)
         half = 0.5 / max(self.info.source_fps, 1.0)
+        ends = vr.get_frame_timestamp(n_src - 1)
+        targets = sample_times(max(float(np.ravel(ends)[-1]), float(starts[-1]) + 2 * half), self.sample_fps)
         # The frame on screen at time t is the last one whose start is <= t (+ half a frame of slack).
         idx = np.clip(np.searchsorted(starts, targets + half, side="right") - 1, 0, n_src - 1)
-        keep = targets <= starts[-1] + 1.0 / max(self.info.source_fps, 1.0)
-        if not keep.all():
+        if float(starts[-1]) + 1.0 < self.info.duration_s:
             self.truncated_at = float(starts[-1])
-        targets, idx = targets[keep], idx[keep]
         for lo in range(0, len(targets), self.chunk_frames):
             sel = idx[lo : lo + self.chunk_frames]
             try:
@@ -218,10 +231,15 @@ class DecordSource(VideoSource):
                 log.warning("%s: decord stopped at %.1f s: %s", self.info.path, targets[lo], exc)
                 self.truncated_at = float(targets[lo])
                 return
+            if not in_decoder:
+                import cv2
+
+                frames = np.stack([cv2.resize(f, (dec_w, dec_h), interpolation=cv2.INTER_AREA) for f in frames])
             if self.info.rotation:
                 frames = np.stack([_rotate(f, self.info.rotation) for f in frames])
             yield FrameChunk(frames, targets[lo : lo + self.chunk_frames].copy(),
                              np.arange(lo, lo + len(sel), dtype=np.int32))
+            self.decoded_s = (lo + len(sel)) / self.sample_fps
 
 
 BACKENDS: dict[str, type[VideoSource]] = {"decord": DecordSource, "pyav": PyAVSource}
@@ -244,7 +262,8 @@ def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chun
     info = probe(path)
     if backend == "auto":
         names = available_backends()
-        backend = "decord" if "decord" in names else "pyav"
+        # decord ignores the display matrix of rotated (phone) footage; PyAV honours it.
+        backend = "decord" if "decord" in names and info.rotation == 0 else "pyav"
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)}")
     return BACKENDS[backend](info, sample_fps, width, chunk_frames)

@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates .venv, installs, renders sample footage, runs the pipeline on it
+#   make test   creates .venv, installs dev extras, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+FOOTAGE ?= sample_footage
+OUT ?= runs/demo
+CLIPS ?= 4
+MINUTES ?= 1.5
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/handclust sample-footage $(FOOTAGE) --clips $(CLIPS) --minutes $(MINUTES)
+	$(VENV)/bin/handclust run $(FOOTAGE) --out $(OUT)
+	@echo "open $(OUT)/timelines/timelines.png, or load $(OUT)/*.parquet with pandas / DuckDB"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check handclust tests jobs benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(OUT) $(FOOTAGE) benchmarks/work

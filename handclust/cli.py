@@ -1,0 +1,128 @@
+"""Command line: parses arguments and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from handclust.config import ConfigError, config_to_dict, load_config
+from handclust.footage import FootageError
+
+
+def _fail(message: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="handclust")
+def cli(verbose: int) -> None:
+    """HandClust: find the activities that repeat across egocentric construction footage.
+
+    \b
+    Typical use:
+      handclust sample-footage footage/          # make synthetic clips with a known truth
+      handclust run footage/ --out runs/demo     # discover activities, write timelines
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss.loader", "matplotlib", "numba", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@cli.command("sample-footage")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--clips", "n_clips", default=4, show_default=True, help="Number of clips (phases cycle).")
+@click.option("--minutes", default=1.5, show_default=True, help="Length of each clip.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--fps", default=15.0, show_default=True, help="Frame rate of the rendered clips.")
+@click.option("--size", default="640x360", show_default=True, help="WIDTHxHEIGHT of the rendered clips.")
+def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: float, size: str) -> None:
+    """Render synthetic helmet-cam clips plus ground_truth.parquet into OUT_DIR."""
+    from handclust.synthetic import make_sample_footage
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        _fail(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 640x360")
+    if n_clips < 1 or minutes <= 0:
+        _fail("--clips must be >= 1 and --minutes > 0")
+    out = make_sample_footage(out_dir, n_clips=n_clips, minutes=minutes, seed=seed, fps=fps, size=(w, h),
+                              progress=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {n_clips} clips and ground_truth.parquet to {out}")
+
+
+@cli.command("run")
+@click.argument("footage", type=click.Path())
+@click.option("--out", default="handclust_out", show_default=True, help="Output directory (or s3://, gs:// URI).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set segment.min_segment_s=4 (repeatable).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Discover activities in FOOTAGE (a folder of clips, or a .csv/.parquet/.txt manifest).
+
+    Rerunning into the same --out resumes: finished clips are skipped.
+    """
+    from handclust.pipeline import discover
+
+    try:
+        cfg = load_config(config_path, list(overrides))
+        result = discover(footage, out=out, config=cfg, progress=not no_progress)
+    except (ConfigError, FootageError) as exc:
+        _fail(str(exc))
+        return
+    s = result.summary
+    click.echo("")
+    click.echo(f"clips        {s['clips_ok']} ok, {s['clips_failed']} failed (of {s['clips_total']})")
+    for f in s["failed"]:
+        click.echo(f"  failed     {f['error']}")
+    click.echo(f"footage      {s['hours_processed']:.2f} h")
+    click.echo(f"segments     {s['segments']}")
+    click.echo(f"activities   {s.get('activities', 0)}")
+    if s.get("noise_rate") is not None:
+        click.echo(f"noise        {100 * s['noise_rate']:.1f} % of segments (assigned to their nearest activity in timelines)")
+    if "ground_truth_ari" in s:
+        click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f} (frame level)")
+    click.echo(f"wall time    {s['wall_time_s']:.1f} s")
+    click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
+    if s["clips_ok"] == 0:
+        sys.exit(1)
+
+
+@cli.command("config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config to resolve.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Print the resolved config as YAML (a starting point for --config files)."""
+    import yaml
+
+    try:
+        cfg = load_config(config_path, list(overrides))
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+@cli.command("summary")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+def summary(out: str) -> None:
+    """Print the summary of an earlier run."""
+    run_json = Path(out) / "run.json"
+    if not run_json.exists():
+        _fail(f"{run_json} not found: is {out} a HandClust output directory?")
+    click.echo(json.dumps(json.loads(run_json.read_text()).get("summary", {}), indent=2))
+
+
+def main() -> None:
+    cli(prog_name="handclust")
+
+
+if __name__ == "__main__":
+    main()

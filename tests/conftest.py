@@ -1,0 +1,55 @@
+"""Shared fixtures: synthetic footage with a known truth, rendered once per test session."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Small, fast footage: 4 clips (one per phase), 320x180 at 10 fps.
+TEST_CLIPS = 4
+TEST_MINUTES = 1.0
+TEST_SIZE = (320, 180)
+TEST_FPS = 10.0
+
+
+@pytest.fixture(scope="session")
+def footage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from handclust.synthetic import make_sample_footage
+
+    out = tmp_path_factory.mktemp("footage")
+    return make_sample_footage(out, n_clips=TEST_CLIPS, minutes=TEST_MINUTES, seed=7, fps=TEST_FPS, size=TEST_SIZE)
+
+
+@pytest.fixture(scope="session")
+def demo_run(footage_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One full run over the test footage, shared by the tests that only read its outputs."""
+    from handclust import discover
+
+    out = tmp_path_factory.mktemp("run")
+    return discover(footage_dir, out=out, progress=False)
+
+
+@pytest.fixture
+def short_clip(tmp_path: Path) -> Path:
+    """A 12-second clip, for tests that need one real file."""
+    from handclust.synthetic import render_clip
+
+    p = tmp_path / "01_production_short.mp4"
+    render_clip(p, "production", 12.0, seed=3, fps=TEST_FPS, size=TEST_SIZE)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_error_logs(caplog: pytest.LogCaptureFixture):
+    """A test that logs at ERROR fails: errors must be handled and reported, not just logged."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, f"logged at ERROR: {[r.getMessage() for r in errors]}"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from handclust.config import ConfigError, load_config, with_overrides
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg.decode.sample_fps == 5.0
+    assert cfg.cluster.min_cluster_size is None  # chosen from the data
+
+
+def test_yaml_file_then_overrides_win(tmp_path: Path):
+    p = tmp_path / "c.yaml"
+    p.write_text("segment:\n  min_segment_s: 4\ncluster:\n  knn_k: 7\n")
+    cfg = load_config(p, ["segment.min_segment_s=5", "cluster.modalities=[scene, motion]"])
+    assert cfg.segment.min_segment_s == 5
+    assert cfg.cluster.knn_k == 7
+    assert cfg.cluster.modalities == ("scene", "motion")
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("segment.min_segmnt_s=3", "segment.min_segmnt_s"),
+        ("decode.sample_fps=-1", "decode.sample_fps"),
+        ("cluster.modalities=[scene, smell]", "cluster.modalities"),
+        ("segment.max_segment_s=1", "max_segment_s"),
+        ("novalue", "key=value"),
+    ],
+)
+def test_bad_key_or_value_names_it(override: str, needle: str):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_bad_yaml_file_is_named(tmp_path: Path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("segment: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_is_frozen_and_overridable():
+    cfg = load_config()
+    with pytest.raises(Exception):
+        cfg.decode.sample_fps = 3  # type: ignore[misc]
+    assert with_overrides(cfg, ["decode.sample_fps=3"]).decode.sample_fps == 3
