@@ -135,6 +135,15 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     write_timelines(store, clips_tbl, segments, clustering, prog)
     timings["timelines"] = time.perf_counter() - t0
 
+    if cfg.labels.enabled and clustering.k > 0:
+        from handclust.labelling import gather_examples, label_clusters, labels_summary
+
+        t0 = time.perf_counter()
+        examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
+        labels_tbl = label_clusters(store, examples, cfg.labels)
+        summary["labels"] = labels_summary(labels_tbl)
+        summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
+        timings["labelling"] = time.perf_counter() - t0
     summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason)
     if "ground_truth" in evaluation:
         summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]

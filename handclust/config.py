@@ -91,6 +91,20 @@ class ClusterConfig(_Frozen):
         return self
 
 
+class LabelConfig(_Frozen):
+    enabled: bool = Field(True, description="name activities with Gemini when an API key is set")
+    model: str = "gemini-2.5-flash"
+    api_key_env: str = "GEMINI_API_KEY"
+    base_url: str | None = Field(None, description="API endpoint override (proxies, tests)")
+    n_segments: int = Field(3, ge=1, le=10, description="typical segments shown per activity")
+    frames_per_segment: int = Field(2, ge=1, le=8)
+    image_width: int = Field(384, ge=64, le=1536)
+    concurrency: int = Field(4, ge=1, le=64)
+    max_retries: int = Field(4, ge=0, le=10)
+    backoff_s: float = Field(2.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+
+
 class PhaseConfig(_Frozen):
     pattern: str = r"(production|prep|transit|downtime)"
 
@@ -103,6 +117,7 @@ class RunConfig(_Frozen):
     descriptor: DescriptorConfig = DescriptorConfig()
     cluster: ClusterConfig = ClusterConfig()
     phase: PhaseConfig = PhaseConfig()
+    labels: LabelConfig = LabelConfig()
     runner: Literal["local"] = "local"
     progress: bool = True
 

@@ -1,0 +1,112 @@
+"""Gemini labelling through the real google-genai client against a loopback fake of the REST API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handclust.config import LabelConfig
+from handclust.labelling import ClusterExamples, GeminiLabeller, label_clusters
+from handclust.storage import OutputStore
+
+
+class FakeGemini:
+    """Answers generateContent; `script` is a list of (status, body) consumed per request."""
+
+    def __init__(self, script: list[tuple[int, dict]] | None = None):
+        self.script = list(script or [])
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "key": self.headers.get("x-goog-api-key"), "body": body})
+                status, answer = outer.script.pop(0) if outer.script else (200, outer.ok("laying bricks"))
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def ok(label: str) -> dict:
+        text = json.dumps({"label": label, "description": "a gloved hand places a brick on the wall"})
+        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}]}
+
+    @staticmethod
+    def error(code: int, status: str) -> dict:
+        return {"error": {"code": code, "message": f"fake {status}", "status": status}}
+
+
+@pytest.fixture
+def fake():
+    f = FakeGemini()
+    yield f
+    f.server.shutdown()
+
+
+def _examples(n: int = 2) -> list[ClusterExamples]:
+    rng = np.random.default_rng(0)
+    return [ClusterExamples(c, [f"seg{c}a", f"seg{c}b"], [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)] * 2) for c in range(n)]
+
+
+def test_labels_each_cluster_with_keyframes(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    cfg = LabelConfig(base_url=fake.url, backoff_s=0.01)
+    tbl = label_clusters(OutputStore(tmp_path), _examples(2), cfg)
+    assert tbl.column("label").to_pylist() == ["laying bricks", "laying bricks"]
+    assert set(tbl.column("status").to_pylist()) == {"ok"}
+    req = fake.requests[0]
+    assert req["path"] == f"/v1beta/models/{cfg.model}:generateContent"
+    assert req["key"] == "test-key"
+    parts = req["body"]["contents"][0]["parts"]
+    images = [p for p in parts if "inlineData" in p]
+    assert len(images) == 2 and images[0]["inlineData"].get("mimeType", images[0]["inlineData"].get("mime_type")) == "image/jpeg"
+    assert base64.urlsafe_b64decode(images[0]["inlineData"]["data"])[:2] == b"\xff\xd8"  # a real JPEG
+    # Answers are cached by cluster membership: a rerun makes no request.
+    n = len(fake.requests)
+    again = label_clusters(OutputStore(tmp_path), _examples(2), cfg)
+    assert len(fake.requests) == n and set(again.column("status").to_pylist()) == {"cached"}
+
+
+def test_rate_limit_is_retried_then_succeeds(fake: FakeGemini, tmp_path: Path):
+    fake.script = [(429, FakeGemini.error(429, "RESOURCE_EXHAUSTED")), (503, FakeGemini.error(503, "UNAVAILABLE")),
+                   (200, FakeGemini.ok("scooping mortar"))]
+    lab = GeminiLabeller(LabelConfig(base_url=fake.url, backoff_s=0.01, concurrency=1), "k")
+    rec = lab(_examples(1)[0])
+    assert rec["status"] == "ok" and rec["label"] == "scooping mortar"
+    assert len(fake.requests) == 3
+
+
+def test_errors_are_recorded_per_cluster_not_fatal(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "bad")
+    fake.script = [(403, FakeGemini.error(403, "PERMISSION_DENIED"))]
+    cfg = LabelConfig(base_url=fake.url, backoff_s=0.01, concurrency=1, max_retries=1)
+    tbl = label_clusters(OutputStore(tmp_path), _examples(2), cfg).to_pylist()
+    assert tbl[0]["status"] == "error" and "403" in tbl[0]["error"] and "GEMINI_API_KEY" in tbl[0]["error"]
+    assert tbl[1]["status"] == "ok"  # the other cluster still got its name
+    # The failed cluster is retried on the next run; the good one comes from the cache.
+    again = label_clusters(OutputStore(tmp_path), _examples(2), cfg).to_pylist()
+    assert [r["status"] for r in again] == ["ok", "cached"]
+
+
+def test_no_key_skips_with_a_clear_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    tbl = label_clusters(OutputStore(tmp_path), _examples(1), LabelConfig()).to_pylist()
+    assert tbl[0]["status"] == "skipped" and "GEMINI_API_KEY" in tbl[0]["error"]
