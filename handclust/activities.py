@@ -73,7 +73,7 @@ def phase_scores(segments: pa.Table, clips_tbl: pa.Table, labels: npt.NDArray[np
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
-                     timings: dict[str, float]):  # noqa: ANN201 - returns pipeline.RunResult (import cycle)
+                     timings: dict[str, float]):
     from handclust.pipeline import RunResult
     from handclust.timeline import write_timelines
 
@@ -96,6 +96,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         return RunResult(store.uri, clips_tbl, segments, empty, summary)
 
     t0 = time.perf_counter()
+    prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in cfg.cluster.modalities}
     fusion = fuse(modalities, clip_ids, cfg.cluster)
@@ -139,12 +140,14 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         from handclust.labelling import gather_examples, label_clusters, labels_summary
 
         t0 = time.perf_counter()
+        prog.say(f"naming {clustering.k} activities with {cfg.labels.model}")
         examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
         labels_tbl = label_clusters(store, examples, cfg.labels)
         summary["labels"] = labels_summary(labels_tbl)
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
-    summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason)
+    summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason,
+                   backends={**clustering.backends, "map_2d": map_backend})
     if "ground_truth" in evaluation:
         summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
         summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]

@@ -87,6 +87,12 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     click.echo(f"activities   {s.get('activities', 0)}")
     if s.get("noise_rate") is not None:
         click.echo(f"noise        {100 * s['noise_rate']:.1f} % of segments (assigned to their nearest activity in timelines)")
+    if s.get("backends"):
+        click.echo("backends     " + ", ".join(f"{k}={v}" for k, v in s["backends"].items()))
+    if s.get("labels"):
+        lab = s["labels"]
+        click.echo(f"labels       {lab['labelled']} named, {lab['failed']} failed, {lab['skipped']} skipped"
+                   + (f" ({lab['errors'][0]})" if lab["errors"] else ""))
     if "ground_truth_ari" in s:
         click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f} (frame level)")
     click.echo(f"wall time    {s['wall_time_s']:.1f} s")

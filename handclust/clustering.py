@@ -35,11 +35,11 @@ class BackendError(RuntimeError):
 
 def gpu_available() -> bool:
     try:
-        import cupy  # noqa: F401
         import cuml  # noqa: F401
+        import cupy
 
         return bool(cupy.cuda.runtime.getDeviceCount() > 0)
-    except Exception:  # noqa: BLE001 - any import or driver failure means no usable GPU
+    except Exception:
         return False
 
 
@@ -250,7 +250,7 @@ class Clustering:
 
     @property
     def k(self) -> int:
-        return int(len(np.unique(self.labels[self.labels >= 0])))
+        return len(np.unique(self.labels[self.labels >= 0]))
 
     @property
     def noise_rate(self) -> float:

@@ -132,7 +132,7 @@ class GeminiLabeller:
             except (ValueError, json.JSONDecodeError) as exc:
                 last = f"unreadable answer from {self.cfg.model}: {exc}"
                 break
-            except Exception as exc:  # noqa: BLE001 - network errors (httpx) must not end the run
+            except Exception as exc:
                 last = f"request to {self.cfg.model} failed: {exc.__class__.__name__}: {exc}"
                 if attempt == self.cfg.max_retries:
                     break

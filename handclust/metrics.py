@@ -20,7 +20,7 @@ def agreement(truth: npt.ArrayLike, pred: npt.ArrayLike, weights: npt.ArrayLike 
         "ari": float(adjusted_rand_score(t, p)),
         "nmi": float(normalized_mutual_info_score(t, p)),
         "v_measure": float(v_measure_score(t, p)),
-        "n": int(len(t)),
+        "n": len(t),
     }
 
 
@@ -50,5 +50,5 @@ def clip_mixing(labels: npt.ArrayLike, clip_ids: npt.ArrayLike) -> dict[str, flo
     return {
         "mixing_entropy": float(np.average(ent, weights=sizes)),
         "multi_clip_share": multi / len(clusters),
-        "clusters": int(len(clusters)),
+        "clusters": len(clusters),
     }

@@ -25,7 +25,7 @@ class FakeGemini:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "key": self.headers.get("x-goog-api-key"), "body": body})
                 status, answer = outer.script.pop(0) if outer.script else (200, outer.ok("laying bricks"))
