@@ -137,11 +137,14 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     timings["timelines"] = time.perf_counter() - t0
 
     if cfg.labels.enabled and clustering.k > 0:
-        from handclust.labelling import gather_examples, label_clusters, labels_summary
+        from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_summary
 
         t0 = time.perf_counter()
-        prog.say(f"naming {clustering.k} activities with {cfg.labels.model}")
-        examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
+        if api_key(cfg.labels):
+            prog.say(f"naming {clustering.k} activities with {cfg.labels.model}")
+            examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
+        else:  # say why there are no names, without decoding keyframes nobody will look at
+            examples = [ClusterExamples(int(c), [], []) for c in np.unique(clustering.labels[clustering.labels >= 0])]
         labels_tbl = label_clusters(store, examples, cfg.labels)
         summary["labels"] = labels_summary(labels_tbl)
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}

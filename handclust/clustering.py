@@ -210,9 +210,13 @@ def umap_fit(x: npt.NDArray[np.floating], method: str = "umap", backend: str = "
 
         y = CuUMAP(n_neighbors=nn, n_components=2, random_state=seed).fit_transform(cp.asarray(x))
         return cp.asnumpy(y).astype(np.float32), "cuml-umap"
+    import warnings
+
     import umap
 
-    y = umap.UMAP(n_neighbors=nn, n_components=2, metric="euclidean", random_state=seed, init="spectral" if n > 20 else "random").fit_transform(x)
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": we want reproducible maps
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        y = umap.UMAP(n_neighbors=nn, n_components=2, metric="euclidean", random_state=seed, init="spectral" if n > 20 else "random").fit_transform(x)
     return np.asarray(y, np.float32), "umap-learn"
 
 

@@ -23,7 +23,8 @@ class Progress:
             return _NullBar()
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True,
+        # disable=None: bars on a terminal, none in logs (the per-clip lines say enough there).
+        return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True, disable=None,
                     bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]")
 
     def say(self, message: str) -> None:
