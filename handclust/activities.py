@@ -122,20 +122,6 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         "distances": [r.tolist() for r in clustering.knn_dist],
     }, schema=schema.NEIGHBOURS))
 
-    t0 = time.perf_counter()
-    evaluation: dict[str, Any] = {
-        "k": clustering.k, "noise_rate": clustering.noise_rate,
-        "phase": phase_scores(segments, clips_tbl, clustering.activity),
-        "cross_clip": clip_mixing(clustering.labels, clip_ids),
-    }
-    gt = frame_truth(footage, clips_tbl, segments, clustering.activity, cfg.decode.sample_fps)
-    if gt is not None:
-        truth, pred, _ = gt
-        evaluation["ground_truth"] = agreement(truth, pred)
-    store.write_json("eval.json", evaluation)
-    write_timelines(store, clips_tbl, segments, clustering, prog)
-    timings["timelines"] = time.perf_counter() - t0
-
     if cfg.labels.enabled and clustering.k > 0:
         from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_summary
 
@@ -149,6 +135,20 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary["labels"] = labels_summary(labels_tbl)
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    evaluation: dict[str, Any] = {
+        "k": clustering.k, "noise_rate": clustering.noise_rate,
+        "phase": phase_scores(segments, clips_tbl, clustering.activity),
+        "cross_clip": clip_mixing(clustering.labels, clip_ids),
+    }
+    gt = frame_truth(footage, clips_tbl, segments, clustering.activity, cfg.decode.sample_fps)
+    if gt is not None:
+        truth, pred, _ = gt
+        evaluation["ground_truth"] = agreement(truth, pred)
+    store.write_json("eval.json", evaluation)
+    write_timelines(store, clips_tbl, segments, clustering, prog, names=summary.get("activity_names"))
+    timings["timelines"] = time.perf_counter() - t0
+
     summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason,
                    backends={**clustering.backends, "map_2d": map_backend})
     if "ground_truth" in evaluation:

@@ -55,7 +55,12 @@ def draw_strip(ax: Any, segs: list[dict[str, Any]], duration: float, label: str)
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
 
 
-def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table, clustering: Clustering, prog: Progress) -> None:
+def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table, clustering: Clustering, prog: Progress,
+                    names: dict[int, str] | None = None) -> None:
+    """Per clip: ``timelines/<clip_id>.json`` and ``.png``; all clips: ``timelines/timelines.png``.
+
+    ``names`` maps activity ids to the labeller's names; unnamed ones show as ``activity N``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +80,8 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
     axes[-1, 0].set_xlabel("time in clip (s)")
     for ax in axes[:-1, 0]:
         ax.set_xticks([])
-    handles = [Patch(color=activity_colour(a), label=f"activity {a}") for a in acts]
+    names = names or {}
+    handles = [Patch(color=activity_colour(a), label=f"{a}: {names[a]}" if a in names else f"activity {a}") for a in acts]
     handles.append(Patch(facecolor="white", edgecolor="grey", hatch="//", label="noise, nearest activity"))
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (0.45 * len(records) + 1.2)))

@@ -110,3 +110,21 @@ def test_no_key_skips_with_a_clear_reason(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.delenv(k, raising=False)
     tbl = label_clusters(OutputStore(tmp_path), _examples(1), LabelConfig()).to_pylist()
     assert tbl[0]["status"] == "skipped" and "GEMINI_API_KEY" in tbl[0]["error"]
+
+
+def test_discover_names_activities_end_to_end(fake: FakeGemini, footage_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import pandas as pd
+
+    from handclust import discover
+
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    clips = sorted(footage_dir.glob("*.mp4"))[:2]
+    res = discover(clips, out=tmp_path / "out", progress=False,
+                   overrides=[f"labels.base_url={fake.url}", "labels.backoff_s=0.01", "labels.n_segments=2"])
+    labels = pd.read_parquet(tmp_path / "out" / "labels.parquet")
+    k = res.summary["activities"]
+    assert k >= 1 and len(labels) == k and (labels.status == "ok").all()
+    assert len(fake.requests) == k
+    for req in fake.requests:  # 2 typical segments x 2 keyframes each, re-decoded from the clips
+        assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
+    assert set(res.summary["activity_names"].values()) == {"laying bricks"}
