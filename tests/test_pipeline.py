@@ -82,7 +82,7 @@ def test_segments_have_rhythm_and_repetition(demo_run):
     assert seg.rhythm_strength.between(0, 1).all()
     rep = seg.repetition_period_s.dropna()
     assert len(rep) > 0 and rep.between(0.8, 6.0).all()
-    assert set("".join(seg.boundary_detectors).replace("+", " ").split()) <= {"motion", "appearance", "statistical", "split"}
+    assert set(" ".join(seg.boundary_detectors).replace("+", " ").split()) <= {"motion", "appearance", "statistical", "split"}
 
 
 def test_bad_clips_recorded_and_run_continues(footage_dir: Path, tmp_path: Path):
@@ -95,8 +95,7 @@ def test_bad_clips_recorded_and_run_continues(footage_dir: Path, tmp_path: Path)
     data = good.read_bytes()
     (src / "04_downtime_truncated.mp4").write_bytes(data[: len(data) // 3])
     res = discover(src, out=tmp_path / "out", progress=False)
-    clips = res.clips.to_pandas().set_index(res.clips.column("path").to_pylist())
-    by_name = {Path(p).name: row for p, row in clips.iterrows()}
+    by_name = {Path(r["path"]).name: r for r in res.clips.to_pylist()}
     assert by_name[good.name]["status"] == "ok"
     assert by_name["02_prep_empty.mp4"]["status"] == "error" and "empty" in by_name["02_prep_empty.mp4"]["error"]
     assert by_name["03_transit_corrupt.mp4"]["status"] == "error"
