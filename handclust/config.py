@@ -109,6 +109,23 @@ class PhaseConfig(_Frozen):
     pattern: str = r"(production|prep|transit|downtime)"
 
 
+class RayConfig(_Frozen):
+    """How the Ray runner (``runner: ray``) connects and sizes its stages; no effect on outputs."""
+
+    address: str | None = Field(None, description="Ray cluster to join; None: RAY_ADDRESS, else start a local instance")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local instance (None: all)")
+    object_store_memory_mb: int | None = Field(None, ge=100, description="object store of a local instance (None: Ray's default)")
+    concurrency: dict[str, int | tuple[int, int]] = Field(
+        default_factory=dict,
+        description="actors per stage name (scene, motion, ...): n, or (min, max) to autoscale; default 1")
+    decode_concurrency: int | None = Field(None, ge=1, description="most clips decoding at once (None: as many as fit)")
+    decode_num_cpus: float = Field(1.0, gt=0)
+    actor_num_cpus: float | None = Field(None, gt=0, description="CPUs per stage actor (None: the stage's own, capped to fit)")
+    max_attempts: int = Field(3, ge=1, description="runs a clip may fail before it is quarantined")
+    max_restarts: int = Field(3, ge=-1, description="restarts of a crashed stage actor (-1: unlimited)")
+    max_task_retries: int = Field(3, ge=-1, description="retries of a batch lost with its worker (-1: unlimited)")
+
+
 class RunConfig(_Frozen):
     decode: DecodeConfig = DecodeConfig()
     flow: FlowConfig = FlowConfig()
@@ -118,7 +135,8 @@ class RunConfig(_Frozen):
     cluster: ClusterConfig = ClusterConfig()
     phase: PhaseConfig = PhaseConfig()
     labels: LabelConfig = LabelConfig()
-    runner: Literal["local"] = "local"
+    runner: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
     progress: bool = True
 
 

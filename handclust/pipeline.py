@@ -216,18 +216,28 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
     clips = find_clips(footage, cfg.phase.pattern)
-    runner = LocalRunner(cfg, store, prog)
+    runner: Any
+    if cfg.runner == "ray":
+        from handclust.ray_runner import RayRunner  # imports ray: only when asked for
+
+        runner = RayRunner(cfg, store, prog)
+    else:
+        runner = LocalRunner(cfg, store, prog)
     t0 = time.perf_counter()
     todo = [c for c in clips if not runner.is_done(c)]
     if len(todo) < len(clips):
         prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
-    for i, clip in enumerate(todo, 1):
-        prog.say(f"[{i}/{len(todo)}] {clip.path}")
-        runner.process_clip(clip)
+    if cfg.runner == "ray":
+        runner.process_clips(todo)
+    else:
+        for i, clip in enumerate(todo, 1):
+            prog.say(f"[{i}/{len(todo)}] {clip.path}")
+            runner.process_clip(clip)
     timings["features_and_segments"] = time.perf_counter() - t0
     clips_tbl = clips_table(store, clips)
     store.write_table("clips.parquet", clips_tbl)
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
+    result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
     timings["total"] = time.perf_counter() - t_run
     result.summary["wall_time_s"] = timings["total"]
     run_json = store.read_json("run.json")

@@ -332,3 +332,34 @@ def load_ground_truth(footage_dir: str | Path) -> pa.Table | None:
     """The per-frame truth next to sample footage, or None for real footage."""
     p = Path(footage_dir) / GROUND_TRUTH_FILE
     return pq.read_table(p) if p.is_file() else None
+
+
+def planted_segment_descriptors(n_segments: int, n_activities: int, seed: int = 0,
+                                dims: dict[str, int] | None = None, segments_per_clip: int = 120,
+                                noise: float = 1.2, clip_look: float = 0.5,
+                                ) -> tuple[dict[str, npt.NDArray[np.float32]], npt.NDArray[np.object_], npt.NDArray[np.int64]]:
+    """Segment descriptors with planted activities, for clustering tests and benchmarks.
+
+    Each activity has a centre per modality; a segment is its activity's centre plus Gaussian
+    noise (``noise`` x the centres' spread). The scene modality also gets a per-clip offset
+    (``clip_look``), the camera fingerprint that fusion must discount. Activity ``a`` keeps the
+    same centres whatever ``n_activities`` is (centres come from ``seed`` and ``a``), so adding
+    activities adds new groups without moving the old ones.
+
+    Returns ``({modality: (n_segments, dim)}, clip_ids (n_segments,), activity (n_segments,))``.
+    """
+    dims = dims or {"scene": 64, "motion": 52, "ego": 16, "rhythm": 8}
+    rng = np.random.default_rng(seed)
+    activity = rng.integers(0, n_activities, n_segments)
+    n_clips = max(2, n_segments // segments_per_clip)
+    clip_idx = rng.integers(0, n_clips, n_segments)
+    clip_ids = np.array([f"clip{c:05d}" for c in clip_idx], dtype=object)
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    for m, (name, d) in enumerate(dims.items()):
+        centres = np.stack([np.random.default_rng([seed, m, a]).normal(0.0, 1.0, d) for a in range(n_activities)])
+        x = centres[activity] + rng.normal(0.0, noise, (n_segments, d))
+        if name == "scene" and clip_look > 0:
+            looks = np.random.default_rng([seed, m, 10_000]).normal(0.0, clip_look, (n_clips, d))
+            x += looks[clip_idx]
+        out[name] = x.astype(np.float32)
+    return out, clip_ids, activity

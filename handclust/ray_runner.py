@@ -1,0 +1,334 @@
+"""The Ray runner: the same stages as :class:`~handclust.pipeline.LocalRunner`, as a Ray Data pipeline.
+
+::
+
+    clips (from_items, one block per clip)
+      -> decode: CPU tasks, one clip each, yielding chunk batches whose rows carry prev_frame
+      -> per-frame stages: one map_batches actor pool each (stage.resources -> num_cpus/num_gpus/batch_size)
+      -> groupby("clip_id").map_groups: SegmentDescriber, then frames/, segments/, status/ written
+         through OutputStore exactly as the local runner writes them
+
+Outputs, schemas and resume are the local runner's, so either runner can resume the other's run
+and everything downstream (:func:`handclust.activities.build_activities`) is unchanged.
+
+Failures never stop the run for the other clips: a clip that cannot be decoded gets a status
+record with ``status="error"``. Every attempt is counted before decoding starts (``status="running"``),
+so a clip that takes its worker, or the whole job, down also counts; after ``ray.max_attempts``
+failed runs a clip is ``quarantined`` and later runs skip it. Crashed workers are Ray's to retry
+(``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a retried batch
+writes the same rows.
+
+This module imports ray at the top: import it only where the Ray runner is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+
+from handclust import schema
+from handclust.config import RunConfig
+from handclust.descriptors import SegmentDescriber
+from handclust.footage import Clip
+from handclust.pipeline import PIXEL_COLUMNS, feature_fingerprint, frame_batches, frame_stages
+from handclust.progress import Progress
+from handclust.stages import Batch
+from handclust.storage import OutputStore
+from handclust.video import VideoError, open_video
+
+log = logging.getLogger(__name__)
+
+# Rows of a clip's last chunk carry the clip's status so far (JSON); every other row carries "".
+INFO_COLUMN = "clip_info"
+DONE_STATES = ("ok", "partial")
+
+
+def _status_rel(clip_id: str) -> str:
+    return f"status/{clip_id}.json"
+
+
+def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str) -> Iterator[Batch]:
+    """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_frame).
+
+    The attempt is recorded before decoding. A clip that cannot be read is written as an error
+    status here and yields no rows. The last chunk is held back until decoding ends, so its rows
+    can carry the clip's final decode state (duration decoded, truncation).
+    """
+    store = OutputStore(out)
+    d = cfg.decode
+    for raw in batch["clip"]:
+        rec = json.loads(str(raw))
+        clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
+        status: dict[str, Any] = {
+            "clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+            "attempts": int(rec["attempts"]) + 1, "fingerprint": fingerprint, "status": "running",
+        }
+        store.write_json(_status_rel(clip.clip_id), status)
+        t0 = time.time()
+        pending: Batch | None = None
+        n_frames = 0
+        try:
+            source = open_video(clip.path, d.sample_fps, d.width, d.chunk_frames, d.backend)
+            status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
+                          width=source.info.width, height=source.info.height, backend=source.backend)
+            for chunk in frame_batches(clip, cfg, source):
+                if pending is not None:
+                    yield pending
+                n_frames += len(chunk["t"])
+                pending = {**chunk, INFO_COLUMN: np.full(len(chunk["t"]), "", dtype=object)}
+            if pending is None or n_frames < 2:
+                raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
+        except Exception as exc:  # one bad clip must not stop the others
+            message = str(exc) if isinstance(exc, VideoError) else f"{clip.path}: {type(exc).__name__}: {exc}"
+            log.warning("skipping %s", message)
+            status.update(status="error", error=message, n_frames=0, n_segments=0)
+            store.write_json(_status_rel(clip.clip_id), status)
+            continue
+        status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
+        if source.truncated_at is not None:
+            status["truncated_at"] = source.truncated_at
+            status["full_duration_s"] = source.info.duration_s
+        status["t_decode_start"] = t0
+        pending[INFO_COLUMN] = np.full(len(pending["t"]), json.dumps(status), dtype=object)
+        yield pending
+
+
+class StageActor:
+    """Ray Data callable class around one stage: ``setup()`` once per actor, then ``__call__`` per batch."""
+
+    def __init__(self, stage: Any, drop: tuple[str, ...] = ()):
+        self.stage = stage
+        self.drop = drop
+        self.stage.setup()
+
+    def __call__(self, batch: Batch) -> Batch:
+        out = self.stage(batch)
+        return {k: v for k, v in out.items() if k not in self.drop}
+
+
+class ClipWriter:
+    """Ray Data callable class for ``map_groups``: one clip's frame rows in, its tables written.
+
+    Writes ``frames/<clip_id>.parquet``, ``segments/<clip_id>.parquet`` and the final
+    ``status/<clip_id>.json`` exactly as the local runner does; returns one summary row.
+    """
+
+    def __init__(self, describer: SegmentDescriber, out: str):
+        self.describer = describer
+        self.describer.setup()
+        self.out = out
+
+    def __call__(self, frames: Batch) -> Batch:
+        store = OutputStore(self.out)
+        clip_id = str(frames["clip_id"][0])
+        infos = [str(s) for s in frames[INFO_COLUMN] if s]
+        if not infos:
+            # The decoder gave up on this clip after some chunks and wrote its error status itself.
+            return {"clip_id": np.array([clip_id], object), "status": np.array(["error"], object)}
+        status: dict[str, Any] = json.loads(infos[0])
+        order = np.argsort(frames["frame_idx"], kind="stable")
+        frames = {k: np.asarray(v)[order] for k, v in frames.items() if k != INFO_COLUMN}
+        try:
+            segments = self.describer(frames)
+        except Exception as exc:  # one bad clip must not stop the others
+            message = f"{status['path']}: segmenting failed: {type(exc).__name__}: {exc}"
+            log.warning("skipping %s", message)
+            status.pop("t_decode_start", None)
+            status.update(status="error", error=message, n_frames=0, n_segments=0)
+            store.write_json(_status_rel(clip_id), status)
+            return {"clip_id": np.array([clip_id], object), "status": np.array(["error"], object)}
+        store.write_table(f"frames/{clip_id}.parquet", schema.table(frames, schema.FRAMES))
+        store.write_table(f"segments/{clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
+        t0 = status.pop("t_decode_start", time.time())
+        truncated_at = status.pop("truncated_at", None)
+        full = status.pop("full_duration_s", status.get("duration_s"))
+        status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
+                      seconds=time.time() - t0)
+        if truncated_at is not None:
+            status.update(status="partial", error=f"{status['path']}: decoding stopped at {truncated_at:.1f} s of "
+                          f"{full:.1f} s (truncated or corrupt); the part before it was used")
+            log.warning(status["error"])
+        store.write_json(_status_rel(clip_id), status)
+        return {"clip_id": np.array([clip_id], object), "status": np.array([status["status"]], object)}
+
+
+def _pool(size: int | tuple[int, int]) -> Any:
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(min_size=size[0], max_size=size[1]) if isinstance(size, tuple) else ActorPoolStrategy(size=size)
+
+
+def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
+    # Ray 2.60 still takes these as plain remote args (it warns they move to named parameters).
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=Warning)
+    return {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
+
+
+def write_clip(frames: Batch, describer: SegmentDescriber, out: str) -> Batch:
+    """``map_groups`` UDF: :class:`ClipWriter` as a task (the describer's setup is cheap)."""
+    return ClipWriter(describer, out)(frames)
+
+
+class RayRunner:
+    """Runs the stages as one Ray Data pipeline over all clips to do.
+
+    Joins ``ray.address`` (or ``RAY_ADDRESS``) or an already initialised Ray; otherwise starts a
+    local instance sized by ``ray.num_cpus`` / ``ray.object_store_memory_mb`` and shuts it down
+    after the run. ``stages`` replaces the per-frame stages (default: :func:`frame_stages`).
+    """
+
+    def __init__(self, cfg: RunConfig, store: OutputStore, progress: Progress, stages: list[Any] | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.progress = progress
+        self.fingerprint = feature_fingerprint(cfg)
+        self.stages = stages if stages is not None else frame_stages(cfg)
+        self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
+        self.quarantined: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ resume / quarantine
+
+    def _status(self, clip: Clip) -> dict[str, Any]:
+        rel = _status_rel(clip.clip_id)
+        return self.store.read_json(rel) if self.store.exists(rel) else {}
+
+    def is_done(self, clip: Clip) -> bool:
+        """Finished with this feature config, or quarantined (a bad file stays bad)."""
+        st = self._status(clip)
+        if st.get("status") == "quarantined":
+            return True
+        return bool(st.get("status") in DONE_STATES and st.get("fingerprint") == self.fingerprint
+                    and self.store.exists(f"segments/{clip.clip_id}.parquet")
+                    and self.store.exists(f"frames/{clip.clip_id}.parquet"))
+
+    def _quarantine(self, st: dict[str, Any]) -> None:
+        if st.get("status") == "running":
+            st["error"] = (f"{st.get('path')}: the run stopped while this clip was being processed "
+                           f"({st.get('attempts')} times); it may crash its worker")
+        st["status"] = "quarantined"
+        self.store.write_json(_status_rel(st["clip_id"]), st)
+        self.quarantined.append({"path": st.get("path"), "error": st.get("error"), "attempts": st.get("attempts")})
+        log.warning("quarantined after %s failed attempts: %s", st.get("attempts"), st.get("error"))
+
+    # ------------------------------------------------------------------ run
+
+    def process_clip(self, clip: Clip) -> dict[str, Any]:
+        return self.process_clips([clip])[0]
+
+    def process_clips(self, clips: list[Clip]) -> list[dict[str, Any]]:
+        """Process ``clips`` (those not done) in one Ray Data pipeline; returns their status records."""
+        max_attempts = self.cfg.ray.max_attempts
+        items = []
+        for clip in clips:
+            st = self._status(clip)
+            attempts = int(st.get("attempts", 0)) if st.get("fingerprint") == self.fingerprint else 0
+            if st.get("status") in ("error", "running") and attempts >= max_attempts:
+                self._quarantine(st)  # failed (or killed its run) max_attempts times already
+                continue
+            items.append({"clip": json.dumps({"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes,
+                                              "phase": clip.phase, "attempts": attempts})})
+        if items:
+            started = self._connect()
+            try:
+                self._run(items)
+            finally:
+                if started:
+                    ray.shutdown()
+        out = []
+        for clip in clips:
+            st = self._status(clip)
+            if st.get("status") == "running":  # decoded, but the writer never saw it
+                st.update(status="error", error=f"{clip.path}: processing did not finish", n_frames=0, n_segments=0)
+                self.store.write_json(_status_rel(clip.clip_id), st)
+            if st.get("status") == "error" and int(st.get("attempts", 0)) >= max_attempts:
+                self._quarantine(st)
+            out.append(st)
+        return out
+
+    def _connect(self) -> bool:
+        """Initialise Ray unless it is; returns whether this runner started it (and must stop it)."""
+        if ray.is_initialized():
+            return False
+        rc = self.cfg.ray
+        address = rc.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+            return True
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": self.progress.enabled}
+        if rc.num_cpus:
+            kwargs["num_cpus"] = rc.num_cpus
+        if rc.object_store_memory_mb:
+            kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
+        ray.init(**kwargs)
+        return True
+
+    def _min_actors(self, name: str) -> int:
+        size = self.cfg.ray.concurrency.get(name, 1)
+        return size[0] if isinstance(size, tuple) else size
+
+    def _actor_cpus(self, stage: Any) -> float:
+        """CPUs per actor of ``stage``: its own ask, capped so the smallest pools leave a CPU to decode.
+
+        Actor pools hold their CPUs for the whole run; on a small instance (a laptop, a test)
+        pools asking for every CPU would leave decode tasks waiting forever.
+        """
+        rc = self.cfg.ray
+        if rc.actor_num_cpus is not None:
+            return rc.actor_num_cpus
+        want = float(stage.resources.num_cpus)
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+        held = sum(float(s.resources.num_cpus) * self._min_actors(s.name) for s in self.stages)
+        if total > 0 and held + rc.decode_num_cpus > total:
+            want *= max(total - rc.decode_num_cpus, 0.1 * held) / held
+            log.info("stage %s: %.2f CPUs per actor so that decoding fits on %.0f CPUs", stage.name, want, total)
+        return want
+
+    def _run(self, items: list[dict[str, str]]) -> None:
+        from ray.data import DataContext, TaskPoolStrategy
+
+        rc = self.cfg.ray
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = self.progress.enabled
+        # An actor that dies while loading its model (GPU OOM, preempted node) is replaced, as often
+        # as a crashed one is restarted, instead of failing the whole run at once.
+        ctx.max_consecutive_actor_init_deaths = rc.max_restarts
+        self.progress.say(f"ray: {len(items)} clips on {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
+                          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
+        out = self.store.uri if "://" in self.store.uri else self.store.root
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(decode_clips, batch_size=1, batch_format="numpy", num_cpus=rc.decode_num_cpus,
+                            compute=TaskPoolStrategy(size=rc.decode_concurrency),
+                            fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint})
+        for i, stage in enumerate(self.stages):
+            last = i == len(self.stages) - 1
+            ds = ds.map_batches(
+                StageActor, fn_constructor_kwargs={"stage": stage, "drop": PIXEL_COLUMNS if last else ()},
+                batch_size=stage.resources.batch_size, batch_format="numpy",
+                compute=_pool(rc.concurrency.get(stage.name, 1)),
+                num_cpus=self._actor_cpus(stage), num_gpus=stage.resources.num_gpus or None,
+                # Bounded, unlike Ray Data's default (-1), so a batch that always kills its actor ends.
+                **_retry_args(rc.max_restarts, rc.max_task_retries))
+        if not self.stages:
+            ds = ds.drop_columns(list(PIXEL_COLUMNS))
+        # The shuffle cannot start before every frame row exists anyway; materialising the
+        # pixel-free feature rows first lets a run whose clips all failed to decode end here
+        # (Ray Data's hash shuffle fails on an empty input).
+        ds = ds.materialize()
+        if ds.count() == 0:
+            self.progress.say("ray: no clip could be decoded")
+            return
+        # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
+        ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
+            write_clip, fn_kwargs={"describer": self.describer, "out": out}, batch_format="numpy",
+            num_cpus=rc.decode_num_cpus)
+        rows = ds.take_all()
+        self.progress.say(f"ray: wrote {sum(r['status'] in DONE_STATES for r in rows)} clips")

@@ -1,0 +1,54 @@
+"""Cluster entry point: discover activities with the Ray runner on the cluster this job runs in.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python jobs/discover.py --config cluster_configs/job.yaml \\
+        --footage s3://bucket/site-a/manifest.parquet --out s3://bucket/runs/site-a
+
+Only parses arguments and calls :func:`handclust.discover` with ``runner=ray``; Ray is joined
+through ``RAY_ADDRESS``, which ``ray job submit`` sets for the job's driver. A manifest on an
+object store is fetched to a local file first (the clips it lists are opened where they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+
+def local_manifest(footage: str) -> str:
+    """``footage`` itself, or a local copy of it when it is a URI (s3://, gs://)."""
+    if "://" not in footage:
+        return footage
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(footage)
+    local = Path(tempfile.mkdtemp(prefix="handclust-manifest-")) / Path(path).name
+    with fs.open_input_stream(path) as src:
+        local.write_bytes(src.read())
+    return str(local)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="handclust YAML config (e.g. cluster_configs/job.yaml)")
+    parser.add_argument("--footage", required=True, help="folder, or manifest (.parquet/.csv/.txt; local path or URI)")
+    parser.add_argument("--out", required=True, help="output root: a directory or s3://, gs:// URI")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, repeatable (e.g. --set ray.max_attempts=5)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from handclust import discover
+
+    result = discover(local_manifest(args.footage), out=args.out, config=args.config,
+                      overrides=["runner=ray", *args.overrides], progress=True)
+    print(json.dumps(result.summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

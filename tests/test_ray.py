@@ -1,0 +1,186 @@
+"""The Ray runner on a real local Ray instance: same tables as the local runner, resume, quarantine,
+and a worker killed mid-batch retried by Ray without changing the result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from handclust.config import RunConfig, load_config
+from handclust.footage import Clip, find_clips
+from handclust.pipeline import LocalRunner, frame_stages
+from handclust.progress import Progress
+from handclust.stages import Batch, Resources
+from handclust.storage import OutputStore
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    # A short temp dir: Ray's socket paths must fit in 107 bytes.
+    tmp = tempfile.mkdtemp(prefix="hcray")
+    # Workers import this module too (the crashing test stage lives here).
+    ray.init(num_cpus=2, object_store_memory=500 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tmp, runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ray_config(*overrides: str) -> RunConfig:
+    # Two stage actors at 0.5 CPU each leave a CPU for decoding on this 2-CPU instance.
+    return load_config(None, ["progress=false", "runner=ray", "ray.actor_num_cpus=0.5", *overrides])
+
+
+def run_ray(cfg: RunConfig, clips: list[Clip], out: Path, stages: list[Any] | None = None) -> list[dict[str, Any]]:
+    from handclust.ray_runner import RayRunner
+
+    runner = RayRunner(cfg, OutputStore(out), Progress(False), stages=stages)
+    return runner.process_clips([c for c in clips if not runner.is_done(c)])
+
+
+def frames_of(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "frames").sort_values(["clip_id", "frame_idx"]).reset_index(drop=True)
+
+
+def segments_of(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "segments").sort_values(["clip_id", "seg_idx"]).reset_index(drop=True)
+
+
+def assert_same_tables(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for col in a.columns:
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        if x.dtype == object and len(x) and isinstance(x[0], np.ndarray):
+            np.testing.assert_allclose(np.stack(x), np.stack(y), rtol=1e-5, atol=1e-6, err_msg=col)
+        elif np.issubdtype(x.dtype, np.floating):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=col)
+        else:
+            assert (x == y).all(), col
+
+
+@pytest.fixture(scope="module")
+def two_clips(footage_dir: Path) -> list[Clip]:
+    return find_clips(sorted(footage_dir.glob("*.mp4"))[:2], RunConfig().phase.pattern)
+
+
+@pytest.fixture(scope="module")
+def ray_run(ray_instance, two_clips: list[Clip], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ray_out")
+    statuses = run_ray(ray_config(), two_clips, out)
+    assert [s["status"] for s in statuses] == ["ok", "ok"], statuses
+    return out
+
+
+def test_ray_runner_matches_local_runner(ray_run: Path, two_clips: list[Clip], tmp_path: Path):
+    cfg = ray_config()
+    local = LocalRunner(cfg, OutputStore(tmp_path), Progress(False))
+    for clip in two_clips:
+        assert local.process_clip(clip)["status"] == "ok"
+    assert_same_tables(frames_of(ray_run), frames_of(tmp_path))
+    seg_ray, seg_local = segments_of(ray_run), segments_of(tmp_path)
+    assert_same_tables(seg_ray, seg_local)
+    assert set(seg_ray.segment_id) == set(seg_local.segment_id)
+    # Status records agree too, so either runner resumes the other's run.
+    for clip in two_clips:
+        a = OutputStore(ray_run).read_json(f"status/{clip.clip_id}.json")
+        b = OutputStore(tmp_path).read_json(f"status/{clip.clip_id}.json")
+        keys = ("status", "n_frames", "n_segments", "duration_s", "fingerprint", "backend", "attempts")
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+        assert local.is_done(clip)
+
+
+def test_resume_processes_only_unfinished_clips(ray_run: Path, two_clips: list[Clip], short_clip: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    shutil.copytree(ray_run, out)
+    a, b = two_clips
+    (out / "segments" / f"{b.clip_id}.parquet").unlink()  # killed before its segments were written
+    clips = [*two_clips, *find_clips([short_clip], RunConfig().phase.pattern)]  # plus one never started
+    statuses = run_ray(ray_config(), clips, out)
+    assert [s["clip_id"] for s in statuses] == [b.clip_id, clips[2].clip_id]  # only these were to do
+    statuses = [OutputStore(out).read_json(f"status/{c.clip_id}.json") for c in clips]
+    attempts = {s["clip_id"]: s["attempts"] for s in statuses}
+    assert [s["status"] for s in statuses] == ["ok", "ok", "ok"]
+    assert attempts[a.clip_id] == 1  # finished: not touched
+    assert attempts[b.clip_id] == 2 and attempts[clips[2].clip_id] == 1
+    frames = frames_of(out)
+    assert not frames.duplicated(["clip_id", "frame_idx"]).any()
+    assert set(frames.clip_id) == {c.clip_id for c in clips}
+    assert not segments_of(out).segment_id.duplicated().any()
+    assert not list(out.rglob("*.tmp"))
+    # Rows of the resumed clip equal the first run's.
+    before = frames_of(ray_run)
+    assert_same_tables(frames[frames.clip_id == b.clip_id].reset_index(drop=True),
+                       before[before.clip_id == b.clip_id].reset_index(drop=True))
+
+
+def test_corrupt_clip_is_quarantined_after_max_attempts(ray_instance, short_clip: Path, tmp_path: Path):
+    from handclust import discover
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(short_clip, src / short_clip.name)
+    (src / "02_transit_corrupt.mp4").write_bytes(b"\x00\x01junk" * 1000)
+    cfg = ray_config("ray.max_attempts=2", "labels.enabled=false", "cluster.map_method=pca")
+    first = discover(src, out=tmp_path / "out", config=cfg, progress=False)
+    status = dict(zip(first.clips.column("path").to_pylist(), first.clips.column("status").to_pylist(), strict=True))
+    assert status[str(src / "02_transit_corrupt.mp4")] == "error" and status[str(src / short_clip.name)] == "ok"
+    assert first.summary["quarantined"] == [] and first.summary["segments"] > 0
+    second = discover(src, out=tmp_path / "out", config=cfg, progress=False)
+    assert second.summary["quarantined"] == [str(src / "02_transit_corrupt.mp4")]
+    row = second.clips.filter(pd.Series(second.clips.column("status").to_pylist()).eq("quarantined").to_numpy())
+    assert row.num_rows == 1 and row.column("attempts")[0].as_py() == 2
+    assert "02_transit_corrupt.mp4" in row.column("error")[0].as_py()
+    # Quarantined clips are skipped: nothing is left to do, so no Ray pipeline runs at all.
+    from handclust.ray_runner import RayRunner
+
+    runner = RayRunner(cfg, OutputStore(tmp_path / "out"), Progress(False))
+    assert all(runner.is_done(c) for c in find_clips(src, cfg.phase.pattern))
+    third = discover(src, out=tmp_path / "out", config=cfg, progress=False)
+    assert third.summary["quarantined"] == second.summary["quarantined"]
+    assert OutputStore(tmp_path / "out").read_json(f"status/{row.column('clip_id')[0].as_py()}.json")["attempts"] == 2
+
+
+class CrashOnce:
+    """Pass-through stage whose worker process dies once, mid-run (a segfault, an OOM kill)."""
+
+    name = "crash_once"
+    resources = Resources(num_cpus=0.2, batch_size=16)
+
+    def __init__(self, marker: str):
+        self.marker = marker
+        self.calls = 0
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: Batch) -> Batch:
+        self.calls += 1
+        # On the second batch: the actor is up and working, as a real crash (not a failed load) finds it.
+        if self.calls == 2 and not os.path.exists(self.marker):
+            Path(self.marker).write_text("crashed")
+            os._exit(1)
+        return batch
+
+
+def test_killed_worker_is_retried_with_same_result(ray_run: Path, two_clips: list[Clip], tmp_path: Path):
+    marker = tmp_path / "crashed"
+    cfg = ray_config("ray.actor_num_cpus=0.3", "ray.max_restarts=2", "ray.max_task_retries=2")
+    scene, motion = frame_stages(cfg)
+    out = tmp_path / "out"
+    statuses = run_ray(cfg, two_clips[:1], out, stages=[scene, CrashOnce(str(marker)), motion])
+    assert marker.exists()  # the worker did die
+    assert statuses[0]["status"] == "ok" and statuses[0]["attempts"] == 1
+    frames, segments = frames_of(ray_run), segments_of(ray_run)
+    clip_id = two_clips[0].clip_id
+    assert_same_tables(frames_of(out), frames[frames.clip_id == clip_id].reset_index(drop=True))
+    assert_same_tables(segments_of(out), segments[segments.clip_id == clip_id].reset_index(drop=True))
