@@ -109,6 +109,11 @@ class PhaseConfig(_Frozen):
     pattern: str = r"(production|prep|transit|downtime)"
 
 
+class ReportConfig(_Frozen):
+    enabled: bool = Field(True, description="write report/index.html at the end of a run")
+    reel: bool = Field(True, description="also write report/reel.mp4 (re-decodes a few seconds per activity)")
+
+
 class RayConfig(_Frozen):
     """How the Ray runner (``runner: ray``) connects and sizes its stages; no effect on outputs."""
 
@@ -137,6 +142,7 @@ class RunConfig(_Frozen):
     labels: LabelConfig = LabelConfig()
     runner: Literal["local", "ray"] = "local"
     ray: RayConfig = RayConfig()
+    report: ReportConfig = ReportConfig()
     progress: bool = True
 
 
