@@ -244,4 +244,26 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     run_json.update(config=config_to_dict(cfg), versions=versions(), timings=timings, summary=result.summary,
                     feature_fingerprint=runner.fingerprint)
     store.write_json("run.json", run_json)
+    if cfg.report.enabled:
+        write_run_report(store, result, reel=cfg.report.reel, prog=prog)
     return result
+
+
+def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress) -> None:
+    """The HTML report and reel; a failure is logged and recorded in run.json, never loses the run."""
+    from handclust.report import write_report
+
+    try:
+        path = str(write_report(store.uri, reel=reel, progress=prog))
+    except Exception as exc:  # the tables are written by now; a broken report must not cost them
+        error = f"{exc.__class__.__name__}: {exc}"
+        log.warning("the report could not be written (retry with `handclust report %s`): %s", store.uri, error)
+        result.summary["report_error"] = error
+        run_json = store.read_json("run.json")
+        run_json["report"] = {"status": "error", "error": error}
+        store.write_json("run.json", run_json)
+        return
+    result.summary["report"] = path
+    run_json = store.read_json("run.json")
+    run_json.setdefault("summary", {})["report"] = path
+    store.write_json("run.json", run_json)
