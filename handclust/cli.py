@@ -97,6 +97,10 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
         click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f} (frame level)")
     click.echo(f"wall time    {s['wall_time_s']:.1f} s")
     click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
+    if s.get("report"):
+        click.echo(f"report       {s['report']}")
+    elif s.get("report_error"):
+        click.echo(f"report       not written ({s['report_error']}); retry with `handclust report {s['out']}`")
     if s["clips_ok"] == 0:
         sys.exit(1)
 
@@ -139,6 +143,21 @@ def estimate_cmd(hours: float, node: str, nodes: int, encoders: str, price: floa
         _fail(str(exc))
         return
     click.echo(json.dumps(e.to_dict(), indent=2) if as_json else render(e))
+
+
+@cli.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-reel", is_flag=True, help="Skip the preview reel (report/reel.mp4).")
+def report(out: str, no_reel: bool) -> None:
+    """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
+    from handclust.report import write_report
+
+    try:
+        path = write_report(out, reel=not no_reel, progress=True)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"report       {path}")
 
 
 @cli.command("summary")
