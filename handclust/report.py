@@ -71,6 +71,8 @@ def fmt(value: Any, spec: str = ".2f") -> str:
     """A number for a table cell, or ``not computed`` for a missing / NaN value."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) or not math.isfinite(float(value)):
         return f'<span class="nc">{NOT_COMPUTED}</span>'
+    if isinstance(value, int | np.integer) and spec.endswith("f"):
+        return str(int(value))
     try:
         return format(value, spec)
     except ValueError:  # e.g. "d" given a float
@@ -89,6 +91,12 @@ def dig(d: Any, *keys: str) -> Any:
             return None
         d = d[k]
     return d
+
+
+def mpl_text(text: Any, limit: int = 40) -> str:
+    """Text for a matplotlib label: no mathtext from a stray ``$``, bounded length."""
+    s = str(text)
+    return (s[: limit - 1] + "…" if len(s) > limit else s).replace("$", r"\$")
 
 
 def colour_hex(cluster: int) -> str:
@@ -111,11 +119,8 @@ def phase_colours(phases: Iterable[str]) -> dict[str, str]:
 
 
 def png_data_uri(fig: Any, dpi: int = DPI) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -244,7 +249,7 @@ def _strip(ax: Any, starts: Sequence[float], ends: Sequence[float], colours: Seq
 
 def timeline_figure(data: RunData, clip: pd.Series) -> str:
     """Strips of one clip, one per variant (fused first), on a shared time axis; noise in black."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     seg = data.segments[data.segments.clip_id == clip.clip_id]
     strips: list[tuple[str, pd.DataFrame]] = [("fused", seg.assign(c=seg.cluster))]
@@ -256,10 +261,14 @@ def timeline_figure(data: RunData, clip: pd.Series) -> str:
             v = ab[ab.variant == variant].join(times, on="segment_id", how="inner")
             strips.append((str(variant), v.assign(c=v.cluster.astype(int))))
     duration = float(clip.duration_s) if pd.notna(clip.duration_s) and clip.duration_s > 0 else float(seg.t_end.max() or 1.0)
-    fig, axes = plt.subplots(len(strips), 1, figsize=(9.5, 0.26 * len(strips) + 0.55), sharex=True, squeeze=False)
+    fig = Figure(figsize=(9.5, 0.26 * len(strips) + 0.55))
+    axes = fig.subplots(len(strips), 1, sharex=True, squeeze=False)
     for ax, (name, s) in zip(axes[:, 0], strips, strict=True):
         _strip(ax, s.t_start.to_numpy(), s.t_end.to_numpy(), [colour_hex(c) for c in s.c])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_ylabel(mpl_text(name, 14), rotation=0, ha="right", va="center", fontsize=8)
+    for ax in axes[:-1, 0]:
+        ax.spines["bottom"].set_visible(False)
+        ax.tick_params(bottom=False)
     axes[-1, 0].set_xlim(0, duration)
     axes[-1, 0].tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time in clip (s)", fontsize=7, labelpad=1)
@@ -269,7 +278,7 @@ def timeline_figure(data: RunData, clip: pd.Series) -> str:
 
 def map_figure(data: RunData) -> str | None:
     """The 2-D map of all segments, coloured by cluster (left) and by phase (right)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     emb = data.embedding
     if emb is None or not len(emb):
@@ -279,7 +288,8 @@ def map_figure(data: RunData) -> str | None:
     if len(emb) > MAP_MAX_POINTS:
         emb = emb.sample(MAP_MAX_POINTS, random_state=0)
     size = float(np.clip(3000 / max(len(emb), 1), 2, 30))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig = Figure(figsize=(10, 4.4))
+    a, b = fig.subplots(1, 2)
     noise = emb[emb.cluster < 0]
     a.scatter(noise.x, noise.y, s=size * 0.6, c="black", marker="x", linewidths=0.6, label="noise")
     members = emb[emb.cluster >= 0]
@@ -290,7 +300,7 @@ def map_figure(data: RunData) -> str | None:
     a.set_title("by cluster (numbers: activity id, x: noise)", fontsize=9)
     colours = phase_colours(emb.phase)
     for p, g in emb.groupby("phase"):
-        b.scatter(g.x, g.y, s=size, c=colours[p], label=str(p), alpha=0.85, linewidths=0)
+        b.scatter(g.x, g.y, s=size, c=colours[p], label=mpl_text(p, 24), alpha=0.85, linewidths=0)
     b.legend(fontsize=7, markerscale=max(1.0, 30 / size) ** 0.5, loc="best", framealpha=0.8)
     b.set_title("by phase (from the file name)", fontsize=9)
     for ax in (a, b):
@@ -302,13 +312,13 @@ def map_figure(data: RunData) -> str | None:
 
 def clip_signal_figure(data: RunData, clip: pd.Series, frames: pd.DataFrame) -> str:
     """Scene self-similarity (left) and flow magnitude + rhythm per segment (right) of one clip."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     seg = data.segments[data.segments.clip_id == clip.clip_id]
     t = frames.t.to_numpy(dtype=float)
     duration = float(max(t[-1] if len(t) else 0.0, seg.t_end.max() if len(seg) else 0.0, 1e-3))
-    fig = plt.figure(figsize=(10, 2.9))
-    grid = fig.add_gridspec(2, 2, width_ratios=(1, 3.3), height_ratios=(1.4, 1), wspace=0.12, hspace=0.12,
+    fig = Figure(figsize=(10, 2.9))
+    grid = fig.add_gridspec(2, 2, width_ratios=(1, 3.3), height_ratios=(1.4, 1), wspace=0.2, hspace=0.12,
                             left=0.02, right=0.9, top=0.9, bottom=0.14)
     ax_ssm = fig.add_subplot(grid[:, 0])
     emb = np.stack(frames.scene_embedding.to_numpy()) if len(frames) else np.zeros((0, 1))
@@ -567,7 +577,7 @@ main{padding:8px 28px 40px;max-width:1180px}
 section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:10px 18px 16px;margin:16px 0}
 h2{font-size:18px;margin:6px 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
-th,td{border-bottom:1px solid #e6e6e6;padding:3px 9px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #e6e6e6;padding:3px 9px;text-align:left;vertical-align:top}td.n{white-space:nowrap}
 th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .kv td:first-child{color:#555;white-space:nowrap}
 .nc{color:#9e9e9e;font-style:italic}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
@@ -576,7 +586,7 @@ th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:ri
 .clip{margin:10px 0 14px}.clip h3{margin:6px 0 2px;font-size:13px;font-weight:600}
 .clip img,.map img{max-width:100%;height:auto;display:block}
 .gallery figure{display:inline-block;margin:4px 10px 8px 0;vertical-align:top}
-.gallery figure img{margin-right:2px;border-radius:2px}
+.gallery figure img{margin-right:2px;border-radius:2px;width:170px;height:auto}
 .gallery figcaption{font-size:11px;color:#555}.desc{margin:0 0 4px;color:#333}
 .missing{display:inline-block;color:#b71c1c;font-size:12px;max-width:360px}
 .scroll{overflow-x:auto}video{max-width:100%;background:#000}
@@ -608,6 +618,11 @@ def summary_html(data: RunData) -> str:
     k = ev.get("k", len(data.activities))
     noise = ev.get("noise_rate", float((seg.cluster < 0).mean()) if len(seg) else None)
     lab = s.get("labels") if isinstance(s.get("labels"), dict) else None
+    if data.labels is not None and "status" in data.labels:
+        st = data.labels.status.fillna("").tolist()
+        errs = [e for e in data.labels.get("error", pd.Series(dtype=object)).tolist() if isinstance(e, str) and e]
+        lab = {"labelled": sum(x in ("ok", "cached") for x in st), "failed": st.count("error"), "skipped": st.count("skipped"),
+               "errors": sorted(set(errs))}
     if lab:
         labels = f"{lab.get('labelled', 0)} named, {lab.get('failed', 0)} failed, {lab.get('skipped', 0)} skipped"
         if lab.get("errors"):
@@ -828,7 +843,8 @@ def render_html(data: RunData, parts: dict[str, str]) -> str:
         "timelines": ("Timelines", '<p class="note">One strip per variant (fused = this run; others from ablations.parquet, '
                       "each with its own cluster ids) on the clip's time axis; noise in black.</p>"
                       + legend_html(data) + parts["timelines"]),
-        "map": ("2-D map of all segments", f'<div class="map">{parts["map"]}</div>'),
+        "map": ("2-D map of all segments", f'<p class="note">Fused segment descriptors in 2-D ({esc(map_method(data))}); '
+                "nearby points are segments the clustering saw as alike.</p>" f'<div class="map">{parts["map"]}</div>'),
         "signals": ("Per-clip signals", '<p class="note">Left: cosine self-similarity of the per-frame scene vectors '
                     f"(at most {SSM_MAX} x {SSM_MAX}; repeated views show as bright off-diagonal blocks). Right: mean optical "
                     "flow per frame, and each segment's flow-rhythm period and strength.</p>" + parts["signals"]),
@@ -841,6 +857,11 @@ def render_html(data: RunData, parts: dict[str, str]) -> str:
             f"<title>HandClust report: {esc(data.store.uri)}</title><style>{CSS}</style></head><body>"
             f'<header><h1>HandClust report</h1><p class="meta">run {esc(data.store.uri)}, generated {generated}</p>'
             f"<nav>{nav}</nav></header><main>{body}</main></body></html>")
+
+
+def map_method(data: RunData) -> str:
+    backend = dig(data.run, "clustering", "backends", "map_2d") or dig(data.run, "summary", "backends", "map_2d")
+    return str(backend) if backend else "method not recorded"
 
 
 def _as_progress(progress: Progress | bool | Callable[[str], None] | None) -> Progress:
@@ -861,9 +882,6 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
     logged, shown in the report and recorded in ``run.json`` under ``"report"``; a run without
     ``clips.parquet`` raises :class:`FileNotFoundError`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     t0 = time.perf_counter()
     prog = _as_progress(progress)
     store = OutputStore(out)
