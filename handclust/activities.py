@@ -8,18 +8,15 @@ clustering part of ``run.json``.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
 from handclust.clustering import Clustering, cluster_segments, fuse, umap_fit
-from handclust.config import RunConfig
-from handclust.metrics import agreement, clip_mixing
+from handclust.config import RunConfig, fusion_modalities
 from handclust.progress import Progress
 from handclust.storage import OutputStore
 
@@ -30,46 +27,6 @@ def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
     ids = clips_tbl.filter(ok).column("clip_id")
     seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
     return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
-
-
-def frame_truth(footage: Any, clips_tbl: pa.Table, segments: pa.Table, activity: npt.NDArray[np.int32],
-                sample_fps: float) -> tuple[list[str], list[int], list[str]] | None:
-    """Per sampled frame: (true activity, predicted activity, clip id), if ground truth exists."""
-    from handclust.synthetic import load_ground_truth
-
-    if isinstance(footage, list | tuple) or not Path(str(footage)).is_dir():
-        return None
-    gt = load_ground_truth(footage)
-    if gt is None:
-        return None
-    gt_df = gt.to_pandas()
-    by_file = {f: g.sort_values("t") for f, g in gt_df.groupby("file")}
-    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
-    truth: list[str] = []
-    pred: list[int] = []
-    cids: list[str] = []
-    seg = segments.to_pandas()
-    for (cid, fs, fe), a in zip(seg[["clip_id", "frame_start", "frame_end"]].itertuples(index=False), activity, strict=True):
-        g = by_file.get(Path(paths[cid]).name)
-        if g is None:
-            continue
-        t = np.arange(fs, fe) / sample_fps
-        k = np.clip(np.searchsorted(g["t"].to_numpy(), t, side="right") - 1, 0, len(g) - 1)
-        truth += g["activity"].to_numpy()[k].tolist()
-        pred += [int(a)] * len(t)
-        cids += [cid] * len(t)
-    return (truth, pred, cids) if truth else None
-
-
-def phase_scores(segments: pa.Table, clips_tbl: pa.Table, labels: npt.NDArray[np.int32]) -> dict[str, Any]:
-    phases = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("phase").to_pylist(), strict=True))
-    seg_phase = np.array([phases.get(c) or "" for c in segments.column("clip_id").to_pylist()])
-    known = seg_phase != ""
-    if known.sum() < 2 or len(np.unique(seg_phase[known])) < 2:
-        return {"note": "fewer than two phases found in filenames"}
-    frames = (np.asarray(segments.column("frame_end")) - np.asarray(segments.column("frame_start")))[known]
-    return {"per_segment": agreement(seg_phase[known], labels[known]),
-            "duration_weighted": agreement(seg_phase[known], labels[known], weights=frames)}
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
@@ -98,7 +55,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     t0 = time.perf_counter()
     prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in cfg.cluster.modalities}
+    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion_modalities(cfg)}
     fusion = fuse(modalities, clip_ids, cfg.cluster)
     clustering: Clustering = cluster_segments(fusion.fused, cfg.cluster)
     timings["clustering"] = time.perf_counter() - t0
@@ -136,16 +93,19 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation: dict[str, Any] = {
-        "k": clustering.k, "noise_rate": clustering.noise_rate,
-        "phase": phase_scores(segments, clips_tbl, clustering.activity),
-        "cross_clip": clip_mixing(clustering.labels, clip_ids),
-    }
-    gt = frame_truth(footage, clips_tbl, segments, clustering.activity, cfg.decode.sample_fps)
-    if gt is not None:
-        truth, pred, _ = gt
-        evaluation["ground_truth"] = agreement(truth, pred)
+    from handclust.evaluation import evaluate_tables, load_truth
+
+    prog.say("evaluating" + (" (with ablations)" if cfg.evaluation.ablations else ""))
+    evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), cfg.evaluation.ablations)
+    if cfg.tools.enabled:  # which tools each activity shows most (OWLv2 desc_tools)
+        from handclust.encoders.owlv2 import top_tools
+
+        tools = top_tools(schema.vectors(segments, "desc_tools"), clustering.labels, cfg.tools.prompts, cfg.tools.top_k)
+        evaluation["top_tools"] = summary["top_tools"] = {str(c): v for c, v in tools.items()}
     store.write_json("eval.json", evaluation)
+    store.write_table("ablations.parquet", ablations)
+    timings["evaluation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     write_timelines(store, clips_tbl, segments, clustering, prog, names=summary.get("activity_names"))
     timings["timelines"] = time.perf_counter() - t0
 
@@ -154,6 +114,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     if "ground_truth" in evaluation:
         summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
         summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
+        summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
     run["clustering"] = {
         "fusion_weights": {m: s.weight for m, s in fusion.scores.items()},
         "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess} for m, s in fusion.scores.items()},

@@ -94,7 +94,8 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
         click.echo(f"labels       {lab['labelled']} named, {lab['failed']} failed, {lab['skipped']} skipped"
                    + (f" ({lab['errors'][0]})" if lab["errors"] else ""))
     if "ground_truth_ari" in s:
-        click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f} (frame level)")
+        click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f}"
+                   + (f", MoF {s['ground_truth_mof']:.2f}" if "ground_truth_mof" in s else "") + " (frame level)")
     click.echo(f"wall time    {s['wall_time_s']:.1f} s")
     click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
     if s.get("report"):
@@ -158,6 +159,73 @@ def report(out: str, no_reel: bool) -> None:
         _fail(str(exc))
         return
     click.echo(f"report       {path}")
+
+
+def _print_gt(gt: dict) -> None:
+    click.echo(f"vs truth     MoF {gt['mof']:.3f} (per video {gt['mof_per_video']:.3f}), F1@10/25/50 "
+               f"{gt['f1@10']:.3f}/{gt['f1@25']:.3f}/{gt['f1@50']:.3f}, Edit {gt['edit']:.3f}, "
+               f"ARI {gt['ari']:.3f}, NMI {gt['nmi']:.3f}")
+
+
+@cli.command("evaluate")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: the run's own).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="e.g. --set phase.pattern='(laying|walking)'")
+@click.option("--ground-truth", "footage", type=click.Path(exists=True, file_okay=False),
+              help="Folder holding ground_truth.parquet (default: the run's footage folder).")
+@click.option("--no-ablations", is_flag=True, help="Skip re-clustering on modality subsets.")
+def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], footage: str | None, no_ablations: bool) -> None:
+    """Recompute OUT/eval.json and OUT/ablations.parquet from a finished run's stored features."""
+    from handclust.evaluation import evaluate
+
+    try:
+        ev = evaluate(out, config=config_path, overrides=list(overrides), footage=footage, ablations=not no_ablations)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    phase = ev.get("phase", {}).get("duration_weighted")
+    click.echo(f"segments     {ev['segments']} in {ev['clips']} clips, k={ev['k']}, noise {100 * ev['noise_rate']:.1f} %")
+    if phase:
+        click.echo(f"phase        ARI {phase['ari']:.3f}, NMI {phase['nmi']:.3f}, V {phase['v_measure']:.3f} (duration-weighted)")
+    if ev.get("ground_truth"):
+        _print_gt(ev["ground_truth"])
+    if ev.get("ablations"):
+        click.echo(f"{'variant':24s} {'k':>3s} {'noise':>6s} {'phase ARI':>9s} {'mixing':>6s}")
+        for r in ev["ablations"]:
+            pa_ = (r.get("phase") or {}).get("duration_weighted", {}).get("ari", float("nan"))
+            click.echo(f"{r['name']:24s} {r['k']:3d} {100 * r['noise_rate']:5.1f}% {pa_:9.3f} {r['cross_clip']['mixing_entropy']:6.2f}")
+    click.echo(f"wrote        {Path(out) / 'eval.json'}, {Path(out) / 'ablations.parquet'}")
+
+
+@cli.command("segment-features")
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for <video>.txt and eval.json.")
+@click.option("--fps", type=float, required=True, help="Frame rate of the features (e.g. 15 for Breakfast I3D).")
+@click.option("--k", "n_clusters", type=int, help="Fix the number of clusters (default: found by HDBSCAN).")
+@click.option("--layout", type=click.Choice(["auto", "frames-first", "features-first"]), default="auto", show_default=True,
+              help="Whether rows or columns of each feature file are frames.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str,
+                         config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
+
+    Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
+    F1@{10,25,50}, Edit, ARI and NMI in OUT/eval.json.
+    """
+    from handclust.segment_features import FeatureDirError, segment_features
+
+    try:
+        cfg = load_config(config_path, list(overrides))
+        ev = segment_features(features_dir, out, fps, cfg, n_clusters=n_clusters, layout=layout)  # type: ignore[arg-type]
+    except (ConfigError, FeatureDirError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"videos       {ev['videos']} ({ev['frames']} frames), {ev['segments']} segments, "
+               f"k={ev['k']}, noise {100 * ev['noise_rate']:.1f} %")
+    if ev.get("ground_truth"):
+        _print_gt(ev["ground_truth"])
+    click.echo(f"wrote        {out}/<video>.txt, {out}/eval.json")
 
 
 @cli.command("summary")

@@ -52,3 +52,130 @@ def clip_mixing(labels: npt.ArrayLike, clip_ids: npt.ArrayLike) -> dict[str, flo
         "multi_clip_share": multi / len(clusters),
         "clusters": len(clusters),
     }
+
+
+# --------------------------------------------------------------------------- temporal action segmentation
+# Definitions as in the temporal action segmentation literature (MS-TCN's eval.py; unsupervised
+# work such as CTE / TOT / ASOT): clusters are matched to classes by the Hungarian method, then
+# Mean over Frames (MoF), segmental F1@{10,25,50} and the Edit score are computed on the matched
+# labels. All scores here are fractions in [0, 1] (papers print them x100).
+
+
+def hungarian_match(truth: npt.ArrayLike, pred: npt.ArrayLike) -> dict[int, object]:
+    """One-to-one map from predicted cluster ids to true classes maximising matched frames.
+
+    Clusters left over when there are more clusters than classes map to nothing (their frames
+    count as wrong), so over-segmentation is not rewarded.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    t, p = np.asarray(truth), np.asarray(pred)
+    classes, ti = np.unique(t, return_inverse=True)
+    clusters, pi = np.unique(p, return_inverse=True)
+    overlap = np.zeros((len(clusters), len(classes)), np.int64)
+    np.add.at(overlap, (pi, ti), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    return {clusters.tolist()[r]: classes.tolist()[c] for r, c in zip(rows, cols)}
+
+
+def apply_match(pred: npt.ArrayLike, match: dict[int, object], unmatched: object = None) -> npt.NDArray[np.object_]:
+    return np.asarray([match.get(x, unmatched) for x in np.asarray(pred).tolist()], dtype=object)
+
+
+def mof(truth: npt.ArrayLike, matched: npt.ArrayLike) -> float:
+    """Mean over Frames: share of frames whose matched label equals the truth."""
+    t, m = np.asarray(truth, dtype=object), np.asarray(matched, dtype=object)
+    return float((t == m).mean()) if len(t) else float("nan")
+
+
+def label_segments(labels: npt.ArrayLike) -> tuple[list[object], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Runs of equal labels: (label per run, start frame, end frame exclusive)."""
+    x = np.asarray(labels, dtype=object)
+    if len(x) == 0:
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    change = np.flatnonzero(x[1:] != x[:-1]) + 1
+    starts = np.concatenate([[0], change]).astype(np.int64)
+    ends = np.concatenate([change, [len(x)]]).astype(np.int64)
+    return [x[s] for s in starts], starts, ends
+
+
+def edit_score(truth: npt.ArrayLike, matched: npt.ArrayLike) -> float:
+    """1 - normalised Levenshtein distance between the sequences of segment labels."""
+    a, _, _ = label_segments(matched)
+    b, _, _ = label_segments(truth)
+    if not a and not b:
+        return 1.0
+    d = np.zeros((len(a) + 1, len(b) + 1))
+    d[:, 0] = np.arange(len(a) + 1)
+    d[0, :] = np.arange(len(b) + 1)
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (a[i - 1] != b[j - 1]))
+    return float(1.0 - d[-1, -1] / max(len(a), len(b)))
+
+
+def f1_counts(truth: npt.ArrayLike, matched: npt.ArrayLike, overlap: float) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of predicted segments at IoU >= ``overlap``."""
+    pl, ps, pe = label_segments(matched)
+    tl, ts, te = label_segments(truth)
+    hits = np.zeros(len(tl), bool)
+    tp = fp = 0
+    tl_arr = np.asarray(tl, dtype=object)
+    for lab, s, e in zip(pl, ps, pe):
+        inter = np.minimum(e, te) - np.maximum(s, ts)
+        union = np.maximum(e, te) - np.minimum(s, ts)
+        iou = np.where(tl_arr == lab, np.clip(inter, 0, None) / union, 0.0)
+        j = int(iou.argmax()) if len(iou) else -1
+        if j >= 0 and iou[j] >= overlap and not hits[j]:
+            tp += 1
+            hits[j] = True
+        else:
+            fp += 1
+    return tp, fp, int(len(tl) - hits.sum())
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
+
+
+def segmentation_scores(truth: npt.ArrayLike, pred: npt.ArrayLike, video: npt.ArrayLike,
+                        overlaps: tuple[float, ...] = (0.10, 0.25, 0.50)) -> dict[str, object]:
+    """Frame-level truth and cluster ids of several videos (``video`` names each frame's video,
+    frames in temporal order within a video) -> MoF, F1@k, Edit, ARI, NMI.
+
+    ``mof`` matches clusters to classes once over the whole set (clusters are shared across
+    videos in joint clustering); ``mof_per_video`` matches each video on its own, the looser
+    protocol some papers report. F1 and Edit use the whole-set match; F1 pools counts over videos,
+    Edit is averaged over videos.
+    """
+    t = np.asarray(truth, dtype=object)
+    p = np.asarray(pred)
+    v = np.asarray(video, dtype=object)
+    match = hungarian_match(t, p)
+    matched = apply_match(p, match)
+    counts = {o: np.zeros(3, np.int64) for o in overlaps}
+    edits, per_video = [], {}
+    for name in dict.fromkeys(v.tolist()):
+        sel = v == name
+        tv, mv = t[sel], matched[sel]
+        edits.append(edit_score(tv, mv))
+        for o in overlaps:
+            counts[o] += f1_counts(tv, mv, o)
+        per_video[str(name)] = {
+            "mof": mof(tv, mv),
+            "mof_own_match": mof(tv, apply_match(p[sel], hungarian_match(tv, p[sel]))),
+            "frames": int(sel.sum()),
+        }
+    out: dict[str, object] = {
+        "mof": mof(t, matched),
+        "mof_per_video": float(np.mean([r["mof_own_match"] for r in per_video.values()])),
+        **{f"f1@{round(o * 100)}": _f1(*counts[o]) for o in overlaps},
+        "edit": float(np.mean(edits)),
+        **{k: val for k, val in agreement(t.astype(str), p).items()},
+        "classes": len(np.unique(t.astype(str))), "clusters": len(np.unique(p)),
+        "match": {str(k): str(val) for k, val in match.items()},
+        "videos": per_video,
+    }
+    return out

@@ -25,6 +25,7 @@ import pyarrow as pa
 from handclust import schema
 from handclust.config import RunConfig, config_to_dict, load_config, with_overrides
 from handclust.descriptors import SegmentDescriber
+from handclust.encoders import check_models, segment_stages
 from handclust.features.motion import MotionFeatures
 from handclust.features.scene import HistogramSceneEncoder
 from handclust.footage import Clip, find_clips
@@ -56,14 +57,31 @@ class RunResult:
 
 def feature_fingerprint(cfg: RunConfig) -> str:
     """Hash of the config sections that change per-clip outputs: a change invalidates resume."""
+    from handclust.encoders import fingerprint_sections
+
     d = config_to_dict(cfg)
-    blob = json.dumps({k: d[k] for k in FEATURE_SECTIONS}, sort_keys=True)
+    blob = json.dumps({**{k: d[k] for k in FEATURE_SECTIONS}, **fingerprint_sections(d)}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def frame_stages(cfg: RunConfig) -> list[Any]:
     """Per-frame stages in order. Each sees ``frame`` (and ``prev_frame``) and adds columns."""
-    return [HistogramSceneEncoder(cfg.scene), MotionFeatures(cfg.flow, cfg.decode.sample_fps)]
+    from handclust.encoders import encoder_stages
+
+    learned = encoder_stages(cfg)  # DINOv2 / OWLv2 when configured; no torch import until setup()
+    scene = learned.get("scene") or HistogramSceneEncoder(cfg.scene)
+    return [scene, MotionFeatures(cfg.flow, cfg.decode.sample_fps)] + ([learned["tools"]] if "tools" in learned else [])
+
+
+def apply_segment_stages(stages: list[Any], segments: Batch, path: str) -> Batch:
+    """Run segment stages (V-JEPA-2) on one clip's segment rows; they re-decode from ``path``."""
+    if not stages or not len(segments.get("segment_id", ())):
+        return segments
+    batch = {**segments, "path": np.full(len(segments["segment_id"]), path, dtype=object)}
+    for stage in stages:
+        batch = stage(batch)
+    batch.pop("path")
+    return batch
 
 
 def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
@@ -107,11 +125,12 @@ class LocalRunner:
         self.fingerprint = feature_fingerprint(cfg)
         self.stages = frame_stages(cfg)
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
+        self.segment_stages = segment_stages(cfg)
         self._ready = False
 
     def _setup(self) -> None:
         if not self._ready:
-            for stage in self.stages:
+            for stage in [*self.stages, *self.segment_stages]:
                 stage.setup()
             self.describer.setup()
             self._ready = True
@@ -151,7 +170,7 @@ class LocalRunner:
             status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
             if not frames or len(frames["t"]) < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
-            segments = self.describer(frames)
+            segments = apply_segment_stages(self.segment_stages, self.describer(frames), clip.path)
         except VideoError as exc:
             log.warning("skipping %s", exc)
             status.update(status="error", error=str(exc), n_frames=0, n_segments=0)
@@ -216,6 +235,11 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
     clips = find_clips(footage, cfg.phase.pattern)
+    # A model that cannot load stops the run here, before any clip is decoded.
+    t0 = time.perf_counter()
+    encoders = check_models(cfg, resolve_devices=cfg.runner != "ray")
+    if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled:
+        timings["model_check"] = time.perf_counter() - t0
     runner: Any
     if cfg.runner == "ray":
         from handclust.ray_runner import RayRunner  # imports ray: only when asked for
@@ -241,8 +265,9 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     timings["total"] = time.perf_counter() - t_run
     result.summary["wall_time_s"] = timings["total"]
     run_json = store.read_json("run.json")
-    run_json.update(config=config_to_dict(cfg), versions=versions(), timings=timings, summary=result.summary,
-                    feature_fingerprint=runner.fingerprint)
+    run_json.update(config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+                    versions=versions(), timings=timings, summary=result.summary,
+                    feature_fingerprint=runner.fingerprint, encoders=encoders)
     store.write_json("run.json", run_json)
     if cfg.report.enabled:
         write_run_report(store, result, reel=cfg.report.reel, prog=prog)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust import discover, schema
-from handclust.activities import frame_truth
+from handclust.evaluation import frame_sequences, load_truth
 from handclust.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
 from handclust.footage import FootageError
@@ -41,8 +41,8 @@ def test_clip_appearance_alone_fails(demo_run, footage_dir: Path):
     cids = seg.clip_id.to_numpy(dtype=object)
     cc = ClusterConfig(modalities=("scene",), weighting="equal")
     c = cluster_segments(fuse({"scene": colours}, cids, cc).fused, cc)
-    truth, pred, _ = frame_truth(footage_dir, demo_run.clips, demo_run.segments, c.activity, 5.0)
-    colour_ari = agreement(truth, pred)["ari"]
+    truth, seg_index, _ = frame_sequences(demo_run.segments, demo_run.clips, load_truth(footage_dir), 5.0)
+    colour_ari = agreement(truth.astype(str), c.activity[seg_index])["ari"]
     assert colour_ari < 0.5 * demo_run.evaluation["ground_truth"]["ari"], colour_ari
     assert colour_ari < 0.25
 

@@ -1,0 +1,174 @@
+"""Precomputed per-frame features in, per-frame cluster ids out.
+
+Reads the layout the temporal action segmentation data sets use (Breakfast, 50Salads, GTEA as
+distributed with MS-TCN / ASFormer)::
+
+    DIR/features/<video>.npy | <video>.txt   one row (or column) of features per frame
+    DIR/groundTruth/<video>.txt              optional: one label per line, one line per frame
+    DIR/mapping.txt                          optional: "<id> <label>" per line
+
+and runs the video pipeline's segmentation and joint clustering on them: each video is cut by
+the appearance and statistical detectors (the motion detector watches how fast the features
+change, since there is no optical flow), each segment is described by its pooled features, and
+all segments of all videos are clustered together. Writes ``OUT/<video>.txt`` with one integer
+cluster id per frame and, when ground truth is there, ``OUT/eval.json`` with MoF, F1@k, Edit,
+ARI and NMI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from handclust.clustering import cluster_segments, fuse
+from handclust.config import RunConfig
+from handclust.metrics import segmentation_scores
+from handclust.segmentation import segment_clip
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["auto", "frames-first", "features-first"]
+
+
+class FeatureDirError(ValueError):
+    """A feature folder that cannot be read; the message names the file and the fix."""
+
+
+@dataclass
+class FeatureVideo:
+    name: str
+    features: npt.NDArray[np.float32]  # (n_frames, dim)
+    truth: list[str] | None  # one label per frame
+
+
+def _load_array(path: Path) -> npt.NDArray[np.float32]:
+    try:
+        x = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+    except Exception as exc:
+        raise FeatureDirError(f"{path}: cannot read features ({type(exc).__name__}: {exc}); "
+                              "expected a 2-D .npy array or a whitespace-separated .txt matrix") from exc
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2 or min(x.shape) == 0:
+        raise FeatureDirError(f"{path}: features must be a non-empty 2-D array (frames x dims), got shape {x.shape}")
+    return x
+
+
+def _orient(x: npt.NDArray[np.float32], n_truth: int | None, layout: Layout, path: Path) -> npt.NDArray[np.float32]:
+    """``(n_frames, dim)`` whichever way round the file stores it."""
+    if layout == "frames-first":
+        return x
+    if layout == "features-first":
+        return x.T.copy()
+    if n_truth is not None:
+        if x.shape[0] == n_truth:
+            return x
+        if x.shape[1] == n_truth:
+            return x.T.copy()
+        # Some releases have a frame or two more features than labels: take the nearer axis.
+        return x if abs(x.shape[0] - n_truth) <= abs(x.shape[1] - n_truth) else x.T.copy()
+    # Without labels: feature dims (64-2048) are usually fewer than frames. Say what was assumed.
+    if x.shape[1] > x.shape[0]:
+        log.info("%s: read as %d frames x %d dims (columns are frames); pass --layout to force", path.name, x.shape[1], x.shape[0])
+        return x.T.copy()
+    return x
+
+
+def load_feature_dir(root: str | Path, layout: Layout = "auto") -> list[FeatureVideo]:
+    root = Path(root)
+    fdir = root / "features"
+    if not fdir.is_dir():
+        raise FeatureDirError(f"{root}: no features/ folder; expected {root}/features/<video>.npy or .txt "
+                              "(one row of features per frame)")
+    files = sorted(p for p in fdir.iterdir() if p.suffix in (".npy", ".txt"))
+    if not files:
+        raise FeatureDirError(f"{fdir}: no .npy or .txt feature files")
+    gt_dir = root / "groundTruth"
+    videos = []
+    for path in files:
+        truth = None
+        for cand in (gt_dir / f"{path.stem}.txt", gt_dir / path.stem):
+            if cand.is_file():
+                truth = [ln.strip() for ln in cand.read_text().splitlines() if ln.strip()]
+                break
+        x = _orient(_load_array(path), len(truth) if truth else None, layout, path)
+        if truth is not None and len(truth) != len(x):
+            n = min(len(truth), len(x))
+            log.warning("%s: %d feature frames but %d labels; using the first %d of both", path.name, len(x), len(truth), n)
+            x, truth = x[:n], truth[:n]
+        videos.append(FeatureVideo(path.stem, x, truth))
+    return videos
+
+
+def read_mapping(root: str | Path) -> dict[str, int]:
+    """``mapping.txt`` ("<id> <label>" per line) as label -> id, or {} when absent."""
+    p = Path(root) / "mapping.txt"
+    if not p.is_file():
+        return {}
+    out = {}
+    for line in p.read_text().splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            out[parts[1].strip()] = int(parts[0])
+    return out
+
+
+def _feature_speed(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``(n, 1)``: how fast the (standardised) features change, the motion detector's signal here."""
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    d = np.r_[0.0, np.linalg.norm(np.diff(z, axis=0), axis=1)]
+    return np.log1p(d)[:, None]
+
+
+def segment_features(root: str | Path, out: str | Path, fps: float, config: RunConfig | None = None,
+                     n_clusters: int | None = None, layout: Layout = "auto") -> dict[str, Any]:
+    """Segment and jointly cluster every video under ``root``; write per-frame ids to ``out``.
+
+    ``fps`` is the features' frame rate, so ``segment.min_segment_s`` etc. mean what they mean for
+    video. ``n_clusters`` fixes the number of clusters (k-means on the fused segment
+    descriptors) for comparison with methods given k; by default HDBSCAN finds it.
+    Returns the evaluation (also written to ``out/eval.json``).
+    """
+    cfg = config or RunConfig()
+    videos = load_feature_dir(root, layout)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    seg_rows: list[tuple[int, int, int]] = []  # (video index, start, end)
+    desc = []
+    for vi, v in enumerate(videos):
+        x = np.nan_to_num(v.features.astype(np.float64))
+        seg = segment_clip(_feature_speed(x), x, fps, cfg.segment)
+        for a, b in zip(seg.starts.tolist(), seg.ends.tolist()):
+            seg_rows.append((vi, a, b))
+            desc.append(x[a:b].mean(0))
+    clip_ids = np.asarray([videos[vi].name for vi, _, _ in seg_rows], dtype=object)
+    fusion = fuse({"features": np.asarray(desc)}, clip_ids, cfg.cluster)
+    if n_clusters is not None:
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=cfg.cluster.seed).fit_predict(fusion.fused).astype(np.int32)
+        activity, k, noise, how = labels, n_clusters, 0.0, f"k-means with k={n_clusters} (fixed by --k)"
+    else:
+        c = cluster_segments(fusion.fused, cfg.cluster)
+        activity, k, noise, how = c.activity, c.k, c.noise_rate, c.reason
+    per_frame = {v.name: np.zeros(len(v.features), np.int64) for v in videos}
+    for (vi, a, b), lab in zip(seg_rows, activity.tolist()):
+        per_frame[videos[vi].name][a:b] = lab
+    for name, lab in per_frame.items():
+        (outp / f"{name}.txt").write_text("\n".join(str(i) for i in lab.tolist()) + "\n")
+    ev: dict[str, Any] = {"videos": len(videos), "frames": int(sum(len(v.features) for v in videos)),
+                          "segments": len(seg_rows), "k": int(k), "noise_rate": float(noise), "clustering": how,
+                          "fps": fps, "mapping": read_mapping(root) or None}
+    with_truth = [v for v in videos if v.truth is not None]
+    if with_truth:
+        truth = np.concatenate([np.asarray(v.truth, dtype=object) for v in with_truth])
+        pred = np.concatenate([per_frame[v.name] for v in with_truth])
+        vid = np.concatenate([np.full(len(v.truth or []), v.name, dtype=object) for v in with_truth])
+        ev["ground_truth"] = segmentation_scores(truth, pred, vid)
+    (outp / "eval.json").write_text(json.dumps(ev, indent=2, default=str))
+    return ev

@@ -1,0 +1,119 @@
+"""Evaluation: temporal action segmentation metrics on known sequences, ablations and the
+evaluate / segment-features commands on real outputs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from handclust.cli import cli
+from handclust.metrics import edit_score, f1_counts, hungarian_match, segmentation_scores
+
+
+def test_tas_metrics_match_hand_computed_values():
+    truth = ["a"] * 10 + ["b"] * 10 + ["a"] * 5
+    pred = [3] * 10 + [5] * 12 + [3] * 3  # b runs 2 frames long
+    s = segmentation_scores(truth, pred, ["v"] * 25)
+    assert s["mof"] == pytest.approx(23 / 25)
+    assert s["edit"] == 1.0 and s["f1@50"] == 1.0
+    # Over-segmenting: an extra cluster is matched to nothing and its frames count as wrong.
+    pred2 = [3] * 10 + [5] * 5 + [7] * 5 + [3] * 5
+    s2 = segmentation_scores(truth, pred2, ["v"] * 25)
+    assert s2["mof"] == pytest.approx(20 / 25)
+    assert hungarian_match(truth, pred2) in ({3: "a", 5: "b"}, {3: "a", 7: "b"})
+    assert edit_score(list("aba"), list("abca")) == pytest.approx(1 - 1 / 4)  # runs a,b,c,a vs a,b,a
+    tp, fp, fn = f1_counts(list("aaaabbbb"), list("aaaaaaab"), 0.5)
+    assert (tp, fp, fn) == (1, 1, 1)  # b predicted 1 frame of 4: IoU 0.25
+
+
+def test_per_video_and_global_matching_differ_when_clusters_swap():
+    truth = ["a"] * 5 + ["b"] * 5 + ["a"] * 5 + ["b"] * 5
+    pred = [0] * 5 + [1] * 5 + [1] * 5 + [0] * 5  # second video swaps the cluster ids
+    s = segmentation_scores(truth, pred, ["v1"] * 10 + ["v2"] * 10)
+    assert s["mof_per_video"] == 1.0 and s["mof"] == 0.5
+
+
+def test_eval_json_has_ablations_and_ground_truth(demo_run):
+    out = Path(demo_run.out)
+    ev = json.loads((out / "eval.json").read_text())
+    names = [r["name"] for r in ev["ablations"]]
+    assert names[0] == "fusion (this run)"
+    assert {"motion only", "scene only", "motion + scene", "rhythm only", "ego only"} <= set(names)
+    for r in ev["ablations"]:
+        assert r["k"] >= 0 and 0 <= r["noise_rate"] <= 1
+        assert set(r["phase"]["duration_weighted"]) >= {"ari", "nmi", "v_measure"}
+        assert {"mixing_entropy", "multi_clip_share"} <= set(r["cross_clip"])
+        assert {"mof", "f1@10", "f1@25", "f1@50", "edit"} <= set(r["ground_truth"])
+    gt = ev["ground_truth"]
+    assert gt["mof"] > 0.6 and gt["f1@10"] > 0.3 and 0 < gt["edit"] <= 1
+    fused = {r["name"]: r for r in ev["ablations"]}
+    # The fusion beats the scene descriptor alone against the truth on this footage.
+    assert fused["fusion (this run)"]["ground_truth"]["ari"] > fused["scene only"]["ground_truth"]["ari"]
+    per_clip = [r for r in ev["per_clip"] if r["variant"] == "motion only"]
+    assert len(per_clip) == 4 and all(r["k"] >= 1 for r in per_clip)
+    abl = pq.read_table(out / "ablations.parquet").to_pandas()
+    assert set(abl.variant) == set(names)
+    assert (abl.groupby("variant").size() == demo_run.segments.num_rows).all()
+
+
+def test_evaluate_command_recomputes_with_another_phase_pattern(demo_run, tmp_path: Path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(demo_run.out, out)
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--no-ablations", "--set", "phase.pattern=(production|transit)"])
+    assert r.exit_code == 0, r.output
+    assert "MoF" in r.output
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["phase_pattern"] == "(production|transit)" and ev["ablations"] == []
+    bad = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
+    assert bad.exit_code != 0 and "handclust run" in bad.output
+
+
+def _feature_dir(root: Path, rng: np.random.Generator, fps: float) -> dict[str, list[str]]:
+    """Four videos of piecewise-constant features (three actions, random order and lengths)."""
+    actions = {"take_cup": rng.normal(0, 1, 32), "pour_milk": rng.normal(0, 1, 32), "stir": rng.normal(0, 1, 32)}
+    (root / "features").mkdir(parents=True)
+    (root / "groundTruth").mkdir()
+    (root / "mapping.txt").write_text("\n".join(f"{i} {a}" for i, a in enumerate(actions)) + "\n")
+    truths = {}
+    for v in range(4):
+        labels: list[str] = []
+        for a in rng.permutation(list(actions)).tolist() * 2:
+            labels += [a] * int(rng.integers(8 * fps, 16 * fps))
+        x = np.stack([actions[a] for a in labels]) + rng.normal(0, 0.6, (len(labels), 32))
+        name = f"P{v:02d}_coffee"
+        if v % 2:  # both layouts the data sets use: .npy stored dims x frames, .txt frames x dims
+            np.save(root / "features" / f"{name}.npy", x.T.astype(np.float32))
+        else:
+            np.savetxt(root / "features" / f"{name}.txt", x, fmt="%.4f")
+        (root / "groundTruth" / f"{name}.txt").write_text("\n".join(labels) + "\n")
+        truths[name] = labels
+    return truths
+
+
+def test_segment_features_finds_actions_in_precomputed_features(tmp_path: Path, rng: np.random.Generator):
+    truths = _feature_dir(tmp_path / "data", rng, fps=15.0)
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fps", "15"])
+    assert r.exit_code == 0, r.output
+    for name, labels in truths.items():
+        ids = (tmp_path / "out" / f"{name}.txt").read_text().split()
+        assert len(ids) == len(labels) and all(i.lstrip("-").isdigit() for i in ids)
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert ev["k"] == 3, ev  # found, not given
+    assert ev["ground_truth"]["mof"] > 0.9 and ev["ground_truth"]["f1@50"] > 0.8
+    fixed = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "k5"), "--fps", "15", "--k", "5"])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads((tmp_path / "k5" / "eval.json").read_text())["k"] == 5
+
+
+def test_segment_features_bad_folder_names_the_fix(tmp_path: Path):
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path), "--out", str(tmp_path / "o"), "--fps", "15"])
+    assert r.exit_code != 0 and "features/" in r.output
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "v.npy").write_bytes(b"not numpy")
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path), "--out", str(tmp_path / "o"), "--fps", "15"])
+    assert r.exit_code != 0 and "v.npy" in r.output
