@@ -36,11 +36,70 @@ class FlowConfig(_Frozen):
     max_points: int = Field(400, ge=16, description="flow vectors sampled for the ego-motion fit")
 
 
+EncoderDevice = Literal["auto", "cuda", "mps", "cpu"]
+EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
+_DEVICE_HELP = "auto: cuda, then mps, then cpu; a named device that is missing is an error"
+_DTYPE_HELP = "auto: bfloat16 on cuda, float32 elsewhere"
+_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see README, Learned encoders)"
+
+
 class SceneConfig(_Frozen):
-    encoder: Literal["histogram"] = "histogram"
+    encoder: Literal["histogram", "dinov2"] = Field(
+        "histogram", description="histogram: model-free, offline (default); dinov2: learned, needs weights")
     pyramid_levels: int = Field(2, ge=1, le=4)
     color_bins: int = Field(6, ge=2, le=32)
     orientation_bins: int = Field(8, ge=4, le=36)
+    model: str = Field("facebook/dinov2-small", description=f"dinov2 (small|base|large): {_MODEL_HELP}")
+    revision: str | None = Field(None, description="hub branch, tag or commit of scene.model")
+    pooling: Literal["cls+mean", "cls", "mean"] = Field("cls+mean", description="dinov2 tokens kept per frame")
+    device: EncoderDevice = Field("auto", description=_DEVICE_HELP)
+    dtype: EncoderDtype = Field("auto", description=_DTYPE_HELP)
+    batch_size: int = Field(32, ge=1, description="frames per forward pass")
+    num_gpus: float = Field(0.5, gt=0, le=1, description="GPU share per Ray actor when on cuda")
+
+
+class VideoConfig(_Frozen):
+    """V-JEPA-2 embedding per segment, from frames re-decoded from the segment's time range."""
+
+    enabled: bool = False
+    model: str = Field("facebook/vjepa2-vitl-fpc64-256", description=f"V-JEPA-2: {_MODEL_HELP}")
+    revision: str | None = None
+    frames_per_window: int = Field(16, ge=2, le=64, description="frames per model window (even: tubelets are 2 frames)")
+    fps: float = Field(8.0, gt=0, le=60, description="frame rate inside a window; a window spans frames_per_window / fps s")
+    max_windows: int = Field(8, ge=1, description="most windows per segment (longer segments get sparser windows)")
+    device: EncoderDevice = Field("auto", description=_DEVICE_HELP)
+    dtype: EncoderDtype = Field("auto", description=_DTYPE_HELP)
+    batch_size: int = Field(4, ge=1, description="windows per forward pass")
+    num_gpus: float = Field(1.0, gt=0, le=1, description="GPU share per Ray task when on cuda")
+    fuse: bool = Field(True, description="add desc_video to the clustering fusion when enabled")
+
+    @model_validator(mode="after")
+    def _even(self) -> VideoConfig:
+        if self.frames_per_window % 2:
+            raise ValueError("video.frames_per_window must be even (V-JEPA-2 embeds pairs of frames)")
+        return self
+
+
+MASONRY_TOOLS = ("trowel", "mortar bucket", "brick", "concrete block", "rubber mallet", "spirit level", "rebar",
+                 "wheelbarrow", "gloved hand", "safety vest", "shovel", "mortar mixer", "tape measure", "string line",
+                 "scaffolding", "hard hat")
+
+
+class ToolsConfig(_Frozen):
+    """OWLv2 open-vocabulary tool presence on a subset of frames."""
+
+    enabled: bool = False
+    model: str = Field("google/owlv2-base-patch16-ensemble", description=f"OWLv2: {_MODEL_HELP}")
+    revision: str | None = None
+    fps: float = Field(1.0, gt=0, le=60, description="frames per second scored (at most decode.sample_fps)")
+    prompts: tuple[str, ...] = Field(MASONRY_TOOLS, min_length=1, description="what to look for, one name each")
+    prompt_template: str = Field("a photo of a {}", description="each prompt is put into this text ({} = prompt)")
+    top_k: int = Field(3, ge=1, description="tools listed per activity in eval.json")
+    device: EncoderDevice = Field("auto", description=_DEVICE_HELP)
+    dtype: EncoderDtype = Field("auto", description=_DTYPE_HELP)
+    batch_size: int = Field(8, ge=1, description="frames per forward pass")
+    num_gpus: float = Field(0.5, gt=0, le=1, description="GPU share per Ray actor when on cuda")
+    fuse: bool = Field(True, description="add desc_tools to the clustering fusion when enabled")
 
 
 class SegmentConfig(_Frozen):
@@ -69,7 +128,7 @@ class DescriptorConfig(_Frozen):
     repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
 
 
-Modality = Literal["scene", "motion", "ego", "rhythm"]
+Modality = Literal["scene", "motion", "ego", "rhythm", "video", "tools"]
 
 
 class ClusterConfig(_Frozen):
@@ -109,6 +168,10 @@ class PhaseConfig(_Frozen):
     pattern: str = r"(production|prep|transit|downtime)"
 
 
+class EvaluationConfig(_Frozen):
+    ablations: bool = Field(True, description="re-cluster on modality subsets from the stored descriptors (eval.json, ablations.parquet)")
+
+
 class ReportConfig(_Frozen):
     enabled: bool = Field(True, description="write report/index.html at the end of a run")
     reel: bool = Field(True, description="also write report/reel.mp4 (re-decodes a few seconds per activity)")
@@ -137,13 +200,34 @@ class RunConfig(_Frozen):
     scene: SceneConfig = SceneConfig()
     segment: SegmentConfig = SegmentConfig()
     descriptor: DescriptorConfig = DescriptorConfig()
+    video: VideoConfig = VideoConfig()
+    tools: ToolsConfig = ToolsConfig()
     cluster: ClusterConfig = ClusterConfig()
     phase: PhaseConfig = PhaseConfig()
     labels: LabelConfig = LabelConfig()
     runner: Literal["local", "ray"] = "local"
     ray: RayConfig = RayConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _encoders(self) -> RunConfig:
+        for name, section in (("video", self.video), ("tools", self.tools)):
+            if name in self.cluster.modalities and not section.enabled:
+                raise ValueError(f"cluster.modalities names {name!r} but {name}.enabled is false; set {name}.enabled=true")
+        if self.tools.enabled and self.tools.fps > self.decode.sample_fps:
+            raise ValueError(f"tools.fps ({self.tools.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
+        return self
+
+
+def fusion_modalities(cfg: RunConfig) -> tuple[str, ...]:
+    """Modalities fused for clustering: ``cluster.modalities``, plus video / tools when enabled with ``fuse``."""
+    out = list(cfg.cluster.modalities)
+    for name, section in (("video", cfg.video), ("tools", cfg.tools)):
+        if section.enabled and section.fuse and name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
