@@ -98,6 +98,24 @@ def _log_speed(x: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
     return np.sign(x) * np.log1p(10 * np.abs(np.asarray(x, np.float64)))
 
 
+def tool_presence(scores: npt.NDArray[np.floating], a: int, b: int) -> npt.NDArray[np.float32]:
+    """``desc_tools`` of frames ``[a, b)``: mean over the scored frames (rows without NaN) of each
+    prompt's max score; a segment with no scored frame takes the scored frame nearest its centre.
+
+    ``scores`` is the clip's ``(n_frames, n_prompts)`` ``tool_scores``; ``(n_frames, 0)`` gives ``(0,)``.
+    """
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 2 or s.shape[1] == 0:
+        return np.zeros(0, np.float32)
+    scored = np.flatnonzero(~np.isnan(s).any(axis=1))
+    idx = scored[(scored >= a) & (scored < b)]
+    if len(idx) == 0:
+        if len(scored) == 0:
+            return np.zeros(s.shape[1], np.float32)
+        idx = scored[[int(np.argmin(np.abs(scored - (a + b - 1) / 2)))]]
+    return s[idx].mean(axis=0).astype(np.float32)
+
+
 def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: DescriptorConfig) -> dict[str, object]:
     """Descriptors of frames ``[a, b)`` of one clip (``frames`` holds that clip's columns)."""
     sl = slice(a, b)
@@ -131,7 +149,11 @@ def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: Descriptor
         rep = 0.5 * (flow_p + ssm_p)
     log_period = np.log(period) if np.isfinite(period) else np.log(cfg.max_period_s)
     desc_rhythm = np.concatenate([bands, [strength, strength * log_period]])
+    extra: dict[str, object] = {}
+    if "tool_scores" in frames:
+        extra["desc_tools"] = tool_presence(frames["tool_scores"], a, b)
     return {
+        **extra,
         "desc_scene": desc_scene.astype(np.float32),
         "desc_motion": desc_motion.astype(np.float32),
         "desc_ego": desc_ego.astype(np.float32),

@@ -51,6 +51,7 @@ FRAMES = pa.schema(
         ("ego_ratio", pa.float32()),
         ("ego_inliers", pa.float32()),
         ("scene_embedding", VECTOR),
+        ("tool_scores", VECTOR),  # OWLv2 max score per prompt; NaN on frames not scored, empty when tools are off
     ]
 )
 
@@ -60,7 +61,12 @@ MODALITY_COLUMNS: dict[str, str] = {
     "motion": "desc_motion",
     "ego": "desc_ego",
     "rhythm": "desc_rhythm",
+    "video": "desc_video",
+    "tools": "desc_tools",
 }
+
+# Columns of optional encoders (video, tools): written as empty lists when the encoder is off.
+OPTIONAL_VECTORS = ("tool_scores", "desc_video", "desc_tools")
 
 SEGMENTS = pa.schema(
     [
@@ -82,6 +88,8 @@ SEGMENTS = pa.schema(
         ("desc_motion", VECTOR),
         ("desc_ego", VECTOR),
         ("desc_rhythm", VECTOR),
+        ("desc_video", VECTOR),  # V-JEPA-2, mean over the segment's windows; empty when video is off
+        ("desc_tools", VECTOR),  # mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off
     ]
 )
 
@@ -126,6 +134,8 @@ GROUND_TRUTH = pa.schema(
 
 def table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; 2-D arrays become list<float32>."""
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in OPTIONAL_VECTORS if c in schema.names}, **columns}
     missing = [n for n in schema.names if n not in columns]
     if missing:
         raise KeyError(f"columns missing for schema: {missing}")

@@ -1,0 +1,90 @@
+"""Learned encoders: DINOv2 scene embedding per frame, V-JEPA-2 embedding per segment, OWLv2 tool
+presence per frame. Each is a stage (cheap ``__init__(cfg)``, ``setup()`` loads the weights,
+``__call__(batch) -> batch``); torch and transformers are imported inside, never at import time.
+
+:func:`check_models` runs on the driver before any clip is touched: a model that cannot be loaded
+stops the run there, with the config key and the ``hf download`` command that fixes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handclust.config import RunConfig
+from handclust.encoders.device import DeviceError
+from handclust.encoders.loading import ModelLoadError
+
+__all__ = ["DeviceError", "ModelLoadError", "check_models", "fingerprint_sections", "segment_stages"]
+
+# Keys that change how fast, not what: left out of the resume fingerprint.
+RUNTIME_KEYS = ("batch_size", "num_gpus")
+HISTOGRAM_KEYS = ("pyramid_levels", "color_bins", "orientation_bins")
+
+
+def segment_stages(cfg: RunConfig) -> list[Any]:
+    """Stages that add columns to a clip's segment rows (after segmentation), in order."""
+    if not cfg.video.enabled:
+        return []
+    from handclust.encoders.vjepa2 import VJEPASegmentEncoder
+
+    return [VJEPASegmentEncoder(cfg.video)]
+
+
+def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
+    """The learned-encoder stages this config enables, by section name (not yet set up)."""
+    out: dict[str, Any] = {}
+    if cfg.scene.encoder == "dinov2":
+        from handclust.encoders.dinov2 import DinoFrameEncoder
+
+        out["scene"] = DinoFrameEncoder(cfg.scene)
+    if cfg.video.enabled:
+        out["video"] = segment_stages(cfg)[0]
+    if cfg.tools.enabled:
+        from handclust.encoders.owlv2 import OwlToolPresence
+
+        out["tools"] = OwlToolPresence(cfg.tools, cfg.decode.sample_fps)
+    return out
+
+
+def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]:
+    """Check every enabled encoder's checkpoint (and device) before clip work; return what the run records.
+
+    Raises :class:`ModelLoadError` (or :class:`DeviceError`) with the key to set and how. With
+    ``resolve_devices`` the device and dtype are resolved here (local runs: where the models run);
+    the Ray runner resolves them on each worker instead.
+    """
+    from handclust.features.scene import scene_dim
+
+    records: dict[str, Any] = {}
+    if cfg.scene.encoder == "histogram":
+        records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}
+    for name, stage in encoder_stages(cfg).items():
+        rec = stage.check()
+        section = getattr(cfg, name)
+        rec.update(device_requested=section.device, dtype_requested=section.dtype, batch_size=section.batch_size)
+        if resolve_devices:
+            from handclust.encoders.device import dtype_name, resolve_device, resolve_dtype
+
+            device = resolve_device(section.device, f"{name}.device")
+            rec.update(device=device, dtype=dtype_name(resolve_dtype(section.dtype, device, f"{name}.dtype")))
+        records[name] = rec
+    return records
+
+
+def fingerprint_sections(d: dict[str, Any]) -> dict[str, Any]:
+    """The scene / video / tools sections of a config dict reduced to what changes the outputs.
+
+    Switching an encoder, its model, revision, device or dtype changes the fingerprint (and so
+    recomputes on resume); batch sizes and GPU shares do not, nor do settings of a disabled encoder.
+    """
+    scene = {k: v for k, v in d["scene"].items() if k not in RUNTIME_KEYS}
+    if scene.get("encoder", "histogram") == "histogram":
+        scene = {k: v for k, v in scene.items() if k in ("encoder", *HISTOGRAM_KEYS)}
+    else:
+        scene = {k: v for k, v in scene.items() if k not in HISTOGRAM_KEYS}
+    out = {"scene": scene}
+    for name in ("video", "tools"):
+        section = d.get(name) or {}
+        if section.get("enabled"):  # absent when off: runs from before these encoders existed still resume
+            out[name] = {k: v for k, v in section.items() if k not in (*RUNTIME_KEYS, "fuse", "top_k")}
+    return out

@@ -1,0 +1,313 @@
+"""Learned encoders (DINOv2, V-JEPA-2, OWLv2) on CPU with tiny random checkpoints, no downloads.
+
+The checkpoints are built from configs, saved with ``save_pretrained`` and loaded back through the
+same path a user's ``hf download`` directory takes (``from_pretrained(local_dir)`` plus the processor
+settings file next to the weights). Outputs of random weights mean nothing; what is tested is the
+plumbing a user relies on: shapes, dtypes, unit norms, determinism, batching invariance, agreement
+with transformers' own processor and forward pass, errors that say what to do, and the columns and
+records an end-to-end run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may touch the network
+
+IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+CLIP_MEAN_STD = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random DINOv2, V-JEPA-2 and OWLv2 checkpoints (+ processor settings, CLIP tokenizer) on disk."""
+    import torch
+    from transformers import (
+        CLIPTokenizer,
+        Dinov2Config,
+        Dinov2Model,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        VJEPA2Config,
+        VJEPA2Model,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+
+    dino = root / "dinov2"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             patch_size=14, image_size=28)).save_pretrained(dino)
+    (dino / "preprocessor_config.json").write_text(json.dumps({  # the hub file's keys, smaller sizes
+        "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": 32}, "resample": 3,
+        "do_center_crop": True, "crop_size": {"height": 28, "width": 28}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, **IMAGENET}))
+
+    vj = root / "vjepa2"
+    VJEPA2Model(VJEPA2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2.0, crop_size=32,
+                             patch_size=16, tubelet_size=2, frames_per_clip=8, pred_hidden_size=16,
+                             pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=1)).save_pretrained(vj)
+    (vj / "video_preprocessor_config.json").write_text(json.dumps({
+        "video_processor_type": "VJEPA2VideoProcessor", "crop_size": 32, "do_center_crop": True, "do_resize": True,
+        "size": {"shortest_edge": 36}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, **IMAGENET}))
+
+    owl = root / "owlv2"
+    # A byte-level CLIP BPE vocabulary with no merges: every character is a token; enough for prompts.
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(owl)
+    cfg = Owlv2Config(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": vocab["<|startoftext|>"],
+                     "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 64, "patch_size": 16},
+        projection_dim=32)
+    model = Owlv2ForObjectDetection(cfg)
+    with torch.no_grad():  # random heads saturate every score at 1.0; shrink them so scores vary
+        model.class_head.logit_shift.weight.mul_(0.02)
+        model.class_head.logit_scale.weight.mul_(0.02)
+    model.save_pretrained(owl)
+    (owl / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Owlv2ImageProcessor", "do_resize": True, "size": {"height": 64, "width": 64},
+        "resample": 2, "do_pad": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, **CLIP_MEAN_STD}))
+    return {"dinov2": dino, "vjepa2": vj, "owlv2": owl}
+
+
+def encoder_overrides(m: dict[str, Path]) -> list[str]:
+    return [
+        "scene.encoder=dinov2", f"scene.model={m['dinov2']}",
+        "video.enabled=true", f"video.model={m['vjepa2']}", "video.frames_per_window=4", "video.fps=2",
+        "tools.enabled=true", f"tools.model={m['owlv2']}", "tools.fps=1",
+    ]
+
+
+@pytest.fixture(scope="session")
+def enc_cfg(tiny_models: dict[str, Path]):
+    from handclust.config import load_config
+
+    return load_config(None, encoder_overrides(tiny_models))
+
+
+@pytest.fixture(scope="session")
+def frames() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (16, 90, 160, 3), dtype=np.uint8)
+
+
+def test_dinov2_scene_embedding_unit_vectors_deterministic_and_batch_invariant(enc_cfg, frames: np.ndarray):
+    from handclust.encoders.dinov2 import DinoFrameEncoder
+
+    big = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"batch_size": 16}))
+    one = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"batch_size": 1}))
+    out = big({"frame": frames, "frame_idx": np.arange(len(frames))})
+    emb = out["scene_embedding"]
+    assert emb.shape == (16, 64) and emb.dtype == np.float32  # cls + mean of hidden 32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(big.embed(frames), emb)
+    np.testing.assert_allclose(one.embed(frames), emb, atol=1e-5)
+    assert big.info() == {"device": "cpu", "dtype": "float32", "dim": 64, "batch_size": 16}
+    assert not np.allclose(emb[0], emb[1])
+    cls_only = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"pooling": "cls"})).embed(frames[:2])
+    assert cls_only.shape == (2, 32)
+    np.testing.assert_allclose(cls_only, emb[:2, :32] * np.sqrt(2), atol=1e-5)
+
+
+def test_dinov2_preprocessing_matches_the_checkpoints_own_processor(enc_cfg, tiny_models, frames: np.ndarray):
+    """Same resize/crop/normalise as transformers' (PIL) processor, to within rounding of uint8 levels
+    (bicubic overshoot on noise frames rounds differently in a few pixels)."""
+    import torch
+    from transformers import AutoImageProcessor
+
+    from handclust.encoders.dinov2 import DinoFrameEncoder
+
+    enc = DinoFrameEncoder(enc_cfg.scene)
+    enc.setup()
+    mine = enc.transform(torch.from_numpy(frames)).numpy()
+    ref = AutoImageProcessor.from_pretrained(tiny_models["dinov2"])(images=list(frames), return_tensors="np")["pixel_values"]
+    assert mine.shape == ref.shape == (16, 3, 28, 28)
+    step = 1 / 255 / min(IMAGENET["image_std"])
+    assert np.abs(mine - ref).max() <= 2 * step * 1.01
+    assert np.abs(mine - ref).mean() < step / 4
+
+
+def test_owlv2_tool_scores_match_the_full_model_and_skip_unscored_frames(enc_cfg, tiny_models, frames: np.ndarray):
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoTokenizer
+
+    from handclust.encoders.owlv2 import OwlToolPresence
+
+    stage = OwlToolPresence(enc_cfg.tools, sample_fps=5.0)
+    assert stage.step == 5
+    out = stage({"frame": frames[:12], "frame_idx": np.arange(3, 15)})
+    scores = out["tool_scores"]
+    n_prompts = len(enc_cfg.tools.prompts)
+    assert scores.shape == (12, n_prompts) and scores.dtype == np.float32
+    scored = np.arange(3, 15) % 5 == 0  # frames 5 and 10
+    assert np.isnan(scores[~scored]).all() and np.isfinite(scores[scored]).all()
+    assert ((scores[scored] > 0) & (scores[scored] < 1)).all() and scores[scored].std() > 0
+
+    # Reference: transformers' processor + the full detection forward pass, max over boxes.
+    proc = AutoImageProcessor.from_pretrained(tiny_models["owlv2"])
+    pixels = proc(images=list(frames[:4]), return_tensors="pt")["pixel_values"]
+    np.testing.assert_allclose(stage.transform(torch.from_numpy(frames[:4])).numpy(), pixels.numpy(), atol=1e-4)
+    tok = AutoTokenizer.from_pretrained(tiny_models["owlv2"])(stage.texts, padding="max_length", max_length=16,
+                                                             truncation=True, return_tensors="pt")
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(tiny_models["owlv2"]).eval()
+    with torch.inference_mode():
+        logits = model(input_ids=tok["input_ids"].repeat(4, 1), attention_mask=tok["attention_mask"].repeat(4, 1),
+                       pixel_values=pixels).logits
+    ref = torch.sigmoid(logits).amax(dim=1).numpy()
+    np.testing.assert_allclose(stage.score(frames[:4]), ref, atol=1e-5)
+    one = OwlToolPresence(enc_cfg.tools.model_copy(update={"batch_size": 1}), sample_fps=5.0)
+    np.testing.assert_allclose(one.score(frames[:4]), stage.score(frames[:4]), atol=1e-5)
+
+
+def test_vjepa2_segment_vectors_from_re_decoded_windows(enc_cfg, short_clip: Path):
+    from handclust.encoders.vjepa2 import VJEPASegmentEncoder, n_windows
+    from handclust.video import read_range
+
+    batch = {"path": np.array([str(short_clip)] * 3, dtype=object), "segment_id": np.array(["a", "b", "c"], dtype=object),
+             "t_start": np.array([0.0, 3.0, 5.5]), "t_end": np.array([3.0, 5.5, 12.0])}
+    assert [n_windows(d, enc_cfg.video) for d in (3.0, 2.5, 6.5)] == [2, 1, 3]  # 2 s windows at 2 fps x 4 frames
+    stage = VJEPASegmentEncoder(enc_cfg.video)  # batch_size 4: windows of several segments share a pass
+    out = stage(batch)
+    vec = out["desc_video"]
+    assert vec.shape == (3, 32) and vec.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(stage(batch)["desc_video"], vec)
+    one = VJEPASegmentEncoder(enc_cfg.video.model_copy(update={"batch_size": 1}))
+    np.testing.assert_allclose(one(batch)["desc_video"], vec, atol=1e-5)
+
+    # The last segment is the normalised mean of its 3 windows of 4 frames re-decoded from the file.
+    frames = read_range(short_clip, 5.5, 12.0, 12, width=stage._width(str(short_clip)))
+    windows = stage.embed_windows(frames.reshape(3, 4, *frames.shape[1:]))
+    mean = windows.mean(axis=0)
+    np.testing.assert_allclose(vec[2], mean / np.linalg.norm(mean), atol=1e-5)
+    assert stage.info()["dim"] == 32
+
+
+def test_missing_or_wrong_model_stops_with_the_key_and_the_fix(enc_cfg, tiny_models, tmp_path: Path):
+    from handclust.config import load_config
+    from handclust.encoders import ModelLoadError, check_models
+
+    missing = tmp_path / "weights" / "dinov2-base"
+    with pytest.raises(ModelLoadError) as err:
+        check_models(load_config(None, ["scene.encoder=dinov2", f"scene.model={missing}"]))
+    msg = str(err.value)
+    assert "scene.model" in msg and str(missing) in msg and "does not exist" in msg
+    assert "hf download facebook/dinov2-small --local-dir DIR" in msg and "set scene.model=DIR" in msg
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((tiny_models["vjepa2"] / "config.json").read_text())
+    (empty / "video_preprocessor_config.json").write_text((tiny_models["vjepa2"] / "video_preprocessor_config.json").read_text())
+    with pytest.raises(ModelLoadError, match=r"video\.model=.*holds no weights.*hf download facebook/vjepa2-vitl-fpc64-256"):
+        check_models(load_config(None, ["video.enabled=true", f"video.model={empty}"]))
+
+    with pytest.raises(ModelLoadError, match=r"tools\.model=.*is a 'dinov2' checkpoint"):
+        check_models(load_config(None, ["tools.enabled=true", f"tools.model={tiny_models['dinov2']}"]))
+
+    records = check_models(enc_cfg)
+    assert set(records) == {"scene", "video", "tools"}
+    assert records["scene"]["model"] == str(tiny_models["dinov2"]) and records["scene"]["device"] == "cpu"
+    assert records["tools"]["prompts"][0] == "trowel"
+
+
+def test_discover_stops_before_any_clip_work_when_a_model_is_missing(short_clip: Path, tmp_path: Path):
+    from handclust import discover
+    from handclust.encoders import ModelLoadError
+
+    out = tmp_path / "run"
+    with pytest.raises(ModelLoadError, match="video.model"):
+        discover([short_clip], out=out, overrides=["video.enabled=true", f"video.model={tmp_path / 'nope'}"], progress=False)
+    assert not (out / "status").exists() and not (out / "frames").exists()
+
+
+def test_forced_device_that_is_missing_is_an_error():
+    import torch
+
+    from handclust.encoders.device import DeviceError, gpu_share, resolve_device
+
+    assert gpu_share("cpu", 0.5) == 0.0 and gpu_share("cuda", 0.5) == 0.5
+    assert resolve_device("cpu", "scene.device") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match=r"scene\.device=cuda .*set scene\.device=auto or scene\.device=cpu"):
+            resolve_device("cuda", "scene.device")
+        assert resolve_device("auto", "scene.device") in ("cpu", "mps")
+
+
+def test_fingerprint_follows_encoder_settings_not_batch_sizes(tiny_models):
+    from handclust.config import load_config
+    from handclust.pipeline import feature_fingerprint
+
+    base = feature_fingerprint(load_config())
+    assert feature_fingerprint(load_config(None, ["video.model=other", "tools.prompts=[brick]"])) == base  # disabled: ignored
+    dino = feature_fingerprint(load_config(None, ["scene.encoder=dinov2"]))
+    assert dino != base
+    assert feature_fingerprint(load_config(None, ["scene.encoder=dinov2", "scene.batch_size=7"])) == dino
+    assert feature_fingerprint(load_config(None, ["scene.encoder=dinov2", "scene.model=facebook/dinov2-base"])) != dino
+    assert feature_fingerprint(load_config(None, ["scene.encoder=dinov2", "scene.dtype=bfloat16"])) != dino
+    assert feature_fingerprint(load_config(None, ["video.enabled=true"])) != base
+    assert feature_fingerprint(load_config(None, ["tools.enabled=true"])) != base
+
+
+def test_importing_the_encoders_loads_no_torch():
+    code = ("import sys, handclust.encoders, handclust.encoders.dinov2, handclust.encoders.vjepa2, handclust.encoders.owlv2\n"
+            "from handclust.config import load_config\n"
+            "from handclust.pipeline import frame_stages, segment_stages\n"
+            "cfg = load_config(None, ['scene.encoder=dinov2', 'video.enabled=true', 'tools.enabled=true'])\n"
+            "stages = frame_stages(cfg) + segment_stages(cfg)\n"
+            "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['scene', 'motion', 'tools', 'video']", out.stdout
+
+
+def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_path: Path):
+    from handclust import discover, schema
+
+    clips = sorted(footage_dir.glob("*.mp4"))[:2]
+    out = tmp_path / "run"
+    result = discover(clips, out=out, progress=False, overrides=[
+        *encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
+        "report.enabled=false", "evaluation.ablations=false"])
+    seg = result.segments
+    n_prompts = 16  # the default masonry prompts
+    assert schema.vectors(seg, "desc_video").shape == (seg.num_rows, 32)
+    assert schema.vectors(seg, "desc_tools").shape == (seg.num_rows, n_prompts)
+    assert schema.vectors(seg, "desc_scene").shape == (seg.num_rows, 64)
+    frames = result.frames()
+    scores = schema.vectors(frames, "tool_scores")
+    idx = np.asarray(frames.column("frame_idx"))
+    assert np.isfinite(scores[idx % 5 == 0]).all() and np.isnan(scores[idx % 5 != 0]).all()
+    for part in (out / "segments").glob("*.parquet"):
+        assert pq.read_schema(part).equals(schema.SEGMENTS, check_metadata=False)
+
+    run = json.loads((out / "run.json").read_text())
+    enc = run["encoders"]
+    assert enc["scene"]["encoder"] == "dinov2" and enc["scene"]["model"] == str(tiny_models["dinov2"])
+    assert enc["video"]["encoder"] == "vjepa2" and enc["tools"]["encoder"] == "owlv2"
+    assert all(enc[k]["device"] == "cpu" and enc[k]["dtype"] == "float32" for k in ("scene", "video", "tools"))
+    assert {"video", "tools"} <= set(run["clustering"]["fusion_weights"])
+    top = json.loads((out / "eval.json").read_text())["top_tools"]
+    assert top and all(len(v) == 3 and v[0]["tool"] in run["config"]["tools"]["prompts"] for v in top.values())
+
+    # Resume: the same encoder settings skip every clip (a changed one recomputes: see the fingerprint test).
+    again = discover(clips, out=out, progress=False, overrides=[
+        *encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
+        "report.enabled=false", "evaluation.ablations=false"])
+    assert again.segments.num_rows == seg.num_rows
+    assert all(json.loads(p.read_text())["attempts"] == 1 for p in (out / "status").glob("*.json"))
+    assert json.loads((out / "run.json").read_text())["feature_fingerprint"] == run["feature_fingerprint"]
