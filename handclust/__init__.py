@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["discover", "load_config", "RunConfig", "RunResult", "make_sample_footage", "__version__"]
+__all__ = ["RunConfig", "RunResult", "__version__", "assign", "discover", "evaluate", "load_config", "make_sample_footage"]
 
 if TYPE_CHECKING:
+    from handclust.assign import assign
     from handclust.config import RunConfig, load_config
+    from handclust.evaluation import evaluate
     from handclust.pipeline import RunResult, discover
     from handclust.synthetic import make_sample_footage
 
@@ -26,6 +28,14 @@ def __getattr__(name: str) -> Any:
         from handclust import config
 
         return getattr(config, name)
+    if name == "assign":
+        from handclust.assign import assign
+
+        return assign
+    if name == "evaluate":
+        from handclust.evaluation import evaluate
+
+        return evaluate
     if name == "make_sample_footage":
         from handclust.synthetic import make_sample_footage
 

@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
-from handclust.clustering import Clustering, cluster_segments, fuse, umap_fit
+from handclust.clustering import Clustering, Fusion, cluster_segments, fuse, umap_fit
 from handclust.config import RunConfig, fusion_modalities
 from handclust.progress import Progress
 from handclust.storage import OutputStore
@@ -27,6 +28,60 @@ def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
     ids = clips_tbl.filter(ok).column("clip_id")
     seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
     return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
+
+
+MODEL_DIR = "model"
+
+
+def save_model(store: OutputStore, fusion: Fusion, seg_ids: list[str], clip_ids: npt.NDArray[np.object_],
+               clustering: Clustering) -> None:
+    """What ``handclust assign`` needs to place new footage without refitting: the fusion
+    parameters (per-modality scaling, PCA, weights), the fused reference vectors with their
+    clusters, and a FAISS index over them."""
+    import io
+
+    import faiss
+
+    buf = io.BytesIO()
+    fusion.save(buf)
+    store.write_bytes(f"{MODEL_DIR}/fusion.npz", buf.getvalue())
+    store.write_table(f"{MODEL_DIR}/reference.parquet", pa.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(),
+        "cluster": pa.array(clustering.labels, pa.int32()), "activity": pa.array(clustering.activity, pa.int32()),
+        "fused": pa.FixedSizeListArray.from_arrays(pa.array(fusion.fused.ravel(), pa.float32()), fusion.fused.shape[1]),
+    }))
+    index = faiss.IndexFlatIP(fusion.fused.shape[1])
+    index.add(fusion.fused)
+    store.write_bytes(f"{MODEL_DIR}/index.faiss", faiss.serialize_index(index).tobytes())
+
+
+def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32]) -> tuple[pa.Table, dict[str, Any]]:
+    """Phase-level groups over activity-level clusters: average-linkage (cosine) on the cluster
+    centroids, cut at the widest gap between merge heights, so the number of groups follows the
+    data too. Returns ``hierarchy.parquet`` rows (cluster, group) and the merge tree for run.json."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    clusters = np.unique(labels[labels >= 0])
+    if len(clusters) < 3:
+        groups = np.zeros(len(clusters), np.int32)
+        tree: list[list[float]] = []
+        why = "fewer than 3 activities: one group"
+    else:
+        from handclust.clustering import l2_normalise
+
+        cent = l2_normalise(np.stack([fused[labels == c].mean(axis=0) for c in clusters]))
+        z = linkage(cent, method="average", metric="cosine")
+        heights = z[:, 2]
+        gaps = np.diff(heights)
+        cut = int(np.argmax(gaps))  # merges up to `cut` happen inside groups
+        n_groups = len(clusters) - (cut + 1)
+        groups = (fcluster(z, t=n_groups, criterion="maxclust") - 1).astype(np.int32)
+        tree = z.tolist()
+        why = (f"average-linkage of {len(clusters)} activity centroids cut at the widest gap in merge heights "
+               f"({heights[cut]:.3f} -> {heights[cut + 1]:.3f}): {len(np.unique(groups))} groups")
+    table = pa.table({"cluster": pa.array(clusters, pa.int32()), "group": pa.array(groups, pa.int32())})
+    return table, {"groups": int(len(np.unique(groups))) if len(groups) else 0, "reason": why, "linkage": tree,
+                   "clusters": clusters.tolist()}
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
@@ -69,6 +124,9 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
     }, schema.CLUSTERS)
     store.write_table("clusters.parquet", clusters)
+    save_model(store, fusion, seg_ids, clip_ids, clustering)
+    hierarchy, run["hierarchy"] = coarse_groups(fusion.fused, clustering.labels)
+    store.write_table("hierarchy.parquet", hierarchy)
     store.write_table("embedding_2d.parquet", schema.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,
     }, schema.EMBEDDING_2D))

@@ -161,6 +161,33 @@ def report(out: str, no_reel: bool) -> None:
     click.echo(f"report       {path}")
 
 
+@cli.command("assign")
+@click.argument("model_run", type=click.Path(exists=True, file_okay=False))
+@click.argument("footage", type=click.Path())
+@click.option("--out", required=True, help="Output directory for the new footage's tables and timelines.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override how it runs (runner, ray.*); feature settings come from MODEL_RUN.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
+    from handclust.assign import ModelError, assign
+
+    try:
+        result = assign(model_run, footage, out, overrides=list(overrides), progress=not no_progress)
+    except (ConfigError, FootageError, ModelError) as exc:
+        _fail(str(exc))
+        return
+    s = result.summary
+    click.echo(f"clips        {s['clips_ok']} ok, {s['clips_failed']} failed (of {s['clips_total']})")
+    click.echo(f"segments     {s['segments']} placed into {s['activities']} of the activities of {model_run}"
+               + (f", noise {100 * s['noise_rate']:.1f} %" if s.get("noise_rate") is not None else ""))
+    if "ground_truth_ari" in s:
+        click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f}, MoF {s['ground_truth_mof']:.2f}")
+    click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
+    if s["clips_ok"] == 0:
+        sys.exit(1)
+
+
 def _print_gt(gt: dict) -> None:
     click.echo(f"vs truth     MoF {gt['mof']:.3f} (per video {gt['mof_per_video']:.3f}), F1@10/25/50 "
                f"{gt['f1@10']:.3f}/{gt['f1@25']:.3f}/{gt['f1@50']:.3f}, Edit {gt['edit']:.3f}, "

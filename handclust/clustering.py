@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from handclust.config import ClusterConfig
-from handclust.segmentation import pca_reduce, standardise
+from handclust.segmentation import pca_reduce
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,51 @@ def knn_graph(x: npt.NDArray[np.floating], k: int, backend: str = "auto") -> tup
         name = "faiss-gpu-flat"
     index.add(x)
     sim, idx = index.search(x, k_eff + 1)
-    # Drop self: it is usually first, but ties (duplicates) can put it elsewhere.
-    out_i = np.zeros((n, k_eff), np.int64)
-    out_d = np.zeros((n, k_eff), np.float32)
-    for r in range(n):
-        keep = idx[r] != r
-        ii, ss = idx[r][keep][:k_eff], sim[r][keep][:k_eff]
-        out_i[r, : len(ii)], out_d[r, : len(ss)] = ii, 1.0 - ss
+    # Drop self: it is usually first, but ties (duplicates) can put it elsewhere; where self is
+    # missing from the k+1 (many exact duplicates), drop the last neighbour instead.
+    is_self = idx == np.arange(n)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    is_self &= np.cumsum(is_self, axis=1) == 1
+    keep = ~is_self
+    out_i = idx[keep].reshape(n, k_eff).astype(np.int64)
+    out_d = (1.0 - sim[keep].reshape(n, k_eff)).astype(np.float32)
     return out_i, out_d, name
+
+
+def knn_query(reference: npt.NDArray[np.floating], queries: npt.NDArray[np.floating], k: int,
+              backend: str = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
+    """k nearest ``reference`` rows (cosine) of each query row: ``(n_q, k)`` indices and distances."""
+    import faiss
+
+    ref, q = l2_normalise(reference), l2_normalise(queries)
+    k_eff = min(k, len(ref))
+    d = ref.shape[1]
+    use_gpu = resolve_backend(backend) == "gpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    index: Any = faiss.IndexFlatIP(d)
+    name = "faiss-cpu-flat"
+    if use_gpu:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        name = "faiss-gpu-flat"
+    elif len(ref) > 200_000:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 64
+        name = "faiss-cpu-hnsw"
+    index.add(ref)
+    sim, idx = index.search(q, k_eff)
+    return idx.astype(np.int64), (1.0 - sim).astype(np.float32), name
+
+
+def vote_labels(ref_labels: npt.NDArray[np.int32], idx: npt.NDArray[np.int64], dist: F32,
+                ) -> tuple[npt.NDArray[np.int32], F32]:
+    """Label each query by the 1/distance-weighted vote of its reference neighbours (noise votes
+    too: a query among noise stays noise); returns labels and the winning share of the vote."""
+    w = 1.0 / (dist.astype(np.float64) + 1e-3)
+    lab = ref_labels[idx]
+    classes = np.unique(lab)
+    scores = np.stack([(w * (lab == c)).sum(axis=1) for c in classes], axis=1)
+    best = scores.argmax(axis=1)
+    share = scores[np.arange(len(best)), best] / np.maximum(scores.sum(axis=1), 1e-12)
+    return classes[best].astype(np.int32), share.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- fusion
@@ -106,15 +143,69 @@ class ModalityScore:
 
 
 @dataclass
+class ModalityTransform:
+    """What :func:`prepare_modality` learnt from one modality, to apply to new segments."""
+
+    mean: npt.NDArray[np.float64]  # (d,)
+    scale: npt.NDArray[np.float64]  # (d,)
+    components: npt.NDArray[np.float64]  # (r, d): PCA directions; identity when d <= dims
+
+    def __call__(self, x: npt.NDArray[np.floating]) -> F32:
+        x = np.nan_to_num(np.asarray(x, np.float64))
+        if x.shape[1] != len(self.mean):
+            raise ValueError(f"descriptor has {x.shape[1]} dims, the fitted model {len(self.mean)}: "
+                             "the new footage was described with another feature config")
+        return l2_normalise(((x - self.mean) / self.scale) @ self.components.T)
+
+
+@dataclass
 class Fusion:
     fused: F32  # (n_segments, dim), L2-normalised
     scores: dict[str, ModalityScore] = field(default_factory=dict)
+    transforms: dict[str, ModalityTransform] = field(default_factory=dict)
+
+    def transform(self, modalities: dict[str, npt.NDArray[np.floating]]) -> F32:
+        """Fuse new segments' descriptors with the parameters fitted on this run's segments."""
+        missing = set(self.transforms) - set(modalities)
+        if missing:
+            raise ValueError(f"new segments lack modalities {sorted(missing)} that the fitted model uses")
+        return l2_normalise(np.hstack([self.transforms[m](modalities[m]) * np.sqrt(self.scores[m].weight) for m in self.transforms]))
+
+    def save(self, path: Any) -> None:  # a path or a binary file object
+        arrays: dict[str, Any] = {}
+        for m, t in self.transforms.items():
+            arrays[f"{m}.mean"], arrays[f"{m}.scale"], arrays[f"{m}.components"] = t.mean, t.scale, t.components
+            arrays[f"{m}.score"] = np.array([self.scores[m].clusteredness, self.scores[m].clip_excess, self.scores[m].weight])
+        np.savez(path, modalities=np.array(list(self.transforms)), **arrays)
+
+    @classmethod
+    def load(cls, path: Any) -> Fusion:
+        z = np.load(path, allow_pickle=False)
+        mods = [str(m) for m in z["modalities"]]
+        transforms = {m: ModalityTransform(z[f"{m}.mean"], z[f"{m}.scale"], z[f"{m}.components"]) for m in mods}
+        scores = {m: ModalityScore(*map(float, z[f"{m}.score"])) for m in mods}
+        return cls(np.zeros((0, 0), np.float32), scores, transforms)
+
+
+def fit_modality(x: npt.NDArray[np.floating], dims: int) -> ModalityTransform:
+    """Column mean/scale and the top ``dims`` principal directions of the standardised columns."""
+    x = np.nan_to_num(np.asarray(x, np.float64))
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0)
+    scale = np.where(sd > 1e-9, sd, 1.0)
+    z = (x - mean) / scale
+    if z.shape[1] <= dims:
+        comps = np.eye(z.shape[1])
+    else:
+        sample = z if len(z) <= 50_000 else z[np.random.default_rng(0).choice(len(z), 50_000, replace=False)]
+        _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
+        comps = vt[:dims]
+    return ModalityTransform(mean, scale, comps)
 
 
 def prepare_modality(x: npt.NDArray[np.floating], dims: int) -> F32:
     """Standardise columns, keep the top ``dims`` principal components, L2-normalise rows."""
-    x = np.nan_to_num(np.asarray(x, np.float64))
-    return l2_normalise(pca_reduce(standardise(x), dims))
+    return fit_modality(x, dims)(x)
 
 
 def modality_score(x: F32, clip_ids: npt.NDArray[np.object_], k: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -147,16 +238,21 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
     rng = np.random.default_rng(cfg.seed)
     blocks: dict[str, F32] = {}
     scores: dict[str, ModalityScore] = {}
+    transforms: dict[str, ModalityTransform] = {}
+    n = len(clip_ids)
+    # Confidence is a statistic of neighbourhoods: a sample estimates it as well as all segments.
+    probe = rng.choice(n, cfg.max_fit_segments, replace=False) if n > cfg.max_fit_segments else np.arange(n)
     for name, x in modalities.items():
-        blocks[name] = prepare_modality(x, cfg.reduce_dims)
-        c, e = modality_score(blocks[name], clip_ids, cfg.knn_k, rng)
+        transforms[name] = fit_modality(x, cfg.reduce_dims)
+        blocks[name] = transforms[name](x)
+        c, e = modality_score(blocks[name][probe], clip_ids[probe], cfg.knn_k, rng)
         raw = max(c * (1.0 - e), 0.02) if cfg.weighting == "confidence" else 1.0
         scores[name] = ModalityScore(c, e, raw)
     total = sum(s.weight for s in scores.values())
     for s in scores.values():
         s.weight = s.weight * len(scores) / total
     fused = np.hstack([blocks[m] * np.sqrt(scores[m].weight) for m in blocks])
-    return Fusion(l2_normalise(fused), scores)
+    return Fusion(l2_normalise(fused), scores, transforms)
 
 
 # --------------------------------------------------------------------------- clustering
@@ -264,16 +360,32 @@ class Clustering:
 def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
     n = len(fused)
     auto = cfg.min_cluster_size is None
-    mcs = cfg.min_cluster_size or choose_min_cluster_size(n)
+    sampled = n > cfg.max_fit_segments
+    n_fit = cfg.max_fit_segments if sampled else n
+    mcs = cfg.min_cluster_size or choose_min_cluster_size(n_fit)
     ms = cfg.min_samples or max(2, mcs // 2)
-    labels, probs, hb = hdbscan_fit(fused, mcs, ms, cfg.backend)
+    if sampled:
+        # BERTopic's advice at millions of documents: fit on a representative sample, then place
+        # every other point through the neighbour graph of the sample.
+        fit = np.sort(np.random.default_rng(cfg.seed).choice(n, n_fit, replace=False))
+        rest = np.setdiff1d(np.arange(n), fit)
+        fit_labels, fit_probs, hb = hdbscan_fit(fused[fit], mcs, ms, cfg.backend)
+        qi, qd, _ = knn_query(fused[fit], fused[rest], cfg.knn_k, cfg.backend)
+        rest_labels, rest_share = vote_labels(fit_labels, qi, qd)
+        labels = np.empty(n, np.int32)
+        probs = np.empty(n, np.float32)
+        labels[fit], probs[fit] = fit_labels, fit_probs
+        labels[rest], probs[rest] = rest_labels, np.where(rest_labels >= 0, rest_share, 0.0)
+        hb += f" (fit on {n_fit} of {n}, rest by kNN vote)"
+    else:
+        labels, probs, hb = hdbscan_fit(fused, mcs, ms, cfg.backend)
     knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, cfg.backend)
     if cfg.assign_noise:
         activity, moved = assign_noise(labels, knn_i, knn_d, l2_normalise(fused))
     else:
         activity, moved = labels.copy(), np.zeros(n, bool)
     k = len(np.unique(labels[labels >= 0]))
-    reason = (f"HDBSCAN on {n} segments with min_cluster_size={mcs} "
+    reason = (f"HDBSCAN on {n_fit} segments" + (f" sampled from {n}" if sampled else "") + f" with min_cluster_size={mcs} "
               + ("(0.5 x sqrt(n), at least 3)" if auto else "(set in config)")
               + f", min_samples={ms}: {k} clusters survived the stability selection (eom)")
     return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason)

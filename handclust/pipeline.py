@@ -216,6 +216,33 @@ def versions() -> dict[str, str]:
     return out
 
 
+def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog: Progress,
+                    timings: dict[str, float]) -> tuple[pa.Table, Any]:
+    """Features, segments and descriptors of every clip not done yet (resume), with the runner
+    ``cfg.runner`` names; writes and returns ``clips.parquet`` and the runner used."""
+    runner: Any
+    if cfg.runner == "ray":
+        from handclust.ray_runner import RayRunner  # imports ray: only when asked for
+
+        runner = RayRunner(cfg, store, prog)
+    else:
+        runner = LocalRunner(cfg, store, prog)
+    t0 = time.perf_counter()
+    todo = [c for c in clips if not runner.is_done(c)]
+    if len(todo) < len(clips):
+        prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
+    if cfg.runner == "ray":
+        runner.process_clips(todo)
+    else:
+        for i, clip in enumerate(todo, 1):
+            prog.say(f"[{i}/{len(todo)}] {clip.path}")
+            runner.process_clip(clip)
+    timings["features_and_segments"] = time.perf_counter() - t0
+    clips_tbl = clips_table(store, clips)
+    store.write_table("clips.parquet", clips_tbl)
+    return clips_tbl, runner
+
+
 def discover(footage: str | Path | list[str | Path], out: str | Path = "handclust_out",
              config: RunConfig | str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
              progress: bool | None = None) -> RunResult:
@@ -240,26 +267,7 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     encoders = check_models(cfg, resolve_devices=cfg.runner != "ray")
     if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled:
         timings["model_check"] = time.perf_counter() - t0
-    runner: Any
-    if cfg.runner == "ray":
-        from handclust.ray_runner import RayRunner  # imports ray: only when asked for
-
-        runner = RayRunner(cfg, store, prog)
-    else:
-        runner = LocalRunner(cfg, store, prog)
-    t0 = time.perf_counter()
-    todo = [c for c in clips if not runner.is_done(c)]
-    if len(todo) < len(clips):
-        prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
-    if cfg.runner == "ray":
-        runner.process_clips(todo)
-    else:
-        for i, clip in enumerate(todo, 1):
-            prog.say(f"[{i}/{len(todo)}] {clip.path}")
-            runner.process_clip(clip)
-    timings["features_and_segments"] = time.perf_counter() - t0
-    clips_tbl = clips_table(store, clips)
-    store.write_table("clips.parquet", clips_tbl)
+    clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
     result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
     timings["total"] = time.perf_counter() - t_run

@@ -31,3 +31,22 @@ def test_new_activities_grow_k():
     k8, ari8 = discovered(1600 * 8 // 6, 8)
     assert k8 >= k6 + 2 and k8 <= 9, (k6, k8)
     assert ari8 > 0.9
+
+
+def test_fit_on_a_sample_places_the_rest_by_neighbours():
+    mods, clip_ids, truth = planted_segment_descriptors(3000, 6, seed=1)
+    cfg = ClusterConfig(backend="cpu", max_fit_segments=800)
+    c = cluster_segments(fuse(mods, clip_ids, cfg).fused, cfg)
+    assert "fit on 800 of 3000" in c.backends["hdbscan"]
+    assert 5 <= c.k <= 7 and agreement(truth, c.activity)["ari"] > 0.75
+    assert len(c.labels) == 3000 and c.noise_rate < 0.2
+
+
+def test_saved_fusion_transforms_new_segments_like_the_fit(tmp_path):
+    from handclust.clustering import Fusion
+
+    mods, clip_ids, _ = planted_segment_descriptors(600, 6, seed=2)
+    fusion = fuse(mods, clip_ids, CFG)
+    fusion.save(str(tmp_path / "fusion.npz"))
+    again = Fusion.load(str(tmp_path / "fusion.npz")).transform(mods)
+    assert abs(again - fusion.fused).max() < 1e-5

@@ -1,0 +1,123 @@
+"""Place new footage into the activities of an earlier run, without refitting.
+
+For footage that keeps arriving: the new clips go through the same per-clip stages (with the
+earlier run's feature config, so descriptors are comparable), their segments are fused with the
+saved fusion parameters (``model/fusion.npz``) and placed by a distance-weighted vote of their
+nearest reference segments in the saved FAISS index (``model/index.faiss``). Cluster ids, and
+the names the labeller gave them, are the earlier run's; a segment whose neighbours are mostly
+noise stays noise (and is assigned to its nearest activity for the timeline, as in a run).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handclust import schema
+from handclust.activities import MODEL_DIR, ok_segments
+from handclust.clustering import Clustering, Fusion, vote_labels
+from handclust.config import RunConfig, config_to_dict, with_overrides
+from handclust.footage import find_clips
+from handclust.progress import Progress
+from handclust.storage import OutputStore
+
+
+class ModelError(FileNotFoundError):
+    """The earlier run has no saved model to assign to."""
+
+
+def _load_index(model: OutputStore) -> Any:
+    import faiss
+
+    return faiss.deserialize_index(np.frombuffer(model.read_bytes(f"{MODEL_DIR}/index.faiss"), dtype=np.uint8))
+
+
+def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: str | Path,
+           overrides: list[str] | None = None, progress: bool | None = None) -> Any:
+    """Process ``footage`` into ``out`` and give each segment a cluster of ``model_run``.
+
+    ``overrides`` may change how the work runs (``runner``, ``ray.*``, ``labels.*``); feature
+    settings always come from the model run, or the descriptors would not be comparable.
+    """
+    from handclust.evaluation import evaluate_tables, load_truth
+    from handclust.pipeline import RunResult, process_footage, versions
+    from handclust.timeline import write_timelines
+
+    model = OutputStore(model_run)
+    for rel in (f"{MODEL_DIR}/fusion.npz", f"{MODEL_DIR}/reference.parquet", f"{MODEL_DIR}/index.faiss", "run.json"):
+        if not model.exists(rel):
+            raise ModelError(f"{model.uri}/{rel} not found: assign needs a finished run made by this version of "
+                             f"handclust (`handclust run FOOTAGE --out {model_run}`)")
+    model_run_json = model.read_json("run.json")
+    cfg = RunConfig.model_validate(model_run_json["config"])
+    if overrides:
+        cfg = with_overrides(cfg, overrides)
+    store = OutputStore(out)
+    prog = Progress(enabled=cfg.progress if progress is None else progress)
+    timings: dict[str, float] = {}
+    t_run = time.perf_counter()
+    clips = find_clips(footage, cfg.phase.pattern)
+    clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
+    segments = ok_segments(store, clips_tbl)
+
+    t0 = time.perf_counter()
+    import io
+
+    fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
+    reference = model.read_table(f"{MODEL_DIR}/reference.parquet")
+    ref_cluster = np.asarray(reference.column("cluster"), np.int32)
+    ref_activity = np.asarray(reference.column("activity"), np.int32)
+    n = segments.num_rows
+    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+    if n:
+        fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms})
+        index = _load_index(model)
+        sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
+        dist = (1.0 - sim).astype(np.float32)
+        labels, share = vote_labels(ref_cluster, idx, dist)
+        activity, _ = vote_labels(ref_activity, idx, dist)
+    else:
+        labels = activity = np.zeros(0, np.int32)
+        share = np.zeros(0, np.float32)
+    timings["assign"] = time.perf_counter() - t0
+    seg_ids = segments.column("segment_id").to_pylist()
+    clusters = schema.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": labels,
+        "probability": np.where(labels >= 0, share, 0.0), "activity": activity, "reassigned": labels < 0,
+    }, schema.CLUSTERS)
+    store.write_table("clusters.parquet", clusters)
+    if model.exists("labels.parquet"):
+        store.write_table("labels.parquet", model.read_table("labels.parquet"))
+    names = {int(c): str(lab) for c, lab in (model_run_json.get("summary", {}).get("activity_names") or {}).items()}
+
+    summary: dict[str, Any] = {
+        "assigned_from": model.uri, "clips_total": clips_tbl.num_rows,
+        "clips_ok": int(sum(s in ("ok", "partial") for s in clips_tbl.column("status").to_pylist())),
+        "clips_failed": int(sum(s == "error" for s in clips_tbl.column("status").to_pylist())),
+        "segments": n, "activities": int(len(np.unique(labels[labels >= 0]))),
+        "noise_rate": float((labels < 0).mean()) if n else None, "out": store.uri,
+        "activity_names": names,
+    }
+    evaluation: dict[str, Any] = {}
+    if n:
+        evaluation, _ = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False)
+        store.write_json("eval.json", evaluation)
+        placed = Clustering(labels, share, activity, labels < 0, np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32),
+                            0, 0, {"assign": "faiss vote"}, f"assigned to the clusters of {model.uri}")
+        write_timelines(store, clips_tbl, segments, placed, prog, names=names or None)
+        if "ground_truth" in evaluation:
+            summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
+            summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
+            summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
+    timings["total"] = time.perf_counter() - t_run
+    summary["wall_time_s"] = timings["total"]
+    store.write_json("run.json", {
+        "mode": "assign", "assigned_from": model.uri, "config": config_to_dict(cfg),
+        "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+        "versions": versions(), "timings": timings, "summary": summary, "feature_fingerprint": runner.fingerprint,
+    })
+    return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)
+

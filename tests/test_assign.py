@@ -1,0 +1,36 @@
+"""handclust assign: new footage placed into an earlier run's activities without refitting."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from handclust.cli import cli
+from handclust.synthetic import make_sample_footage
+
+
+def test_assign_places_new_clips_into_the_earlier_activities(demo_run, tmp_path: Path):
+    out = Path(demo_run.out)
+    for rel in ("model/fusion.npz", "model/reference.parquet", "model/index.faiss", "hierarchy.parquet"):
+        assert (out / rel).exists(), rel
+    # New footage: other clips (another seed: other lighting, lens, bouts) of the same activities.
+    new = make_sample_footage(tmp_path / "new", n_clips=2, minutes=0.5, seed=11, fps=10.0, size=(320, 180))
+    r = CliRunner().invoke(cli, ["assign", str(out), str(new), "--out", str(tmp_path / "a"), "--no-progress",
+                                 "--set", "report.enabled=false"])
+    assert r.exit_code == 0, r.output
+    clusters = pq.read_table(tmp_path / "a" / "clusters.parquet").to_pandas()
+    model_ids = set(pq.read_table(out / "clusters.parquet").column("cluster").to_pylist())
+    assert len(clusters) > 0 and set(clusters.cluster) <= model_ids  # no new ids: nothing refitted
+    ev = json.loads((tmp_path / "a" / "eval.json").read_text())
+    # Placed by neighbours, the new clips agree with their truth about as well as the fit did.
+    assert ev["ground_truth"]["ari"] > 0.35, ev["ground_truth"]
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["mode"] == "assign" and run["assigned_from"] == str(out)
+    assert len(list((tmp_path / "a" / "timelines").glob("*.json"))) == 2
+
+
+def test_assign_without_a_model_names_the_fix(tmp_path: Path, footage_dir: Path):
+    (tmp_path / "old").mkdir()
+    r = CliRunner().invoke(cli, ["assign", str(tmp_path / "old"), str(footage_dir), "--out", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "handclust run" in r.output
