@@ -196,6 +196,44 @@ def _read_optional(store: OutputStore, rel: str, problems: list[str]) -> pd.Data
         return None
 
 
+def align_to_fused(ablations: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """Add ``shown``: each variant's cluster renamed to the fused activity it shares most time with.
+
+    Ablation cluster ids are arbitrary; matched one-to-one to the fused clusters (Hungarian, on
+    shared seconds), the same colour means the same activity in every strip when the variants
+    agree. Clusters left unmatched get fresh ids after the fused ones; noise stays -1.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    seconds = segments.set_index("segment_id").eval("t_end - t_start")
+    fused = segments.set_index("segment_id").cluster
+    ab = ablations.reset_index(drop=True)
+    ab["cluster"] = ab.cluster.astype(int)
+    ab["shown"] = ab.cluster
+    next_id = int(max(fused.max() if len(fused) else -1, -1)) + 1
+    for _, g in ab.groupby("variant", sort=False):
+        f = fused.reindex(g.segment_id).to_numpy()
+        w = seconds.reindex(g.segment_id).fillna(0.0).to_numpy()
+        own = g.cluster.to_numpy()
+        ids_v = np.unique(own[own >= 0])
+        ids_f = np.unique(f[np.isfinite(f) & (f >= 0)]).astype(int) if len(f) else np.zeros(0, int)
+        mapping: dict[int, int] = {-1: -1}
+        if len(ids_v) and len(ids_f):
+            overlap = np.zeros((len(ids_v), len(ids_f)))
+            for i, a in enumerate(ids_v):
+                for j, b in enumerate(ids_f):
+                    overlap[i, j] = w[(own == a) & (f == b)].sum()
+            rows, cols = linear_sum_assignment(-overlap)
+            mapping.update({int(ids_v[r]): int(ids_f[c]) for r, c in zip(rows, cols) if overlap[r, c] > 0})
+        extra = next_id
+        for a in ids_v:
+            if int(a) not in mapping:
+                mapping[int(a)] = extra
+                extra += 1
+        ab.loc[g.index, "shown"] = [mapping.get(int(c), -1) for c in own]
+    return ab
+
+
 def load_run(store: OutputStore) -> RunData:
     """Read the tables and JSON files of a finished run (``clips.parquet`` at least)."""
     if not store.exists("clips.parquet"):
@@ -232,6 +270,8 @@ def load_run(store: OutputStore) -> RunData:
     if ablations is not None and not {"segment_id", "variant", "cluster"} <= set(ablations.columns):
         problems.append("ablations.parquet lacks segment_id / variant / cluster columns; per-modality strips not drawn")
         ablations = None
+    if ablations is not None:
+        ablations = align_to_fused(ablations, seg)
     return RunData(store, clips, seg, run, evaluation, labels, _read_optional(store, "embedding_2d.parquet", problems),
                    ablations, names, problems)
 
@@ -254,18 +294,18 @@ def timeline_figure(data: RunData, clip: pd.Series) -> str:
     seg = data.segments[data.segments.clip_id == clip.clip_id]
     strips: list[tuple[str, pd.DataFrame]] = [("fused", seg.assign(c=seg.cluster))]
     if data.ablations is not None:
-        ab = data.ablations[(data.ablations.clip_id == clip.clip_id) & (data.ablations.variant != "fusion")] \
-            if "clip_id" in data.ablations else data.ablations[data.ablations.variant != "fusion"]
+        ab = data.ablations[~data.ablations.variant.map(is_fusion)]
+        ab = ab[ab.segment_id.isin(seg.segment_id)]
         times = seg.set_index("segment_id")[["t_start", "t_end"]]
-        for variant in sorted(ab.variant.unique(), key=str):
+        for variant in pd.unique(ab.variant):
             v = ab[ab.variant == variant].join(times, on="segment_id", how="inner")
-            strips.append((str(variant), v.assign(c=v.cluster.astype(int))))
+            strips.append((str(variant), v.assign(c=v.shown.astype(int))))
     duration = float(clip.duration_s) if pd.notna(clip.duration_s) and clip.duration_s > 0 else float(seg.t_end.max() or 1.0)
-    fig = Figure(figsize=(9.5, 0.26 * len(strips) + 0.55))
+    fig = Figure(figsize=(12, 0.26 * len(strips) + 0.55))
     axes = fig.subplots(len(strips), 1, sharex=True, squeeze=False)
     for ax, (name, s) in zip(axes[:, 0], strips, strict=True):
         _strip(ax, s.t_start.to_numpy(), s.t_end.to_numpy(), [colour_hex(c) for c in s.c])
-        ax.set_ylabel(mpl_text(name, 14), rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_ylabel(mpl_text(name, 16), rotation=0, ha="right", va="center", fontsize=8)
     for ax in axes[:-1, 0]:
         ax.spines["bottom"].set_visible(False)
         ax.tick_params(bottom=False)
@@ -317,9 +357,9 @@ def clip_signal_figure(data: RunData, clip: pd.Series, frames: pd.DataFrame) -> 
     seg = data.segments[data.segments.clip_id == clip.clip_id]
     t = frames.t.to_numpy(dtype=float)
     duration = float(max(t[-1] if len(t) else 0.0, seg.t_end.max() if len(seg) else 0.0, 1e-3))
-    fig = Figure(figsize=(10, 2.9))
-    grid = fig.add_gridspec(2, 2, width_ratios=(1, 3.3), height_ratios=(1.4, 1), wspace=0.2, hspace=0.12,
-                            left=0.02, right=0.9, top=0.9, bottom=0.14)
+    fig = Figure(figsize=(12, 2.9))
+    grid = fig.add_gridspec(2, 2, width_ratios=(1, 4.2), height_ratios=(1.4, 1), wspace=0.17, hspace=0.12,
+                            left=0.03, right=0.99, top=0.9, bottom=0.14)
     ax_ssm = fig.add_subplot(grid[:, 0])
     emb = np.stack(frames.scene_embedding.to_numpy()) if len(frames) else np.zeros((0, 1))
     if len(emb) >= 2:
@@ -580,7 +620,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
 th,td{border-bottom:1px solid #e6e6e6;padding:3px 9px;text-align:left;vertical-align:top}td.n{white-space:nowrap}
 th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .kv td:first-child{color:#555;white-space:nowrap}
-.nc{color:#9e9e9e;font-style:italic}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
+.nc{color:#9e9e9e;font-style:italic}.nw{white-space:nowrap}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
 .sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px;border:1px solid #0003}
 .legend span.item{display:inline-block;margin:2px 14px 2px 0;font-size:13px}
 .clip{margin:10px 0 14px}.clip h3{margin:6px 0 2px;font-size:13px;font-weight:600}
@@ -698,33 +738,47 @@ def _entropy(cross: Any) -> Any:
     return cross.get("entropy", cross.get("mixing_entropy"))
 
 
+def is_fusion(name: Any) -> bool:
+    """The run's own variant in eval.json / ablations.parquet ("fusion", "fusion (this run)")."""
+    return str(name).startswith("fusion")
+
+
+def _ablation_row(a: dict[str, Any], name: str, with_gt: bool) -> list[str]:
+    m = a.get("modalities")
+    mods = esc(" + ".join(map(str, m))) if isinstance(m, list) else fmt(None)
+    row = [f'<span class="nw">{name}</span>', mods, fmt(a.get("k"), "d"), pct(a.get("noise_rate")),
+           *_phase_cells(a.get("phase")), fmt(_entropy(a.get("cross_clip"))), pct(dig(a, "cross_clip", "multi_clip_share"))]
+    if with_gt:
+        row += [fmt(dig(a, "ground_truth", "ari")), fmt(dig(a, "ground_truth", "mof")), fmt(dig(a, "ground_truth", "f1@25"))]
+    return row
+
+
 def evaluation_html(data: RunData) -> str:
     ev = data.evaluation
     if ev is None:
         return f'<p class="note">eval.json: {NOT_COMPUTED}.</p>'
-    mods = dig(data.run, "config", "cluster", "modalities")
-    rows = [["<b>fused (this run)</b>", esc(", ".join(mods)) if isinstance(mods, list) else fmt(None), fmt(ev.get("k"), "d"),
-             pct(ev.get("noise_rate")), *_phase_cells(ev.get("phase")), fmt(_entropy(ev.get("cross_clip"))),
-             pct(dig(ev, "cross_clip", "multi_clip_share"))]]
     ablations = ev.get("ablations")
-    for a in ablations if isinstance(ablations, list) else []:
-        if not isinstance(a, dict):
-            continue
-        m = a.get("modalities")
-        rows.append([esc(a.get("name", "?")), esc(", ".join(map(str, m))) if isinstance(m, list) else fmt(None),
-                     fmt(a.get("k"), "d"), pct(a.get("noise_rate")), *_phase_cells(a.get("phase")),
-                     fmt(_entropy(a.get("cross_clip"))), pct(dig(a, "cross_clip", "multi_clip_share"))])
-    out = "<h3>Ablations: one modality at a time</h3>"
+    variants = [a for a in ablations if isinstance(a, dict)] if isinstance(ablations, list) else []
+    if not any(is_fusion(a.get("name")) for a in variants):  # the run itself, from the top level of eval.json
+        mods = dig(data.run, "config", "cluster", "modalities")
+        variants.insert(0, {**ev, "name": "fusion (this run)", "modalities": mods})
+    with_gt = any(isinstance(a.get("ground_truth"), dict) for a in variants)
+    rows = [_ablation_row(a, f"<b>{esc(a.get('name'))}</b>" if is_fusion(a.get("name")) else esc(a.get("name", "?")), with_gt)
+            for a in sorted(variants, key=lambda a: not is_fusion(a.get("name")))]
+    out = "<h3>Ablations: clustering on fewer modalities</h3>"
     if not isinstance(ablations, list):
         out += f'<p class="note">Ablations: {NOT_COMPUTED} (only the fused run is shown).</p>'
     note = dig(ev, "phase", "note")
     if note:
         out += f'<p class="note">Phase agreement: {esc(note)}.</p>'
-    out += _table(["variant", "modalities", "k", "noise", "phase ARI", "phase NMI", "phase V", "ARI (duration-weighted)",
-                   "cross-clip entropy", "multi-clip clusters"], rows, numeric=(2, 3, 4, 5, 6, 7, 8, 9), attrs='id="ablation-table"')
+    header = ["variant", "modalities", "k", "noise", "phase<br>ARI", "phase<br>NMI", "phase<br>V", "phase ARI<br>by duration",
+              "cross-clip<br>entropy", "multi-clip<br>clusters"] + (["truth<br>ARI", "truth<br>MoF", "truth<br>F1@25"] if with_gt else [])
+    out += _table(header, rows, numeric=range(2, len(header)), attrs='id="ablation-table"')
     out += ('<p class="note">Phase scores compare clusters with the phase in each file name (per segment, and weighted by '
             'segment duration). Cross-clip entropy: 0 when every cluster lives in one clip (fingerprinting the clip\'s look), '
-            '1 when clusters mix clips evenly; multi-clip clusters: share of clusters spanning at least two clips.</p>')
+            '1 when clusters mix clips evenly; multi-clip clusters: share of clusters spanning at least two clips.'
+            + (" Truth: frame-level scores against ground_truth.parquet (MoF and F1@25 after matching clusters to activities)."
+               if with_gt else "") + "</p>")
     gt = ev.get("ground_truth")
     out += "<h3>Against ground truth</h3>"
     if isinstance(gt, dict):
@@ -760,10 +814,23 @@ def cross_clip_html(data: RunData) -> str:
         out += f'<p class="note" id="cross-clip-table">Cross-clip table: {NOT_COMPUTED} (no activities).</p>'
     per_clip = (data.evaluation or {}).get("per_clip")
     out += "<h3>Clustering each clip on its own</h3>"
-    if isinstance(per_clip, list) and per_clip:
-        rows = [[esc(Path(str(r.get("path") or r.get("clip_id", "?"))).name), esc(r.get("variant", "")), fmt(r.get("k"), "d"),
-                 pct(r.get("noise_rate"))] for r in per_clip[:MAX_CLIP_ROWS] if isinstance(r, dict)]
-        out += _table(["clip", "variant", "k", "noise"], rows, numeric=(2, 3), attrs='id="per-clip-table"')
+    rows_in = [r for r in per_clip if isinstance(r, dict)] if isinstance(per_clip, list) else []
+    if rows_in:
+        df = pd.DataFrame(rows_in)
+        if "variant" not in df:
+            df["variant"] = "fusion"
+        blank = pd.Series([None] * len(df), index=df.index)
+        df["clip_name"] = [Path(p).name if isinstance(p, str) and p else str(c)
+                      for p, c in zip(df.get("path", blank), df.get("clip_id", blank))]
+        variants = list(dict.fromkeys(df.variant.astype(str)))
+        clips = list(dict.fromkeys(df["clip_name"]))
+        cell = {(r.clip_name, str(r.variant)): f"{fmt(getattr(r, 'k', None), 'd')} ({pct(getattr(r, 'noise_rate', None))})"
+                for r in df.itertuples()}
+        rows = [[esc(c)] + [cell.get((c, v), "") for v in variants] for c in clips[:MAX_CLIP_ROWS]]
+        out += _table(["clip"] + [esc(v) for v in variants], rows, numeric=range(1, len(variants) + 1), attrs='id="per-clip-table"')
+        out += '<p class="note">Per clip and variant: clusters found (k) and the share of noise.</p>'
+        if len(clips) > MAX_CLIP_ROWS:
+            out += f'<p class="note">{len(clips) - MAX_CLIP_ROWS} more clips not listed (eval.json).</p>'
     else:
         out += f'<p class="note">Per-clip clustering: {NOT_COMPUTED}.</p>'
     return out
@@ -840,8 +907,9 @@ def render_html(data: RunData, parts: dict[str, str]) -> str:
         "summary": ("Summary", parts["summary"]),
         "activities": ("Activities", parts["activities"]),
         "evaluation": ("Evaluation", parts["evaluation"] + parts["cross_clip"]),
-        "timelines": ("Timelines", '<p class="note">One strip per variant (fused = this run; others from ablations.parquet, '
-                      "each with its own cluster ids) on the clip's time axis; noise in black.</p>"
+        "timelines": ("Timelines", '<p class="note">One strip per variant on the clip\'s time axis: fused = this run, the others '
+                      "cluster on fewer modalities (ablations.parquet). Their clusters take the colour of the fused activity they "
+                      "share most time with; colours not in the legend are clusters without a fused match. Noise in black.</p>"
                       + legend_html(data) + parts["timelines"]),
         "map": ("2-D map of all segments", f'<p class="note">Fused segment descriptors in 2-D ({esc(map_method(data))}); '
                 "nearby points are segments the clustering saw as alike.</p>" f'<div class="map">{parts["map"]}</div>'),

@@ -62,21 +62,25 @@ def hostile_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     clips.to_parquet(out / "clips.parquet")
     # Ablations as evaluation.py writes them: per-variant cluster of every segment.
     rng = np.random.default_rng(0)
-    rows = [clusters.assign(variant="fusion")]
-    for variant in ("motion", "scene"):
+    rows = [clusters.assign(variant="fusion (this run)")]
+    for variant in ("motion only", "scene <only>"):
         c = clusters.cluster.to_numpy().copy()
         c[rng.random(len(c)) < 0.3] = -1
         rows.append(clusters.assign(variant=variant, cluster=c.astype(np.int32)))
     pd.concat(rows)[["segment_id", "clip_id", "variant", "cluster"]].to_parquet(out / "ablations.parquet")
     ev = json.loads((out / "eval.json").read_text())
     scores = {"per_segment": {"ari": 0.1, "nmi": 0.2, "v_measure": 0.2}, "duration_weighted": {"ari": 0.15, "nmi": 0.25, "v_measure": 0.25}}
+    gt = {"ari": 0.5, "mof": 0.6, "f1@25": 0.4}
     ev["ablations"] = [
+        {"name": "fusion (this run)", "modalities": ["scene", "motion", "ego", "rhythm"], "k": ev["k"], "noise_rate": ev["noise_rate"],
+         "phase": ev["phase"], "cross_clip": ev["cross_clip"], "ground_truth": gt},
         {"name": "motion only", "modalities": ["motion"], "k": 2, "noise_rate": 0.3, "phase": scores,
-         "cross_clip": {"entropy": 0.9, "multi_clip_share": 1.0}},
+         "cross_clip": {"entropy": 0.9, "multi_clip_share": 1.0}, "ground_truth": gt},
         {"name": "scene <only>", "modalities": ["scene"], "k": 5, "noise_rate": 0.3, "phase": {"note": "fewer than two phases"},
          "cross_clip": {"entropy": 0.1}},  # multi_clip_share missing: "not computed"
     ]
-    ev["per_clip"] = [{"clip_id": r.clip_id, "path": r.path, "variant": "fusion", "k": 2, "noise_rate": 0.25} for r in clips.itertuples()]
+    ev["per_clip"] = [{"clip_id": r.clip_id, "path": r.path, "variant": v, "k": 2, "noise_rate": 0.25}
+                      for v in ("fusion (this run)", "motion only") for r in clips.itertuples()]
     ev.setdefault("ground_truth", {}).update({"mof": 0.7, "f1@10": 0.6, "f1@25": 0.5, "f1@50": 0.3, "edit": 55.0})
     (out / "eval.json").write_text(json.dumps(ev))
     write_report(out, reel=True)
@@ -137,9 +141,14 @@ def test_report_follows_the_eval_contract(hostile_run: Path):
     html = (hostile_run / "report" / "index.html").read_text()
     table = html[html.index('id="ablation-table"'):]
     table = table[: table.index("</table>")]
-    assert "fused (this run)" in table and "motion only" in table and "scene &lt;only&gt;" in table
-    assert table.count("not computed") >= 5  # the note-only phase scores and the missing multi_clip_share
-    assert 'id="per-clip-table"' in html and 'id="cross-clip-table"' in html
+    assert table.count("fusion (this run)") == 1 and "motion only" in table and "scene &lt;only&gt;" in table
+    assert table.count("not computed") >= 8  # note-only phase scores, missing multi_clip_share and truth scores
+    assert "truth<br>MoF" in table
+    per_clip = html[html.index('id="per-clip-table"'):]
+    per_clip = per_clip[: per_clip.index("</table>")]
+    assert per_clip.count("<tr>") == 1 + len(pd.read_parquet(hostile_run / "clips.parquet"))  # one row per clip, a column per variant
+    assert "motion only" in per_clip and "2 (25.0 %)" in per_clip
+    assert 'id="cross-clip-table"' in html
     gt = html[html.index('id="ground-truth-table"'):]
     assert "f1@25" in gt[: gt.index("</table>")]
     # One figure per clip, holding the fused strip and the two ablation strips.
@@ -244,3 +253,14 @@ def test_report_in_a_browser(hostile_run: Path):
     k = json.loads((hostile_run / "eval.json").read_text())["k"]
     assert counts["galleries"] == k and counts["gallery_imgs"] >= k * 3
     assert (hostile_run / "report" / "screenshot.png").stat().st_size > 50_000
+
+
+def test_ablation_clusters_take_the_colour_of_the_fused_activity_they_match():
+    """A variant that finds the same activities under other ids is drawn in the fused colours; extras get new ones."""
+    seg = pd.DataFrame({"segment_id": list("abcdef"), "t_start": [0, 5, 10, 15, 20, 25], "t_end": [5, 10, 15, 20, 25, 30],
+                        "cluster": [0, 0, 1, 1, 2, -1]})
+    ab = pd.DataFrame({"segment_id": list("abcdef") * 2, "variant": ["fusion (this run)"] * 6 + ["motion only"] * 6,
+                       "cluster": [0, 0, 1, 1, 2, -1] + [7, 7, 3, 3, -1, 5]})
+    shown = report_mod.align_to_fused(ab, seg)
+    assert shown[shown.variant == "motion only"].shown.tolist() == [0, 0, 1, 1, -1, 3]  # 7->0, 3->1, noise, 5 unmatched -> new id 3
+    assert shown[shown.variant == "fusion (this run)"].shown.tolist() == [0, 0, 1, 1, 2, -1]
