@@ -17,6 +17,7 @@ downsampled plots, and at most ``max_clips`` clips in the per-clip sections (the
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import logging
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_CLIPS = 50  # clips drawn in the per-clip sections; the rest are listed in a table
 MAX_CLIP_ROWS = 2000  # rows of that table
 MAX_ACTIVITIES = 60  # activities with a gallery and a reel chapter
+MAX_PROBLEMS = 50  # problems listed (a moved footage folder makes one per keyframe)
 MAP_MAX_POINTS = 20_000  # segments drawn on the 2-D map
 SSM_MAX = 300  # self-similarity matrices are at most SSM_MAX x SSM_MAX
 FLOW_MAX_POINTS = 1500  # samples of a flow-magnitude curve
@@ -99,12 +101,22 @@ def mpl_text(text: Any, limit: int = 40) -> str:
     return (s[: limit - 1] + "…" if len(s) > limit else s).replace("$", r"\$")
 
 
+@functools.lru_cache(maxsize=1024)
 def colour_hex(cluster: int) -> str:
+    """Colour of an activity: tab10 for 0-9 (as in timelines/), then tab10's light tints, then evenly spread hues."""
+    import colorsys
+
+    import matplotlib
     from matplotlib.colors import to_hex
 
-    from handclust.timeline import activity_colour
-
-    return to_hex(activity_colour(int(cluster)))
+    c = int(cluster)
+    if c < 0:
+        return "#000000"
+    if c < 10:
+        return to_hex(matplotlib.colormaps["tab10"](c))
+    if c < 20:
+        return to_hex(matplotlib.colormaps["tab20"](2 * (c - 10) + 1))
+    return to_hex(colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.55, 0.85))
 
 
 def phase_colours(phases: Iterable[str]) -> dict[str, str]:
@@ -168,6 +180,21 @@ class RunData:
     ablations: pd.DataFrame | None
     names: dict[int, str] = field(default_factory=dict)  # cluster -> label (only labelled ones)
     problems: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def missing_clips(self) -> set[str]:
+        """Ok clips whose file is no longer where the run found it (local paths only): no keyframes from them."""
+        ok = self.ok_clips
+        return {c for c, p in zip(ok.clip_id, ok.path) if isinstance(p, str) and "://" not in p and not Path(p).exists()}
+
+    @functools.cached_property
+    def ablation_strips(self) -> dict[str, pd.DataFrame]:
+        """Per clip id: the rows of ``ablations`` other than the run's own (fusion) variant."""
+        if self.ablations is None:
+            return {}
+        ab = self.ablations[~self.ablations.variant.astype(str).str.startswith("fusion")]
+        ab = ab.merge(self.segments[["segment_id", "clip_id"]], on="segment_id", how="inner", suffixes=("_ab", ""))
+        return {str(c): g for c, g in ab.groupby("clip_id", sort=False)}
 
     @property
     def ok_clips(self) -> pd.DataFrame:
@@ -294,8 +321,7 @@ def timeline_figure(data: RunData, clip: pd.Series) -> str:
     seg = data.segments[data.segments.clip_id == clip.clip_id]
     strips: list[tuple[str, pd.DataFrame]] = [("fused", seg.assign(c=seg.cluster))]
     if data.ablations is not None:
-        ab = data.ablations[~data.ablations.variant.map(is_fusion)]
-        ab = ab[ab.segment_id.isin(seg.segment_id)]
+        ab = data.ablation_strips.get(clip.clip_id, data.ablations.iloc[:0])
         times = seg.set_index("segment_id")[["t_start", "t_end"]]
         for variant in pd.unique(ab.variant):
             v = ab[ab.variant == variant].join(times, on="segment_id", how="inner")
@@ -362,37 +388,39 @@ def clip_signal_figure(data: RunData, clip: pd.Series, frames: pd.DataFrame) -> 
                             left=0.03, right=0.99, top=0.9, bottom=0.14)
     ax_ssm = fig.add_subplot(grid[:, 0])
     emb = np.stack(frames.scene_embedding.to_numpy()) if len(frames) else np.zeros((0, 1))
+    # One collection per kind of mark (not one artist per segment): an hour-long clip has hundreds of segments.
+    starts, ends = seg.t_start.to_numpy(dtype=float), seg.t_end.to_numpy(dtype=float)
+    inner = starts[starts > 0]
     if len(emb) >= 2:
         ax_ssm.imshow(self_similarity(emb), cmap="magma", vmin=-0.2, vmax=1.0, extent=(0, duration, duration, 0),
                       interpolation="nearest")
-        for b in seg.t_start.to_numpy()[1:]:
-            ax_ssm.axhline(b, color="white", lw=0.4, alpha=0.6)
-            ax_ssm.axvline(b, color="white", lw=0.4, alpha=0.6)
+        ax_ssm.hlines(inner, 0, duration, color="white", lw=0.4, alpha=0.6)
+        ax_ssm.vlines(inner, 0, duration, color="white", lw=0.4, alpha=0.6)
     ax_ssm.set_title("scene self-similarity (s)", fontsize=8)
     ax_ssm.tick_params(labelsize=7)
     ax_flow = fig.add_subplot(grid[0, 1])
     ax_rh = fig.add_subplot(grid[1, 1], sharex=ax_flow)
-    flow = frames.flow_mag_mean.to_numpy(dtype=float)
-    ax_flow.plot(pooled(t, FLOW_MAX_POINTS), pooled(np.nan_to_num(flow), FLOW_MAX_POINTS), lw=0.7, color="#333")
-    for r in seg.itertuples():
-        ax_flow.axvspan(r.t_start, r.t_end, color=colour_hex(r.cluster), alpha=0.18, lw=0)
-        if r.t_start > 0:
-            for ax in (ax_flow, ax_rh):
-                ax.axvline(r.t_start, color="#1565c0", lw=0.6, alpha=0.7)
+    flow = pooled(np.nan_to_num(frames.flow_mag_mean.to_numpy(dtype=float)), FLOW_MAX_POINTS)
+    ax_flow.plot(pooled(t, FLOW_MAX_POINTS), flow, lw=0.7, color="#333")
+    y_top = float(flow.max()) * 1.08 if len(flow) and flow.max() > 0 else 1.0
+    ax_flow.broken_barh(list(zip(starts, ends - starts)), (0, y_top), facecolors=[colour_hex(c) for c in seg.cluster],
+                        alpha=0.18, linewidth=0)
+    ax_flow.set_ylim(0, y_top)
+    for ax in (ax_flow, ax_rh):
+        ax.vlines(inner, 0, 1, transform=ax.get_xaxis_transform(), color="#1565c0", lw=0.6, alpha=0.7)
     ax_flow.set_ylabel("flow\n(px/frame)", fontsize=7)
     ax_flow.tick_params(labelsize=7, labelbottom=False)
     ax_flow.set_title("flow magnitude, segment boundaries (blue), segments shaded by cluster", fontsize=8)
-    top = float(np.nanmax(seg.rhythm_period_s.to_numpy(dtype=float), initial=1.0)) if len(seg) else 1.0
-    for r in seg.itertuples():
-        period = float(r.rhythm_period_s) if pd.notna(r.rhythm_period_s) else math.nan
-        strength = float(r.rhythm_strength) if pd.notna(r.rhythm_strength) else 0.0
-        if math.isfinite(period):
-            ax_rh.hlines(period, r.t_start, r.t_end, color="#2e7d32", lw=1 + 5 * min(strength / 0.4, 1.0))
-            if (r.t_end - r.t_start) / duration >= 0.1:  # label only where it fits
-                ax_rh.text((r.t_start + r.t_end) / 2, period + 0.06 * top, f"{period:.1f} s / {strength:.2f}", fontsize=7,
-                           ha="center", va="bottom", color="#1b5e20")
-        if pd.notna(r.repetition_period_s):
-            ax_rh.plot((r.t_start + r.t_end) / 2, r.repetition_period_s, "o", ms=3.5, color="#ef6c00")
+    period = seg.rhythm_period_s.to_numpy(dtype=float)
+    strength = np.nan_to_num(seg.rhythm_strength.to_numpy(dtype=float))
+    top = float(np.nanmax(period, initial=1.0)) if np.isfinite(period).any() else 1.0
+    has = np.isfinite(period)
+    ax_rh.hlines(period[has], starts[has], ends[has], color="#2e7d32", linewidths=1 + 5 * np.minimum(strength[has] / 0.4, 1.0))
+    for i in np.flatnonzero(has & ((ends - starts) / duration >= 0.1)):  # label only where it fits
+        ax_rh.text((starts[i] + ends[i]) / 2, period[i] + 0.06 * top, f"{period[i]:.1f} s / {strength[i]:.2f}", fontsize=7,
+                   ha="center", va="bottom", color="#1b5e20")
+    rep = seg.repetition_period_s.to_numpy(dtype=float)
+    ax_rh.plot(((starts + ends) / 2)[np.isfinite(rep)], rep[np.isfinite(rep)], "o", ms=3.5, color="#ef6c00", linestyle="none")
     ax_rh.set_ylim(0, top * 1.45)
     ax_rh.set_xlim(0, duration)
     ax_rh.set_ylabel("rhythm\nperiod (s)", fontsize=7)
@@ -412,7 +440,7 @@ def typical_segments(data: RunData, cluster: int, n: int) -> pd.DataFrame:
     shows what the model saw; else the highest HDBSCAN membership, nearest the cluster's centre
     on the 2-D map, taking one segment per clip before a second from the same clip.
     """
-    members = data.segments[data.segments.cluster == cluster]
+    members = data.segments[(data.segments.cluster == cluster) & ~data.segments.clip_id.isin(data.missing_clips)]
     if data.labels is not None and "segment_ids" in data.labels:
         row = data.labels[data.labels.cluster == cluster]
         ids = list(row.segment_ids.iloc[0]) if len(row) and row.segment_ids.iloc[0] is not None else []
@@ -459,6 +487,8 @@ def gallery_html(data: RunData, progress: Progress) -> str:
             imgs = "".join(f'<img src="{jpeg_data_uri(f)}" width="{f.shape[1]}" height="{f.shape[0]}" alt="{esc(caption)}">'
                            for f in frames)
             thumbs.append(f'<figure class="seg">{imgs}<figcaption>{esc(caption)}</figcaption></figure>')
+        if not thumbs:
+            thumbs.append(f'<p class="note">No keyframes: {NOT_COMPUTED} (no member segment in a clip that is still readable).</p>')
         desc = ""
         if data.labels is not None and "description" in data.labels:
             d = data.labels[data.labels.cluster == c].description
@@ -620,6 +650,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
 th,td{border-bottom:1px solid #e6e6e6;padding:3px 9px;text-align:left;vertical-align:top}td.n{white-space:nowrap}
 th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .kv td:first-child{color:#555;white-space:nowrap}
+details.warn summary{color:#b71c1c;font-weight:600;cursor:pointer;margin:10px 0 4px}details.warn ul{color:#333}
 .nc{color:#9e9e9e;font-style:italic}.nw{white-space:nowrap}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
 .sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px;border:1px solid #0003}
 .legend span.item{display:inline-block;margin:2px 14px 2px 0;font-size:13px}
@@ -629,7 +660,7 @@ th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:ri
 .gallery figure img{margin-right:2px;border-radius:2px;width:170px;height:auto}
 .gallery figcaption{font-size:11px;color:#555}.desc{margin:0 0 4px;color:#333}
 .missing{display:inline-block;color:#b71c1c;font-size:12px;max-width:360px}
-.scroll{overflow-x:auto}video{max-width:100%;background:#000}
+.scroll{overflow:auto;max-height:560px}.scroll th{position:sticky;top:0;z-index:1}video{max-width:100%;background:#000}
 """
 
 
@@ -653,7 +684,7 @@ def summary_html(data: RunData) -> str:
     s = data.run.get("summary", {}) if isinstance(data.run.get("summary"), dict) else {}
     ok = data.ok_clips
     hours = float(np.nansum(ok.duration_s.to_numpy(dtype=float))) / 3600
-    failed = clips[clips.status == "error"]
+    failed = clips[~clips.status.isin(["ok", "partial"])]  # error, quarantined (Ray runner), ...
     partial = clips[clips.status == "partial"]
     k = ev.get("k", len(data.activities))
     noise = ev.get("noise_rate", float((seg.cluster < 0).mean()) if len(seg) else None)
@@ -675,11 +706,14 @@ def summary_html(data: RunData) -> str:
         ("segments", f"{len(seg)} (mean {(seg.t_end - seg.t_start).mean():.1f} s)" if len(seg) else "0"),
         ("activities", f"{k} found, {sum(c in data.names for c in data.activities)} with a label"),
         ("labels", labels),
-        ("noise", f"{pct(noise)} of segments (black in the strips; timelines/ show them as their nearest activity)"),
+        ("noise", f"{100 * noise:.1f} % of segments (black in the strips; timelines/ show them as their nearest activity)"
+         if isinstance(noise, int | float) and math.isfinite(noise) else NOT_COMPUTED),
     ]
     gt = ev.get("ground_truth")
     if isinstance(gt, dict):
-        rows.append(("vs ground truth", f"ARI {fmt(gt.get('ari'))}, NMI {fmt(gt.get('nmi'))} (frame level)"))
+        ari, nmi = gt.get("ari"), gt.get("nmi")
+        if isinstance(ari, int | float) and isinstance(nmi, int | float):
+            rows.append(("vs ground truth", f"ARI {ari:.2f}, NMI {nmi:.2f} (frame level)"))
     if s.get("cluster_reason"):
         rows.append(("why this many", s["cluster_reason"]))
     if isinstance(s.get("backends"), dict):
@@ -692,11 +726,16 @@ def summary_html(data: RunData) -> str:
         out += '<p class="note">fusion weights (confidence on this data): ' + esc(
             ", ".join(f"{m} {w:.2f}" if isinstance(w, int | float) else f"{m} {w}" for m, w in weights.items())) + "</p>"
     if len(failed):
-        items = "".join(f"<li>{esc(r.name)}: {esc(r.error)}</li>" for r in failed.head(MAX_CLIPS).itertuples())
+        items = "".join(f"<li>{esc(r.name)}" + (f" ({esc(r.status)})" if r.status != "error" else "") + f": {esc(r.error)}</li>"
+                        for r in failed.head(MAX_CLIPS).itertuples())
         more = f"<li>... and {len(failed) - MAX_CLIPS} more (clips.parquet)</li>" if len(failed) > MAX_CLIPS else ""
         out += f'<h3 class="warn">Failed clips</h3><ul id="failed-clips">{items}{more}</ul>'
     if data.problems:
-        out += '<h3 class="warn">Report problems</h3><ul>' + "".join(f"<li>{esc(p)}</li>" for p in data.problems) + "</ul>"
+        more = len(data.problems) - MAX_PROBLEMS
+        is_open = " open" if len(data.problems) <= 3 else ""
+        out += (f'<details class="warn"{is_open}><summary>{len(data.problems)} problem(s) while writing this report</summary>'
+                '<ul id="report-problems">' + "".join(f"<li>{esc(p)}</li>" for p in data.problems[:MAX_PROBLEMS])
+                + (f"<li>... and {more} more</li>" if more > 0 else "") + "</ul></details>")
     return out
 
 
@@ -796,18 +835,26 @@ def cross_clip_html(data: RunData) -> str:
     ok = data.ok_clips
     out = ""
     if acts and len(ok):
-        minutes = (seg.assign(m=(seg.t_end - seg.t_start) / 60).pivot_table(index="clip_id", columns="cluster", values="m",
-                                                                              aggfunc="sum", fill_value=0.0))
-        header = ["clip", "phase"] + [f'<span class="sw" style="background:{colour_hex(c)}"></span>{c}' for c in acts] + ["noise"]
+        minutes = seg.assign(m=(seg.t_end - seg.t_start) / 60)
+        header_acts = [f'<span class="sw" style="background:{colour_hex(c)}"></span>{c}' for c in acts] + ["noise"]
+
+        def cells(vals: pd.Series) -> list[str]:
+            return [("&lt;0.1" if 0 < vals.get(c, 0.0) < 0.05 else f"{vals.get(c, 0.0):.1f}") if vals.get(c, 0.0) > 0 else ""
+                    for c in acts + [-1]]
+
+        by_phase = minutes.pivot_table(index="phase", columns="cluster", values="m", aggfunc="sum", fill_value=0.0)
+        n_clips = ok.groupby("phase").size()
+        rows = [[esc(p), str(int(n_clips.get(p, 0))), *cells(by_phase.loc[p])] for p in by_phase.index]
+        out += ("<h3>Where each activity occurs (minutes per phase)</h3>"
+                + _table(["phase", "clips", *header_acts], rows, numeric=range(1, len(header_acts) + 2), attrs='id="cross-phase-table"'))
+        by_clip = minutes.pivot_table(index="clip_id", columns="cluster", values="m", aggfunc="sum", fill_value=0.0)
         rows = []
         for r in ok.head(MAX_CLIP_ROWS).itertuples():
-            vals = minutes.loc[r.clip_id] if r.clip_id in minutes.index else pd.Series(dtype=float)
-            cells = [f"{vals.get(c, 0.0):.1f}" if vals.get(c, 0.0) > 0 else "" for c in acts + [-1]]
-            rows.append([esc(r.name), esc(r.phase), *cells])
+            vals = by_clip.loc[r.clip_id] if r.clip_id in by_clip.index else pd.Series(dtype=float)
+            rows.append([esc(r.name), esc(r.phase), *cells(vals)])
         spans = [f"{c}: {seg[seg.cluster == c].clip_id.nunique()}" for c in acts]
-        out += ("<h3>Where each activity occurs (minutes per clip)</h3>"
-                + _table(header, rows, numeric=range(2, len(header)), attrs='id="cross-clip-table"')
-                + f'<p class="note">Clips spanned per activity: {esc(", ".join(spans))}.</p>')
+        out += (f'<p class="note">Clips spanned per activity: {esc(", ".join(spans))}. Per clip:</p>'
+                + _table(["clip", "phase", *header_acts], rows, numeric=range(2, len(header_acts) + 2), attrs='id="cross-clip-table"'))
         if len(ok) > MAX_CLIP_ROWS:
             out += f'<p class="note">{len(ok) - MAX_CLIP_ROWS} more clips not listed.</p>'
     else:
@@ -882,6 +929,8 @@ def reel_html(chapters: list[dict[str, Any]] | None, reel_error: str | None) -> 
         return f'<p class="warn">The reel could not be written: {esc(reel_error)}</p>'
     if chapters is None:
         return f'<p class="note">Reel: {NOT_COMPUTED} (disabled).</p>'
+    if not chapters:
+        return '<p class="note">Reel: none (no activities to show).</p>'
     rows, t = [], 0.0
     for ch in chapters:
         rows.append([f"{int(t // 60)}:{t % 60:04.1f}", f'<span class="sw" style="background:{colour_hex(ch["cluster"])}"></span>'
@@ -942,6 +991,12 @@ def _as_progress(progress: Progress | bool | Callable[[str], None] | None) -> Pr
     return Progress(enabled=bool(progress))
 
 
+def _remove_reel(store: OutputStore) -> None:
+    for rel in ("report/reel.mp4", "report/reel.json"):
+        if store.exists(rel):
+            store.fs.delete_file(store.path(rel))
+
+
 def write_report(out: str | Path, *, reel: bool = True, progress: Progress | bool | Callable[[str], None] | None = None) -> Path | str:
     """Write ``OUT/report/index.html`` (and ``OUT/report/reel.mp4`` unless ``reel=False``) for a finished run.
 
@@ -954,18 +1009,28 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
     prog = _as_progress(progress)
     store = OutputStore(out)
     data = load_run(store)
+    if data.missing_clips:
+        names = data.clips[data.clips.clip_id.isin(data.missing_clips)].path.head(3).tolist()
+        msg = (f"{len(data.missing_clips)} clip(s) are no longer at the path the run read them from (e.g. {', '.join(names)}): "
+               "their keyframes and reel excerpts are left out")
+        data.problems.append(msg)
+        log.warning("report: %s", msg)
     prog.say(f"report: {len(data.segments)} segments, {len(data.ok_clips)} clips, {len(data.activities)} activities")
     chapters: list[dict[str, Any]] | None = None
     reel_error = None
     reel_s = None
     if reel:
         chapters = reel_plan(data)
+    if not chapters:  # no reel this time: a stale one from an earlier report would mislead
+        _remove_reel(store)
+    if chapters:
         try:
             reel_s = write_reel(data, chapters, "report/reel.mp4", prog)
             store.write_json("report/reel.json", {"fps": REEL_FPS, "size": list(REEL_SIZE), "duration_s": reel_s,
                                                   "chapters": chapters})
         except Exception as exc:  # the HTML is worth having without the reel
             reel_error = f"{exc.__class__.__name__}: {exc}"
+            _remove_reel(store)
             data.problems.append(f"reel: {reel_error}")
             log.warning("report: the reel could not be written: %s", reel_error)
     timelines, signals = clip_sections_html(data, prog)
@@ -989,7 +1054,8 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
         run = store.read_json("run.json")
         run["report"] = {"status": "ok" if not data.problems else "partial", "path": "report/index.html",
                          "reel": "report/reel.mp4" if reel_s is not None else None, "reel_s": reel_s,
-                         "seconds": round(seconds, 2), "problems": data.problems}
+                         "seconds": round(seconds, 2), "problems": data.problems[:MAX_PROBLEMS],
+                         "problems_total": len(data.problems)}
         store.write_json("run.json", run)
     prog.say(f"report: written in {seconds:.1f} s")
     return store.local_path("report/index.html") if store.local else f"{store.uri.rstrip('/')}/report/index.html"

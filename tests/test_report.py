@@ -264,3 +264,21 @@ def test_ablation_clusters_take_the_colour_of_the_fused_activity_they_match():
     shown = report_mod.align_to_fused(ab, seg)
     assert shown[shown.variant == "motion only"].shown.tolist() == [0, 0, 1, 1, -1, 3]  # 7->0, 3->1, noise, 5 unmatched -> new id 3
     assert shown[shown.variant == "fusion (this run)"].shown.tolist() == [0, 0, 1, 1, 2, -1]
+
+
+def test_moved_footage_is_one_problem_not_a_failure(small_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Keyframes need the clips: a clip that moved leaves its keyframes out, says so once, and the rest is drawn."""
+    out = _copy_run(small_run, tmp_path / "run")
+    clips = pd.read_parquet(out / "clips.parquet")
+    clips.loc[0, "path"] = str(tmp_path / "gone" / "01_production_masonry.mp4")
+    clips.to_parquet(out / "clips.parquet")
+    with caplog.at_level(logging.WARNING):
+        html = Path(write_report(out, reel=True)).read_text()
+    report = json.loads((out / "run.json").read_text())["report"]
+    assert report["status"] == "partial" and report["problems_total"] == 1
+    assert "no longer at the path" in report["problems"][0]
+    assert "problem(s) while writing this report" in html
+    plan = json.loads((out / "report" / "reel.json").read_text())
+    excerpts = [e["clip_id"] for ch in plan["chapters"] for e in ch["excerpts"]]
+    assert excerpts and clips.clip_id[0] not in excerpts
+    assert html.count('class="clip timeline-strip"') == len(clips)  # tables and plots need no video
