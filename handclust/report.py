@@ -647,11 +647,11 @@ main{padding:8px 28px 40px;max-width:1180px}
 section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:10px 18px 16px;margin:16px 0}
 h2{font-size:18px;margin:6px 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
-th,td{border-bottom:1px solid #e6e6e6;padding:3px 9px;text-align:left;vertical-align:top}td.n{white-space:nowrap}
+th,td{border-bottom:1px solid #e6e6e6;padding:3px 8px;text-align:left;vertical-align:top}td.n{white-space:nowrap}
 th{background:#f3f5f7;font-weight:600;white-space:nowrap}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .kv td:first-child{color:#555;white-space:nowrap}
 details.warn summary{color:#b71c1c;font-weight:600;cursor:pointer;margin:10px 0 4px}details.warn ul{color:#333}
-.nc{color:#9e9e9e;font-style:italic}.nw{white-space:nowrap}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
+.nc{color:#9e9e9e;font-style:italic;white-space:normal}.nw{white-space:nowrap}.note{color:#666;font-size:13px}.warn{color:#b71c1c}
 .sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px;border:1px solid #0003}
 .legend span.item{display:inline-block;margin:2px 14px 2px 0;font-size:13px}
 .clip{margin:10px 0 14px}.clip h3{margin:6px 0 2px;font-size:13px;font-weight:600}
