@@ -1,0 +1,82 @@
+"""A real two-node Ray cluster on this machine: a head and a worker started with `ray start`,
+inside a private network namespace so nothing listens beyond loopback. Proves the Ray runner
+assumes nothing about one node (paths, object store, scheduling) and gives the local tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+# Fractional CPUs: with one CPU per node, whole-CPU decode tasks could never fit beside an actor.
+DRIVER = r"""
+import json, sys, ray
+from handclust import discover
+res = discover(sys.argv[1], out=sys.argv[2], progress=False, overrides=[
+    "runner=ray", "ray.address=127.0.0.1:6390", "ray.decode_num_cpus=0.5", "ray.actor_num_cpus=0.2",
+    "report.enabled=false", "evaluation.ablations=false"])
+nodes = [n for n in ray.nodes() if n["Alive"]] if ray.is_initialized() else None
+print("RESULT " + json.dumps({"clips_ok": res.summary["clips_ok"], "segments": res.summary["segments"]}))
+"""
+
+
+def _namespaced(script: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def can_unshare() -> None:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2) for a private network namespace")
+    r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here (needs root or user namespaces): {r.stderr.strip()}")
+
+
+def test_two_node_cluster_gives_the_local_tables(can_unshare, footage_dir: Path, tmp_path: Path):
+    from handclust import discover
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for p in sorted(footage_dir.glob("*.mp4"))[:2]:
+        shutil.copy(p, clips / p.name)
+    local = discover(clips, out=tmp_path / "local", progress=False,
+                     overrides=["runner=local", "report.enabled=false", "evaluation.ablations=false"])
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    tmp = tempfile.mkdtemp(prefix="hc2n")  # short: Ray's socket paths must fit in 107 bytes
+    (Path(tmp) / "driver.py").write_text(DRIVER)
+    common = "--num-cpus=1 --object-store-memory=150000000 --node-ip-address=127.0.0.1 --disable-usage-stats"
+    script = f"""
+set -e
+ip link set lo up
+export RAY_TMPDIR={tmp} RAY_AUTH_MODE=disabled PYTHONPATH={os.getcwd()}
+trap '{ray_bin} stop --force >/dev/null 2>&1 || true' EXIT
+{ray_bin} start --head --port=6390 --include-dashboard=false --temp-dir={tmp} {common} >/dev/null
+{ray_bin} start --address=127.0.0.1:6390 {common} >/dev/null
+{sys.executable} -c "import ray; ray.init(address='127.0.0.1:6390'); print('NODES', sum(n['Alive'] for n in ray.nodes()))"
+{sys.executable} {tmp}/driver.py {clips} {tmp_path / 'two_nodes'}
+"""
+    try:
+        r = _namespaced(script)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "NODES 2" in r.stdout, r.stdout
+    result = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["clips_ok"] == 2 and result["segments"] == local.summary["segments"]
+    a = pd.read_parquet(tmp_path / "local" / "segments").sort_values(["clip_id", "seg_idx"]).reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "two_nodes" / "segments").sort_values(["clip_id", "seg_idx"]).reset_index(drop=True)
+    assert (a.segment_id == b.segment_id).all() and (a.t_start == b.t_start).all()
+    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
+    cb = pd.read_parquet(tmp_path / "two_nodes" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
+    assert (ca.cluster == cb.cluster).all()
