@@ -207,7 +207,9 @@ class RunConfig(_Frozen):
     cluster: ClusterConfig = ClusterConfig()
     phase: PhaseConfig = PhaseConfig()
     labels: LabelConfig = LabelConfig()
-    runner: Literal["local", "ray"] = "local"
+    # Ray by default (DESIGN.md): a local instance, or the cluster in RAY_ADDRESS. The in-process
+    # runner gives the same tables with no start-up cost: tests, notebooks, a few clips.
+    runner: Literal["local", "ray"] = "ray"
     ray: RayConfig = RayConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()

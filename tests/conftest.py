@@ -13,6 +13,8 @@ TEST_CLIPS = 4
 TEST_MINUTES = 1.0
 TEST_SIZE = (320, 180)
 TEST_FPS = 10.0
+# The in-process runner: same tables as Ray (tests/test_ray*.py), none of its start-up cost.
+LOCAL = ["runner=local"]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +31,7 @@ def demo_run(footage_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from handclust import discover
 
     out = tmp_path_factory.mktemp("run")
-    return discover(footage_dir, out=out, progress=False)
+    return discover(footage_dir, out=out, progress=False, overrides=LOCAL)
 
 
 @pytest.fixture

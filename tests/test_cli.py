@@ -50,11 +50,13 @@ def test_run_prints_summary_and_failed_clips(tmp_path: Path, footage_dir: Path):
     assert "activities" in r.stdout and "backends" in r.stdout
     s = run("summary", str(tmp_path / "out"))
     assert json.loads(s.stdout)["clips_failed"] == 1
+    # The default runner is a local Ray instance (DESIGN.md); this test is its end-to-end check.
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["runner"] == "ray"
 
 
 def test_all_clips_bad_exits_nonzero(tmp_path: Path):
     (tmp_path / "a.mp4").write_bytes(b"")
-    r = run("run", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress")
+    r = run("run", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress", "--set", "runner=local")
     assert r.returncode == 1
     assert "0 ok, 1 failed" in r.stdout
 

@@ -120,7 +120,7 @@ def test_discover_names_activities_end_to_end(fake: FakeGemini, footage_dir: Pat
     monkeypatch.setenv("GEMINI_API_KEY", "k")
     clips = sorted(footage_dir.glob("*.mp4"))[:2]
     res = discover(clips, out=tmp_path / "out", progress=False,
-                   overrides=[f"labels.base_url={fake.url}", "labels.backoff_s=0.01", "labels.n_segments=2"])
+                   overrides=["runner=local", f"labels.base_url={fake.url}", "labels.backoff_s=0.01", "labels.n_segments=2"])
     labels = pd.read_parquet(tmp_path / "out" / "labels.parquet")
     k = res.summary["activities"]
     assert k >= 1 and len(labels) == k and (labels.status == "ok").all()

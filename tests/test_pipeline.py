@@ -94,7 +94,7 @@ def test_bad_clips_recorded_and_run_continues(footage_dir: Path, tmp_path: Path)
     (src / "03_transit_corrupt.mp4").write_bytes(b"\x00\x01junk" * 1000)
     data = good.read_bytes()
     (src / "04_downtime_truncated.mp4").write_bytes(data[: len(data) // 3])
-    res = discover(src, out=tmp_path / "out", progress=False)
+    res = discover(src, out=tmp_path / "out", progress=False, overrides=["runner=local"])
     by_name = {Path(r["path"]).name: r for r in res.clips.to_pylist()}
     assert by_name[good.name]["status"] == "ok"
     assert by_name["02_prep_empty.mp4"]["status"] == "error" and "empty" in by_name["02_prep_empty.mp4"]["error"]
@@ -107,14 +107,14 @@ def test_bad_clips_recorded_and_run_continues(footage_dir: Path, tmp_path: Path)
 
 def test_empty_directory_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FootageError, match="no video files"):
-        discover(tmp_path, out=tmp_path / "out", progress=False)
+        discover(tmp_path, out=tmp_path / "out", progress=False, overrides=["runner=local"])
 
 
 def test_manifest_input(footage_dir: Path, tmp_path: Path):
     m = tmp_path / "manifest.csv"
     clip = sorted(footage_dir.glob("*.mp4"))[1]
     m.write_text(f"path\n{clip}\n")
-    res = discover(m, out=tmp_path / "out", progress=False)
+    res = discover(m, out=tmp_path / "out", progress=False, overrides=["runner=local"])
     assert res.clips.num_rows == 1 and res.clips.column("status")[0].as_py() == "ok"
     assert res.clips.column("phase")[0].as_py() == "prep"
 
@@ -138,12 +138,12 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(pipeline.LocalRunner, "process_clip", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        discover(src, out=out, progress=False)
+        discover(src, out=out, progress=False, overrides=["runner=local"])
     assert len(list((out / "segments").glob("*.parquet"))) == 2
     assert not list(out.rglob("*.tmp"))  # nothing half-written
     calls.clear()
     monkeypatch.setattr(pipeline.LocalRunner, "process_clip", lambda self, clip: calls.append(Path(clip.path).name) or real(self, clip))
-    res = discover(src, out=out, progress=False)
+    res = discover(src, out=out, progress=False, overrides=["runner=local"])
     assert len(calls) == 1  # only the unfinished clip was processed again
     assert res.clips.num_rows == 3 and set(res.clips.column("status").to_pylist()) == {"ok"}
     frames = pd.read_parquet(out / "frames")
@@ -152,5 +152,5 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
     assert not seg.segment_id.duplicated().any()
     # A changed feature config invalidates resume for every clip.
     calls.clear()
-    discover(src, out=out, progress=False, overrides=["flow.grid=3"])
+    discover(src, out=out, progress=False, overrides=["runner=local", "flow.grid=3"])
     assert len(calls) == 3
