@@ -37,7 +37,7 @@ from handclust import schema
 from handclust.config import RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.footage import Clip
-from handclust.pipeline import PIXEL_COLUMNS, feature_fingerprint, frame_batches, frame_stages
+from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages
 from handclust.progress import Progress
 from handclust.stages import Batch
 from handclust.storage import OutputStore
@@ -120,9 +120,12 @@ class ClipWriter:
     ``status/<clip_id>.json`` exactly as the local runner does; returns one summary row.
     """
 
-    def __init__(self, describer: SegmentDescriber, out: str):
+    def __init__(self, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = ()):
         self.describer = describer
         self.describer.setup()
+        self.segment_stages = list(segment_stages)  # V-JEPA-2: weights cached per worker process
+        for stage in self.segment_stages:
+            stage.setup()
         self.out = out
 
     def __call__(self, frames: Batch) -> Batch:
@@ -136,7 +139,7 @@ class ClipWriter:
         order = np.argsort(frames["frame_idx"], kind="stable")
         frames = {k: np.asarray(v)[order] for k, v in frames.items() if k != INFO_COLUMN}
         try:
-            segments = self.describer(frames)
+            segments = apply_segment_stages(self.segment_stages, self.describer(frames), status["path"])
         except Exception as exc:  # one bad clip must not stop the others
             message = f"{status['path']}: segmenting failed: {type(exc).__name__}: {exc}"
             log.warning("skipping %s", message)
@@ -173,9 +176,9 @@ def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
     return {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
 
 
-def write_clip(frames: Batch, describer: SegmentDescriber, out: str) -> Batch:
+def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = ()) -> Batch:
     """``map_groups`` UDF: :class:`ClipWriter` as a task (the describer's setup is cheap)."""
-    return ClipWriter(describer, out)(frames)
+    return ClipWriter(describer, out, segment_stages)(frames)
 
 
 class RayRunner:
@@ -193,6 +196,7 @@ class RayRunner:
         self.fingerprint = feature_fingerprint(cfg)
         self.stages = stages if stages is not None else frame_stages(cfg)
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
+        self.segment_stages = segment_stages(cfg)
         self.quarantined: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ resume / quarantine
@@ -328,7 +332,8 @@ class RayRunner:
             return
         # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
         ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
-            write_clip, fn_kwargs={"describer": self.describer, "out": out}, batch_format="numpy",
-            num_cpus=rc.decode_num_cpus)
+            write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages},
+            batch_format="numpy", num_cpus=rc.decode_num_cpus,
+            num_gpus=max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None)
         rows = ds.take_all()
         self.progress.say(f"ray: wrote {sum(r['status'] in DONE_STATES for r in rows)} clips")
