@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/handclust sample-footage $(FOOTAGE) --clips $(CLIPS) --minutes $(MINUTES)
 	$(VENV)/bin/handclust run $(FOOTAGE) --out $(OUT)
-	@echo "open $(OUT)/timelines/timelines.png, or load $(OUT)/*.parquet with pandas / DuckDB"
+	@echo "open $(OUT)/report/index.html in a browser, or load $(OUT)/*.parquet with pandas / DuckDB"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

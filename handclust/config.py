@@ -141,7 +141,7 @@ class ClusterConfig(_Frozen):
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     map_method: Literal["umap", "pca"] = "umap"
     knn_k: int = Field(10, ge=2)
-    max_fit_segments: int = Field(100_000, ge=100, description="above this many segments, fit on a sample of this size "
+    max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
                                   "and place the rest by a kNN vote")
     seed: int = 0
 
