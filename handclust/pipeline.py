@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -264,7 +265,10 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     clips = find_clips(footage, cfg.phase.pattern)
     # A model that cannot load stops the run here, before any clip is decoded.
     t0 = time.perf_counter()
-    encoders = check_models(cfg, resolve_devices=cfg.runner != "ray")
+    # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance
+    # the runner starts); workers of a remote Ray cluster resolve their own.
+    remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    encoders = check_models(cfg, resolve_devices=not remote)
     if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled:
         timings["model_check"] = time.perf_counter() - t0
     clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)

@@ -281,8 +281,8 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
     clips = sorted(footage_dir.glob("*.mp4"))[:2]
     out = tmp_path / "run"
     result = discover(clips, out=out, progress=False, overrides=[
-        *encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
-        "report.enabled=false", "evaluation.ablations=false"])
+        *encoder_overrides(tiny_models), "runner=local", "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
+        "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca"])
     seg = result.segments
     n_prompts = 16  # the default masonry prompts
     assert schema.vectors(seg, "desc_video").shape == (seg.num_rows, 32)
@@ -306,8 +306,40 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
 
     # Resume: the same encoder settings skip every clip (a changed one recomputes: see the fingerprint test).
     again = discover(clips, out=out, progress=False, overrides=[
-        *encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
-        "report.enabled=false", "evaluation.ablations=false"])
+        *encoder_overrides(tiny_models), "runner=local", "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
+        "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca"])
     assert again.segments.num_rows == seg.num_rows
     assert all(json.loads(p.read_text())["attempts"] == 1 for p in (out / "status").glob("*.json"))
     assert json.loads((out / "run.json").read_text())["feature_fingerprint"] == run["feature_fingerprint"]
+
+
+@pytest.mark.ray
+def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_clip: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """The default runner: DINOv2 / OWLv2 as actor pools, V-JEPA-2 in the per-clip writer, same rows as local."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
+    pytest.importorskip("ray")
+    from handclust import discover
+
+    ray_tmp = tempfile.mkdtemp(prefix="hcenc")  # short: Ray's socket paths must fit in 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    common = [*encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
+              "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca"]
+    try:
+        discover([short_clip], out=tmp_path / "ray", progress=False, overrides=[
+            *common, "runner=ray", "ray.num_cpus=2", "ray.actor_num_cpus=0.3", "ray.object_store_memory_mb=300"])
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    discover([short_clip], out=tmp_path / "local", progress=False, overrides=[*common, "runner=local"])
+    for table, key in (("segments", "seg_idx"), ("frames", "frame_idx")):
+        a = pd.read_parquet(tmp_path / "ray" / table).sort_values(key).reset_index(drop=True)
+        b = pd.read_parquet(tmp_path / "local" / table).sort_values(key).reset_index(drop=True)
+        assert len(a) == len(b) > 0
+        for col in ("desc_video", "desc_tools", "desc_scene") if table == "segments" else ("scene_embedding", "tool_scores"):
+            np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), atol=1e-5, equal_nan=True, err_msg=col)
+    run = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert run["encoders"]["video"]["device"] == "cpu" and run["config"]["runner"] == "ray"

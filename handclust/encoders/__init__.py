@@ -67,6 +67,8 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
 
             device = resolve_device(section.device, f"{name}.device")
             rec.update(device=device, dtype=dtype_name(resolve_dtype(section.dtype, device, f"{name}.dtype")))
+        else:
+            rec.update(device=f"{section.device} (resolved on each Ray worker)", dtype=f"{section.dtype} (resolved on each Ray worker)")
         records[name] = rec
     return records
 
