@@ -120,6 +120,13 @@ def test_dinov2_scene_embedding_unit_vectors_deterministic_and_batch_invariant(e
     np.testing.assert_allclose(one.embed(frames), emb, atol=1e-5)
     assert big.info() == {"device": "cpu", "dtype": "float32", "dim": 64, "batch_size": 16}
     assert not np.allclose(emb[0], emb[1])
+    # A runner batch mixing clips of two sizes arrives as a ragged object array.
+    small = frames[:3, :60, :100]
+    ragged = np.empty(5, dtype=object)
+    ragged[:] = [frames[0], small[0], frames[1], small[1], small[2]]
+    mixed = big.embed(ragged)
+    np.testing.assert_allclose(mixed[[0, 2]], emb[:2], atol=1e-5)
+    np.testing.assert_allclose(mixed[[1, 3, 4]], big.embed(small), atol=1e-5)
     cls_only = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"pooling": "cls"})).embed(frames[:2])
     assert cls_only.shape == (2, 32)
     np.testing.assert_allclose(cls_only, emb[:2, :32] * np.sqrt(2), atol=1e-5)

@@ -74,11 +74,11 @@ class DinoFrameEncoder:
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, H, W, 3)`` uint8 RGB -> ``(n, D)`` unit vectors, ``scene.batch_size`` frames per forward pass."""
         self.setup()
-        n = len(frames)
-        out = np.zeros((n, self.dim), np.float32)
-        bs = max(self.cfg.batch_size, 1)
-        for lo in range(0, n, bs):
-            out[lo : lo + bs] = self._forward(np.ascontiguousarray(frames[lo : lo + bs]))
+        from handclust.encoders.preprocess import batches_by_shape
+
+        out = np.zeros((len(frames), self.dim), np.float32)
+        for rows, batch in batches_by_shape(frames, self.cfg.batch_size):
+            out[rows] = self._forward(batch)
         return out
 
     def _forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

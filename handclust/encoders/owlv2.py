@@ -95,10 +95,11 @@ class OwlToolPresence:
     def score(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, H, W, 3)`` uint8 -> ``(n, n_prompts)``: each prompt's best box probability per frame."""
         self.setup()
+        from handclust.encoders.preprocess import batches_by_shape
+
         out = np.zeros((len(frames), len(self.cfg.prompts)), np.float32)
-        bs = self.cfg.batch_size
-        for lo in range(0, len(frames), bs):
-            out[lo : lo + bs] = self._forward(np.ascontiguousarray(frames[lo : lo + bs]))
+        for rows, batch in batches_by_shape(frames, self.cfg.batch_size):
+            out[rows] = self._forward(batch)
         return out
 
     def _forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

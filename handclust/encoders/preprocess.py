@@ -157,3 +157,25 @@ def _gaussian_antialias(x: Any, target: tuple[int, int]) -> Any:
             weight = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
             x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), weight, groups=c)
     return x
+
+
+def batches_by_shape(frames: Any, batch_size: int) -> list[tuple[Any, Any]]:
+    """``(rows, (k, H, W, 3) uint8 array)`` batches of at most ``batch_size`` same-sized frames.
+
+    A runner batch can hold frames of clips with different sizes (a ragged object array); each
+    forward pass needs one size. Rows keep the input order within each size.
+    """
+    import numpy as np
+
+    n = len(frames)
+    if isinstance(frames, np.ndarray) and frames.dtype != object and frames.ndim == 4:
+        groups = {frames.shape[1:]: np.arange(n)}
+    else:
+        shapes = [np.asarray(f).shape for f in frames]
+        groups = {s: np.array([i for i in range(n) if shapes[i] == s]) for s in dict.fromkeys(shapes)}
+    out = []
+    for rows in groups.values():
+        for lo in range(0, len(rows), max(batch_size, 1)):
+            sel = rows[lo : lo + batch_size]
+            out.append((sel, np.ascontiguousarray(np.stack([np.asarray(frames[i], np.uint8) for i in sel]))))
+    return out
