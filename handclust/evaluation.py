@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from handclust import schema
 from handclust.clustering import cluster_segments, fuse
-from handclust.config import RunConfig
+from handclust.config import RunConfig, fusion_modalities
 from handclust.metrics import agreement, clip_mixing, segmentation_scores
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
     ev["ablations"] = []
     if ablations and segments.num_rows >= 3:
         present = present_modalities(segments)
-        fused_mods = [m for m in cfg.cluster.modalities if m in present]
+        fused_mods = [m for m in fusion_modalities(cfg) if m in present]
         ev["modalities_present"] = present
         for name, mods in ablation_variants(present, fused_mods):
             if name == "fusion (this run)":

@@ -330,6 +330,10 @@ class RayRunner:
         if ds.count() == 0:
             self.progress.say("ray: no clip could be decoded")
             return
+        # A clip that could not be decoded leaves an empty, schema-less block; Ray Data's hash
+        # shuffle fails concatenating it with real ones, so only blocks with rows go on.
+        ds = ray.data.from_arrow_refs([ref for bundle in ds.iter_internal_ref_bundles()
+                                       for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows])
         # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
         ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
             write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages},
