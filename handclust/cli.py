@@ -18,6 +18,24 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+
+class _RunDir(click.ParamType):
+    """An earlier run's output: a local directory that must exist, or an object-store URI (s3://, gs://)."""
+
+    name = "RUN_DIR"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        if not Path(text.removeprefix("file://")).is_dir():
+            self.fail(f"{text} is not a directory (give the --out of an earlier `handclust run`)", param, ctx)
+        return text
+
+
+RUN_DIR = _RunDir()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="handclust")
@@ -147,7 +165,7 @@ def estimate_cmd(hours: float, node: str, nodes: int, encoders: str, price: floa
 
 
 @cli.command("report")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=RUN_DIR)
 @click.option("--no-reel", is_flag=True, help="Skip the preview reel (report/reel.mp4).")
 def report(out: str, no_reel: bool) -> None:
     """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
@@ -162,7 +180,7 @@ def report(out: str, no_reel: bool) -> None:
 
 
 @cli.command("assign")
-@click.argument("model_run", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_run", type=RUN_DIR)
 @click.argument("footage", type=click.Path())
 @click.option("--out", required=True, help="Output directory for the new footage's tables and timelines.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -195,7 +213,7 @@ def _print_gt(gt: dict) -> None:
 
 
 @cli.command("evaluate")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=RUN_DIR)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: the run's own).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="e.g. --set phase.pattern='(laying|walking)'")
 @click.option("--ground-truth", "footage", type=click.Path(exists=True, file_okay=False),
@@ -221,7 +239,10 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
         for r in ev["ablations"]:
             pa_ = (r.get("phase") or {}).get("duration_weighted", {}).get("ari", float("nan"))
             click.echo(f"{r['name']:24s} {r['k']:3d} {100 * r['noise_rate']:5.1f}% {pa_:9.3f} {r['cross_clip']['mixing_entropy']:6.2f}")
-    click.echo(f"wrote        {Path(out) / 'eval.json'}, {Path(out) / 'ablations.parquet'}")
+    from handclust.storage import OutputStore
+
+    store = OutputStore(out, create=False)
+    click.echo(f"wrote        {store.uri_of('eval.json')}, {store.uri_of('ablations.parquet')}")
 
 
 @cli.command("segment-features")
@@ -256,13 +277,15 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
 
 
 @cli.command("summary")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=RUN_DIR)
 def summary(out: str) -> None:
-    """Print the summary of an earlier run."""
-    run_json = Path(out) / "run.json"
-    if not run_json.exists():
-        _fail(f"{run_json} not found: is {out} a HandClust output directory?")
-    click.echo(json.dumps(json.loads(run_json.read_text()).get("summary", {}), indent=2))
+    """Print the summary of an earlier run (a local directory or an s3:// / gs:// URI)."""
+    from handclust.storage import OutputStore
+
+    store = OutputStore(out, create=False)
+    if not store.exists("run.json"):
+        _fail(f"{store.path('run.json')} not found: is {out} a HandClust output directory?")
+    click.echo(json.dumps(store.read_json("run.json").get("summary", {}), indent=2))
 
 
 def main() -> None:

@@ -1058,4 +1058,4 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
                          "problems_total": len(data.problems)}
         store.write_json("run.json", run)
     prog.say(f"report: written in {seconds:.1f} s")
-    return store.local_path("report/index.html") if store.local else f"{store.uri.rstrip('/')}/report/index.html"
+    return store.local_path("report/index.html") if store.local else store.uri_of("report/index.html")

@@ -28,7 +28,7 @@ def write_table_atomic(tbl: pa.Table, path: str | Path) -> None:
 class OutputStore:
     """A run's output root. Paths given to methods are relative to the root, '/'-separated."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, create: bool = True):
         root = str(root)
         if "://" in root:
             self.fs, self.root = pafs.FileSystem.from_uri(root)
@@ -36,10 +36,18 @@ class OutputStore:
         else:
             self.fs, self.root, self.local = pafs.LocalFileSystem(), str(Path(root).resolve()), True
         self.uri = root
-        self.fs.create_dir(self.root, recursive=True)
+        if create:
+            self.fs.create_dir(self.root, recursive=True)
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
+
+    def uri_of(self, rel: str) -> str:
+        """How a user names ``rel``: a local path, or the URI with ``rel`` appended (query kept last)."""
+        if self.local and "://" not in self.uri:
+            return self.path(rel)
+        base, sep, query = self.uri.partition("?")
+        return f"{base.rstrip('/')}/{rel}{sep}{query}"
 
     def local_path(self, rel: str) -> Path:
         """A local filesystem path (for matplotlib, video writers); only for local roots."""

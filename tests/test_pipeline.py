@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust import discover, schema
-from handclust.evaluation import frame_sequences, load_truth
 from handclust.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
+from handclust.evaluation import frame_sequences, load_truth
 from handclust.footage import FootageError
 from handclust.metrics import agreement
 from handclust.video import read_range
