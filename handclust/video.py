@@ -75,9 +75,28 @@ def _rotate(frame: npt.NDArray[np.uint8], rotation: int) -> npt.NDArray[np.uint8
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Read a clip's duration, rate, size and rotation, or raise :class:`VideoError`."""
+    """Read a clip's duration, rate, size and rotation, or raise :class:`VideoError`.
+
+    A clip named by a URI (s3://, gs://) is fetched into the local clip cache first
+    (:mod:`handclust.remote`); ``VideoInfo.path`` is then the local copy, errors name the URI.
+    """
     import av
 
+    from handclust.remote import is_uri, local_copy
+
+    if is_uri(path):
+        uri = str(path)
+        try:
+            local = local_copy(uri)
+        except FileNotFoundError as exc:
+            raise VideoError(uri, "not found on the object store", "check the manifest entry and the bucket") from exc
+        except OSError as exc:
+            raise VideoError(uri, f"could not be fetched ({exc})",
+                             "check the store's credentials and network, then rerun (finished clips are kept)") from exc
+        try:
+            return probe(local)
+        except VideoError as exc:
+            raise VideoError(uri, exc.problem, exc.fix) from exc
     p = Path(path)
     if not p.exists():
         raise VideoError(p, "file not found", "check the path or the manifest entry")
@@ -281,7 +300,7 @@ def read_range(path: str | Path, t_start: float, t_end: float, n_frames: int, wi
     dec_w, dec_h = (h, w) if info.rotation in (90, 270) else (w, h)
     targets = np.linspace(t_start, max(t_start, t_end - 1e-3), n_frames)
     out: list[npt.NDArray[np.uint8]] = []
-    with av.open(str(path)) as container:
+    with av.open(info.path) as container:  # the local copy when ``path`` is a URI
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if t_start > 1.0 and stream.time_base is not None:

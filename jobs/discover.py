@@ -5,8 +5,9 @@
         --footage s3://bucket/site-a/manifest.parquet --out s3://bucket/runs/site-a
 
 Only parses arguments and calls :func:`handclust.discover` with ``runner=ray``; Ray is joined
-through ``RAY_ADDRESS``, which ``ray job submit`` sets for the job's driver. A manifest on an
-object store is fetched to a local file first (the clips it lists are opened where they are).
+through ``RAY_ADDRESS``, which ``ray job submit`` sets for the job's driver. Footage may be a local
+(shared) folder or manifest, or a URI: clips on an object store are fetched by the worker that
+decodes them (:mod:`handclust.remote`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
-from pathlib import Path
-
-
-def local_manifest(footage: str) -> str:
-    """``footage`` itself, or a local copy of it when it is a URI (s3://, gs://)."""
-    if "://" not in footage:
-        return footage
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(footage)
-    local = Path(tempfile.mkdtemp(prefix="handclust-manifest-")) / Path(path).name
-    with fs.open_input_stream(path) as src:
-        local.write_bytes(src.read())
-    return str(local)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from handclust import discover
 
-    result = discover(local_manifest(args.footage), out=args.out, config=args.config,
+    result = discover(args.footage, out=args.out, config=args.config,
                       overrides=["runner=ray", *args.overrides], progress=True)
     print(json.dumps(result.summary, indent=2, default=str))
     return 0

@@ -294,7 +294,7 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
         # machine's float rounding, so the per-activity tool lists below have clusters to describe.
         "cluster.min_cluster_size=3"])
     seg = result.segments
-    assert result.summary["activities"] > 0
+    assert result.summary["activities"] > 0, json.dumps(result.summary, default=str)
     n_prompts = 16  # the default masonry prompts
     assert schema.vectors(seg, "desc_video").shape == (seg.num_rows, 32)
     assert schema.vectors(seg, "desc_tools").shape == (seg.num_rows, n_prompts)

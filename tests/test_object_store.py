@@ -21,18 +21,21 @@ moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture
-def s3_uri(monkeypatch: pytest.MonkeyPatch):
+def s3_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    # Dummy credentials: moto accepts any; they keep pyarrow from looking for real ones.
+    # Dummy credentials (moto accepts any) and the endpoint, as a user of an S3-compatible store
+    # sets them; Ray workers started by the run inherit them.
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_EC2_METADATA_DISABLED": "true"}.items():
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                 "HANDCLUST_CACHE_DIR": str(tmp_path / "clip-cache")}.items():
         monkeypatch.setenv(k, v)
-    query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
-    yield lambda prefix: f"s3://handclust-test/{prefix}?{query}"
+    fs, _ = pafs.FileSystem.from_uri("s3://handclust-test/?allow_bucket_creation=true")
+    fs.create_dir("handclust-test")
+    yield lambda prefix: f"s3://handclust-test/{prefix}"
     server.stop()
 
 
@@ -87,3 +90,34 @@ def test_cli_reads_a_run_on_s3(s3_uri, footage_dir: Path, tmp_path: Path):
     s = subprocess.run([handclust, "summary", out], capture_output=True, text=True, timeout=120)
     assert s.returncode == 0, s.stderr
     assert json.loads(s.stdout)["clips_ok"] == 1
+
+
+@pytest.mark.ray
+def test_ray_run_reads_clips_from_s3_manifest(s3_uri, footage_dir: Path, tmp_path: Path):
+    """The cluster case: footage listed in a manifest on the store, clips fetched by the workers."""
+    fs, _ = pafs.FileSystem.from_uri(s3_uri(""))
+    clips = sorted(footage_dir.glob("*.mp4"))[:2]
+    for p in clips:
+        with fs.open_output_stream(f"handclust-test/footage/site-a/{p.name}") as f:
+            f.write(p.read_bytes())
+    with fs.open_output_stream("handclust-test/footage/manifest.csv") as f:  # relative to the manifest
+        f.write(("path\n" + "".join(f"site-a/{p.name}\n" for p in clips) + "site-a/07_transit_missing.mp4\n").encode())
+    out = s3_uri("runs/ray")
+    result = discover(s3_uri("footage/manifest.csv"), out=out, progress=False,
+                      overrides=["runner=ray", "report.enabled=false", "evaluation.ablations=false"])
+    rows = {Path(r["path"]).name: r for r in result.clips.to_pylist()}
+    assert [rows[p.name]["status"] for p in clips] == ["ok", "ok"]
+    assert rows[clips[0].name]["path"] == s3_uri(f"footage/site-a/{clips[0].name}")
+    assert rows[clips[0].name]["phase"] is not None
+    missing = rows["07_transit_missing.mp4"]
+    assert missing["status"] == "error" and "s3://handclust-test/footage/site-a/07_transit_missing.mp4" in missing["error"]
+    assert len(list((tmp_path / "clip-cache").glob("*.mp4"))) == 2  # fetched once into the clip cache
+
+    # Same segments as the local runner on the local files: fetching changes nothing.
+    local = discover(clips, out=tmp_path / "local", progress=False,
+                     overrides=["runner=local", "report.enabled=false", "evaluation.ablations=false"])
+    def bounds(tbl):
+        names = {r["clip_id"]: Path(r["path"]).name for r in tbl.clips.to_pylist()}
+        return sorted((names[c], round(a, 3)) for c, a in zip(tbl.segments.column("clip_id").to_pylist(),
+                                                              tbl.segments.column("t_start").to_pylist()))
+    assert bounds(result) == bounds(local)
