@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev]"
+	# MediaPipe 0.10.14: the last release that bundles the hand and pose models and runs beside
+	# numpy 2. Its declared jax and opencv-contrib are not needed (contrib would overwrite cv2);
+	# what it does need (absl-py, flatbuffers, protobuf<5) is in pyproject.toml.
+	$(PIP) install --no-deps mediapipe==0.10.14
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -175,7 +175,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
     run["clustering"] = {
         "fusion_weights": {m: s.weight for m, s in fusion.scores.items()},
-        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess} for m, s in fusion.scores.items()},
+        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess, "coverage": s.coverage}
+                            for m, s in fusion.scores.items()},
         "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
         "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
         "k": clustering.k, "noise_rate": clustering.noise_rate,

@@ -87,12 +87,13 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
 
     Rerunning into the same --out resumes: finished clips are skipped.
     """
+    from handclust.encoders import DeviceError, ModelLoadError
     from handclust.pipeline import discover
 
     try:
         cfg = load_config(config_path, list(overrides))
         result = discover(footage, out=out, config=cfg, progress=not no_progress)
-    except (ConfigError, FootageError) as exc:
+    except (ConfigError, FootageError, ModelLoadError, DeviceError) as exc:
         _fail(str(exc))
         return
     s = result.summary

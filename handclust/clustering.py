@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from handclust import schema
 from handclust.config import ClusterConfig
 from handclust.segmentation import pca_reduce
 
@@ -140,6 +141,7 @@ class ModalityScore:
     clusteredness: float  # 1 - (mean kNN distance / mean random-pair distance)
     clip_excess: float  # excess share of same-clip neighbours over chance, in [0, 1]
     weight: float
+    coverage: float = 1.0  # share of segments that observed this modality (sparse ones: hands / body seen)
 
 
 @dataclass
@@ -149,13 +151,25 @@ class ModalityTransform:
     mean: npt.NDArray[np.float64]  # (d,)
     scale: npt.NDArray[np.float64]  # (d,)
     components: npt.NDArray[np.float64]  # (r, d): PCA directions; identity when d <= dims
+    observed_index: int = -1  # sparse modality: column that is 0 where the segment saw nothing (-1: dense)
+
+    def observed(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+        """``(n,)``: rows that observed this modality (all rows of a dense one)."""
+        x = np.asarray(x)
+        if self.observed_index < 0 or x.shape[1] <= self.observed_index:
+            return np.ones(len(x), bool)
+        return np.nan_to_num(x[:, self.observed_index].astype(np.float64)) > 0
 
     def __call__(self, x: npt.NDArray[np.floating]) -> F32:
         x = np.nan_to_num(np.asarray(x, np.float64))
         if x.shape[1] != len(self.mean):
             raise ValueError(f"descriptor has {x.shape[1]} dims, the fitted model {len(self.mean)}: "
                              "the new footage was described with another feature config")
-        return l2_normalise(((x - self.mean) / self.scale) @ self.components.T)
+        out = l2_normalise(((x - self.mean) / self.scale) @ self.components.T)
+        # A segment that saw no hand and no body has no position in the pose space: a zero block
+        # leaves its distances to everything to the other modalities.
+        out[~self.observed(x)] = 0.0
+        return out
 
 
 @dataclass
@@ -175,21 +189,29 @@ class Fusion:
         arrays: dict[str, Any] = {}
         for m, t in self.transforms.items():
             arrays[f"{m}.mean"], arrays[f"{m}.scale"], arrays[f"{m}.components"] = t.mean, t.scale, t.components
-            arrays[f"{m}.score"] = np.array([self.scores[m].clusteredness, self.scores[m].clip_excess, self.scores[m].weight])
+            arrays[f"{m}.observed_index"] = np.array(t.observed_index)
+            sc = self.scores[m]
+            arrays[f"{m}.score"] = np.array([sc.clusteredness, sc.clip_excess, sc.weight, sc.coverage])
         np.savez(path, modalities=np.array(list(self.transforms)), **arrays)
 
     @classmethod
     def load(cls, path: Any) -> Fusion:
         z = np.load(path, allow_pickle=False)
         mods = [str(m) for m in z["modalities"]]
-        transforms = {m: ModalityTransform(z[f"{m}.mean"], z[f"{m}.scale"], z[f"{m}.components"]) for m in mods}
+        transforms = {m: ModalityTransform(z[f"{m}.mean"], z[f"{m}.scale"], z[f"{m}.components"],
+                                           int(z[f"{m}.observed_index"]) if f"{m}.observed_index" in z else -1) for m in mods}
         scores = {m: ModalityScore(*map(float, z[f"{m}.score"])) for m in mods}
         return cls(np.zeros((0, 0), np.float32), scores, transforms)
 
 
-def fit_modality(x: npt.NDArray[np.floating], dims: int) -> ModalityTransform:
-    """Column mean/scale and the top ``dims`` principal directions of the standardised columns."""
+def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -1) -> ModalityTransform:
+    """Column mean/scale and the top ``dims`` principal directions of the standardised columns.
+
+    For a sparse modality (``observed_index`` >= 0) they are fitted on the rows that observed it.
+    """
     x = np.nan_to_num(np.asarray(x, np.float64))
+    if observed_index >= 0 and x.shape[1] > observed_index and (x[:, observed_index] > 0).any():
+        x = x[x[:, observed_index] > 0]
     mean = x.mean(axis=0)
     sd = x.std(axis=0)
     scale = np.where(sd > 1e-9, sd, 1.0)
@@ -200,7 +222,7 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int) -> ModalityTransform:
         sample = z if len(z) <= 50_000 else z[np.random.default_rng(0).choice(len(z), 50_000, replace=False)]
         _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
         comps = vt[:dims]
-    return ModalityTransform(mean, scale, comps)
+    return ModalityTransform(mean, scale, comps, observed_index)
 
 
 def prepare_modality(x: npt.NDArray[np.floating], dims: int) -> F32:
@@ -232,8 +254,11 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
     A modality's weight is how clustered it is on its own (tight neighbourhoods relative to
     random pairs), discounted by how much its neighbourhoods are clip-private (a modality whose
     neighbours all come from the same clip is fingerprinting the camera, not finding work).
-    With ``weighting="equal"`` every modality weighs 1. Weights are normalised to sum to the
-    number of modalities.
+    A sparse modality (hands / body keypoints, :data:`handclust.schema.OBSERVED_INDEX`) is scored on
+    the segments that observed it, its weight is multiplied by their share (coverage), and the
+    segments that observed nothing get a zero block: footage where no hand is ever seen leaves the
+    clustering to the other modalities. With ``weighting="equal"`` every observed modality weighs 1.
+    Weights are normalised to sum to the number of modalities with a non-zero weight.
     """
     rng = np.random.default_rng(cfg.seed)
     blocks: dict[str, F32] = {}
@@ -243,14 +268,22 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
     # Confidence is a statistic of neighbourhoods: a sample estimates it as well as all segments.
     probe = rng.choice(n, cfg.max_fit_segments, replace=False) if n > cfg.max_fit_segments else np.arange(n)
     for name, x in modalities.items():
-        transforms[name] = fit_modality(x, cfg.reduce_dims)
+        transforms[name] = fit_modality(x, cfg.reduce_dims, schema.OBSERVED_INDEX.get(name, -1))
         blocks[name] = transforms[name](x)
-        c, e = modality_score(blocks[name][probe], clip_ids[probe], cfg.knn_k, rng)
+        observed = transforms[name].observed(x)
+        coverage = float(observed.mean()) if n else 0.0
+        if coverage == 0.0:  # e.g. no hand or body seen in any segment: nothing to weigh
+            scores[name] = ModalityScore(0.0, 0.0, 0.0, 0.0)
+            continue
+        seen = probe[observed[probe]]
+        c, e = modality_score(blocks[name][seen], clip_ids[seen], cfg.knn_k, rng)
         raw = max(c * (1.0 - e), 0.02) if cfg.weighting == "confidence" else 1.0
-        scores[name] = ModalityScore(c, e, raw)
+        # A sparse modality speaks only for the segments that saw it: its weight shrinks with coverage.
+        scores[name] = ModalityScore(c, e, raw * coverage, coverage)
     total = sum(s.weight for s in scores.values())
+    active = sum(1 for s in scores.values() if s.weight > 0)
     for s in scores.values():
-        s.weight = s.weight * len(scores) / total
+        s.weight = s.weight * active / total if total > 0 else 0.0
     fused = np.hstack([blocks[m] * np.sqrt(scores[m].weight) for m in blocks])
     return Fusion(l2_normalise(fused), scores, transforms)
 

@@ -102,6 +102,24 @@ class ToolsConfig(_Frozen):
     fuse: bool = Field(True, description="add desc_tools to the clustering fusion when enabled")
 
 
+class PoseConfig(_Frozen):
+    """MediaPipe hand and body keypoints per frame (bundled models, CPU), summarised per segment as ``desc_pose``."""
+
+    enabled: bool = Field(True, description="run MediaPipe Hands / Pose (needs mediapipe 0.10.14, installed by `make`)")
+    hands: bool = Field(True, description="hand landmarks (21 points per hand)")
+    body: bool = Field(True, description="body landmarks (33 points)")
+    max_hands: int = Field(2, ge=1, le=4)
+    min_detection_confidence: float = Field(0.5, gt=0, lt=1)
+    fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at (at most decode.sample_fps); ~30 ms per frame on CPU")
+    fuse: bool = Field(True, description="add desc_pose to the clustering fusion (weighted by how many segments saw a hand or body)")
+
+    @model_validator(mode="after")
+    def _something(self) -> PoseConfig:
+        if self.enabled and not (self.hands or self.body):
+            raise ValueError("pose.enabled needs pose.hands or pose.body (or set pose.enabled=false)")
+        return self
+
+
 class SegmentConfig(_Frozen):
     min_segment_s: float = Field(3.0, gt=0)
     max_segment_s: float = Field(15.0, gt=0, description="longer segments are split evenly")
@@ -128,7 +146,7 @@ class DescriptorConfig(_Frozen):
     repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
 
 
-Modality = Literal["scene", "motion", "ego", "rhythm", "video", "tools"]
+Modality = Literal["scene", "motion", "ego", "rhythm", "video", "tools", "pose"]
 
 
 class ClusterConfig(_Frozen):
@@ -204,6 +222,7 @@ class RunConfig(_Frozen):
     descriptor: DescriptorConfig = DescriptorConfig()
     video: VideoConfig = VideoConfig()
     tools: ToolsConfig = ToolsConfig()
+    pose: PoseConfig = PoseConfig()
     cluster: ClusterConfig = ClusterConfig()
     phase: PhaseConfig = PhaseConfig()
     labels: LabelConfig = LabelConfig()
@@ -217,18 +236,20 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="after")
     def _encoders(self) -> RunConfig:
-        for name, section in (("video", self.video), ("tools", self.tools)):
+        for name, section in (("video", self.video), ("tools", self.tools), ("pose", self.pose)):
             if name in self.cluster.modalities and not section.enabled:
                 raise ValueError(f"cluster.modalities names {name!r} but {name}.enabled is false; set {name}.enabled=true")
         if self.tools.enabled and self.tools.fps > self.decode.sample_fps:
             raise ValueError(f"tools.fps ({self.tools.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
+        if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
+            raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self
 
 
 def fusion_modalities(cfg: RunConfig) -> tuple[str, ...]:
-    """Modalities fused for clustering: ``cluster.modalities``, plus video / tools when enabled with ``fuse``."""
+    """Modalities fused for clustering: ``cluster.modalities``, plus video / tools / pose when enabled with ``fuse``."""
     out = list(cfg.cluster.modalities)
-    for name, section in (("video", cfg.video), ("tools", cfg.tools)):
+    for name, section in (("video", cfg.video), ("tools", cfg.tools), ("pose", cfg.pose)):
         if section.enabled and section.fuse and name not in out:
             out.append(name)
     return tuple(out)

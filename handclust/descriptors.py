@@ -152,6 +152,11 @@ def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: Descriptor
     extra: dict[str, object] = {}
     if "tool_scores" in frames:
         extra["desc_tools"] = tool_presence(frames["tool_scores"], a, b)
+    hands, body = frames.get("hand_landmarks"), frames.get("body_landmarks")
+    if hands is not None and body is not None and (np.shape(hands)[-1] or np.shape(body)[-1]):
+        from handclust.features.keypoints import pose_descriptor
+
+        extra["desc_pose"] = pose_descriptor(hands, body, a, b, fps)
     return {
         **extra,
         "desc_scene": desc_scene.astype(np.float32),

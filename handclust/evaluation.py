@@ -174,6 +174,11 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
                 row = {"name": name, "modalities": list(mods), **{k: v for k, v in scores(labels, activity, False).items()}}
             else:
                 fusion = fuse({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}, clip_ids, cfg.cluster)
+                if all(s.weight == 0 for s in fusion.scores.values()):
+                    # e.g. pose on footage where MediaPipe never found a hand or a body
+                    ev["ablations"].append({"name": name, "modalities": list(mods), "coverage": 0.0,
+                                            "not_computed": f"no segment observed {' + '.join(mods)}"})
+                    continue
                 c = cluster_segments(fusion.fused, cfg.cluster)
                 row = {"name": name, "modalities": list(mods), **scores(c.labels, c.activity, False),
                        "weights": {m: s.weight for m, s in fusion.scores.items()}}

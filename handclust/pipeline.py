@@ -71,7 +71,12 @@ def frame_stages(cfg: RunConfig) -> list[Any]:
 
     learned = encoder_stages(cfg)  # DINOv2 / OWLv2 when configured; no torch import until setup()
     scene = learned.get("scene") or HistogramSceneEncoder(cfg.scene)
-    return [scene, MotionFeatures(cfg.flow, cfg.decode.sample_fps)] + ([learned["tools"]] if "tools" in learned else [])
+    stages = [scene, MotionFeatures(cfg.flow, cfg.decode.sample_fps)]
+    if cfg.pose.enabled:
+        from handclust.features.keypoints import HandPoseKeypoints
+
+        stages.append(HandPoseKeypoints(cfg.pose, cfg.decode.sample_fps))
+    return stages + ([learned["tools"]] if "tools" in learned else [])
 
 
 def apply_segment_stages(stages: list[Any], segments: Batch, path: str) -> Batch:
@@ -269,7 +274,7 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     # the runner starts); workers of a remote Ray cluster resolve their own.
     remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     encoders = check_models(cfg, resolve_devices=not remote)
-    if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled:
+    if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
         timings["model_check"] = time.perf_counter() - t0
     clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)

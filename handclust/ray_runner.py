@@ -34,7 +34,7 @@ import numpy as np
 import ray
 
 from handclust import schema
-from handclust.config import RunConfig
+from handclust.config import ConfigError, RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.footage import Clip
 from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages
@@ -296,10 +296,31 @@ class RayRunner:
             log.info("stage %s: %.2f CPUs per actor so that decoding fits on %.0f CPUs", stage.name, want, total)
         return want
 
+    def _check_fit(self) -> None:
+        """Stop, instead of waiting forever, when the actor pools leave no room for one decode task.
+
+        On a cluster that autoscales more nodes may come, so there it is only a warning.
+        """
+        rc = self.cfg.ray
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+        held = {s.name: self._actor_cpus(s) * self._min_actors(s.name) for s in self.stages}
+        need = sum(held.values()) + rc.decode_num_cpus
+        if total <= 0 or need <= total + 1e-9:
+            return
+        msg = (f"the stage actors hold {sum(held.values()):g} CPUs ({', '.join(f'{k} {v:g}' for k, v in held.items())}) and a decode "
+               f"task needs ray.decode_num_cpus={rc.decode_num_cpus:g}: {need:g} CPUs, more than the {total:g} this Ray cluster has, "
+               "so no clip could ever be decoded. Lower ray.actor_num_cpus or ray.decode_num_cpus, or leave ray.actor_num_cpus "
+               "unset (actors are then sized to fit)")
+        if rc.address or os.environ.get("RAY_ADDRESS"):
+            log.warning("%s; waiting for the autoscaler to add nodes", msg)
+        else:
+            raise ConfigError(msg)
+
     def _run(self, items: list[dict[str, str]]) -> None:
         from ray.data import DataContext, TaskPoolStrategy
 
         rc = self.cfg.ray
+        self._check_fit()
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = self.progress.enabled
         # An actor that dies while loading its model (GPU OOM, preempted node) is replaced, as often

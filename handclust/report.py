@@ -725,6 +725,11 @@ def summary_html(data: RunData) -> str:
     if isinstance(weights, dict) and weights:
         out += '<p class="note">fusion weights (confidence on this data): ' + esc(
             ", ".join(f"{m} {w:.2f}" if isinstance(w, int | float) else f"{m} {w}" for m, w in weights.items())) + "</p>"
+        coverage = {m: sc["coverage"] for m, sc in (dig(data.run, "clustering", "modality_scores") or {}).items()
+                    if isinstance(sc, dict) and isinstance(sc.get("coverage"), int | float) and sc["coverage"] < 1}
+        if coverage:
+            out += '<p class="note">sparse modalities, share of segments that observed them (weight scaled by it): ' + esc(
+                ", ".join(f"{m} {100 * c:.1f} %" for m, c in coverage.items())) + "</p>"
     if len(failed):
         items = "".join(f"<li>{esc(r.name)}" + (f" ({esc(r.status)})" if r.status != "error" else "") + f": {esc(r.error)}</li>"
                         for r in failed.head(MAX_CLIPS).itertuples())

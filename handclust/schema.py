@@ -52,6 +52,8 @@ FRAMES = pa.schema(
         ("ego_inliers", pa.float32()),
         ("scene_embedding", VECTOR),
         ("tool_scores", VECTOR),  # OWLv2 max score per prompt; NaN on frames not scored, empty when tools are off
+        ("hand_landmarks", VECTOR),  # MediaPipe, per hand slot [score, 21 x (x, y, z)]; layout in features/keypoints.py
+        ("body_landmarks", VECTOR),  # MediaPipe, [found, 33 x (x, y, z, visibility)]; empty when pose is off
     ]
 )
 
@@ -63,10 +65,16 @@ MODALITY_COLUMNS: dict[str, str] = {
     "rhythm": "desc_rhythm",
     "video": "desc_video",
     "tools": "desc_tools",
+    "pose": "desc_pose",
 }
 
+# Sparse modalities: the descriptor element that is 0 when the segment saw nothing of it (no hand,
+# no body). Fusion weighs such a modality by the share of segments that saw something, and gives
+# the others no position in it (clustering.fuse).
+OBSERVED_INDEX: dict[str, int] = {"pose": 0}
+
 # Columns of optional encoders (video, tools): written as empty lists when the encoder is off.
-OPTIONAL_VECTORS = ("tool_scores", "desc_video", "desc_tools")
+OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "desc_video", "desc_tools", "desc_pose")
 
 SEGMENTS = pa.schema(
     [
@@ -90,6 +98,7 @@ SEGMENTS = pa.schema(
         ("desc_rhythm", VECTOR),
         ("desc_video", VECTOR),  # V-JEPA-2, mean over the segment's windows; empty when video is off
         ("desc_tools", VECTOR),  # mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off
+        ("desc_pose", VECTOR),  # hand / body keypoint summary (features/keypoints.POSE_DESCRIPTOR); empty when pose is off
     ]
 )
 

@@ -228,7 +228,7 @@ def test_missing_or_wrong_model_stops_with_the_key_and_the_fix(enc_cfg, tiny_mod
         check_models(load_config(None, ["tools.enabled=true", f"tools.model={tiny_models['dinov2']}"]))
 
     records = check_models(enc_cfg)
-    assert set(records) == {"scene", "video", "tools"}
+    assert set(records) == {"scene", "video", "tools", "pose"}
     assert records["scene"]["model"] == str(tiny_models["dinov2"]) and records["scene"]["device"] == "cpu"
     assert records["tools"]["prompts"][0] == "trowel"
 
@@ -277,9 +277,9 @@ def test_importing_the_encoders_loads_no_torch():
             "from handclust.pipeline import frame_stages, segment_stages\n"
             "cfg = load_config(None, ['scene.encoder=dinov2', 'video.enabled=true', 'tools.enabled=true'])\n"
             "stages = frame_stages(cfg) + segment_stages(cfg)\n"
-            "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+            "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['scene', 'motion', 'tools', 'video']", out.stdout
+    assert out.stdout.strip() == "['scene', 'motion', 'pose', 'tools', 'video']", out.stdout
 
 
 def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_path: Path):
@@ -342,7 +342,7 @@ def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_c
               "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca"]
     try:
         discover([short_clip], out=tmp_path / "ray", progress=False, overrides=[
-            *common, "runner=ray", "ray.num_cpus=2", "ray.actor_num_cpus=0.3", "ray.object_store_memory_mb=300"])
+            *common, "runner=ray", "ray.num_cpus=2", "ray.actor_num_cpus=0.2", "ray.object_store_memory_mb=300"])
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     discover([short_clip], out=tmp_path / "local", progress=False, overrides=[*common, "runner=local"])
@@ -350,7 +350,8 @@ def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_c
         a = pd.read_parquet(tmp_path / "ray" / table).sort_values(key).reset_index(drop=True)
         b = pd.read_parquet(tmp_path / "local" / table).sort_values(key).reset_index(drop=True)
         assert len(a) == len(b) > 0
-        for col in ("desc_video", "desc_tools", "desc_scene") if table == "segments" else ("scene_embedding", "tool_scores"):
+        for col in ("desc_video", "desc_tools", "desc_scene", "desc_pose") if table == "segments" else (
+                "scene_embedding", "tool_scores", "hand_landmarks", "body_landmarks"):
             np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), atol=1e-5, equal_nan=True, err_msg=col)
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert run["encoders"]["video"]["device"] == "cpu" and run["config"]["runner"] == "ray"

@@ -62,7 +62,7 @@ def test_outputs_open_in_pandas_and_duckdb(demo_run):
     n = duckdb.sql(f"select count(*) from '{out}/segments/*.parquet' s join '{out}/clusters.parquet' c using (segment_id)").fetchall()[0][0]
     assert n == demo_run.segments.num_rows
     run = json.loads((out / "run.json").read_text())
-    assert set(run["clustering"]["fusion_weights"]) == {"scene", "motion", "ego", "rhythm"}
+    assert set(run["clustering"]["fusion_weights"]) == {"scene", "motion", "ego", "rhythm", "pose"}
     assert run["clustering"]["backends"]["hdbscan"] == "sklearn"
     assert run["config"]["decode"]["sample_fps"] == 5.0
     assert "features_and_segments" in run["timings"]

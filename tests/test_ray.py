@@ -37,8 +37,8 @@ def ray_instance():
 
 
 def ray_config(*overrides: str) -> RunConfig:
-    # Two stage actors at 0.5 CPU each leave a CPU for decoding on this 2-CPU instance.
-    return load_config(None, ["progress=false", "runner=ray", "ray.actor_num_cpus=0.5", *overrides])
+    # Three stage actors (scene, motion, pose) at 0.3 CPU each leave a CPU for decoding on this 2-CPU instance.
+    return load_config(None, ["progress=false", "runner=ray", "ray.actor_num_cpus=0.3", *overrides])
 
 
 def run_ray(cfg: RunConfig, clips: list[Clip], out: Path, stages: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -79,6 +79,14 @@ def ray_run(ray_instance, two_clips: list[Clip], tmp_path_factory: pytest.TempPa
     statuses = run_ray(ray_config(), two_clips, out)
     assert [s["status"] for s in statuses] == ["ok", "ok"], statuses
     return out
+
+
+def test_actor_pools_that_leave_no_cpu_to_decode_stop_with_the_fix(ray_instance, two_clips: list[Clip], tmp_path: Path):
+    """Three actors at 0.5 CPU + a 1-CPU decode task > 2 CPUs: Ray would wait forever; the run says why instead."""
+    from handclust.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"2\.5 CPUs, more than the 2 this Ray cluster has.*ray\.actor_num_cpus"):
+        run_ray(ray_config("ray.actor_num_cpus=0.5"), two_clips[:1], tmp_path / "out")
 
 
 def test_ray_runner_matches_local_runner(ray_run: Path, two_clips: list[Clip], tmp_path: Path):
@@ -174,10 +182,10 @@ class CrashOnce:
 
 def test_killed_worker_is_retried_with_same_result(ray_run: Path, two_clips: list[Clip], tmp_path: Path):
     marker = tmp_path / "crashed"
-    cfg = ray_config("ray.actor_num_cpus=0.3", "ray.max_restarts=2", "ray.max_task_retries=2")
-    scene, motion = frame_stages(cfg)
+    cfg = ray_config("ray.actor_num_cpus=0.2", "ray.max_restarts=2", "ray.max_task_retries=2")
+    scene, motion, pose = frame_stages(cfg)
     out = tmp_path / "out"
-    statuses = run_ray(cfg, two_clips[:1], out, stages=[scene, CrashOnce(str(marker)), motion])
+    statuses = run_ray(cfg, two_clips[:1], out, stages=[scene, CrashOnce(str(marker)), motion, pose])
     assert marker.exists()  # the worker did die
     assert statuses[0]["status"] == "ok" and statuses[0]["attempts"] == 1
     frames, segments = frames_of(ray_run), segments_of(ray_run)

@@ -24,7 +24,7 @@ import json, sys, ray
 from handclust import discover
 res = discover(sys.argv[1], out=sys.argv[2], progress=False, overrides=[
     "runner=ray", "ray.address=127.0.0.1:6390", "ray.decode_num_cpus=0.5", "ray.actor_num_cpus=0.2",
-    "report.enabled=false", "evaluation.ablations=false"])
+    "report.enabled=false", "evaluation.ablations=false", "pose.enabled=false"])
 nodes = [n for n in ray.nodes() if n["Alive"]] if ray.is_initialized() else None
 print("RESULT " + json.dumps({"clips_ok": res.summary["clips_ok"], "segments": res.summary["segments"]}))
 """
@@ -51,7 +51,7 @@ def test_two_node_cluster_gives_the_local_tables(can_unshare, footage_dir: Path,
     for p in sorted(footage_dir.glob("*.mp4"))[:2]:
         shutil.copy(p, clips / p.name)
     local = discover(clips, out=tmp_path / "local", progress=False,
-                     overrides=["runner=local", "report.enabled=false", "evaluation.ablations=false"])
+                     overrides=["runner=local", "report.enabled=false", "evaluation.ablations=false", "pose.enabled=false"])
     ray_bin = str(Path(sys.executable).parent / "ray")
     tmp = tempfile.mkdtemp(prefix="hc2n")  # short: Ray's socket paths must fit in 107 bytes
     (Path(tmp) / "driver.py").write_text(DRIVER)

@@ -58,6 +58,10 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
     records: dict[str, Any] = {}
     if cfg.scene.encoder == "histogram":
         records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}
+    if cfg.pose.enabled:  # MediaPipe: bundled models, CPU only, nothing to resolve
+        from handclust.features.keypoints import check_mediapipe
+
+        records["pose"] = check_mediapipe(cfg.pose)
     for name, stage in encoder_stages(cfg).items():
         rec = stage.check()
         section = getattr(cfg, name)
@@ -74,7 +78,7 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
 
 
 def fingerprint_sections(d: dict[str, Any]) -> dict[str, Any]:
-    """The scene / video / tools sections of a config dict reduced to what changes the outputs.
+    """The scene / video / tools / pose sections of a config dict reduced to what changes the outputs.
 
     Switching an encoder, its model, revision, device or dtype changes the fingerprint (and so
     recomputes on resume); batch sizes and GPU shares do not, nor do settings of a disabled encoder.
@@ -85,7 +89,7 @@ def fingerprint_sections(d: dict[str, Any]) -> dict[str, Any]:
     else:
         scene = {k: v for k, v in scene.items() if k not in HISTOGRAM_KEYS}
     out = {"scene": scene}
-    for name in ("video", "tools"):
+    for name in ("video", "tools", "pose"):
         section = d.get(name) or {}
         if section.get("enabled"):  # absent when off: runs from before these encoders existed still resume
             out[name] = {k: v for k, v in section.items() if k not in (*RUNTIME_KEYS, "fuse", "top_k")}
