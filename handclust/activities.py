@@ -146,8 +146,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
             examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
         else:  # say why there are no names, without decoding keyframes nobody will look at
             examples = [ClusterExamples(int(c), [], []) for c in np.unique(clustering.labels[clustering.labels >= 0])]
-        labels_tbl = label_clusters(store, examples, cfg.labels)
-        summary["labels"] = labels_summary(labels_tbl)
+        labels_tbl = label_clusters(store, examples, cfg.labels, ray_config=cfg.ray if cfg.runner == "ray" else None)
+        summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "ray tasks" if cfg.runner == "ray" else "threads"}
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -160,6 +160,12 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
 
         tools = top_tools(schema.vectors(segments, "desc_tools"), clustering.labels, cfg.tools.prompts, cfg.tools.top_k)
         evaluation["top_tools"] = summary["top_tools"] = {str(c): v for c, v in tools.items()}
+    if cfg.pose.enabled:  # how often hands / the body are in view during each activity
+        from handclust.features.keypoints import keypoints_per_activity
+
+        seconds = np.asarray(segments.column("t_end").to_numpy()) - np.asarray(segments.column("t_start").to_numpy())
+        kp = keypoints_per_activity(schema.vectors(segments, "desc_pose"), seconds, clustering.labels)
+        evaluation["keypoints"] = {str(c): v for c, v in kp.items()}
     store.write_json("eval.json", evaluation)
     store.write_table("ablations.parquet", ablations)
     timings["evaluation"] = time.perf_counter() - t0

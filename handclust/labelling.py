@@ -2,8 +2,10 @@
 
 For each cluster, keyframes from its most typical segments (highest HDBSCAN membership, closest to
 the cluster centroid) are re-decoded from the clips and sent with a short prompt; the answer is a
-JSON object ``{"label": ..., "description": ...}``. Requests run concurrently (threads here; one
-Ray task per cluster on a cluster), retry with exponential backoff on rate limits (429) and
+JSON object ``{"label": ..., "description": ...}``. Each cluster is one job that decodes its own
+keyframes and asks the model: threads in this process with the local runner, one Ray task per
+cluster with the Ray runner (so on a cluster the decoding happens on workers that can read the
+footage), at most ``labels.concurrency`` requests in flight. Requests retry with exponential backoff on rate limits (429) and
 server errors (5xx), and fail per cluster, never per run: a cluster whose request failed keeps
 the name ``activity N`` and its error is recorded in ``labels.parquet``. Answers are cached by
 the cluster's member segments, so a rerun does not pay twice.
@@ -20,14 +22,14 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from handclust.config import LabelConfig
+from handclust.config import LabelConfig, RayConfig
 from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,74 @@ PROMPT = (
 
 @dataclass(frozen=True)
 class ClusterExamples:
+    """One cluster's typical segments: keyframes, or the spans to re-decode them from (``with_keyframes``)."""
+
     cluster: int
     segment_ids: list[str]
     keyframes: list[npt.NDArray[np.uint8]]
+    spans: tuple[tuple[str, float, float], ...] = ()  # (clip path, t_start, t_end) per typical segment
+
+
+def with_keyframes(ex: ClusterExamples, cfg: LabelConfig) -> tuple[ClusterExamples, list[str]]:
+    """``ex`` with its keyframes decoded from ``spans`` (unless it has them), and the decode errors."""
+    if ex.keyframes or not ex.spans:
+        return ex, []
+    from handclust.video import VideoError, read_range
+
+    frames: list[npt.NDArray[np.uint8]] = []
+    errors = []
+    for path, t0, t1 in ex.spans:
+        try:
+            frames.extend(read_range(path, t0, t1, cfg.frames_per_segment, width=cfg.image_width))
+        except VideoError as exc:
+            errors.append(str(exc))
+    return replace(ex, keyframes=frames), errors
+
+
+def name_cluster(ex: ClusterExamples, cfg: LabelConfig, labeller: Callable[[ClusterExamples], dict[str, Any]]) -> dict[str, Any]:
+    """Decode ``ex``'s keyframes where this runs, then ask ``labeller``; a record for ``labels.parquet``."""
+    ex, errors = with_keyframes(ex, cfg)
+    for err in errors:
+        log.warning("keyframes for activity %d: %s", ex.cluster, err)
+    if not ex.keyframes:
+        return {"label": None, "description": None, "status": "error",
+                "error": "no keyframe could be decoded (" + "; ".join(errors[:2]) + "); is the footage still where the run found it?"}
+    return labeller(ex)
+
+
+def _ray_name_cluster(ex: ClusterExamples, cfg: LabelConfig, key: str) -> dict[str, Any]:
+    """Ray task body: one cluster, decoded and named on whichever worker runs it."""
+    return name_cluster(ex, cfg, GeminiLabeller(cfg, key))
+
+
+def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_config: RayConfig) -> list[dict[str, Any]]:
+    """One Ray task per cluster, at most ``cfg.concurrency`` in flight (the API's rate limit, not Ray's)."""
+    import ray
+
+    from handclust.ray_runner import connect
+
+    started = connect(ray_config)
+    try:
+        task = ray.remote(num_cpus=0.25, max_retries=2)(_ray_name_cluster)
+        answers: dict[int, dict[str, Any]] = {}
+        running: dict[Any, int] = {}
+        queue = list(enumerate(todo))
+        while queue or running:
+            while queue and len(running) < cfg.concurrency:
+                i, ex = queue.pop(0)
+                running[task.remote(ex, cfg, key)] = i
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                i = running.pop(ref)
+                try:
+                    answers[i] = ray.get(ref)
+                except Exception as exc:  # the task itself died (worker lost past its retries): this cluster only
+                    answers[i] = {"label": None, "description": None, "status": "error",
+                                  "error": f"labelling task failed: {exc.__class__.__name__}: {str(exc)[:300]} (rerun to retry)"}
+    finally:
+        if started:
+            ray.shutdown()
+    return [answers[i] for i in range(len(todo))]
 
 
 def api_key(cfg: LabelConfig) -> str | None:
@@ -155,8 +222,13 @@ def parse_answer(text: str) -> tuple[str, str]:
 
 
 def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: LabelConfig,
-                   labeller: Callable[[ClusterExamples], dict[str, Any]] | None = None) -> pa.Table:
-    """Label every cluster (cached answers reused) and write ``labels.parquet``."""
+                   labeller: Callable[[ClusterExamples], dict[str, Any]] | None = None,
+                   ray_config: RayConfig | None = None) -> pa.Table:
+    """Label every cluster (cached answers reused) and write ``labels.parquet``.
+
+    With ``ray_config`` each cluster is named in a Ray task (joining or starting Ray as the Ray
+    runner does); otherwise in threads of this process.
+    """
     key = api_key(cfg)
     rows: list[dict[str, Any]] = []
     todo: list[ClusterExamples] = []
@@ -173,11 +245,14 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
                          "segment_ids": ex.segment_ids})
         todo = []
     if todo:
-        call = labeller or GeminiLabeller(cfg, key or "")
-        if hasattr(call, "setup"):
-            call.setup()
-        with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-            answers = list(pool.map(call, todo))
+        if ray_config is not None and labeller is None:
+            answers = _name_with_ray(todo, cfg, key or "", ray_config)
+        else:
+            call = labeller or GeminiLabeller(cfg, key or "")
+            if hasattr(call, "setup"):
+                call.setup()
+            with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+                answers = list(pool.map(lambda ex: name_cluster(ex, cfg, call), todo))
         for ex, ans in zip(todo, answers, strict=True):
             rec = {"cluster": ex.cluster, "model": cfg.model, "segment_ids": ex.segment_ids, **ans}
             if ans["status"] == "ok":
@@ -193,22 +268,16 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
 
 def gather_examples(segments: pa.Table, clips: pa.Table, labels: npt.NDArray[np.int32], probs: npt.NDArray[np.float32],
                     fused: npt.NDArray[np.float32], cfg: LabelConfig) -> list[ClusterExamples]:
-    """Re-decode keyframes of each cluster's most typical segments (raw frames are never stored)."""
-    from handclust.video import VideoError, read_range
-
+    """Each cluster's most typical segments, as spans to re-decode keyframes from (raw frames are never
+    stored). Nothing is decoded here: the job that names a cluster decodes its keyframes, and a
+    cluster answered from the cache needs none."""
     paths = dict(zip(clips.column("clip_id").to_pylist(), clips.column("path").to_pylist(), strict=True))
     seg = segments.select(["segment_id", "clip_id", "t_start", "t_end"]).to_pylist()
     out = []
     for c, idx in typical_segments(labels, probs, fused, cfg.n_segments).items():
-        frames: list[npt.NDArray[np.uint8]] = []
-        for i in idx:
-            s = seg[int(i)]
-            try:
-                frames.extend(read_range(paths[s["clip_id"]], s["t_start"], s["t_end"], cfg.frames_per_segment, width=cfg.image_width))
-            except VideoError as exc:
-                log.warning("keyframes for activity %d: %s", c, exc)
-        if frames:
-            out.append(ClusterExamples(c, [seg[int(i)]["segment_id"] for i in idx], frames))
+        rows = [seg[int(i)] for i in idx]
+        out.append(ClusterExamples(c, [r["segment_id"] for r in rows], [],
+                                   tuple((paths[r["clip_id"]], float(r["t_start"]), float(r["t_end"])) for r in rows)))
     return out
 
 

@@ -214,7 +214,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     for pkg in ("handclust", "numpy", "pyarrow", "opencv-python-headless", "scikit-learn", "ruptures", "faiss-cpu",
-                "umap-learn", "av", "decord", "ray", "torch", "transformers", "cuml", "faiss-gpu"):
+                "umap-learn", "av", "decord", "ray", "torch", "transformers", "mediapipe", "cuml", "faiss-gpu"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

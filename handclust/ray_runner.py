@@ -34,7 +34,7 @@ import numpy as np
 import ray
 
 from handclust import schema
-from handclust.config import ConfigError, RunConfig
+from handclust.config import ConfigError, RayConfig, RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.footage import Clip
 from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages
@@ -181,6 +181,24 @@ def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_sta
     return ClipWriter(describer, out, segment_stages)(frames)
 
 
+def connect(rc: RayConfig, log_to_driver: bool = False) -> bool:
+    """Initialise Ray unless it is: join ``ray.address`` / ``RAY_ADDRESS``, or start a local instance
+    sized by ``rc``. Returns whether this call connected (and the caller must ``ray.shutdown()``)."""
+    if ray.is_initialized():
+        return False
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return True
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver}
+    if rc.num_cpus:
+        kwargs["num_cpus"] = rc.num_cpus
+    if rc.object_store_memory_mb:
+        kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
+    ray.init(**kwargs)
+    return True
+
+
 class RayRunner:
     """Runs the stages as one Ray Data pipeline over all clips to do.
 
@@ -259,21 +277,7 @@ class RayRunner:
         return out
 
     def _connect(self) -> bool:
-        """Initialise Ray unless it is; returns whether this runner started it (and must stop it)."""
-        if ray.is_initialized():
-            return False
-        rc = self.cfg.ray
-        address = rc.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-            return True
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": self.progress.enabled}
-        if rc.num_cpus:
-            kwargs["num_cpus"] = rc.num_cpus
-        if rc.object_store_memory_mb:
-            kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
-        ray.init(**kwargs)
-        return True
+        return connect(self.cfg.ray, log_to_driver=self.progress.enabled)
 
     def _min_actors(self, name: str) -> int:
         size = self.cfg.ray.concurrency.get(name, 1)

@@ -751,20 +751,27 @@ def activities_html(data: RunData) -> str:
     desc = {}
     if data.labels is not None and "description" in data.labels:
         desc = {int(r.cluster): r.description for r in data.labels.itertuples() if isinstance(r.description, str)}
+    keypoints = dig(data.evaluation or {}, "keypoints")
+    keypoints = keypoints if isinstance(keypoints, dict) and keypoints else None
     groups = [(c, seg[seg.cluster == c]) for c in data.activities] + [(-1, seg[seg.cluster < 0])]
     for c, g in groups:
         if c < 0 and not len(g):
             continue
         dur = float((g.t_end - g.t_start).sum())
         name = esc(data.name(c)) if c >= 0 else "noise"
-        rows.append([f'<span class="sw" style="background:{colour_hex(c)}"></span>{c if c >= 0 else ""}', name,
-                     str(len(g)), f"{dur / 60:.1f}", f"{100 * dur / total:.1f} %", str(g.clip_id.nunique()), esc(desc.get(c, ""))])
+        row = [f'<span class="sw" style="background:{colour_hex(c)}"></span>{c if c >= 0 else ""}', name,
+               str(len(g)), f"{dur / 60:.1f}", f"{100 * dur / total:.1f} %", str(g.clip_id.nunique())]
+        if keypoints is not None:  # MediaPipe: share of looked-at frames with a hand / the body in view
+            kp = keypoints.get(str(c)) or {}
+            row += [fmt(100 * kp["hand_rate"], ".1f") + " %" if isinstance(kp.get("hand_rate"), int | float) else "",
+                    fmt(100 * kp["body_rate"], ".1f") + " %" if isinstance(kp.get("body_rate"), int | float) else ""]
+        rows.append([*row, esc(desc.get(c, ""))])
     if not rows:
         return f'<p class="note">No segments: {NOT_COMPUTED}.</p>'
-    header = ["id", "label", "segments", "minutes", "share", "clips", "description"]
+    header = ["id", "label", "segments", "minutes", "share", "clips", *(["hands seen", "body seen"] if keypoints else []), "description"]
     if not desc:
         header, rows = header[:-1], [r[:-1] for r in rows]
-    return _table(header, rows, numeric=(2, 3, 4, 5), attrs='id="activities-table"')
+    return _table(header, rows, numeric=range(2, len(header) - (1 if desc else 0)), attrs='id="activities-table"')
 
 
 def _phase_cells(phase: Any) -> list[str]:

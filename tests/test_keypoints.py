@@ -20,6 +20,7 @@ from handclust.features.keypoints import (
     POSE_DESCRIPTOR,
     HandPoseKeypoints,
     KeypointModelError,
+    keypoints_per_activity,
     pose_descriptor,
 )
 
@@ -101,6 +102,12 @@ def test_pose_descriptor_from_planted_keypoints():
     assert not pose_descriptor(hands, body, 5, 10, fps).any()
     assert not pose_descriptor(np.full((10, 2 * HAND_SLOT), np.nan), body, 0, 10, fps).any()
 
+    # Per activity: duration-weighted hand rate; noise (-1) is not an activity.
+    desc = np.stack([pose_descriptor(hands, body, 0, 10, fps), pose_descriptor(hands, body, 5, 10, fps),
+                     pose_descriptor(hands, body, 0, 5, fps)])
+    kp = keypoints_per_activity(desc, np.array([10.0, 30.0, 5.0]), np.array([0, 0, -1]))
+    assert kp == {0: {"hand_rate": pytest.approx(0.125), "body_rate": 0.0}}
+
 
 def test_fusion_gives_no_weight_to_a_modality_no_segment_observed(rng: np.random.Generator):
     cfg = load_config(None, []).cluster
@@ -160,3 +167,9 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     observed = float((desc[:, 0] > 0).mean())
     assert pose["coverage"] == pytest.approx(observed)
     assert (weight == 0) == (observed == 0)
+    # Per activity in eval.json and in the report's activities table.
+    ev = json.loads((Path(demo_run.out) / "eval.json").read_text())
+    activities = {str(c) for c in demo_run.clusters.column("cluster").to_pylist() if c >= 0}
+    assert set(ev["keypoints"]) == activities
+    assert all(0 <= v["hand_rate"] <= 1 and 0 <= v["body_rate"] <= 1 for v in ev["keypoints"].values())
+    assert "hands seen" in (Path(demo_run.out) / "report" / "index.html").read_text()

@@ -128,3 +128,48 @@ def test_discover_names_activities_end_to_end(fake: FakeGemini, footage_dir: Pat
     for req in fake.requests:  # 2 typical segments x 2 keyframes each, re-decoded from the clips
         assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
     assert set(res.summary["activity_names"].values()) == {"laying bricks"}
+
+
+def test_cluster_whose_keyframes_cannot_be_decoded_fails_alone(fake: FakeGemini, short_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    moved = ClusterExamples(0, ["s0"], [], ((str(tmp_path / "moved.mp4"), 0.0, 3.0),))
+    here = ClusterExamples(1, ["s1"], [], ((str(short_clip), 1.0, 4.0),))
+    rows = label_clusters(OutputStore(tmp_path / "out"), [moved, here], LabelConfig(base_url=fake.url, backoff_s=0.01)).to_pylist()
+    assert rows[0]["status"] == "error" and "moved.mp4" in rows[0]["error"] and "no keyframe could be decoded" in rows[0]["error"]
+    assert rows[1]["status"] == "ok" and len(fake.requests) == 1  # decoded only for the cluster that could be
+
+
+@pytest.mark.ray
+def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """On a cluster the driver may not see the footage: keyframes are decoded in the task that names the activity."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
+    pytest.importorskip("ray")
+    import handclust.video
+    from handclust import discover
+
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    ray_tmp = tempfile.mkdtemp(prefix="hclab")  # short: Ray's socket paths must fit in 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+
+    def not_on_the_driver(*args, **kwargs):
+        raise AssertionError("keyframes decoded on the driver")
+
+    monkeypatch.setattr(handclust.video, "read_range", not_on_the_driver)  # this process only, not Ray workers
+    clips = sorted(footage_dir.glob("*.mp4"))[:2]
+    try:
+        res = discover(clips, out=tmp_path / "out", progress=False, overrides=[
+            "runner=ray", "ray.num_cpus=2", "ray.object_store_memory_mb=300", "pose.enabled=false", "report.enabled=false",
+            "evaluation.ablations=false", f"labels.base_url={fake.url}", "labels.backoff_s=0.01", "labels.n_segments=2",
+            "labels.concurrency=2"])
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    labels = pd.read_parquet(tmp_path / "out" / "labels.parquet")
+    k = res.summary["activities"]
+    assert k >= 1 and len(labels) == k and (labels.status == "ok").all(), labels.error.tolist()
+    assert len(fake.requests) == k and res.summary["labels"]["ran_on"] == "ray tasks"
+    for req in fake.requests:
+        assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4

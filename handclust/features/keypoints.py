@@ -215,3 +215,22 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
                 out[12] = float(np.mean(np.abs(q[:, L_WRIST, 0] - q[:, R_WRIST, 0]) / width))
     out[0] = seen_any[looked].mean()
     return out
+
+
+def keypoints_per_activity(desc_pose: npt.NDArray[np.floating], seconds: npt.NDArray[np.floating],
+                           labels: npt.NDArray[np.integer]) -> dict[int, dict[str, float]]:
+    """Per cluster (label >= 0): the duration-weighted share of looked-at frames with a hand and with the body.
+
+    ``desc_pose`` ``(n_segments, len(POSE_DESCRIPTOR))``; empty (pose off) gives ``{}``.
+    """
+    d = np.asarray(desc_pose, np.float64)
+    if d.ndim != 2 or d.shape[1] != len(POSE_DESCRIPTOR) or not len(d):
+        return {}
+    hand, body = POSE_DESCRIPTOR.index("hand_rate"), POSE_DESCRIPTOR.index("body_rate")
+    w = np.maximum(np.asarray(seconds, np.float64), 1e-9)
+    out = {}
+    for c in np.unique(labels[labels >= 0]):
+        m = labels == c
+        out[int(c)] = {"hand_rate": round(float(np.average(d[m, hand], weights=w[m])), 4),
+                       "body_rate": round(float(np.average(d[m, body], weights=w[m])), 4)}
+    return out
