@@ -24,12 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from handclust import schema
-from handclust.config import RunConfig, config_to_dict, load_config, with_overrides
+from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.descriptors import SegmentDescriber
-from handclust.encoders import check_models, segment_stages
+from handclust.encoders import DeviceError, ModelLoadError, check_models, segment_stages
 from handclust.features.motion import MotionFeatures
 from handclust.features.scene import HistogramSceneEncoder
-from handclust.footage import Clip, find_clips
+from handclust.footage import Clip, FootageError, find_clips
 from handclust.progress import Progress
 from handclust.stages import Batch
 from handclust.storage import OutputStore
@@ -267,28 +267,43 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     prog = Progress(enabled=cfg.progress if progress is None else progress)
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
-    clips = find_clips(footage, cfg.phase.pattern)
-    # A model that cannot load stops the run here, before any clip is decoded.
-    t0 = time.perf_counter()
-    # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance
-    # the runner starts); workers of a remote Ray cluster resolve their own.
-    remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-    encoders = check_models(cfg, resolve_devices=not remote)
-    if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
-        timings["model_check"] = time.perf_counter() - t0
-    clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
+    try:
+        clips = find_clips(footage, cfg.phase.pattern)
+        # A model that cannot load stops the run here, before any clip is decoded.
+        t0 = time.perf_counter()
+        # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance
+        # the runner starts); workers of a remote Ray cluster resolve their own.
+        remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+        encoders = check_models(cfg, resolve_devices=not remote)
+        if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
+            timings["model_check"] = time.perf_counter() - t0
+        clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
+    except (FootageError, ModelLoadError, DeviceError, ConfigError) as exc:
+        record_failure(store, cfg, footage, exc)
+        raise
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
     result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
     timings["total"] = time.perf_counter() - t_run
     result.summary["wall_time_s"] = timings["total"]
     run_json = store.read_json("run.json")
-    run_json.update(config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+    run_json.update(status="ok", config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
                     versions=versions(), timings=timings, summary=result.summary,
                     feature_fingerprint=runner.fingerprint, encoders=encoders)
     store.write_json("run.json", run_json)
     if cfg.report.enabled:
         write_run_report(store, result, reel=cfg.report.reel, prog=prog)
     return result
+
+
+def record_failure(store: OutputStore, cfg: RunConfig, footage: Any, exc: Exception) -> None:
+    """Say in ``run.json`` why the run stopped before any result, keeping what an earlier run wrote there."""
+    try:
+        run_json = store.read_json("run.json") if store.exists("run.json") else {}
+        run_json.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage))
+        store.write_json("run.json", run_json)
+    except OSError as write_exc:  # an unwritable --out must not hide the original error
+        log.warning("could not record the failure in %s/run.json: %s", store.uri, write_exc)
 
 
 def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress) -> None:

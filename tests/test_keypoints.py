@@ -143,6 +143,8 @@ def test_missing_mediapipe_stops_the_run_before_any_clip(short_clip: Path, tmp_p
     with pytest.raises(KeypointModelError, match=r"mediapipe==0\.10\.14.*pose\.enabled=false"):
         discover([short_clip], out=out, progress=False, overrides=["runner=local"])
     assert not (out / "frames").exists()
+    failed = json.loads((out / "run.json").read_text())  # the run's outputs say why it stopped
+    assert failed["status"] == "failed" and "pose.enabled=false" in failed["error"]
     r = CliRunner().invoke(cli, ["run", str(short_clip), "--out", str(out), "--no-progress", "--set", "runner=local"])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "pose.enabled=false" in r.output
@@ -150,6 +152,7 @@ def test_missing_mediapipe_stops_the_run_before_any_clip(short_clip: Path, tmp_p
     res = discover([short_clip], out=out, progress=False, overrides=["runner=local", "pose.enabled=false", "report.enabled=false"])
     assert res.summary["clips_ok"] == 1
     assert schema.vectors(res.segments, "desc_pose").shape[1] == 0
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
 
 
 def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
