@@ -87,8 +87,9 @@ def main() -> None:
         y = np.log([float(r["total_s"]) for r in rows])  # type: ignore[arg-type]
         slope = float(np.polyfit(x, y, 1)[0])
     result = {
-        "what": "fuse + cluster_segments (sklearn HDBSCAN, faiss-cpu kNN; above cluster.max_fit_segments=50k "
-                "HDBSCAN fits on a 50k sample and the rest is placed by kNN vote) on planted descriptors: "
+        "what": "fuse + cluster_segments (sklearn HDBSCAN on 16 principal components of the fused descriptors from "
+                "10k segments on, faiss-cpu kNN; above cluster.max_fit_segments=50k HDBSCAN fits on a 50k sample "
+                "and the rest is placed by kNN vote) on planted descriptors: "
                 f"4 modalities (64/52/16/8 dims), {args.activities} activities",
         "host": platform.node(), "cpus": __import__("os").cpu_count(), "when": time.strftime("%Y-%m-%d"),
         "rows": rows, "skipped": skipped, "time_growth_exponent": slope,

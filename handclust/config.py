@@ -155,6 +155,11 @@ class ClusterConfig(_Frozen):
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
     min_samples: int | None = Field(None, ge=1)
     reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
+    hdbscan_dims: int | None = Field(16, ge=2, description="from hdbscan_reduce_from fitted segments on, HDBSCAN runs on this "
+                                     "many principal components of the fused descriptors (its trees slow down past ~20 "
+                                     "dims); None: always on all of them")
+    hdbscan_reduce_from: int = Field(10_000, ge=2, description="fewer fitted segments than this: HDBSCAN on every fused "
+                                     "dim (fast there, and PCA of a few dozen segments is noisy)")
     assign_noise: bool = True
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     map_method: Literal["umap", "pca"] = "umap"

@@ -50,3 +50,15 @@ def test_saved_fusion_transforms_new_segments_like_the_fit(tmp_path):
     fusion.save(str(tmp_path / "fusion.npz"))
     again = Fusion.load(str(tmp_path / "fusion.npz")).transform(mods)
     assert abs(again - fusion.fused).max() < 1e-5
+
+
+def test_large_corpora_cluster_on_principal_components_and_find_the_same_activities():
+    mods, clip_ids, truth = planted_segment_descriptors(3000, 6, seed=3)
+    fused = fuse(mods, clip_ids, CFG).fused
+    assert fused.shape[1] > 16
+    full = cluster_segments(fused, ClusterConfig(backend="cpu", hdbscan_reduce_from=10_000))  # below: every dim
+    reduced = cluster_segments(fused, ClusterConfig(backend="cpu", hdbscan_reduce_from=2000))  # at or above: 16 PCs
+    assert "principal components" not in full.reason
+    assert f"16 principal components of {fused.shape[1]} fused dims" in reduced.reason
+    assert full.k == reduced.k == 6
+    assert agreement(truth, reduced.activity)["ari"] > 0.9 and agreement(full.activity, reduced.activity)["ari"] > 0.9
