@@ -155,17 +155,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
 
     prog.say("evaluating" + (" (with ablations)" if cfg.evaluation.ablations else ""))
     evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), cfg.evaluation.ablations)
-    if cfg.tools.enabled:  # which tools each activity shows most (OWLv2 desc_tools)
-        from handclust.encoders.owlv2 import top_tools
-
-        tools = top_tools(schema.vectors(segments, "desc_tools"), clustering.labels, cfg.tools.prompts, cfg.tools.top_k)
-        evaluation["top_tools"] = summary["top_tools"] = {str(c): v for c, v in tools.items()}
-    if cfg.pose.enabled:  # how often hands / the body are in view during each activity
-        from handclust.features.keypoints import keypoints_per_activity
-
-        seconds = np.asarray(segments.column("t_end").to_numpy()) - np.asarray(segments.column("t_start").to_numpy())
-        kp = keypoints_per_activity(schema.vectors(segments, "desc_pose"), seconds, clustering.labels)
-        evaluation["keypoints"] = {str(c): v for c, v in kp.items()}
+    if "top_tools" in evaluation:
+        summary["top_tools"] = evaluation["top_tools"]
     store.write_json("eval.json", evaluation)
     store.write_table("ablations.parquet", ablations)
     timings["evaluation"] = time.perf_counter() - t0

@@ -160,7 +160,8 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
         return row
 
     ev: dict[str, Any] = {"segments": int(segments.num_rows), "clips": int(len(np.unique(clip_ids))),
-                          "phase_pattern": cfg.phase.pattern, **scores(labels, activity, full=True)}
+                          "phase_pattern": cfg.phase.pattern, **scores(labels, activity, full=True),
+                          **activity_profiles(segments, labels, cfg)}
     ev["per_clip"] = per_clip_stats("fusion (this run)", labels, clip_ids, paths)
     rows = [{"segment_id": segments.column("segment_id").to_pylist(), "clip_id": clip_ids.tolist(),
              "variant": "fusion (this run)", "cluster": labels}]
@@ -191,6 +192,26 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
                   "cluster": pa.array(np.asarray(r["cluster"], np.int32))}, schema=ABLATIONS)
         for r in rows])
     return ev, table
+
+
+def activity_profiles(segments: pa.Table, labels: npt.NDArray[np.integer], cfg: RunConfig) -> dict[str, Any]:
+    """What each activity shows: ``top_tools`` (OWLv2, when it ran) and ``keypoints`` (share of frames
+    with hands / body in view, when MediaPipe ran), keyed by cluster id as a string."""
+    out: dict[str, Any] = {}
+    labels = np.asarray(labels)
+    if cfg.tools.enabled and "desc_tools" in segments.column_names:
+        from handclust.encoders.owlv2 import top_tools
+
+        tools = top_tools(schema.vectors(segments, "desc_tools"), labels, cfg.tools.prompts, cfg.tools.top_k)
+        out["top_tools"] = {str(c): v for c, v in tools.items()}
+    if cfg.pose.enabled and "desc_pose" in segments.column_names:
+        from handclust.features.keypoints import keypoints_per_activity
+
+        seconds = np.asarray(segments.column("t_end").to_numpy()) - np.asarray(segments.column("t_start").to_numpy())
+        kp = keypoints_per_activity(schema.vectors(segments, "desc_pose"), seconds, labels)
+        if kp:
+            out["keypoints"] = {str(c): v for c, v in kp.items()}
+    return out
 
 
 def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, overrides: list[str] | None = None,
