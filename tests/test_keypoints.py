@@ -24,7 +24,8 @@ from handclust.features.keypoints import (
     pose_descriptor,
 )
 
-pytest.importorskip("mediapipe")
+# No importorskip: MediaPipe is part of the default pipeline (`make` installs it), so a missing
+# install must fail here, not skip.
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,6 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
 
     import pandas as pd
 
-    pytest.importorskip("ray")
     import handclust.video
     from handclust import discover
 
