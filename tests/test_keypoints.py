@@ -24,8 +24,8 @@ from handclust.features.keypoints import (
     pose_descriptor,
 )
 
-# No importorskip: MediaPipe is part of the default pipeline (`make` installs it), so a missing
-# install must fail here, not skip.
+# MediaPipe is part of the default pipeline (`make` installs it): a missing install must fail
+# here, never be skipped.
 
 
 @pytest.fixture(scope="module")
