@@ -299,8 +299,10 @@ def record_failure(store: OutputStore, cfg: RunConfig, footage: Any, exc: Except
     """Say in ``run.json`` why the run stopped before any result, keeping what an earlier run wrote there."""
     try:
         run_json = store.read_json("run.json") if store.exists("run.json") else {}
-        run_json.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage))
+        # The attempt's own config goes beside, not over, the config of the run whose tables are here.
+        run_json.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_attempt={
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config_to_dict(cfg),
+            "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage)})
         store.write_json("run.json", run_json)
     except OSError as write_exc:  # an unwritable --out must not hide the original error
         log.warning("could not record the failure in %s/run.json: %s", store.uri, write_exc)
