@@ -154,6 +154,12 @@ def test_missing_mediapipe_stops_the_run_before_any_clip(short_clip: Path, tmp_p
     assert res.summary["clips_ok"] == 1
     assert schema.vectors(res.segments, "desc_pose").shape[1] == 0
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
+    # A later failed attempt into the same folder says so without hiding which config made its tables.
+    with pytest.raises(KeypointModelError):
+        discover([short_clip], out=out, progress=False, overrides=["runner=local"])
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed" and run["config"]["pose"]["enabled"] is False
+    assert run["failed_attempt"]["config"]["pose"]["enabled"] is True and run["summary"]["clips_ok"] == 1
 
 
 def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
