@@ -144,6 +144,14 @@ class ModalityScore:
     coverage: float = 1.0  # share of segments that observed this modality (sparse ones: hands / body seen)
 
 
+def observed_rows(x: npt.NDArray[np.floating], observed_index: int) -> npt.NDArray[np.bool_]:
+    """``(n,)``: rows whose ``observed_index`` column is > 0 (every row when the index is -1: a dense modality)."""
+    x = np.asarray(x)
+    if observed_index < 0 or x.shape[1] <= observed_index:
+        return np.ones(len(x), bool)
+    return np.nan_to_num(x[:, observed_index].astype(np.float64)) > 0
+
+
 @dataclass
 class ModalityTransform:
     """What :func:`prepare_modality` learnt from one modality, to apply to new segments."""
@@ -155,10 +163,7 @@ class ModalityTransform:
 
     def observed(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
         """``(n,)``: rows that observed this modality (all rows of a dense one)."""
-        x = np.asarray(x)
-        if self.observed_index < 0 or x.shape[1] <= self.observed_index:
-            return np.ones(len(x), bool)
-        return np.nan_to_num(x[:, self.observed_index].astype(np.float64)) > 0
+        return observed_rows(x, self.observed_index)
 
     def __call__(self, x: npt.NDArray[np.floating]) -> F32:
         x = np.nan_to_num(np.asarray(x, np.float64))
@@ -210,8 +215,9 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
     For a sparse modality (``observed_index`` >= 0) they are fitted on the rows that observed it.
     """
     x = np.nan_to_num(np.asarray(x, np.float64))
-    if observed_index >= 0 and x.shape[1] > observed_index and (x[:, observed_index] > 0).any():
-        x = x[x[:, observed_index] > 0]
+    seen = observed_rows(x, observed_index)
+    if seen.any() and not seen.all():
+        x = x[seen]
     mean = x.mean(axis=0)
     sd = x.std(axis=0)
     scale = np.where(sd > 1e-9, sd, 1.0)

@@ -32,3 +32,9 @@ class Stage(Protocol):
     def setup(self) -> None: ...
 
     def __call__(self, batch: Batch) -> Batch: ...
+
+
+def frame_step(stage_fps: float, sample_fps: float) -> int:
+    """A stage that runs at ``stage_fps`` sees every ``step``-th of the frames sampled at ``sample_fps``
+    (rows with ``frame_idx % step == 0``), so which frames it sees never depends on batching."""
+    return max(1, round(sample_fps / stage_fps))

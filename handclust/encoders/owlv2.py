@@ -17,7 +17,7 @@ import numpy.typing as npt
 from handclust.config import ToolsConfig
 from handclust.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
 from handclust.encoders.loading import check_checkpoint, load_model, load_tokenizer, processor_settings
-from handclust.stages import Batch, Resources
+from handclust.stages import Batch, Resources, frame_step
 
 KEY = "tools.model"
 EXAMPLE_ID = "google/owlv2-base-patch16-ensemble"
@@ -25,11 +25,6 @@ MODEL_TYPES = ("owlv2",)
 PROCESSOR_DEFAULTS: dict[str, Any] = {"size": {"height": 960, "width": 960}, "do_pad": True, "resample": 2,
                                       "image_mean": [0.48145466, 0.4578275, 0.40821073],
                                       "image_std": [0.26862954, 0.26130258, 0.27577711]}
-
-
-def scoring_step(cfg: ToolsConfig, sample_fps: float) -> int:
-    """Every ``step``-th sampled frame is scored: ``tools.fps`` out of ``decode.sample_fps``."""
-    return max(1, round(sample_fps / cfg.fps))
 
 
 class OwlToolPresence:
@@ -41,7 +36,7 @@ class OwlToolPresence:
 
     def __init__(self, cfg: ToolsConfig, sample_fps: float):
         self.cfg = cfg
-        self.step = scoring_step(cfg, sample_fps)
+        self.step = frame_step(cfg.fps, sample_fps)  # tools.fps out of decode.sample_fps
         self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size * self.step, 1))
         self.model: Any = None
         self.device = ""

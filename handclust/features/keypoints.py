@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from handclust.config import PoseConfig
 from handclust.encoders.loading import ModelLoadError
-from handclust.stages import Batch, Resources
+from handclust.stages import Batch, Resources, frame_step
 
 HAND_POINTS = 21
 HAND_SLOT = 1 + HAND_POINTS * 3
@@ -52,11 +52,6 @@ INSTALL_HINT = ("pip install --no-deps mediapipe==0.10.14 && pip install absl-py
 
 class KeypointModelError(ModelLoadError):
     """MediaPipe or its bundled hand / pose models are missing; the message says how to install them."""
-
-
-def looking_step(cfg: PoseConfig, sample_fps: float) -> int:
-    """Every ``step``-th sampled frame is looked at: ``pose.fps`` out of ``decode.sample_fps``."""
-    return max(1, round(sample_fps / cfg.fps))
 
 
 def check_mediapipe(cfg: PoseConfig) -> dict[str, Any]:
@@ -93,7 +88,7 @@ class HandPoseKeypoints:
 
     def __init__(self, cfg: PoseConfig, sample_fps: float):
         self.cfg = cfg
-        self.step = looking_step(cfg, sample_fps)
+        self.step = frame_step(cfg.fps, sample_fps)  # pose.fps out of decode.sample_fps
         self._hands: Any = None
         self._body: Any = None
         self._ready = False
@@ -120,8 +115,8 @@ class HandPoseKeypoints:
         self.setup()
         frames = batch["frame"]
         n = len(frames)
-        hands = np.full((n, self.cfg.max_hands * HAND_SLOT), np.nan, np.float32)
-        body = np.full((n, BODY_WIDTH), np.nan, np.float32)
+        hands = np.full((n, self.cfg.max_hands * HAND_SLOT if self.cfg.hands else 0), np.nan, np.float32)
+        body = np.full((n, BODY_WIDTH if self.cfg.body else 0), np.nan, np.float32)
         for i in np.flatnonzero(np.asarray(batch["frame_idx"]) % self.step == 0):
             img = np.ascontiguousarray(frames[i])
             if self._hands is not None:
@@ -129,8 +124,7 @@ class HandPoseKeypoints:
             if self._body is not None:
                 body[i] = self._body_row(self._body.process(img))
         out = dict(batch)
-        out["hand_landmarks"] = hands if self.cfg.hands else np.zeros((n, 0), np.float32)
-        out["body_landmarks"] = body if self.cfg.body else np.zeros((n, 0), np.float32)
+        out["hand_landmarks"], out["body_landmarks"] = hands, body
         return out
 
     def _hand_row(self, result: Any) -> npt.NDArray[np.float32]:
@@ -170,8 +164,8 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
     wrist raise is how far the wrists are above the shoulders, in shoulder widths.
     """
     out = np.zeros(len(POSE_DESCRIPTOR), np.float32)
-    h = np.asarray(hand_landmarks, np.float64)[a:b]
-    bd = np.asarray(body_landmarks, np.float64)[a:b]
+    h = np.asarray(hand_landmarks[a:b], np.float64)  # slice first: called once per segment of the clip
+    bd = np.asarray(body_landmarks[a:b], np.float64)
     looked_h = ~np.isnan(h[:, 0]) if h.shape[1] else np.zeros(len(h), bool)
     looked_b = ~np.isnan(bd[:, 0]) if bd.shape[1] else np.zeros(len(bd), bool)
     looked = looked_h | looked_b
