@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
-from handclust.clustering import Clustering, Fusion, cluster_segments, fuse, umap_fit
+from handclust.clustering import Clustering, Fusion, group_segments, umap_fit
 from handclust.config import RunConfig, fusion_modalities
 from handclust.progress import Progress
 from handclust.storage import OutputStore
@@ -110,9 +110,10 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     t0 = time.perf_counter()
     prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion_modalities(cfg)}
-    fusion = fuse(modalities, clip_ids, cfg.cluster)
-    clustering: Clustering = cluster_segments(fusion.fused, cfg.cluster)
+    mods = fusion_modalities(cfg)
+    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}
+    grouping = group_segments(modalities, clip_ids, schema.durations(segments), cfg.cluster, schema.measured_masks(segments, mods))
+    fusion, clustering = grouping.fusion, grouping.clustering
     timings["clustering"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     xy, map_backend = umap_fit(fusion.fused, cfg.cluster.map_method, cfg.cluster.backend, cfg.cluster.seed)
@@ -172,8 +173,12 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
     run["clustering"] = {
         "fusion_weights": {m: s.weight for m, s in fusion.scores.items()},
-        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess, "coverage": s.coverage}
+        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess, "coverage": s.coverage,
+                                "clip_normalised": s.clip_normalised, "why": fusion.reasons.get(m, "")}
                             for m, s in fusion.scores.items()},
+        "temporal": ({"reason": grouping.temporal_reason, "activity_changes_before": grouping.switches[0],
+                      "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
+                     if grouping.switches else None),
         "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
         "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
         "k": clustering.k, "noise_rate": clustering.noise_rate,

@@ -73,7 +73,8 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
     n = segments.num_rows
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     if n:
-        fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms})
+        fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms}, clip_ids,
+                                 schema.measured_masks(segments, list(fusion.transforms)))
         index = _load_index(model)
         sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
         dist = (1.0 - sim).astype(np.float32)

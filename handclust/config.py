@@ -166,6 +166,21 @@ class ClusterConfig(_Frozen):
     knn_k: int = Field(10, ge=2)
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
                                   "and place the rest by a kNN vote")
+    clip_normalise: Literal["auto", "on", "off"] = Field(
+        "auto", description="standardise a modality within each clip before fusion (removes per-clip style: person, camera, "
+        "light); auto: when at least 3 clips are islands in it (clip_excess_threshold)")
+    clip_excess_threshold: float = Field(0.5, gt=0, le=1, description="auto per-clip normalisation: share of non-adjacent "
+                                         "neighbours from the segment's own clip, beyond chance, that marks per-clip style")
+    adjacent_gap: int = Field(2, ge=0, description="segments this close in time in one clip count as the same activity "
+                              "continuing (left out of the confidence and fingerprint scores)")
+    weight_prior_segments: float = Field(30.0, ge=0, description="confidence scores are shrunk towards the mean by this many "
+                                         "pseudo-segments, so a handful of segments gives near-equal weights")
+    stability: bool = Field(True, description="choose min_cluster_size (and so the number of activities) by agreement of "
+                            "HDBSCAN across a range of sizes; false: the 0.5 x sqrt(n) rule alone")
+    temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
+                           "activity (HMM / Viterbi over segments)")
+    mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
+                              "costs more the shorter a segment is against it")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from handclust import schema
-from handclust.clustering import cluster_segments, fuse
+from handclust.clustering import group_segments
 from handclust.config import RunConfig, fusion_modalities
 from handclust.metrics import agreement, clip_mixing, segmentation_scores
 
@@ -174,13 +174,14 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
             if name == "fusion (this run)":
                 row = {"name": name, "modalities": list(mods), **{k: v for k, v in scores(labels, activity, False).items()}}
             else:
-                fusion = fuse({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}, clip_ids, cfg.cluster)
+                grouping = group_segments({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}, clip_ids,
+                                          schema.durations(segments), cfg.cluster, schema.measured_masks(segments, mods))
+                fusion, c = grouping.fusion, grouping.clustering
                 if all(s.weight == 0 for s in fusion.scores.values()):
                     # e.g. pose on footage where MediaPipe never found a hand or a body
                     ev["ablations"].append({"name": name, "modalities": list(mods), "coverage": 0.0,
                                             "not_computed": f"no segment observed {' + '.join(mods)}"})
                     continue
-                c = cluster_segments(fusion.fused, cfg.cluster)
                 row = {"name": name, "modalities": list(mods), **scores(c.labels, c.activity, False),
                        "weights": {m: s.weight for m, s in fusion.scores.items()}}
                 ev["per_clip"] += per_clip_stats(name, c.labels, clip_ids, paths)

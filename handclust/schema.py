@@ -173,3 +173,17 @@ def vectors(tbl: pa.Table, column: str) -> npt.NDArray[np.float32]:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+def measured_masks(tbl: pa.Table, modalities: list[str] | tuple[str, ...]) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per modality, ``(n_rows,)`` True where the segment could measure it: the ``unmeasured``
+    column (list of modality names, e.g. rhythm of a 0.5 fps source) read as masks; {} without it."""
+    if "unmeasured" not in tbl.column_names:
+        return {}
+    lists = tbl.column("unmeasured").to_pylist()
+    return {m: np.array([m not in (u or ()) for u in lists], bool) for m in modalities}
+
+
+def durations(tbl: pa.Table) -> npt.NDArray[np.float64]:
+    """``(n_rows,)`` segment durations in seconds."""
+    return np.asarray(tbl.column("t_end"), np.float64) - np.asarray(tbl.column("t_start"), np.float64)

@@ -48,7 +48,7 @@ def test_saved_fusion_transforms_new_segments_like_the_fit(tmp_path):
     mods, clip_ids, _ = planted_segment_descriptors(600, 6, seed=2)
     fusion = fuse(mods, clip_ids, CFG)
     fusion.save(str(tmp_path / "fusion.npz"))
-    again = Fusion.load(str(tmp_path / "fusion.npz")).transform(mods)
+    again = Fusion.load(str(tmp_path / "fusion.npz")).transform(mods, clip_ids)
     assert abs(again - fusion.fused).max() < 1e-5
 
 
