@@ -75,6 +75,9 @@ def test_eval_json_has_ablations_and_ground_truth(demo_run):
         assert {"mof", "f1@10", "f1@25", "f1@50", "edit"} <= set(r["ground_truth"])
     gt = ev["ground_truth"]
     assert gt["mof"] > 0.6 and gt["f1@10"] > 0.3 and 0 < gt["edit"] <= 1
+    # Both matchings, named; the headline is the whole-set one (clusters are shared across clips).
+    assert gt["mof"] == gt["whole_set"]["mof"] and gt["f1@50"] == gt["whole_set"]["f1@50"]
+    assert gt["per_video"]["mof"] >= gt["whole_set"]["mof"]
     fused = {r["name"]: r for r in ev["ablations"]}
     # The fusion beats the scene descriptor alone against the truth on this footage.
     assert fused["fusion (this run)"]["ground_truth"]["ari"] > fused["scene only"]["ground_truth"]["ari"]
