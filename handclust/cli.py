@@ -208,9 +208,11 @@ def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...
 
 
 def _print_gt(gt: dict) -> None:
-    click.echo(f"vs truth     MoF {gt['mof']:.3f} (per video {gt['mof_per_video']:.3f}), F1@10/25/50 "
-               f"{gt['f1@10']:.3f}/{gt['f1@25']:.3f}/{gt['f1@50']:.3f}, Edit {gt['edit']:.3f}, "
-               f"ARI {gt['ari']:.3f}, NMI {gt['nmi']:.3f}")
+    for key, label in (("per_video", "per-video match"), ("whole_set", "whole-set match")):
+        b = gt[key]
+        click.echo(f"vs truth     {label:15s}  MoF {b['mof']:.3f}, F1@10/25/50 "
+                   f"{b['f1@10']:.3f}/{b['f1@25']:.3f}/{b['f1@50']:.3f}, Edit {b['edit']:.3f}")
+    click.echo(f"vs truth     no matching      ARI {gt['ari']:.3f}, NMI {gt['nmi']:.3f}")
 
 
 @cli.command("evaluate")

@@ -140,42 +140,66 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
 
 
+def _block(truth: npt.NDArray[np.object_], matched: npt.NDArray[np.object_], video: npt.NDArray[np.object_],
+           overlaps: tuple[float, ...], pool_f1: bool) -> dict[str, float]:
+    """MoF (frame-weighted), F1@k and Edit (mean over videos) of already matched labels.
+
+    ``pool_f1`` pools the F1 counts over videos (MS-TCN's eval.py) instead of averaging per-video F1.
+    """
+    counts = {o: np.zeros(3, np.int64) for o in overlaps}
+    f1s: dict[float, list[float]] = {o: [] for o in overlaps}
+    edits = []
+    for name in dict.fromkeys(video.tolist()):
+        sel = video == name
+        tv, mv = truth[sel], matched[sel]
+        edits.append(edit_score(tv, mv))
+        for o in overlaps:
+            c = f1_counts(tv, mv, o)
+            counts[o] += c
+            f1s[o].append(_f1(*c))
+    return {
+        "mof": mof(truth, matched),
+        **{f"f1@{round(o * 100)}": _f1(*counts[o]) if pool_f1 else float(np.mean(f1s[o])) for o in overlaps},
+        "edit": float(np.mean(edits)),
+    }
+
+
 def segmentation_scores(truth: npt.ArrayLike, pred: npt.ArrayLike, video: npt.ArrayLike,
                         overlaps: tuple[float, ...] = (0.10, 0.25, 0.50)) -> dict[str, object]:
     """Frame-level truth and cluster ids of several videos (``video`` names each frame's video,
-    frames in temporal order within a video) -> MoF, F1@k, Edit, ARI, NMI.
+    frames in temporal order within a video) -> MoF, F1@k and Edit under two matching protocols,
+    plus ARI and NMI.
 
-    ``mof`` matches clusters to classes once over the whole set (clusters are shared across
-    videos in joint clustering); ``mof_per_video`` matches each video on its own, the looser
-    protocol some papers report. F1 and Edit use the whole-set match; F1 pools counts over videos,
-    Edit is averaged over videos.
+    ``per_video``: each video's clusters are matched to its own labels (the protocol of the
+    unsupervised action segmentation literature: CTE, TW-FINCH, ASOT); MoF is frame-weighted over
+    all videos, F1@k and Edit are averaged over videos. It does not check that a cluster means the
+    same action in every video.
+
+    ``whole_set``: one matching of clusters to classes over all frames, as joint clustering means
+    a cluster to be the same activity everywhere; a video whose clusters are swapped scores low.
+    F1 pools its counts over videos (MS-TCN's eval.py), Edit is averaged over videos.
+
+    ``videos`` has each video's frames and MoF under both protocols.
     """
     t = np.asarray(truth, dtype=object)
     p = np.asarray(pred)
     v = np.asarray(video, dtype=object)
     match = hungarian_match(t, p)
     matched = apply_match(p, match)
-    counts = {o: np.zeros(3, np.int64) for o in overlaps}
-    edits, per_video = [], {}
+    own = np.empty(len(t), dtype=object)
+    per_video = {}
     for name in dict.fromkeys(v.tolist()):
         sel = v == name
-        tv, mv = t[sel], matched[sel]
-        edits.append(edit_score(tv, mv))
-        for o in overlaps:
-            counts[o] += f1_counts(tv, mv, o)
-        per_video[str(name)] = {
-            "mof": mof(tv, mv),
-            "mof_own_match": mof(tv, apply_match(p[sel], hungarian_match(tv, p[sel]))),
-            "frames": int(sel.sum()),
-        }
-    out: dict[str, object] = {
-        "mof": mof(t, matched),
-        "mof_per_video": float(np.mean([r["mof_own_match"] for r in per_video.values()])),
-        **{f"f1@{round(o * 100)}": _f1(*counts[o]) for o in overlaps},
-        "edit": float(np.mean(edits)),
-        **{k: val for k, val in agreement(t.astype(str), p).items()},
+        own[sel] = apply_match(p[sel], hungarian_match(t[sel], p[sel]))
+        per_video[str(name)] = {"frames": int(sel.sum()), "mof_per_video": mof(t[sel], own[sel]),
+                                "mof_whole_set": mof(t[sel], matched[sel])}
+    return {
+        "per_video": {**_block(t, own, v, overlaps, pool_f1=False),
+                      "matching": "each video's clusters matched to its own labels (Hungarian), scores averaged over videos"},
+        "whole_set": {**_block(t, matched, v, overlaps, pool_f1=True),
+                      "matching": "one Hungarian matching of clusters to classes over all videos",
+                      "match": {str(k): str(val) for k, val in match.items()}},
+        **agreement(t.astype(str), p),
         "classes": len(np.unique(t.astype(str))), "clusters": len(np.unique(p)),
-        "match": {str(k): str(val) for k, val in match.items()},
         "videos": per_video,
     }
-    return out

@@ -3,16 +3,17 @@
 Reads the layout the temporal action segmentation data sets use (Breakfast, 50Salads, GTEA as
 distributed with MS-TCN / ASFormer)::
 
-    DIR/features/<video>.npy | <video>.txt   one row (or column) of features per frame
-    DIR/groundTruth/<video>.txt              optional: one label per line, one line per frame
-    DIR/mapping.txt                          optional: "<id> <label>" per line
+    DIR/features/<task>/<video>.npy | .txt   one row (or column) of features per frame; tasks as
+    DIR/features/<video>.npy | .txt          subfolders, or all videos directly in features/
+    DIR/groundTruth[/<task>]/<video>[.txt]   optional: one label per line, one line per frame
+    DIR/mapping/mapping.txt | DIR/mapping.txt  optional: "<id> <label>" per line
 
 and runs the video pipeline's segmentation and joint clustering on them: each video is cut by
 the appearance and statistical detectors (the motion detector watches how fast the features
 change, since there is no optical flow), each segment is described by its pooled features, and
 all segments of all videos are clustered together. Writes ``OUT/<video>.txt`` with one integer
-cluster id per frame and, when ground truth is there, ``OUT/eval.json`` with MoF, F1@k, Edit,
-ARI and NMI.
+cluster id per frame and, when ground truth is there, ``OUT/eval.json`` with MoF, F1@k and Edit
+under per-video and whole-set matching, ARI and NMI.
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ class FeatureDirError(ValueError):
     """A feature folder that cannot be read; the message names the file and the fix."""
 
 
+# Real releases sometimes have a frame or two more features than labels (or fewer); more than
+# this is a different video, frame rate or orientation, and trimming would hide it.
+FRAME_SLACK = 2
+
+
 @dataclass
 class FeatureVideo:
-    name: str
+    name: str  # unique in the set: "<task>_<video>" when two tasks share a video name
     features: npt.NDArray[np.float32]  # (n_frames, dim)
     truth: list[str] | None  # one label per frame
+    task: str | None = None  # the features/<task>/ subfolder, None for the flat layout
 
 
 def _load_array(path: Path) -> npt.NDArray[np.float32]:
@@ -66,11 +73,7 @@ def _orient(x: npt.NDArray[np.float32], n_truth: int | None, layout: Layout, pat
     if layout == "features-first":
         return x.T.copy()
     if n_truth is not None:
-        if x.shape[0] == n_truth:
-            return x
-        if x.shape[1] == n_truth:
-            return x.T.copy()
-        # Some releases have a frame or two more features than labels: take the nearer axis.
+        # Take the axis nearer the label count; _check_frames rejects both if neither is near.
         return x if abs(x.shape[0] - n_truth) <= abs(x.shape[1] - n_truth) else x.T.copy()
     # Without labels: feature dims (64-2048) are usually fewer than frames. Say what was assumed.
     if x.shape[1] > x.shape[0]:
@@ -79,36 +82,89 @@ def _orient(x: npt.NDArray[np.float32], n_truth: int | None, layout: Layout, pat
     return x
 
 
+def _check_frames(x: npt.NDArray[np.float32], stored: tuple[int, ...], truth: list[str], layout: Layout,
+                  path: Path, truth_path: Path) -> tuple[npt.NDArray[np.float32], list[str]]:
+    """Trim a mismatch of up to FRAME_SLACK frames (with a note); refuse a larger one, naming the fix."""
+    n, m = len(x), len(truth)
+    if n == m:
+        return x, truth
+    if abs(n - m) <= FRAME_SLACK:
+        k = min(n, m)
+        log.info("%s: %d feature frames but %d labels in %s; using the first %d of both", path.name, n, m, truth_path.name, k)
+        return x[:k], truth[:k]
+    read_as = f"read as {n} frames x {x.shape[1]} dims" + (f" (--layout {layout})" if layout != "auto" else "")
+    if abs(x.shape[1] - m) <= FRAME_SLACK:
+        other = "features-first" if x.shape == stored else "frames-first"
+        fix = f"its other axis has {x.shape[1]} entries, so pass --layout {other}"
+    else:
+        fix = ("neither axis matches the labels: check that the feature file and the label file are the same video "
+               "at the same frame rate (features subsampled or labels at another rate?)")
+    raise FeatureDirError(f"{path}: features of shape {stored} {read_as}, but {truth_path} has {m} labels "
+                          f"(shape ({m},)); more than {FRAME_SLACK} frames apart: {fix}")
+
+
+def _feature_files(fdir: Path) -> list[tuple[str | None, Path]]:
+    """(task, file) for features/<video>.* and features/<task>/<video>.*, sorted."""
+    out: list[tuple[str | None, Path]] = []
+    for p in sorted(fdir.iterdir()):
+        if p.is_file() and p.suffix in (".npy", ".txt"):
+            out.append((None, p))
+        elif p.is_dir():
+            out += [(p.name, q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix in (".npy", ".txt")]
+    return out
+
+
+def _truth_file(gt_dir: Path, task: str | None, stem: str) -> Path | None:
+    folders = ([gt_dir / task] if task else []) + [gt_dir]
+    for folder in folders:
+        for cand in (folder / f"{stem}.txt", folder / stem):
+            if cand.is_file():
+                return cand
+    return None
+
+
 def load_feature_dir(root: str | Path, layout: Layout = "auto") -> list[FeatureVideo]:
+    """Every video under ``root/features`` (flat or one subfolder per task) with its labels if any.
+
+    Raises FeatureDirError (naming the file and the fix) for a missing folder, an unreadable
+    file, or feature frames and labels more than FRAME_SLACK apart.
+    """
     root = Path(root)
     fdir = root / "features"
     if not fdir.is_dir():
         raise FeatureDirError(f"{root}: no features/ folder; expected {root}/features/<video>.npy or .txt "
-                              "(one row of features per frame)")
-    files = sorted(p for p in fdir.iterdir() if p.suffix in (".npy", ".txt"))
+                              f"or {root}/features/<task>/<video>.npy or .txt (one row of features per frame)")
+    files = _feature_files(fdir)
     if not files:
-        raise FeatureDirError(f"{fdir}: no .npy or .txt feature files")
+        raise FeatureDirError(f"{fdir}: no .npy or .txt feature files (in it or in one subfolder per task)")
+    stems: dict[str, int] = {}
+    for _, path in files:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
     gt_dir = root / "groundTruth"
-    videos = []
-    for path in files:
+    videos: list[FeatureVideo] = []
+    names: dict[str, Path] = {}
+    for task, path in files:
+        name = f"{task}_{path.stem}" if task and stems[path.stem] > 1 else path.stem
+        if name in names:
+            raise FeatureDirError(f"{path}: video name {name!r} is also used by {names[name]}; rename one of them")
+        names[name] = path
+        truth_path = _truth_file(gt_dir, task, path.stem)
         truth = None
-        for cand in (gt_dir / f"{path.stem}.txt", gt_dir / path.stem):
-            if cand.is_file():
-                truth = [ln.strip() for ln in cand.read_text().splitlines() if ln.strip()]
-                break
-        x = _orient(_load_array(path), len(truth) if truth else None, layout, path)
-        if truth is not None and len(truth) != len(x):
-            n = min(len(truth), len(x))
-            log.warning("%s: %d feature frames but %d labels; using the first %d of both", path.name, len(x), len(truth), n)
-            x, truth = x[:n], truth[:n]
-        videos.append(FeatureVideo(path.stem, x, truth))
+        if truth_path is not None:
+            truth = [ln.strip() for ln in truth_path.read_text().splitlines() if ln.strip()]
+        stored = _load_array(path)
+        x = _orient(stored, len(truth) if truth else None, layout, path)
+        if truth is not None and truth_path is not None:
+            x, truth = _check_frames(x, stored.shape, truth, layout, path, truth_path)
+        videos.append(FeatureVideo(name, x, truth, task))
     return videos
 
 
 def read_mapping(root: str | Path) -> dict[str, int]:
-    """``mapping.txt`` ("<id> <label>" per line) as label -> id, or {} when absent."""
-    p = Path(root) / "mapping.txt"
-    if not p.is_file():
+    """``mapping/mapping.txt`` or ``mapping.txt`` ("<id> <label>" per line) as label -> id, or {} when absent."""
+    root = Path(root)
+    p = next((c for c in (root / "mapping" / "mapping.txt", root / "mapping.txt") if c.is_file()), None)
+    if p is None:
         return {}
     out = {}
     for line in p.read_text().splitlines():
@@ -163,7 +219,8 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         (outp / f"{name}.txt").write_text("\n".join(str(i) for i in lab.tolist()) + "\n")
     ev: dict[str, Any] = {"videos": len(videos), "frames": int(sum(len(v.features) for v in videos)),
                           "segments": len(seg_rows), "k": int(k), "noise_rate": float(noise), "clustering": how,
-                          "fps": fps, "mapping": read_mapping(root) or None}
+                          "fps": fps, "tasks": sorted({v.task for v in videos if v.task}) or None,
+                          "mapping": read_mapping(root) or None}
     with_truth = [v for v in videos if v.truth is not None]
     if with_truth:
         truth = np.concatenate([np.asarray(v.truth, dtype=object) for v in with_truth])

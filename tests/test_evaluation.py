@@ -17,23 +17,45 @@ def test_tas_metrics_match_hand_computed_values():
     truth = ["a"] * 10 + ["b"] * 10 + ["a"] * 5
     pred = [3] * 10 + [5] * 12 + [3] * 3  # b runs 2 frames long
     s = segmentation_scores(truth, pred, ["v"] * 25)
-    assert s["mof"] == pytest.approx(23 / 25)
-    assert s["edit"] == 1.0 and s["f1@50"] == 1.0
+    for block in ("per_video", "whole_set"):  # one video: both protocols agree
+        assert s[block]["mof"] == pytest.approx(23 / 25)
+        assert s[block]["edit"] == 1.0 and s[block]["f1@50"] == 1.0
     # Over-segmenting: an extra cluster is matched to nothing and its frames count as wrong.
     pred2 = [3] * 10 + [5] * 5 + [7] * 5 + [3] * 5
     s2 = segmentation_scores(truth, pred2, ["v"] * 25)
-    assert s2["mof"] == pytest.approx(20 / 25)
+    assert s2["whole_set"]["mof"] == s2["per_video"]["mof"] == pytest.approx(20 / 25)
     assert hungarian_match(truth, pred2) in ({3: "a", 5: "b"}, {3: "a", 7: "b"})
     assert edit_score(list("aba"), list("abca")) == pytest.approx(1 - 1 / 4)  # runs a,b,c,a vs a,b,a
     tp, fp, fn = f1_counts(list("aaaabbbb"), list("aaaaaaab"), 0.5)
     assert (tp, fp, fn) == (1, 1, 1)  # b predicted 1 frame of 4: IoU 0.25
 
 
-def test_per_video_and_global_matching_differ_when_clusters_swap():
-    truth = ["a"] * 5 + ["b"] * 5 + ["a"] * 5 + ["b"] * 5
-    pred = [0] * 5 + [1] * 5 + [1] * 5 + [0] * 5  # second video swaps the cluster ids
-    s = segmentation_scores(truth, pred, ["v1"] * 10 + ["v2"] * 10)
-    assert s["mof_per_video"] == 1.0 and s["mof"] == 0.5
+def test_per_video_permutation_of_truth_is_perfect_per_video_only():
+    """Each video's clusters are a relabelling of its truth, but not the same relabelling."""
+    truth = ["a"] * 5 + ["b"] * 5 + ["c"] * 5 + ["a"] * 5 + ["b"] * 5 + ["c"] * 5
+    pred = [0] * 5 + [1] * 5 + [2] * 5 + [1] * 5 + [2] * 5 + [0] * 5  # v2: a->1, b->2, c->0
+    s = segmentation_scores(truth, pred, ["v1"] * 15 + ["v2"] * 15)
+    pv, ws = s["per_video"], s["whole_set"]
+    assert pv["mof"] == pv["f1@10"] == pv["f1@50"] == pv["edit"] == 1.0
+    # One matching over both videos: v1 is right, v2 entirely wrong.
+    assert ws["mof"] == pytest.approx(0.5)
+    assert ws["f1@50"] == pytest.approx(0.5)  # 3 of 6 segments hit: P = R = 1/2
+    assert ws["edit"] == pytest.approx((1.0 + 1 / 3) / 2)  # v2 reads b,c,a for a,b,c: 2 edits of 3 runs
+    assert s["videos"]["v2"] == {"frames": 15, "mof_per_video": 1.0, "mof_whole_set": 0.0}
+    assert s["ari"] < 1.0 and s["classes"] == 3 and s["clusters"] == 3
+
+
+def test_per_video_mof_is_frame_weighted_and_f1_averaged_over_videos():
+    # v1 (10 frames) perfect; v2 (30 frames) predicts one cluster for two actions of 15 frames.
+    truth = ["a"] * 5 + ["b"] * 5 + ["a"] * 15 + ["b"] * 15
+    pred = [0] * 5 + [1] * 5 + [0] * 30
+    s = segmentation_scores(truth, pred, ["v1"] * 10 + ["v2"] * 30)
+    pv = s["per_video"]
+    assert pv["mof"] == pytest.approx((10 + 15) / 40)  # not the mean of 1.0 and 0.5
+    # v2: one predicted run of 30 vs two true of 15: IoU 0.5 with "a" -> at 50 %, P = 1, R = 1/2.
+    assert pv["f1@50"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert pv["edit"] == pytest.approx((1.0 + 0.5) / 2)
+    assert "matching" in pv and "match" in s["whole_set"]
 
 
 def test_eval_json_has_ablations_and_ground_truth(demo_run):
@@ -53,6 +75,9 @@ def test_eval_json_has_ablations_and_ground_truth(demo_run):
         assert {"mof", "f1@10", "f1@25", "f1@50", "edit"} <= set(r["ground_truth"])
     gt = ev["ground_truth"]
     assert gt["mof"] > 0.6 and gt["f1@10"] > 0.3 and 0 < gt["edit"] <= 1
+    # Both matchings, named; the headline is the whole-set one (clusters are shared across clips).
+    assert gt["mof"] == gt["whole_set"]["mof"] and gt["f1@50"] == gt["whole_set"]["f1@50"]
+    assert gt["per_video"]["mof"] >= gt["whole_set"]["mof"]
     fused = {r["name"]: r for r in ev["ablations"]}
     # The fusion beats the scene descriptor alone against the truth on this footage.
     assert fused["fusion (this run)"]["ground_truth"]["ari"] > fused["scene only"]["ground_truth"]["ari"]
@@ -110,7 +135,9 @@ def test_segment_features_finds_actions_in_precomputed_features(tmp_path: Path, 
         assert len(ids) == len(labels) and all(i.lstrip("-").isdigit() for i in ids)
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert ev["k"] == 3, ev  # found, not given
-    assert ev["ground_truth"]["mof"] > 0.9 and ev["ground_truth"]["f1@50"] > 0.8
+    for block in ("per_video", "whole_set"):
+        assert ev["ground_truth"][block]["mof"] > 0.9 and ev["ground_truth"][block]["f1@50"] > 0.8, block
+    assert "per-video match" in r.output and "whole-set match" in r.output
     fixed = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "k5"), "--fps", "15", "--k", "5"])
     assert fixed.exit_code == 0, fixed.output
     assert json.loads((tmp_path / "k5" / "eval.json").read_text())["k"] == 5

@@ -1,0 +1,103 @@
+"""segment-features input: the nested layout of the action segmentation releases, and feature /
+label mismatches that must be a clear error rather than a crash further down."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from handclust.cli import cli
+from handclust.segment_features import FeatureDirError, load_feature_dir, read_mapping
+
+
+def _labels(path: Path, labels: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(labels) + "\n")
+
+
+def _nested(root: Path, rng: np.random.Generator) -> None:
+    """Two tasks sharing a video name, labels with and without .txt, flat and per-task."""
+    (root / "features" / "coffee").mkdir(parents=True)
+    (root / "features" / "tea").mkdir(parents=True)
+    np.savetxt(root / "features" / "coffee" / "P01.txt", rng.normal(size=(30, 8)), fmt="%.4f")  # frames x dims
+    np.save(root / "features" / "tea" / "P01.npy", rng.normal(size=(8, 20)).astype(np.float32))  # dims x frames
+    np.save(root / "features" / "tea" / "P02.npy", rng.normal(size=(25, 8)).astype(np.float32))
+    _labels(root / "groundTruth" / "coffee" / "P01.txt", ["SIL"] * 10 + ["pour_coffee"] * 20)
+    _labels(root / "groundTruth" / "tea" / "P01", ["SIL"] * 5 + ["add_teabag"] * 15)  # no .txt
+    _labels(root / "groundTruth" / "P02", ["add_teabag"] * 25)  # not under its task
+    (root / "mapping").mkdir()
+    (root / "mapping" / "mapping.txt").write_text("0 SIL\n1 pour_coffee\n2 add_teabag\n")
+
+
+def test_nested_layout_is_read_with_unique_names_and_tasks(tmp_path: Path, rng: np.random.Generator):
+    _nested(tmp_path, rng)
+    videos = {v.name: v for v in load_feature_dir(tmp_path)}
+    assert set(videos) == {"coffee_P01", "tea_P01", "P02"}  # the shared name gets its task in front
+    assert {n: v.task for n, v in videos.items()} == {"coffee_P01": "coffee", "tea_P01": "tea", "P02": "tea"}
+    assert videos["coffee_P01"].features.shape == (30, 8) and videos["tea_P01"].features.shape == (20, 8)
+    assert videos["tea_P01"].truth == ["SIL"] * 5 + ["add_teabag"] * 15
+    assert videos["P02"].truth == ["add_teabag"] * 25
+    assert read_mapping(tmp_path) == {"SIL": 0, "pour_coffee": 1, "add_teabag": 2}
+
+
+def test_nested_layout_runs_end_to_end(tmp_path: Path, rng: np.random.Generator):
+    _nested(tmp_path / "data", rng)
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fps", "5", "--k", "2"])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "out" / "tea_P01.txt").read_text().split()) == 20
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert ev["tasks"] == ["coffee", "tea"] and ev["mapping"]["pour_coffee"] == 1
+    assert set(ev["ground_truth"]) >= {"per_video", "whole_set", "ari", "nmi", "videos"}
+
+
+def test_a_frame_or_two_of_mismatch_is_trimmed_with_a_note(tmp_path: Path, rng: np.random.Generator,
+                                                           caplog: pytest.LogCaptureFixture):
+    (tmp_path / "features").mkdir()
+    np.save(tmp_path / "features" / "v.npy", rng.normal(size=(52, 16)).astype(np.float32))
+    _labels(tmp_path / "groundTruth" / "v.txt", ["a"] * 50)
+    with caplog.at_level(logging.INFO, logger="handclust.segment_features"):
+        (v,) = load_feature_dir(tmp_path)
+    assert v.features.shape == (50, 16) and len(v.truth or []) == 50
+    assert "52 feature frames but 50 labels" in caplog.text
+
+
+def _rows_per_frame(root: Path, rng: np.random.Generator) -> Path:
+    """The shape of the crash in issue 9: 917 frames of 64-d features stored one row per frame."""
+    (root / "features").mkdir(parents=True)
+    path = root / "features" / "P03_cereals.npy"
+    np.save(path, rng.normal(size=(917, 64)).astype(np.float32))
+    _labels(root / "groundTruth" / "P03_cereals", ["SIL"] * 400 + ["pour_cereals"] * 517)
+    return path
+
+
+def test_wrong_layout_is_an_error_naming_both_shapes_and_the_fix(tmp_path: Path, rng: np.random.Generator):
+    path = _rows_per_frame(tmp_path, rng)
+    with pytest.raises(FeatureDirError) as err:
+        load_feature_dir(tmp_path, layout="features-first")
+    msg = str(err.value)
+    assert str(path) in msg and "(917, 64)" in msg and "64 frames" in msg and "917 labels" in msg
+    assert "--layout frames-first" in msg
+    assert len(load_feature_dir(tmp_path, layout="auto")[0].features) == 917  # auto reads it right
+
+
+def test_labels_matching_neither_axis_are_an_error(tmp_path: Path, rng: np.random.Generator):
+    (tmp_path / "features").mkdir()
+    np.save(tmp_path / "features" / "v.npy", rng.normal(size=(300, 64)).astype(np.float32))
+    _labels(tmp_path / "groundTruth" / "v.txt", ["a"] * 150)  # e.g. labels at half the feature rate
+    with pytest.raises(FeatureDirError, match=r"\(300, 64\).*150 labels.*frame rate"):
+        load_feature_dir(tmp_path)
+
+
+def test_cli_prints_the_mismatch_as_one_line_and_exits_2(tmp_path: Path, rng: np.random.Generator):
+    _rows_per_frame(tmp_path / "data", rng)
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                                 "--fps", "15", "--layout", "features-first"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--layout frames-first" in lines[0]
+    assert isinstance(r.exception, SystemExit)  # handled, not a traceback
