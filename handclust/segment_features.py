@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from handclust.clustering import cluster_segments, fuse
+from handclust.clustering import fuse, group_segments
 from handclust.config import RunConfig
 from handclust.metrics import segmentation_scores
 from handclust.segmentation import segment_clip
@@ -182,12 +182,14 @@ def _feature_speed(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def segment_features(root: str | Path, out: str | Path, fps: float, config: RunConfig | None = None,
-                     n_clusters: int | None = None, layout: Layout = "auto") -> dict[str, Any]:
+                     n_clusters: int | None = None, layout: Layout = "auto", time_weight: float = 0.0) -> dict[str, Any]:
     """Segment and jointly cluster every video under ``root``; write per-frame ids to ``out``.
 
     ``fps`` is the features' frame rate, so ``segment.min_segment_s`` etc. mean what they mean for
     video. ``n_clusters`` fixes the number of clusters (k-means on the fused segment
     descriptors) for comparison with methods given k; by default HDBSCAN finds it.
+    ``time_weight`` > 0 adds each segment's relative time within its video as a fused feature of
+    that weight (scripted tasks run in a typical order; meaningless for footage, so off by default).
     Returns the evaluation (also written to ``out/eval.json``).
     """
     cfg = config or RunConfig()
@@ -203,15 +205,31 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
             seg_rows.append((vi, a, b))
             desc.append(x[a:b].mean(0))
     clip_ids = np.asarray([videos[vi].name for vi, _, _ in seg_rows], dtype=object)
-    fusion = fuse({"features": np.asarray(desc)}, clip_ids, cfg.cluster)
+    durations = np.asarray([(b - a) / fps for _, a, b in seg_rows])
+    # Relative time of each segment's centre on a half circle: cosine similarity falls with distance in time.
+    rel = np.asarray([(a + b) / 2 / max(len(videos[vi].features), 1) for vi, a, b in seg_rows])
+    time_block = np.stack([np.cos(np.pi * rel), np.sin(np.pi * rel)], axis=1).astype(np.float32)
     if n_clusters is not None:
         from sklearn.cluster import KMeans
 
-        labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=cfg.cluster.seed).fit_predict(fusion.fused).astype(np.int32)
+        from handclust.clustering import knn_graph, l2_normalise
+        from handclust.temporal import smooth_timelines
+
+        fusion = fuse({"features": np.asarray(desc)}, clip_ids, cfg.cluster)
+        fused = fusion.fused
+        if time_weight > 0:
+            fused = l2_normalise(np.hstack([fused, time_block * np.sqrt(time_weight)]))
+        labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=cfg.cluster.seed).fit_predict(fused).astype(np.int32)
         activity, k, noise, how = labels, n_clusters, 0.0, f"k-means with k={n_clusters} (fixed by --k)"
+        if cfg.cluster.temporal:
+            knn_i, _, _ = knn_graph(fused, cfg.cluster.knn_k, cfg.cluster.backend)
+            tl = smooth_timelines(labels, labels, knn_i, clip_ids, durations, cfg.cluster.mean_run_s)
+            activity, how = tl.activity, how + "; " + tl.reason
     else:
-        c = cluster_segments(fusion.fused, cfg.cluster)
-        activity, k, noise, how = c.activity, c.k, c.noise_rate, c.reason
+        g = group_segments({"features": np.asarray(desc)}, clip_ids, durations, cfg.cluster,
+                           extra_block=(time_block, time_weight) if time_weight > 0 else None)
+        fusion, c = g.fusion, g.clustering
+        activity, k, noise, how = c.activity, c.k, c.noise_rate, c.reason + (f"; {g.temporal_reason}" if g.temporal_reason else "")
     per_frame = {v.name: np.zeros(len(v.features), np.int64) for v in videos}
     for (vi, a, b), lab in zip(seg_rows, activity.tolist()):
         per_frame[videos[vi].name][a:b] = lab
@@ -219,7 +237,10 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         (outp / f"{name}.txt").write_text("\n".join(str(i) for i in lab.tolist()) + "\n")
     ev: dict[str, Any] = {"videos": len(videos), "frames": int(sum(len(v.features) for v in videos)),
                           "segments": len(seg_rows), "k": int(k), "noise_rate": float(noise), "clustering": how,
-                          "fps": fps, "tasks": sorted({v.task for v in videos if v.task}) or None,
+                          "fps": fps, "time_weight": time_weight,
+                          "fusion": {m: {"clip_normalised": sc.clip_normalised, "why": fusion.reasons.get(m, "")}
+                                     for m, sc in fusion.scores.items()},
+                          "tasks": sorted({v.task for v in videos if v.task}) or None,
                           "mapping": read_mapping(root) or None}
     with_truth = [v for v in videos if v.truth is not None]
     if with_truth:

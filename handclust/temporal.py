@@ -20,14 +20,15 @@ F64 = npt.NDArray[np.float64]
 
 
 def neighbour_evidence(labels: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.int64], clusters: npt.NDArray[np.int32],
-                       own_votes: float = 2.0, pseudo: float = 0.5) -> F64:
+                       own_votes: float = 2.0, pseudo: float = 1.0) -> F64:
     """``(n, K)`` probability of each cluster per segment: votes of its kNN neighbours' clusters,
-    its own cluster counted ``own_votes`` times, ``pseudo`` votes for every cluster (Laplace), so a
-    noise segment among noise neighbours is near-uniform and the timeline around it decides."""
+    its own cluster counted ``own_votes`` times, and ``pseudo`` votes spread evenly over all clusters
+    (Laplace), so a noise segment among noise neighbours is near-uniform and the timeline around it
+    decides, while the evidence of a clear segment does not weaken as the number of clusters grows."""
     n, k_clusters = len(labels), len(clusters)
     pos = {int(c): i for i, c in enumerate(clusters.tolist())}
     col = np.array([pos.get(int(v), -1) for v in labels.tolist()], np.int64) if n else np.zeros(0, np.int64)
-    votes = np.full((n, k_clusters), pseudo, np.float64)
+    votes = np.full((n, k_clusters), pseudo / max(k_clusters, 1), np.float64)
     if knn_idx.size:
         nb = col[knn_idx]  # (n, k) column of each neighbour's cluster, -1 for noise
         for j in range(nb.shape[1]):
@@ -75,7 +76,8 @@ class Timelines:
 
 
 def smooth_timelines(activity: npt.NDArray[np.int32], labels: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.int64],
-                     clip_ids: npt.NDArray[np.object_], durations_s: npt.NDArray[np.floating], mean_run_s: float) -> Timelines:
+                     clip_ids: npt.NDArray[np.object_], durations_s: npt.NDArray[np.floating], mean_run_s: float,
+                     max_iter: int = 5) -> Timelines:
     """Per clip (rows of a clip in time order), the Viterbi activity path over neighbour evidence.
 
     ``activity`` is the per-segment activity without the temporal model (noise already given its
@@ -93,15 +95,26 @@ def smooth_timelines(activity: npt.NDArray[np.int32], labels: npt.NDArray[np.int
     p = neighbour_evidence(labels, knn_idx, clusters)
     log_emit = np.log(p)
     d = np.maximum(np.asarray(durations_s, np.float64), 1e-3)
-    leave = -np.expm1(-d / mean_run_s)  # P(the bout ends during this segment)
-    log_stay = np.log1p(-leave)
-    log_switch = np.log(leave / (len(clusters) - 1))
+    groups = [np.flatnonzero(clip_ids == c) for c in np.unique(clip_ids)]
+    total_s = float(d.sum())
+    run_s = mean_run_s
     out = activity.copy()
-    for c in np.unique(clip_ids):
-        rows = np.flatnonzero(clip_ids == c)
-        path = viterbi(log_emit[rows], log_stay[rows], log_switch[rows])
-        out[rows] = clusters[path]
+    # Hard EM on the one free parameter: decode with the current mean bout length, re-estimate it
+    # from the decoded timelines, and repeat. The prior ``mean_run_s`` is where it starts, not a
+    # fixed cost: footage whose activities really change every few seconds, with clear evidence,
+    # ends with a shorter bout length than footage whose clusters merely flicker.
+    for _ in range(max_iter):
+        leave = -np.expm1(-d / run_s)  # P(the bout ends during this segment)
+        log_stay = np.log1p(-leave)
+        log_switch = np.log(leave / (len(clusters) - 1))
+        for rows in groups:
+            out[rows] = clusters[viterbi(log_emit[rows], log_stay[rows], log_switch[rows])]
+        new_run = total_s / (changes(out) + len(groups))
+        if abs(new_run - run_s) < 0.05 * run_s:
+            run_s = new_run
+            break
+        run_s = new_run
     after = changes(out)
-    reason = (f"HMM per clip over kNN cluster votes, bouts of mean {mean_run_s:g} s (exponential): "
-              f"{before} -> {after} activity changes within clips")
+    reason = (f"HMM per clip over kNN cluster votes, exponential bouts starting from a mean of {mean_run_s:g} s and "
+              f"re-estimated to {run_s:.1f} s: {before} -> {after} activity changes within clips")
     return Timelines(out.astype(np.int32), before, after, reason)
