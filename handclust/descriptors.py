@@ -116,39 +116,79 @@ def tool_presence(scores: npt.NDArray[np.floating], a: int, b: int) -> npt.NDArr
     return s[idx].mean(axis=0).astype(np.float32)
 
 
+MAX_COARSE_SHARE = 0.25  # share of a segment's time measured only over steps too long for rhythm
+
+
+def rhythm_measurable(motion_dt: npt.NDArray[np.floating], span_s: float, cfg: DescriptorConfig) -> bool:
+    """Whether motion measured over steps ``motion_dt`` ``(n_measured,)`` in ``span_s`` seconds can
+    resolve periods down to ``cfg.min_period_s``.
+
+    Nyquist: at least 2 distinct frames per ``min_period_s`` on average (one frame of slack), and at
+    most :data:`MAX_COARSE_SHARE` of the time covered by steps longer than ``min_period_s / 2``, so
+    a long freeze inside a segment counts too. A source that holds each image for 2 s fails both:
+    its rhythm would be the hold.
+    """
+    dt = np.asarray(motion_dt, np.float64)
+    if span_s <= 0 or len(dt) + 1 < 2 * span_s / cfg.min_period_s:
+        return False
+    coarse = dt[dt > cfg.min_period_s / 2 + 1e-6]
+    return float(coarse.sum()) <= MAX_COARSE_SHARE * span_s
+
+
 def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: DescriptorConfig) -> dict[str, object]:
-    """Descriptors of frames ``[a, b)`` of one clip (``frames`` holds that clip's columns)."""
+    """Descriptors of frames ``[a, b)`` of one clip (``frames`` holds that clip's columns).
+
+    Motion and ego-motion are pooled over the frames with a motion measurement (finite
+    ``flow_mag_mean``; held frames of a low-rate source have none). ``unmeasured`` lists the
+    modalities the segment could not measure; their descriptors are zeros and periods NaN.
+    """
+    from handclust.features.held import fill_held
+
     sl = slice(a, b)
     scene = np.asarray(frames["scene_embedding"][sl], np.float64)
     desc_scene = scene.mean(axis=0)
     desc_scene /= max(float(np.linalg.norm(desc_scene)), 1e-9)
 
-    mag = _log_speed(frames["flow_mag_mean"][sl])
-    p90 = _log_speed(frames["flow_mag_p90"][sl])
-    hist = np.asarray(frames["flow_direction_hist"][sl], np.float64)
-    grid = np.asarray(frames["flow_grid"][sl], np.float64)
-    desc_motion = np.concatenate([
-        [mag.mean(), mag.std(), p90.mean(), p90.std()],
-        hist.mean(axis=0), hist.std(axis=0),
-        _log_speed(np.abs(grid).mean(axis=0)), _log_speed(grid.std(axis=0)),
-    ])
+    hist_all = np.asarray(frames["flow_direction_hist"][sl], np.float64)
+    grid_all = np.asarray(frames["flow_grid"][sl], np.float64)
+    measured = np.flatnonzero(np.isfinite(np.asarray(frames["flow_mag_mean"][sl], np.float64)))
+    m = measured + a
+    unmeasured: list[str] = []
+    if len(measured):
+        mag = _log_speed(frames["flow_mag_mean"][m])
+        p90 = _log_speed(frames["flow_mag_p90"][m])
+        hist, grid = hist_all[measured], grid_all[measured]
+        desc_motion = np.concatenate([
+            [mag.mean(), mag.std(), p90.mean(), p90.std()],
+            hist.mean(axis=0), hist.std(axis=0),
+            _log_speed(np.abs(grid).mean(axis=0)), _log_speed(grid.std(axis=0)),
+        ])
+        head = np.hypot(frames["ego_tx"][m], frames["ego_ty"][m])
+        ego_cols = [_log_speed(head), _log_speed(frames["ego_tx"][m]), _log_speed(frames["ego_ty"][m]),
+                    np.asarray(frames["ego_rotation"][m], np.float64), np.asarray(frames["ego_scale"][m], np.float64),
+                    _log_speed(frames["ego_residual"][m]), np.asarray(frames["ego_ratio"][m], np.float64),
+                    np.asarray(frames["ego_inliers"][m], np.float64)]
+        desc_ego = np.concatenate([[c.mean() for c in ego_cols], [c.std() for c in ego_cols]])
+    else:
+        unmeasured += ["motion", "ego"]
+        desc_motion = np.zeros(4 + 2 * hist_all.shape[1] + 2 * grid_all.shape[1])
+        desc_ego = np.zeros(16)
 
-    head = np.hypot(frames["ego_tx"][sl], frames["ego_ty"][sl])
-    ego_cols = [_log_speed(head), _log_speed(frames["ego_tx"][sl]), _log_speed(frames["ego_ty"][sl]),
-                np.asarray(frames["ego_rotation"][sl], np.float64), np.asarray(frames["ego_scale"][sl], np.float64),
-                _log_speed(frames["ego_residual"][sl]), np.asarray(frames["ego_ratio"][sl], np.float64),
-                np.asarray(frames["ego_inliers"][sl], np.float64)]
-    desc_ego = np.concatenate([[c.mean() for c in ego_cols], [c.std() for c in ego_cols]])
-
-    sig = flow_signal(grid)
-    bands, period, strength = rhythm(sig, fps, cfg)
-    flow_p = _autocorr_period(sig, fps, cfg)
-    ssm_p = ssm_period(scene, fps, cfg)
+    dts = np.asarray(frames["motion_dt"][m], np.float64) if "motion_dt" in frames else np.full(len(m), 1.0 / fps)
+    if rhythm_measurable(dts, (b - a) / fps, cfg):
+        sig = flow_signal(fill_held(grid_all))
+        bands, period, strength = rhythm(sig, fps, cfg)
+        flow_p = _autocorr_period(sig, fps, cfg)
+        ssm_p = ssm_period(scene, fps, cfg)
+    else:
+        unmeasured.append("rhythm")
+        bands, period, strength = np.zeros(cfg.rhythm_bands, np.float32), float("nan"), float("nan")
+        flow_p = ssm_p = float("nan")
     rep = float("nan")
     if np.isfinite(flow_p) and np.isfinite(ssm_p) and abs(flow_p - ssm_p) <= cfg.repetition_agreement * max(flow_p, ssm_p):
         rep = 0.5 * (flow_p + ssm_p)
     log_period = np.log(period) if np.isfinite(period) else np.log(cfg.max_period_s)
-    desc_rhythm = np.concatenate([bands, [strength, strength * log_period]])
+    desc_rhythm = np.concatenate([bands, [strength, strength * log_period]]) if np.isfinite(strength) else np.zeros(len(bands) + 2)
     extra: dict[str, object] = {}
     if "tool_scores" in frames:
         extra["desc_tools"] = tool_presence(frames["tool_scores"], a, b)
@@ -168,6 +208,7 @@ def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: Descriptor
         "ssm_period_s": ssm_p,
         "flow_period_s": flow_p,
         "repetition_period_s": rep,
+        "unmeasured": unmeasured,
     }
 
 
@@ -215,5 +256,12 @@ class SegmentDescriber:
                 rows.setdefault(k, []).append(v)
         out: dict[str, npt.NDArray[np.generic]] = {}
         for k, v in rows.items():
-            out[k] = np.stack(v) if k.startswith("desc_") else np.asarray(v, dtype=object if isinstance(v[0], str) else None)
+            if k.startswith("desc_"):
+                out[k] = np.stack(v)
+            elif isinstance(v[0], str | list):
+                out[k] = np.empty(len(v), dtype=object)  # element by element: lists of equal length stay lists
+                for i, x in enumerate(v):
+                    out[k][i] = x
+            else:
+                out[k] = np.asarray(v)
         return out

@@ -27,6 +27,7 @@ from handclust import schema
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.descriptors import SegmentDescriber
 from handclust.encoders import DeviceError, ModelLoadError, check_models, segment_stages
+from handclust.features.held import HeldFrameTracker
 from handclust.features.motion import MotionFeatures
 from handclust.features.scene import HistogramSceneEncoder
 from handclust.footage import Clip, FootageError, find_clips
@@ -91,20 +92,25 @@ def apply_segment_stages(stages: list[Any], segments: Batch, path: str) -> Batch
 
 
 def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
-    """Decoded chunks as frame batches; each row carries its predecessor for optical flow."""
-    prev = None
+    """Decoded chunks as frame batches; each row carries what optical flow compares it with.
+
+    ``fresh``: the frame shows a new source image (:mod:`handclust.features.held`).
+    ``prev_frame``: the last distinct frame before it, ``motion_dt`` seconds earlier, with
+    ``has_prev``; a held frame (and a clip's first) has no ``prev_frame`` (``has_prev`` False,
+    ``motion_dt`` NaN). Freshness is followed across chunks, so the rows never depend on
+    ``decode.chunk_frames``.
+    """
+    tracker = HeldFrameTracker()
     for chunk in source.chunks():
         n = len(chunk.frames)
-        prev_frames = np.empty_like(chunk.frames)
-        if n > 1:
-            prev_frames[1:] = chunk.frames[:-1]
-        has_prev = np.ones(n, bool)
-        if prev is not None and prev.shape == chunk.frames[0].shape:
-            prev_frames[0] = prev
-        else:
-            prev_frames[0] = chunk.frames[0]
-            has_prev[0] = False
-        prev = chunk.frames[-1]
+        prev_frames = chunk.frames.copy()  # held and first frames: themselves, never read
+        has_prev = np.zeros(n, bool)
+        fresh = np.zeros(n, bool)
+        motion_dt = np.full(n, np.nan, np.float32)
+        for i in range(n):
+            fresh[i], prev, dt = tracker.step(chunk.frames[i], float(chunk.t[i]))
+            if prev is not None:
+                prev_frames[i], has_prev[i], motion_dt[i] = prev, True, dt
         yield {
             "clip_id": np.full(n, clip.clip_id, dtype=object),
             "frame_idx": chunk.frame_idx,
@@ -112,7 +118,27 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
             "frame": chunk.frames,
             "prev_frame": prev_frames,
             "has_prev": has_prev,
+            "fresh": fresh,
+            "motion_dt": motion_dt,
         }
+
+
+def source_rate(frames: Batch, segments: Batch, sample_fps: float, path: str) -> dict[str, Any]:
+    """A clip's status fields on its source rate: ``effective_fps`` (distinct sampled frames per
+    second) and ``unmeasured`` (modality -> segments that could not measure it). Warns, naming the
+    clip, when some modality could not be measured; both runners call it."""
+    n = len(frames["t"])
+    fresh = np.asarray(frames["fresh"], bool) if "fresh" in frames else np.ones(n, bool)
+    effective = float(fresh.sum()) * sample_fps / max(n, 1)
+    counts: dict[str, int] = {}
+    for names in segments.get("unmeasured", ()):
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    if counts:
+        log.warning("%s: %.2f distinct frames per second (sampled at %g fps): the source is slower than the sampling "
+                    "or holds frames; unmeasurable, so left out for those segments: %s", path, effective, sample_fps,
+                    ", ".join(f"{k} ({v} of {len(segments['segment_id'])} segments)" for k, v in counts.items()))
+    return {"effective_fps": effective, "unmeasured": counts}
 
 
 def concat_batches(batches: list[Batch]) -> Batch:
@@ -177,6 +203,7 @@ class LocalRunner:
             if not frames or len(frames["t"]) < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
             segments = apply_segment_stages(self.segment_stages, self.describer(frames), clip.path)
+            status.update(source_rate(frames, segments, d.sample_fps, clip.path))
         except VideoError as exc:
             log.warning("skipping %s", exc)
             status.update(status="error", error=str(exc), n_frames=0, n_segments=0)
@@ -201,7 +228,8 @@ def clips_table(store: OutputStore, clips: list[Clip]) -> pa.Table:
         st = store.read_json(rel) if store.exists(rel) else {"status": "pending"}
         rec = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
                "status": st.get("status"), "error": st.get("error"), "attempts": st.get("attempts", 0),
-               "duration_s": st.get("duration_s"), "source_fps": st.get("source_fps"), "width": st.get("width"),
+               "duration_s": st.get("duration_s"), "source_fps": st.get("source_fps"),
+               "effective_fps": st.get("effective_fps"), "width": st.get("width"),
                "height": st.get("height"), "n_frames": st.get("n_frames"), "n_segments": st.get("n_segments"),
                "backend": st.get("backend")}
         for k in rows:

@@ -37,7 +37,7 @@ from handclust import schema
 from handclust.config import ConfigError, RayConfig, RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.footage import Clip
-from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages
+from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages, source_rate
 from handclust.progress import Progress
 from handclust.stages import Batch
 from handclust.storage import OutputStore
@@ -140,6 +140,7 @@ class ClipWriter:
         frames = {k: np.asarray(v)[order] for k, v in frames.items() if k != INFO_COLUMN}
         try:
             segments = apply_segment_stages(self.segment_stages, self.describer(frames), status["path"])
+            status.update(source_rate(frames, segments, self.describer.fps, status["path"]))
         except Exception as exc:  # one bad clip must not stop the others
             message = f"{status['path']}: segmenting failed: {type(exc).__name__}: {exc}"
             log.warning("skipping %s", message)

@@ -26,6 +26,9 @@ CLIPS = pa.schema(
         ("attempts", pa.int32()),
         ("duration_s", pa.float64()),
         ("source_fps", pa.float64()),
+        # Distinct sampled frames per second (at most decode.sample_fps): below it the source is
+        # slower than the sampling or holds frames (features/held.py); null for clips not decoded.
+        ("effective_fps", pa.float64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("n_frames", pa.int32()),
@@ -39,6 +42,11 @@ FRAMES = pa.schema(
         ("clip_id", pa.string()),
         ("frame_idx", pa.int32()),
         ("t", pa.float64()),
+        ("fresh", pa.bool_()),  # shows a new source image: differs from the last distinct sampled frame (features/held.py)
+        # Seconds between this frame and the last distinct frame its motion is measured against. NaN on
+        # held frames and a clip's first frame, which have no motion measurement: the flow_* and ego_*
+        # columns are NaN exactly there. Motion columns are per second over this step.
+        ("motion_dt", pa.float32()),
         ("flow_mag_mean", pa.float32()),
         ("flow_mag_p90", pa.float32()),
         ("flow_direction_hist", VECTOR),
@@ -92,6 +100,11 @@ SEGMENTS = pa.schema(
         ("ssm_period_s", pa.float32()),
         ("flow_period_s", pa.float32()),
         ("repetition_period_s", pa.float32()),  # null unless both estimates agree
+        # Modalities (config.Modality names) this segment's frames could not measure: "motion" and "ego"
+        # when no frame has a motion measurement (all held); "rhythm" also when distinct frames are too
+        # few or too irregular to resolve periods down to descriptor.min_period_s. Their descriptors are
+        # zeros there and the period / strength columns NaN: fusion must treat them as unobserved.
+        ("unmeasured", pa.list_(pa.string())),
         ("desc_scene", VECTOR),
         ("desc_motion", VECTOR),
         ("desc_ego", VECTOR),

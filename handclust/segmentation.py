@@ -157,12 +157,18 @@ def segment_clip(
 
 
 def motion_signals(frames: dict[str, npt.NDArray[np.floating]]) -> npt.NDArray[np.float64]:
-    """The per-frame motion signals the motion detector watches: ``(n_frames, 5)``."""
+    """The per-frame motion signals the motion detector watches: ``(n_frames, 5)``.
+
+    Frames without a motion measurement (held frames of a low-rate source, NaN) take the next
+    measurement, the mean motion over the interval they belong to (:func:`~handclust.features.held.fill_held`).
+    """
+    from handclust.features.held import fill_held
+
     head = np.hypot(frames["ego_tx"], frames["ego_ty"])
-    return np.stack([
+    return fill_held(np.stack([
         np.log1p(10 * np.asarray(frames["flow_mag_mean"], np.float64)),
         np.log1p(10 * head),
         np.log1p(10 * np.asarray(frames["ego_residual"], np.float64)),
         np.asarray(frames["ego_ratio"], np.float64),
         np.abs(np.asarray(frames["ego_rotation"], np.float64)),
-    ], axis=1)
+    ], axis=1))

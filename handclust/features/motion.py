@@ -6,6 +6,11 @@ flow. Ego-motion is a RANSAC similarity fit (translation, rotation, scale) to sa
 vectors: the camera's own motion. What the fit leaves unexplained (the residual) is motion in
 the scene: hands, tools, material. Speeds are in frame widths per second, so they mean the same
 at any decode size or sampling rate.
+
+Flow is measured between a frame and the last *distinct* frame before it, over the time between
+them (``motion_dt``, see :mod:`handclust.features.held`): a source that holds each image for 2 s
+gives one measurement per new image, of the right speed, and NaN on the held frames in between,
+never a 0 that would read as a still camera.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ MOTION_COLUMNS = (
 
 
 class MotionFeatures:
-    """Batch in: ``frame``, ``prev_frame`` ``(n, H, W, 3)`` uint8, ``has_prev`` ``(n,)`` bool.
+    """Batch in: ``frame``, ``prev_frame`` ``(n, H, W, 3)`` uint8, ``has_prev`` ``(n,)`` bool, and
+    optionally ``motion_dt`` ``(n,)`` seconds from ``prev_frame`` to ``frame`` (default: one sample
+    period, ``1 / sample_fps``).
 
-    Batch out: the input plus the columns in :data:`MOTION_COLUMNS`. A frame with no predecessor
-    (the first of a clip) gets zero motion.
+    Batch out: the input plus the columns in :data:`MOTION_COLUMNS`, per second over ``motion_dt``.
+    A frame with no predecessor to compare with (a clip's first frame, a held frame) gets NaN:
+    no measurement, not zero motion.
     """
 
     name = "motion"
@@ -52,29 +60,27 @@ class MotionFeatures:
             self.setup()
         frames, prevs, has_prev = batch["frame"], batch["prev_frame"], batch["has_prev"]
         n = len(frames)
+        dts = np.asarray(batch["motion_dt"], np.float64) if "motion_dt" in batch else np.full(n, 1.0 / self.sample_fps)
         g, nb = self.cfg.grid, self.cfg.direction_bins
         out: dict[str, npt.NDArray[np.float32]] = {
-            "flow_mag_mean": np.zeros(n, np.float32), "flow_mag_p90": np.zeros(n, np.float32),
-            "flow_direction_hist": np.zeros((n, nb), np.float32), "flow_grid": np.zeros((n, g * g * 2), np.float32),
-            "ego_tx": np.zeros(n, np.float32), "ego_ty": np.zeros(n, np.float32),
-            "ego_rotation": np.zeros(n, np.float32), "ego_scale": np.zeros(n, np.float32),
-            "ego_residual": np.zeros(n, np.float32), "ego_ratio": np.zeros(n, np.float32),
-            "ego_inliers": np.ones(n, np.float32),
+            "flow_mag_mean": np.full(n, np.nan, np.float32), "flow_mag_p90": np.full(n, np.nan, np.float32),
+            "flow_direction_hist": np.full((n, nb), np.nan, np.float32), "flow_grid": np.full((n, g * g * 2), np.nan, np.float32),
+            **{k: np.full(n, np.nan, np.float32) for k in MOTION_COLUMNS if k.startswith("ego_")},
         }
         for i in range(n):
-            if not has_prev[i]:
+            if not has_prev[i] or not dts[i] > 0:
                 continue
             a = cv2.cvtColor(prevs[i], cv2.COLOR_RGB2GRAY)
             b = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
             flow = self._dis.calc(a, b, None)
-            self._summarise(flow, i, out)
+            self._summarise(flow, i, out, float(dts[i]))
         result = dict(batch)
         result.update(out)
         return result
 
-    def _summarise(self, flow: npt.NDArray[np.float32], i: int, out: dict[str, npt.NDArray[np.float32]]) -> None:
+    def _summarise(self, flow: npt.NDArray[np.float32], i: int, out: dict[str, npt.NDArray[np.float32]], dt: float) -> None:
         h, w = flow.shape[:2]
-        to_speed = self.sample_fps / w  # px per frame pair -> frame widths per second
+        to_speed = 1.0 / (dt * w)  # px per frame pair -> frame widths per second
         fx, fy = flow[..., 0], flow[..., 1]
         mag = np.sqrt(fx * fx + fy * fy)
         out["flow_mag_mean"][i] = mag.mean() * to_speed
@@ -87,9 +93,10 @@ class MotionFeatures:
         g = self.cfg.grid
         cells = flow[: h - h % g, : w - w % g].reshape(g, h // g, g, w // g, 2).mean(axis=(1, 3))
         out["flow_grid"][i] = (cells * to_speed).ravel()
-        self._ego(flow, i, out, to_speed)
+        self._ego(flow, i, out, to_speed, dt)
 
-    def _ego(self, flow: npt.NDArray[np.float32], i: int, out: dict[str, npt.NDArray[np.float32]], to_speed: float) -> None:
+    def _ego(self, flow: npt.NDArray[np.float32], i: int, out: dict[str, npt.NDArray[np.float32]], to_speed: float,
+             dt: float) -> None:
         import cv2
 
         h, w = flow.shape[:2]
@@ -102,6 +109,7 @@ class MotionFeatures:
             src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.cfg.ransac_threshold_px, maxIters=200, refineIters=5
         )
         if m is None:
+            out["ego_tx"][i] = out["ego_ty"][i] = out["ego_rotation"][i] = out["ego_scale"][i] = 0.0
             out["ego_residual"][i] = float(np.linalg.norm(vec, axis=1).mean()) * to_speed
             out["ego_ratio"][i] = 1.0
             out["ego_inliers"][i] = 0.0
@@ -115,8 +123,8 @@ class MotionFeatures:
         t = c @ m[:, :2].T + m[:, 2] - c
         out["ego_tx"][i] = t[0] * to_speed
         out["ego_ty"][i] = t[1] * to_speed
-        out["ego_rotation"][i] = rot * self.sample_fps  # rad/s
-        out["ego_scale"][i] = np.log(max(scale, 1e-6)) * self.sample_fps  # zoom rate, 1/s
+        out["ego_rotation"][i] = rot / dt  # rad/s
+        out["ego_scale"][i] = np.log(max(scale, 1e-6)) / dt  # zoom rate, 1/s
         out["ego_residual"][i] = resid * to_speed
         head = float(np.hypot(*t))
         out["ego_ratio"][i] = resid / (resid + head + 1e-6)
