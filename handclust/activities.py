@@ -30,6 +30,24 @@ def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
     return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
 
 
+def unmeasured_summary(segments: pa.Table, clips_tbl: pa.Table, sample_fps: float) -> dict[str, Any]:
+    """Which modalities some segments could not measure, and why: clips whose source shows fewer
+    distinct images per second than are sampled (low-fps or held-frame sources)."""
+    counts: dict[str, int] = {}
+    if "unmeasured" in segments.column_names:
+        for u in segments.column("unmeasured").to_pylist():
+            for m in u or ():
+                counts[m] = counts.get(m, 0) + 1
+    slow = []
+    if "effective_fps" in clips_tbl.column_names:
+        for r in clips_tbl.select(["path", "effective_fps"]).to_pylist():
+            if r["effective_fps"] is not None and r["effective_fps"] < 0.9 * sample_fps:
+                slow.append({"path": r["path"], "effective_fps": round(float(r["effective_fps"]), 3)})
+    why = ("segments of clips with too few distinct frames to measure motion, or a period between descriptor.min_period_s "
+           "and max_period_s (rhythm), count as not observing that modality in the fusion") if counts else "every segment measured every modality"
+    return {"segments": counts, "low_rate_clips": slow, "why": why}
+
+
 MODEL_DIR = "model"
 
 
@@ -176,6 +194,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess, "coverage": s.coverage,
                                 "clip_normalised": s.clip_normalised, "why": fusion.reasons.get(m, "")}
                             for m, s in fusion.scores.items()},
+        "unmeasured": unmeasured_summary(segments, clips_tbl, cfg.decode.sample_fps),
         "temporal": ({"reason": grouping.temporal_reason, "activity_changes_before": grouping.switches[0],
                       "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
                      if grouping.switches else None),
