@@ -297,8 +297,7 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
         record_failure(store, cfg, footage, exc)
         raise
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
-    result.summary["quarantined"] = [{"path": r["path"], "error": r["error"], "status_file": store.uri_of(f"status/{r['clip_id']}.json")}
-                                     for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
+    result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
     if getattr(runner, "cluster", None):
         result.summary["ray_cluster"] = runner.cluster
     timings["total"] = time.perf_counter() - t_run
