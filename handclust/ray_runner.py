@@ -59,6 +59,19 @@ from handclust.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
+
+class _HandledBlockErrors(logging.Filter):
+    """Ray Data logs a dropped block at ERROR; here that is a clip whose worker died, handled and
+    recorded in its status (``max_errored_blocks``), so it is a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "Ignoring this exception" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(_HandledBlockErrors())
+
 # Rows of a clip's last chunk carry the clip's status so far (JSON); every other row carries "".
 INFO_COLUMN = "clip_info"
 DONE_STATES = ("ok", "partial")
@@ -346,8 +359,13 @@ class RayRunner:
         out = []
         for clip in clips:
             st = self._status(clip)
-            if st.get("status") == "running" and st.get("run_id") == run_id:
-                # The run ended normally without this clip: its worker died past Ray's retries.
+            todo = any(json.loads(it["clip"])["clip_id"] == clip.clip_id for it in items)
+            if todo and (st.get("run_id") != run_id or st.get("status") == "running"):
+                # The run ended normally without this clip (it may have died before recording itself):
+                # its worker died past Ray's retries.
+                st = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+                      "attempts": int(st.get("attempts", 0)), "fingerprint": self.fingerprint, "run_id": run_id,
+                      **{k: v for k, v in st.items() if k in ("attempts", "failures")}}
                 failures = self._failures(st) + 1
                 st.update(status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0, failures=failures)
                 self.store.write_json(_status_rel(clip.clip_id), st)
