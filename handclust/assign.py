@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from handclust import schema
 from handclust.activities import MODEL_DIR, ok_segments
 from handclust.clustering import Clustering, Fusion, vote_labels
-from handclust.config import RunConfig, config_to_dict, with_overrides
+from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
 from handclust.footage import find_clips
 from handclust.progress import Progress
 from handclust.storage import OutputStore
@@ -27,6 +28,27 @@ from handclust.storage import OutputStore
 
 class ModelError(FileNotFoundError):
     """The earlier run has no saved model to assign to."""
+
+
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        key = ".".join(str(p) for p in e["loc"])
+        return f"unknown key {key!r}" if e["type"] == "extra_forbidden" else f"key {key!r}: {e['msg']}"
+    return f"no config ({type(exc).__name__}: {exc})"
+
+
+def _refuse_out_in_model(model_run: str | Path, out: str | Path) -> None:
+    """``out`` must not be the model run or inside it: assigning would overwrite the run it reads."""
+    m, o = str(model_run), str(out)
+    if "://" in m or "://" in o:
+        same = o.rstrip("/") == m.rstrip("/") or o.startswith(m.rstrip("/") + "/")
+    else:
+        rm, ro = Path(m).resolve(), Path(o).resolve()
+        same = ro == rm or rm in ro.parents
+    if same:
+        raise ConfigError(f"--out {out} is the model run {model_run} or inside it; assigning there would overwrite the run "
+                          "it assigns to: choose another --out, e.g. a sibling folder")
 
 
 def _load_index(model: OutputStore) -> Any:
@@ -46,15 +68,33 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
     from handclust.pipeline import RunResult, process_footage, versions
     from handclust.timeline import write_timelines
 
-    model = OutputStore(model_run)
+    _refuse_out_in_model(model_run, out)
+    model = OutputStore(model_run, create=False)
     for rel in (f"{MODEL_DIR}/fusion.npz", f"{MODEL_DIR}/reference.parquet", f"{MODEL_DIR}/index.faiss", "run.json"):
         if not model.exists(rel):
             raise ModelError(f"{model.uri}/{rel} not found: assign needs a finished run made by this version of "
                              f"handclust (`handclust run FOOTAGE --out {model_run}`)")
     model_run_json = model.read_json("run.json")
-    cfg = RunConfig.model_validate(model_run_json["config"])
+    try:
+        cfg = RunConfig.model_validate(model_run_json["config"])
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise ModelError(f"{model.uri_of('run.json')}: its config does not fit this version of handclust "
+                         f"({_first_problem(exc)}); assign with the handclust version that made it "
+                         f"({(model_run_json.get('versions') or {}).get('handclust', 'see versions in run.json')}), "
+                         "or rerun `handclust run` with this version") from None
     if overrides:
-        cfg = with_overrides(cfg, overrides)
+        from handclust.pipeline import FEATURE_SECTIONS, feature_fingerprint
+
+        changed = with_overrides(cfg, overrides)
+        if feature_fingerprint(changed) != feature_fingerprint(cfg):
+            old, new = config_to_dict(cfg), config_to_dict(changed)
+            keys = [f"{sec}.{k}" for sec in old for k in (old[sec] if isinstance(old[sec], dict) else {})
+                    if sec in FEATURE_SECTIONS or sec in ("scene", "video", "tools", "pose")
+                    if old[sec].get(k) != new[sec].get(k)]
+            raise ConfigError(f"--set {' '.join(overrides)} changes how features are computed ({', '.join(keys) or 'feature config'}), "
+                              f"so the new segments could not be compared with those of {model.uri}; drop it (assign uses the "
+                              "model run's feature config), or make a new model with `handclust run`")
+        cfg = changed
     store = OutputStore(out)
     prog = Progress(enabled=cfg.progress if progress is None else progress)
     timings: dict[str, float] = {}

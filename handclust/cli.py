@@ -13,9 +13,31 @@ from handclust.config import ConfigError, config_to_dict, load_config
 from handclust.footage import FootageError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
+    """One line (no traceback) on stderr and exit: 2 for usage errors, 1 when the run itself failed."""
     click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def _check_out(out: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output that is an existing file or a local folder that cannot be written."""
+    if "://" in out and not out.startswith("file://"):
+        return
+    p = Path(out.removeprefix("file://"))
+    if p.exists() and not p.is_dir():
+        _fail(f"{option} {out} is an existing file, not a folder: choose a new or existing output folder")
+    probe_dir = p
+    while not probe_dir.exists() and probe_dir.parent != probe_dir:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        _fail(f"{option} {out}: {probe_dir} is a file, so the folder cannot be created; choose another {option}")
+    import tempfile
+
+    try:  # a real write: mode bits say nothing for root, a read-only mount or a full disk
+        with tempfile.TemporaryFile(dir=probe_dir, prefix=".handclust-write-check"):
+            pass
+    except OSError as exc:
+        _fail(f"{option} {out}: cannot write to {probe_dir} ({exc.strerror or exc}); choose a writable {option}")
 
 
 
@@ -77,7 +99,7 @@ def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: f
 
 @cli.command("run")
 @click.argument("footage", type=click.Path())
-@click.option("--out", default="handclust_out", show_default=True, help="Output directory (or s3://, gs:// URI).")
+@click.option("--out", required=True, help="Output directory (or s3://, gs:// URI); rerunning into it resumes.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set segment.min_segment_s=4 (repeatable).")
@@ -88,24 +110,48 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     Rerunning into the same --out resumes: finished clips are skipped.
     """
     from handclust.encoders import DeviceError, ModelLoadError
-    from handclust.pipeline import discover
+    from handclust.pipeline import RunnerError, discover, record_failure
+    from handclust.storage import OutputStore
 
+    _check_out(out)
     try:
         cfg = load_config(config_path, list(overrides))
+    except ConfigError as exc:
+        # Recorded where the run would have written (README: a failed start says why in run.json).
+        record_failure(OutputStore(out), None, footage, exc, overrides=list(overrides))
+        _fail(str(exc))
+        return
+    try:
         result = discover(footage, out=out, config=cfg, progress=not no_progress)
     except (ConfigError, FootageError, ModelLoadError, DeviceError) as exc:
         _fail(str(exc))
         return
+    except RunnerError as exc:
+        _fail(f"{exc} (recorded in {OutputStore(out, create=False).uri_of('run.json')})", code=1)
+        return
+    except OSError as exc:  # the disk filled up, or the folder became read-only, mid-run
+        _fail(f"could not write the outputs to {out}: {exc.strerror or exc} ({getattr(exc, 'filename', None) or out}); "
+              "free space or choose another --out, then rerun the same command to resume", code=1)
+        return
     s = result.summary
     click.echo("")
-    click.echo(f"clips        {s['clips_ok']} ok, {s['clips_failed']} failed (of {s['clips_total']})")
+    n_quarantined = len(s.get("quarantined", []))
+    click.echo(f"clips        {s['clips_ok']} ok, {s['clips_failed']} failed"
+               + (f", {n_quarantined} quarantined" if n_quarantined else "") + f" (of {s['clips_total']})")
     for f in s["failed"]:
         click.echo(f"  failed     {f['error']}")
+    store = OutputStore(out, create=False)
+    for row in result.clips.to_pylist():
+        if row["status"] == "quarantined":
+            click.echo(f"  quarantined {row['error']}\n              to retry it: delete "
+                       f"{store.uri_of('status/' + row['clip_id'] + '.json')} and rerun")
     click.echo(f"footage      {s['hours_processed']:.2f} h")
     click.echo(f"segments     {s['segments']}")
     click.echo(f"activities   {s.get('activities', 0)}")
     if s.get("noise_rate") is not None:
         click.echo(f"noise        {100 * s['noise_rate']:.1f} % of segments (assigned to their nearest activity in timelines)")
+    if s.get("ray_cluster"):
+        click.echo(f"ray          {s['ray_cluster']}")
     if s.get("backends"):
         click.echo("backends     " + ", ".join(f"{k}={v}" for k, v in s["backends"].items()))
     if s.get("labels"):
@@ -191,6 +237,7 @@ def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...
     """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
     from handclust.assign import ModelError, assign
 
+    _check_out(out)
     try:
         result = assign(model_run, footage, out, overrides=list(overrides), progress=not no_progress)
     except (ConfigError, FootageError, ModelError) as exc:

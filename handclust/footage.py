@@ -43,6 +43,14 @@ def parse_phase(path: str | Path, pattern: str) -> str | None:
     return (m.group(1) if m.groups() else m.group(0)).lower()
 
 
+def _text(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FootageError(f"manifest {name} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+                           "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)") from None
+
+
 def _manifest_paths(manifest: str | Path) -> list[str]:
     """Clip paths listed in a manifest (local file or URI); entries may be local paths or URIs."""
     name = str(manifest)
@@ -57,7 +65,11 @@ def _manifest_paths(manifest: str | Path) -> list[str]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        tbl = pq.read_table(pa.BufferReader(data))
+        try:
+            tbl = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise FootageError(f"manifest {name} is not a readable Parquet file ({exc}); write it with pandas/pyarrow, "
+                               "or list the clips in a .csv (with a 'path' column) or .txt (one path a line)") from None
         if "path" not in tbl.column_names:
             raise FootageError(f"manifest {name} has no 'path' column (columns: {tbl.column_names})")
         raw = [str(p) for p in tbl.column("path").to_pylist() if p]
@@ -65,12 +77,12 @@ def _manifest_paths(manifest: str | Path) -> list[str]:
         import csv
         import io
 
-        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        rows = list(csv.DictReader(io.StringIO(_text(data, name))))
         if rows and "path" not in rows[0]:
             raise FootageError(f"manifest {name} has no 'path' column in its header")
         raw = [r["path"] for r in rows if r.get("path")]
     else:
-        raw = [ln.strip() for ln in data.decode().splitlines() if ln.strip() and not ln.startswith("#")]
+        raw = [ln.strip() for ln in _text(data, name).splitlines() if ln.strip() and not ln.startswith("#")]
     # Relative entries are relative to the manifest, so a manifest travels with its footage.
     out = []
     for entry in raw:

@@ -101,7 +101,7 @@ def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_
 
     from handclust.ray_runner import connect
 
-    started = connect(ray_config)
+    started, _ = connect(ray_config)
     try:
         task = ray.remote(num_cpus=0.25, max_retries=2)(_ray_name_cluster)
         answers: dict[int, dict[str, Any]] = {}
@@ -195,7 +195,7 @@ class GeminiLabeller:
                 retryable = code in (408, 429) or (isinstance(code, int) and code >= 500)
                 if not retryable or attempt == self.cfg.max_retries:
                     break
-                time.sleep(self.cfg.backoff_s * 2**attempt)
+                time.sleep(max(self.cfg.backoff_s * 2**attempt, _retry_after_s(exc)))
             except (ValueError, json.JSONDecodeError) as exc:
                 last = f"unreadable answer from {self.cfg.model}: {exc}"
                 break
@@ -206,6 +206,25 @@ class GeminiLabeller:
                 time.sleep(self.cfg.backoff_s * 2**attempt)
         hint = " (check GEMINI_API_KEY)" if "401" in last or "403" in last else " (rerun to retry)"
         return {"label": None, "description": None, "status": "error", "error": last + hint}
+
+
+def _retry_after_s(exc: Exception) -> float:
+    """Seconds the server asked to wait (``Retry-After``, seconds or an HTTP date), else 0; capped at 300 s."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    raw = headers.get("retry-after") if headers is not None else None
+    if not raw:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            wait = parsedate_to_datetime(str(raw)).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(wait, 0.0), 300.0)
 
 
 def parse_answer(text: str) -> tuple[str, str]:

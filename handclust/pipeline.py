@@ -42,6 +42,10 @@ PIXEL_COLUMNS = ("frame", "prev_frame")
 FEATURE_SECTIONS = ("decode", "flow", "scene", "segment", "descriptor")
 
 
+class RunnerError(RuntimeError):
+    """The runner itself failed (Ray could not start, or died mid-run); the message names the cause and the fix."""
+
+
 @dataclass
 class RunResult:
     """What a run produced. Tables are pyarrow; call ``.to_pandas()`` for pandas."""
@@ -141,6 +145,17 @@ def source_rate(frames: Batch, segments: Batch, sample_fps: float, path: str) ->
     return {"effective_fps": effective, "unmeasured": counts}
 
 
+def partial_message(path: str, truncated_at: float, full_s: float, gap: tuple[float, float] | list[float] | None) -> str:
+    """Why a clip is ``partial``, naming the file, where it stopped and what to do."""
+    if gap:
+        a, b = gap
+        return (f"{path}: {b - a:.1f} s with no frame between {a:.1f} s and {b:.1f} s (a gap in the recording); only the "
+                f"part before it was used, no frames were made up across it. To use the rest, split the clip at the gap, "
+                f"e.g. `ffmpeg -ss {b:.1f} -i IN -c copy OUT.mp4`")
+    return (f"{path}: decoding stopped at {truncated_at:.1f} s of {full_s:.1f} s (truncated or corrupt); "
+            "the part before it was used")
+
+
 def concat_batches(batches: list[Batch]) -> Batch:
     if not batches:
         return {}
@@ -199,6 +214,7 @@ class LocalRunner:
                 bar.update(len(batch["t"]) / d.sample_fps)
             bar.close()
             frames = concat_batches(parts)
+            status.update(backend=source.backend, backend_reason=getattr(source, "why", None))
             status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
             if not frames or len(frames["t"]) < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
@@ -214,8 +230,7 @@ class LocalRunner:
         status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
                       seconds=time.perf_counter() - t0)
         if source.truncated_at is not None:
-            status.update(status="partial", error=f"{clip.path}: decoding stopped at {source.truncated_at:.1f} s of "
-                          f"{source.info.duration_s:.1f} s (truncated or corrupt); the part before it was used")
+            status.update(status="partial", error=partial_message(clip.path, source.truncated_at, source.info.duration_s, source.gap))
             log.warning(status["error"])
         self.store.write_json(f"status/{clip.clip_id}.json", status)
         return status
@@ -306,11 +321,13 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
         if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
             timings["model_check"] = time.perf_counter() - t0
         clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
-    except (FootageError, ModelLoadError, DeviceError, ConfigError) as exc:
+    except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:
         record_failure(store, cfg, footage, exc)
         raise
     result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
     result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
+    if getattr(runner, "cluster", None):
+        result.summary["ray_cluster"] = runner.cluster
     timings["total"] = time.perf_counter() - t_run
     result.summary["wall_time_s"] = timings["total"]
     run_json = store.read_json("run.json")
@@ -323,14 +340,15 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     return result
 
 
-def record_failure(store: OutputStore, cfg: RunConfig, footage: Any, exc: Exception) -> None:
+def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc: Exception,
+                   overrides: list[str] | None = None) -> None:
     """Say in ``run.json`` why the run stopped before any result, keeping what an earlier run wrote there."""
     try:
         run_json = store.read_json("run.json") if store.exists("run.json") else {}
         # The attempt's own config goes beside, not over, the config of the run whose tables are here.
         run_json.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_attempt={
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config_to_dict(cfg),
-            "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage)})
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config_to_dict(cfg) if cfg is not None else None,
+            "overrides": list(overrides or []), "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage)})
         store.write_json("run.json", run_json)
     except OSError as write_exc:  # an unwritable --out must not hide the original error
         log.warning("could not record the failure in %s/run.json: %s", store.uri, write_exc)

@@ -12,11 +12,16 @@ Outputs, schemas and resume are the local runner's, so either runner can resume 
 and everything downstream (:func:`handclust.activities.build_activities`) is unchanged.
 
 Failures never stop the run for the other clips: a clip that cannot be decoded gets a status
-record with ``status="error"``. Every attempt is counted before decoding starts (``status="running"``),
-so a clip that takes its worker, or the whole job, down also counts; after ``ray.max_attempts``
-failed runs a clip is ``quarantined`` and later runs skip it. Crashed workers are Ray's to retry
-(``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a retried batch
-writes the same rows.
+record with ``status="error"``. Each decode attempt is recorded before decoding starts
+(``status="running"`` with the run's ``run_id``). Only a clip's own failures count against it
+(``failures``): an error while decoding or segmenting it, or its decode worker dying (found when
+Ray retries the task and sees the clip still ``running`` in the same run, or when the run ends with
+the clip unfinished). A clip left ``running`` by an earlier run that was interrupted (Ctrl-C, the
+driver killed) is not counted. Ray retries a decode task lost with its worker at most
+``ray.max_task_retries`` times; after ``ray.max_attempts`` failures a clip is ``quarantined`` and
+later runs skip it (delete its ``status/<clip_id>.json`` to try it again). Crashed stage actors are
+Ray's to restart (``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a
+retried batch writes the same rows.
 
 This module imports ray at the top: import it only where the Ray runner is used.
 """
@@ -37,13 +42,36 @@ from handclust import schema
 from handclust.config import ConfigError, RayConfig, RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.footage import Clip
-from handclust.pipeline import PIXEL_COLUMNS, apply_segment_stages, feature_fingerprint, frame_batches, frame_stages, segment_stages, source_rate
+from handclust.pipeline import (
+    PIXEL_COLUMNS,
+    RunnerError,
+    apply_segment_stages,
+    feature_fingerprint,
+    frame_batches,
+    frame_stages,
+    partial_message,
+    segment_stages,
+    source_rate,
+)
 from handclust.progress import Progress
 from handclust.stages import Batch
 from handclust.storage import OutputStore
 from handclust.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
+
+
+class _HandledBlockErrors(logging.Filter):
+    """Ray Data logs a dropped block at ERROR; here that is a clip whose worker died, handled and
+    recorded in its status (``max_errored_blocks``), so it is a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "Ignoring this exception" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFilter(_HandledBlockErrors())
 
 # Rows of a clip's last chunk carry the clip's status so far (JSON); every other row carries "".
 INFO_COLUMN = "clip_info"
@@ -54,7 +82,12 @@ def _status_rel(clip_id: str) -> str:
     return f"status/{clip_id}.json"
 
 
-def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str) -> Iterator[Batch]:
+def _died_message(path: str, failures: int) -> str:
+    return (f"{path}: the worker processing it died ({failures} failed attempt(s)); the clip may crash the decoder: "
+            "re-encode it, or remove it from the input")
+
+
+def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_id: str = "") -> Iterator[Batch]:
     """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_frame).
 
     The attempt is recorded before decoding. A clip that cannot be read is written as an error
@@ -66,11 +99,22 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str) -> It
     for raw in batch["clip"]:
         rec = json.loads(str(raw))
         clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
+        attempts, failures = int(rec["attempts"]), int(rec.get("failures", 0))
+        rel = _status_rel(clip.clip_id)
+        on_disk = store.read_json(rel) if store.exists(rel) else {}
+        if run_id and on_disk.get("run_id") == run_id and on_disk.get("status") == "running":
+            # Ray is retrying this task: the worker of the previous attempt in this run died with this clip.
+            attempts, failures = int(on_disk.get("attempts", attempts)), int(on_disk.get("failures", failures)) + 1
         status: dict[str, Any] = {
             "clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
-            "attempts": int(rec["attempts"]) + 1, "fingerprint": fingerprint, "status": "running",
+            "attempts": attempts + 1, "failures": failures, "fingerprint": fingerprint, "status": "running", "run_id": run_id,
         }
-        store.write_json(_status_rel(clip.clip_id), status)
+        if failures >= cfg.ray.max_attempts:
+            status.update(attempts=attempts, status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0)
+            log.warning("skipping %s", status["error"])
+            store.write_json(rel, status)
+            continue
+        store.write_json(rel, status)
         t0 = time.time()
         pending: Batch | None = None
         n_frames = 0
@@ -88,13 +132,15 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str) -> It
         except Exception as exc:  # one bad clip must not stop the others
             message = str(exc) if isinstance(exc, VideoError) else f"{clip.path}: {type(exc).__name__}: {exc}"
             log.warning("skipping %s", message)
-            status.update(status="error", error=message, n_frames=0, n_segments=0)
+            status.update(status="error", error=message, n_frames=0, n_segments=0, failures=failures + 1)
             store.write_json(_status_rel(clip.clip_id), status)
             continue
+        status.update(backend=source.backend, backend_reason=getattr(source, "why", None))
         status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
         if source.truncated_at is not None:
             status["truncated_at"] = source.truncated_at
             status["full_duration_s"] = source.info.duration_s
+            status["gap"] = source.gap
         status["t_decode_start"] = t0
         pending[INFO_COLUMN] = np.full(len(pending["t"]), json.dumps(status), dtype=object)
         yield pending
@@ -145,7 +191,7 @@ class ClipWriter:
             message = f"{status['path']}: segmenting failed: {type(exc).__name__}: {exc}"
             log.warning("skipping %s", message)
             status.pop("t_decode_start", None)
-            status.update(status="error", error=message, n_frames=0, n_segments=0)
+            status.update(status="error", error=message, n_frames=0, n_segments=0, failures=int(status.get("failures", 0)) + 1)
             store.write_json(_status_rel(clip_id), status)
             return {"clip_id": np.array([clip_id], object), "status": np.array(["error"], object)}
         store.write_table(f"frames/{clip_id}.parquet", schema.table(frames, schema.FRAMES))
@@ -153,11 +199,11 @@ class ClipWriter:
         t0 = status.pop("t_decode_start", time.time())
         truncated_at = status.pop("truncated_at", None)
         full = status.pop("full_duration_s", status.get("duration_s"))
+        gap = status.pop("gap", None)
         status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
                       seconds=time.time() - t0)
         if truncated_at is not None:
-            status.update(status="partial", error=f"{status['path']}: decoding stopped at {truncated_at:.1f} s of "
-                          f"{full:.1f} s (truncated or corrupt); the part before it was used")
+            status.update(status="partial", error=partial_message(status["path"], truncated_at, full, gap))
             log.warning(status["error"])
         store.write_json(_status_rel(clip_id), status)
         return {"clip_id": np.array([clip_id], object), "status": np.array([status["status"]], object)}
@@ -182,22 +228,41 @@ def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_sta
     return ClipWriter(describer, out, segment_stages)(frames)
 
 
-def connect(rc: RayConfig, log_to_driver: bool = False) -> bool:
-    """Initialise Ray unless it is: join ``ray.address`` / ``RAY_ADDRESS``, or start a local instance
-    sized by ``rc``. Returns whether this call connected (and the caller must ``ray.shutdown()``)."""
+class RayStartError(RunnerError):
+    """Ray could not be started or joined; the message says which cluster and what to do."""
+
+
+def connect(rc: RayConfig, log_to_driver: bool = False) -> tuple[bool, str]:
+    """Initialise Ray unless it is: join ``ray.address`` / ``RAY_ADDRESS``, or start a private local
+    instance sized by ``rc``. Returns whether this call connected (and the caller must
+    ``ray.shutdown()``) and which cluster is used, in words.
+
+    Without an address the instance is always a new local one (``address="local"``): a bare
+    ``ray.init()`` would join whatever cluster the machine's last ``ray start`` left in Ray's
+    pointer file, another user's cluster or a dead one (where it waits for its GCS forever).
+    """
     if ray.is_initialized():
-        return False
+        return False, f"the Ray instance this process already joined ({ray.get_runtime_context().gcs_address})"
     address = rc.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return True
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver}
-    if rc.num_cpus:
-        kwargs["num_cpus"] = rc.num_cpus
-    if rc.object_store_memory_mb:
-        kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
-    ray.init(**kwargs)
-    return True
+    source = "ray.address" if rc.address else "RAY_ADDRESS"
+    try:
+        if address:
+            log.info("ray: joining the cluster at %s (%s)", address, source)
+            ray.init(address=address)
+            return True, f"the cluster at {address} ({source})"
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver}
+        if rc.num_cpus:
+            kwargs["num_cpus"] = rc.num_cpus
+        if rc.object_store_memory_mb:
+            kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
+        ray.init(address="local", **kwargs)
+    except Exception as exc:  # any start-up failure becomes one line for the user
+        where = f"join the Ray cluster at {address} ({source})" if address else "start a local Ray instance"
+        fix = (f"check that the cluster is up, or unset {source} to run on a local instance" if address
+               else "check free memory and that RAY_TMPDIR (default /tmp) is writable with a short path, or use --set runner=local")
+        raise RayStartError(f"could not {where}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; "
+                            f"{fix}") from exc
+    return True, "a new local Ray instance (set ray.address or RAY_ADDRESS to join a cluster)"
 
 
 class RayRunner:
@@ -217,6 +282,7 @@ class RayRunner:
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
         self.segment_stages = segment_stages(cfg)
         self.quarantined: list[dict[str, Any]] = []
+        self.cluster: str | None = None  # which Ray cluster the run used, in words (run.json)
 
     # ------------------------------------------------------------------ resume / quarantine
 
@@ -233,14 +299,19 @@ class RayRunner:
                     and self.store.exists(f"segments/{clip.clip_id}.parquet")
                     and self.store.exists(f"frames/{clip.clip_id}.parquet"))
 
+    @staticmethod
+    def _failures(st: dict[str, Any]) -> int:
+        # Status records written before ``failures`` existed counted every attempt of a failed clip.
+        if "failures" in st:
+            return int(st["failures"])
+        return int(st.get("attempts", 0)) if st.get("status") == "error" else 0
+
     def _quarantine(self, st: dict[str, Any]) -> None:
-        if st.get("status") == "running":
-            st["error"] = (f"{st.get('path')}: the run stopped while this clip was being processed "
-                           f"({st.get('attempts')} times); it may crash its worker")
         st["status"] = "quarantined"
         self.store.write_json(_status_rel(st["clip_id"]), st)
         self.quarantined.append({"path": st.get("path"), "error": st.get("error"), "attempts": st.get("attempts")})
-        log.warning("quarantined after %s failed attempts: %s", st.get("attempts"), st.get("error"))
+        log.warning("quarantined after %s failed attempts (delete %s to try it again): %s", self._failures(st),
+                    self.store.uri_of(_status_rel(st["clip_id"])), st.get("error"))
 
     # ------------------------------------------------------------------ run
 
@@ -248,37 +319,68 @@ class RayRunner:
         return self.process_clips([clip])[0]
 
     def process_clips(self, clips: list[Clip]) -> list[dict[str, Any]]:
-        """Process ``clips`` (those not done) in one Ray Data pipeline; returns their status records."""
+        """Process ``clips`` (those not done) in one Ray Data pipeline; returns their status records.
+
+        Raises :class:`~handclust.pipeline.RunnerError` when Ray cannot start or fails mid-run; clips
+        it was processing are then recorded as errors that do not count against them.
+        """
+        import uuid
+
         max_attempts = self.cfg.ray.max_attempts
+        run_id = uuid.uuid4().hex[:12]
         items = []
         for clip in clips:
             st = self._status(clip)
-            attempts = int(st.get("attempts", 0)) if st.get("fingerprint") == self.fingerprint else 0
-            if st.get("status") in ("error", "running") and attempts >= max_attempts:
-                self._quarantine(st)  # failed (or killed its run) max_attempts times already
+            same = st.get("fingerprint") == self.fingerprint
+            attempts = int(st.get("attempts", 0)) if same else 0
+            failures = self._failures(st) if same else 0
+            if st.get("status") in ("error", "running") and failures >= max_attempts:
+                self._quarantine(st)  # failed max_attempts times already
                 continue
             items.append({"clip": json.dumps({"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes,
-                                              "phase": clip.phase, "attempts": attempts})})
+                                              "phase": clip.phase, "attempts": attempts, "failures": failures})})
         if items:
             started = self._connect()
             try:
-                self._run(items)
+                self._run(items, run_id)
+            except (ConfigError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # Ray itself failed (raylet or GCS died): not these clips' fault
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                message = (f"Ray failed mid-run ({type(exc).__name__}: {first}); the clips it was processing are "
+                           f"recorded as errors that do not count against them: rerun the same command to resume")
+                for clip in clips:
+                    st = self._status(clip)
+                    if st.get("status") == "running" and st.get("run_id") == run_id:
+                        st.update(status="error", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
+                        self.store.write_json(_status_rel(clip.clip_id), st)
+                raise RunnerError(message) from exc
             finally:
                 if started:
                     ray.shutdown()
         out = []
         for clip in clips:
             st = self._status(clip)
-            if st.get("status") == "running":  # decoded, but the writer never saw it
-                st.update(status="error", error=f"{clip.path}: processing did not finish", n_frames=0, n_segments=0)
+            todo = any(json.loads(it["clip"])["clip_id"] == clip.clip_id for it in items)
+            if todo and (st.get("run_id") != run_id or st.get("status") == "running"):
+                # The run ended normally without this clip (it may have died before recording itself):
+                # its worker died past Ray's retries.
+                st = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+                      "attempts": int(st.get("attempts", 0)), "fingerprint": self.fingerprint, "run_id": run_id,
+                      **{k: v for k, v in st.items() if k in ("attempts", "failures")}}
+                failures = self._failures(st) + 1
+                st.update(status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0, failures=failures)
                 self.store.write_json(_status_rel(clip.clip_id), st)
-            if st.get("status") == "error" and int(st.get("attempts", 0)) >= max_attempts:
+            if st.get("status") == "error" and self._failures(st) >= max_attempts:
                 self._quarantine(st)
             out.append(st)
         return out
 
     def _connect(self) -> bool:
-        return connect(self.cfg.ray, log_to_driver=self.progress.enabled)
+        started, self.cluster = connect(self.cfg.ray, log_to_driver=self.progress.enabled)
+        log.info("ray: using %s", self.cluster)
+        self.progress.say(f"ray: using {self.cluster}")
+        return started
 
     def _min_actors(self, name: str) -> int:
         size = self.cfg.ray.concurrency.get(name, 1)
@@ -321,7 +423,7 @@ class RayRunner:
         else:
             raise ConfigError(msg)
 
-    def _run(self, items: list[dict[str, str]]) -> None:
+    def _run(self, items: list[dict[str, str]], run_id: str = "") -> None:
         from ray.data import DataContext, TaskPoolStrategy
 
         rc = self.cfg.ray
@@ -331,13 +433,17 @@ class RayRunner:
         # An actor that dies while loading its model (GPU OOM, preempted node) is replaced, as often
         # as a crashed one is restarted, instead of failing the whole run at once.
         ctx.max_consecutive_actor_init_deaths = rc.max_restarts
+        # A clip whose decode task died past its retries loses only its own rows; its status says why.
+        ctx.max_errored_blocks = -1
         self.progress.say(f"ray: {len(items)} clips on {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
                           f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
         out = self.store.uri if "://" in self.store.uri else self.store.root
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(decode_clips, batch_size=1, batch_format="numpy", num_cpus=rc.decode_num_cpus,
                             compute=TaskPoolStrategy(size=rc.decode_concurrency),
-                            fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint})
+                            # Bounded: Ray Data's default retries a task lost with its worker forever.
+                            max_retries=rc.max_task_retries,
+                            fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint, "run_id": run_id})
         for i, stage in enumerate(self.stages):
             last = i == len(self.stages) - 1
             ds = ds.map_batches(

@@ -1,9 +1,13 @@
 """Video input behind one interface: sample frames at a fixed rate, by timestamp.
 
-Backends: decord (first choice) and PyAV (fallback and prober). ``open_video(path, backend=...)``
-returns a :class:`VideoSource` whose :meth:`~VideoSource.chunks` yields sampled frames in
-bounded chunks, so memory does not grow with clip length. Sampling is by presentation timestamp,
-which keeps variable-frame-rate footage on the right clock; rotation metadata is applied.
+Backends: PyAV (first choice and prober: faster here, flat in memory, decodes clips decord
+rejects) and decord (selectable, and the fallback). ``open_video(path, backend=...)`` returns a
+:class:`VideoSource` whose :meth:`~VideoSource.chunks` yields sampled frames in bounded chunks,
+so memory does not grow with clip length; when the first backend yields no frame at all the
+other one is tried, and which one decoded (and why) is recorded. Sampling is by presentation
+timestamp, which keeps variable-frame-rate footage on the right clock; rotation metadata is
+applied. A timestamp gap far longer than the frame period (:func:`gap_threshold_s`) ends
+decoding there (the clip is ``partial``): no frames are made up across it.
 
 The decode loop lives here and nowhere else: feature stages receive arrays, never open files.
 """
@@ -55,6 +59,17 @@ class FrameChunk:
     frames: npt.NDArray[np.uint8]
     t: npt.NDArray[np.float64]
     frame_idx: npt.NDArray[np.int32]
+
+
+def truncation_tolerance_s(source_fps: float) -> float:
+    """How far before the container's duration the last frame may start without the clip being truncated:
+    a frame period and a half (a 0.5 fps time-lapse ends 2 s after its last frame), at least 1 s."""
+    return max(1.0, 1.5 / source_fps) if source_fps > 0 else 1.0
+
+
+def gap_threshold_s(period_s: float) -> float:
+    """A pause between consecutive frames longer than this is a gap in the recording, not a slow frame."""
+    return max(5.0, 10.0 * period_s)
 
 
 def sample_times(duration_s: float, sample_fps: float) -> npt.NDArray[np.float64]:
@@ -148,6 +163,7 @@ class VideoSource:
         self.size = output_size(info.width, info.height, width)
         self.chunk_frames = chunk_frames
         self.truncated_at: float | None = None  # set when decoding stopped early
+        self.gap: tuple[float, float] | None = None  # (last frame before, first frame after) a timestamp gap
         self.decoded_s = 0.0  # seconds of footage actually sampled
 
     def chunks(self) -> Iterator[FrameChunk]:
@@ -171,6 +187,7 @@ class PyAVSource(VideoSource):
         half = 0.5 / max(self.info.source_fps, 1.0)
         prev = None  # (time, av frame) on screen until the next frame's timestamp
         last_t = -1.0
+        deltas: list[float] = []  # first frame-to-frame intervals: the clip's real frame period
 
         def emit(frame: object, until: float) -> Iterator[FrameChunk]:
             # The frame on screen at sample time s is the last one starting at or before s (+ half a frame).
@@ -196,17 +213,30 @@ class PyAVSource(VideoSource):
                         continue
                     t = float(frame.pts * frame.time_base)
                     if prev is not None:
+                        period = float(np.median(deltas)) if deltas else 2 * half
+                        if t - prev[0] > gap_threshold_s(period):
+                            self.gap = (prev[0], t)
+                            log.warning("%s: %.1f s with no frame after %.1f s; decoding stops at the gap",
+                                        self.info.path, t - prev[0], prev[0])
+                            break
+                        if len(deltas) < 64 and t > prev[0]:
+                            deltas.append(t - prev[0])
                         yield from emit(prev[1], t - half)
                     prev, last_t = (t, frame), t
         except (av.error.FFmpegError, ValueError) as exc:
             log.warning("%s: decoding stopped at %.1f s: %s", self.info.path, max(last_t, 0.0), exc)
             self.truncated_at = max(last_t, 0.0)
+        # The last frame stays on screen one frame period; below 1 fps (slow sources, and clips whose
+        # gaps drag the average rate down) the observed one, as ``half`` is capped there.
+        period = float(np.median(deltas)) if deltas and self.info.source_fps < 1.0 else 2 * half
         if prev is not None:
-            yield from emit(prev[1], last_t + 2 * half - 1e-9)
+            yield from emit(prev[1], last_t + period - 1e-9)
         if buf_f:
             yield self._flush(buf_f, buf_t, buf_i)
         self.decoded_s = k / fps
-        if self.truncated_at is None and last_t + 1.0 < self.info.duration_s:
+        if self.gap is not None:
+            self.truncated_at = self.gap[0]
+        elif self.truncated_at is None and last_t + truncation_tolerance_s(self.info.source_fps) < self.info.duration_s:
             self.truncated_at = max(last_t, 0.0)
 
     @staticmethod
@@ -237,10 +267,24 @@ class DecordSource(VideoSource):
         starts = vr.get_frame_timestamp(np.arange(n_src))[:, 0]
         half = 0.5 / max(self.info.source_fps, 1.0)
         ends = vr.get_frame_timestamp(n_src - 1)
-        targets = sample_times(max(float(np.ravel(ends)[-1]), float(starts[-1]) + 2 * half), self.sample_fps)
+        end = max(float(np.ravel(ends)[-1]), float(starts[-1]) + 2 * half)
+        deltas = np.diff(starts)
+        if len(deltas):
+            period = float(np.median(deltas[:64]))
+            gaps = np.flatnonzero(deltas > gap_threshold_s(period))
+            if len(gaps):
+                g = int(gaps[0])
+                self.gap = (float(starts[g]), float(starts[g + 1]))
+                log.warning("%s: %.1f s with no frame after %.1f s; decoding stops at the gap",
+                            self.info.path, self.gap[1] - self.gap[0], self.gap[0])
+                n_src, starts = g + 1, starts[: g + 1]
+                end = float(starts[-1]) + min(2 * half, period)
+        targets = sample_times(end, self.sample_fps)
         # The frame on screen at time t is the last one whose start is <= t (+ half a frame of slack).
         idx = np.clip(np.searchsorted(starts, targets + half, side="right") - 1, 0, n_src - 1)
-        if float(starts[-1]) + 1.0 < self.info.duration_s:
+        if self.gap is not None:
+            self.truncated_at = self.gap[0]
+        elif float(starts[-1]) + truncation_tolerance_s(self.info.source_fps) < self.info.duration_s:
             self.truncated_at = float(starts[-1])
         for lo in range(0, len(targets), self.chunk_frames):
             sel = idx[lo : lo + self.chunk_frames]
@@ -275,17 +319,64 @@ def available_backends() -> list[str]:
     return out
 
 
+class FallbackSource(VideoSource):
+    """Decodes with the first backend of ``order`` that yields frames; records which one and why.
+
+    A backend that fails (raises, or yields no frame) before its first chunk hands the clip to the
+    next one; one that fails later has already passed frames on, so the clip ends there (truncated).
+    """
+
+    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int, order: list[str], why: str):
+        super().__init__(info, sample_fps, width, chunk_frames)
+        self.order = order
+        self.backend = order[0]
+        self.why = why  # how the backend was chosen, and any fallback (status records keep it)
+
+    def chunks(self) -> Iterator[FrameChunk]:
+        problems: list[str] = []
+        for name in self.order:
+            src = BACKENDS[name](self.info, self.sample_fps, self.size[0], self.chunk_frames)
+            src.size = self.size
+            self.backend = name
+            yielded = False
+            try:
+                for chunk in src.chunks():
+                    yielded = True
+                    yield chunk
+            except Exception as exc:  # a backend's own failure: the next one may read the clip
+                if yielded:
+                    log.warning("%s: %s stopped at %.1f s: %s", self.info.path, name, src.decoded_s, exc)
+                    self.truncated_at = src.decoded_s
+                    self.decoded_s = src.decoded_s
+                    return
+                problems.append(f"{name}: {exc}")
+            else:
+                if yielded:
+                    self.truncated_at, self.gap, self.decoded_s = src.truncated_at, src.gap, src.decoded_s
+                    return
+                problems.append(f"{name}: no frame decoded")
+            if name != self.order[-1]:
+                nxt = self.order[self.order.index(name) + 1]
+                log.warning("%s: %s failed (%s); falling back to %s", self.info.path, name, problems[-1], nxt)
+                self.why += f"; {problems[-1]}, so {nxt} decoded it"
+        raise VideoError(self.info.path, "no backend could decode a frame (" + "; ".join(problems) + ")")
+
+
 def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chunk_frames: int = 64,
                backend: str = "auto") -> VideoSource:
-    """Probe a clip and open it with ``backend`` ("auto": decord if installed, else PyAV)."""
+    """Probe a clip and open it with ``backend`` (``"auto"``: PyAV, then decord), falling back to the other."""
     info = probe(path)
-    if backend == "auto":
-        names = available_backends()
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)} or 'auto'")
+    names = available_backends()
+    first = "pyav" if backend == "auto" else backend
+    order = [first] + [b for b in ("pyav", "decord") if b != first and b in names]
+    why = "decode.backend=auto: PyAV first" if backend == "auto" else f"decode.backend={backend}"
+    if info.rotation and "decord" in order:
         # decord ignores the display matrix of rotated (phone) footage; PyAV honours it.
-        backend = "decord" if "decord" in names and info.rotation == 0 else "pyav"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[backend](info, sample_fps, width, chunk_frames)
+        order = [b for b in order if b != "decord"] or ["pyav"]
+        why += f"; decord skipped (it ignores the {info.rotation} degree rotation)"
+    return FallbackSource(info, sample_fps, width, chunk_frames, order, why)
 
 
 def read_range(path: str | Path, t_start: float, t_end: float, n_frames: int, width: int = 256) -> npt.NDArray[np.uint8]:

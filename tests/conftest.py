@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,28 @@ TEST_SIZE = (320, 180)
 TEST_FPS = 10.0
 # The in-process runner: same tables as Ray (tests/test_ray*.py), none of its start-up cost.
 LOCAL = ["runner=local"]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git_status() -> str | None:
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        return None
+    r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_unchanged():
+    """The suite writes only under temp dirs: a test that changes the checkout (a default --out in the
+    working directory, a stray report) fails the session."""
+    before = _git_status()
+    yield
+    after = _git_status()
+    if before is not None and after != before:
+        changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+        pytest.fail(f"the test suite changed the checkout {REPO}: {changed}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

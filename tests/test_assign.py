@@ -34,3 +34,32 @@ def test_assign_without_a_model_names_the_fix(tmp_path: Path, footage_dir: Path)
     (tmp_path / "old").mkdir()
     r = CliRunner().invoke(cli, ["assign", str(tmp_path / "old"), str(footage_dir), "--out", str(tmp_path / "a")])
     assert r.exit_code != 0 and "handclust run" in r.output
+
+
+def test_assign_refuses_to_write_into_the_model_run(demo_run, tmp_path: Path, footage_dir: Path):
+    out = Path(demo_run.out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    for target in (out, out / "week2"):
+        r = CliRunner().invoke(cli, ["assign", str(out), str(footage_dir), "--out", str(target), "--no-progress"])
+        assert r.exit_code == 2 and "overwrite the run" in r.output, r.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing written
+
+
+def test_assign_refuses_overrides_that_change_the_features(demo_run, tmp_path: Path, footage_dir: Path):
+    r = CliRunner().invoke(cli, ["assign", str(demo_run.out), str(footage_dir), "--out", str(tmp_path / "a"),
+                                 "--no-progress", "--set", "decode.sample_fps=10"])
+    assert r.exit_code == 2 and "decode.sample_fps" in r.output, r.output
+    assert not (tmp_path / "a" / "status").exists()  # refused before any clip was processed
+
+
+def test_assign_names_a_run_json_this_version_cannot_read(demo_run, tmp_path: Path, footage_dir: Path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_run.out, model)
+    rec = json.loads((model / "run.json").read_text())
+    rec["config"]["scene"]["new_setting"] = 1
+    (model / "run.json").write_text(json.dumps(rec))
+    r = CliRunner().invoke(cli, ["assign", str(model), str(footage_dir), "--out", str(tmp_path / "a"), "--no-progress"])
+    assert r.exit_code == 2 and str(model / "run.json") in r.output and "scene.new_setting" in r.output, r.output
+    assert not (tmp_path / "a" / "status").exists()

@@ -192,3 +192,98 @@ def test_killed_worker_is_retried_with_same_result(ray_run: Path, two_clips: lis
     clip_id = two_clips[0].clip_id
     assert_same_tables(frames_of(out), frames[frames.clip_id == clip_id].reset_index(drop=True))
     assert_same_tables(segments_of(out), segments[segments.clip_id == clip_id].reset_index(drop=True))
+
+
+def _descendants_running(task: str) -> list[int]:
+    """Pids of this process's descendants (Ray workers of ray_instance) whose title names ``task``."""
+    parent: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                titles[int(d.name)] = (d / "cmdline").read_bytes().decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+    me, out = os.getpid(), []
+    for pid, title in titles.items():
+        p, seen = pid, 0
+        while p > 1 and seen < 64:
+            p, seen = parent.get(p, 0), seen + 1
+            if p == me:
+                if task in title:
+                    out.append(pid)
+                break
+    return out
+
+
+def test_clip_that_kills_its_decode_worker_every_time_is_quarantined(ray_instance, footage_dir: Path, tmp_path: Path):
+    """Ray's default retries a task lost with its worker forever; here each clip gets bounded tries."""
+    import json
+    import signal
+    import threading
+
+    clips = find_clips(sorted(footage_dir.glob("*.mp4"))[:1], RunConfig().phase.pattern)
+    stop, killed = threading.Event(), []
+
+    status = tmp_path / "status" / f"{clips[0].clip_id}.json"
+
+    seen: list[int] = []  # status file versions already answered with a kill
+
+    def decoding() -> bool:  # killed while decoding (its attempt recorded), as a decoder crash does
+        try:
+            return json.loads(status.read_text())["status"] == "running" and status.stat().st_mtime_ns not in seen
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def killer() -> None:
+        while not stop.is_set():
+            if decoding():
+                version = status.stat().st_mtime_ns
+                for pid in _descendants_running("decode_clips"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    seen.append(version)
+            stop.wait(0.02)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        statuses = run_ray(ray_config("ray.max_task_retries=1", "ray.max_attempts=2", "pose.enabled=false"), clips, tmp_path)
+    finally:
+        stop.set()
+        t.join()
+    assert killed  # the worker really died
+    st = statuses[0]
+    assert st["status"] == "quarantined" and st["failures"] == 2, st
+    assert "worker processing it died" in st["error"]
+
+
+def test_interrupted_driver_does_not_count_against_the_clip(ray_instance, footage_dir: Path, tmp_path: Path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = sorted(footage_dir.glob("*.mp4"))[0]
+    c = find_clips([clip], RunConfig().phase.pattern)[0]
+    status = tmp_path / "out" / "status" / f"{c.clip_id}.json"
+    driver = ("import sys; from handclust import discover; discover(sys.argv[1], out=sys.argv[2], progress=False, overrides="
+              "['runner=ray', 'ray.max_attempts=1', 'ray.actor_num_cpus=0.3', 'pose.enabled=false'])")
+    ray_tmp = tempfile.mkdtemp(prefix="hcint")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.Popen([sys.executable, "-c", driver, str(clip), str(tmp_path / "out")], env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (status.exists() and json.loads(status.read_text())["status"] == "running"):
+            time.sleep(0.05)
+        assert status.exists(), "the driver never started the clip"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # the driver and what it started: its own process group only
+        p.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert json.loads(status.read_text())["status"] == "running"
+    statuses = run_ray(ray_config("ray.max_attempts=1", "pose.enabled=false"), [c], tmp_path / "out")
+    assert statuses[0]["status"] == "ok" and statuses[0]["failures"] == 0, statuses[0]

@@ -30,8 +30,25 @@ print("RESULT " + json.dumps({"clips_ok": res.summary["clips_ok"], "segments": r
 """
 
 
+# Stops what the test started and nothing else: every process in the test's private network
+# namespace (Ray's daemons included) except the script's own shell. `ray stop` would end every Ray
+# process of the user on the machine: a user's own cluster, other runs, other tests.
+STOP_OWN = r"""
+stop_own() {
+  me=$(readlink /proc/$$/ns/net)
+  [ "$me" != "$(readlink /proc/1/ns/net)" ] || { echo "not in a private network namespace" >&2; return 1; }
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "$pid" = "$$" ] && continue
+    [ "$(readlink "$d/ns/net" 2>/dev/null)" = "$me" ] && kill -9 "$pid" 2>/dev/null
+  done
+  return 0
+}
+"""
+
+
 def _namespaced(script: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["unshare", "-n", "bash", "-c", STOP_OWN + script], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +77,7 @@ def test_two_node_cluster_gives_the_local_tables(can_unshare, footage_dir: Path,
 set -e
 ip link set lo up
 export RAY_TMPDIR={tmp} RAY_AUTH_MODE=disabled PYTHONPATH={os.getcwd()}
-trap '{ray_bin} stop --force >/dev/null 2>&1 || true' EXIT
+trap stop_own EXIT
 {ray_bin} start --head --port=6390 --include-dashboard=false --temp-dir={tmp} {common} >/dev/null
 {ray_bin} start --address=127.0.0.1:6390 {common} >/dev/null
 {sys.executable} -c "import ray; ray.init(address='127.0.0.1:6390'); print('NODES', sum(n['Alive'] for n in ray.nodes()))"
@@ -80,3 +97,59 @@ trap '{ray_bin} stop --force >/dev/null 2>&1 || true' EXIT
     ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
     cb = pd.read_parquet(tmp_path / "two_nodes" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
     assert (ca.cluster == cb.cluster).all()
+
+
+LOCAL_DRIVER = r"""
+import json, sys
+from handclust import discover
+res = discover(sys.argv[1], out=sys.argv[2], progress=False, overrides=[
+    "runner=ray", "ray.decode_num_cpus=0.5", "ray.actor_num_cpus=0.2", "labels.enabled=false",
+    "report.enabled=false", "evaluation.ablations=false", "pose.enabled=false"])
+print("RESULT " + json.dumps({"clips_ok": res.summary["clips_ok"], "ray_cluster": res.summary.get("ray_cluster")}))
+"""
+
+COUNT_JOBS = r"""
+import os, ray
+ray.init(address="127.0.0.1:6391", log_to_driver=False)
+from ray._private import state
+print("FOREIGN_DRIVERS", sum(1 for j in state.jobs() if j.get("DriverPid") != os.getpid()))
+"""
+
+
+def test_run_never_joins_a_foreign_or_dead_cluster(can_unshare, footage_dir: Path, tmp_path: Path):
+    """A `ray start` cluster on the machine (another user's) is left alone, and once it has died
+    without `ray stop` its pointer file does not make the next run wait for it (issue 10, defect 1)."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(sorted(footage_dir.glob("*.mp4"))[0], clips)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    tmp = tempfile.mkdtemp(prefix="hcfc")  # RAY_TMPDIR: the pointer file lands here, not in /tmp/ray
+    (Path(tmp) / "driver.py").write_text(LOCAL_DRIVER)
+    (Path(tmp) / "jobs.py").write_text(COUNT_JOBS)
+    repo = Path(__file__).resolve().parent.parent
+    script = f"""
+set -e
+ip link set lo up
+export RAY_TMPDIR={tmp} RAY_AUTH_MODE=disabled PYTHONPATH={repo}
+trap stop_own EXIT
+{ray_bin} start --head --port=6391 --include-dashboard=false --num-cpus=1 --object-store-memory=150000000 \
+    --node-ip-address=127.0.0.1 --disable-usage-stats >/dev/null
+test -f {tmp}/ray/ray_current_cluster && echo POINTER_WRITTEN
+timeout 300 {sys.executable} {tmp}/driver.py {clips} {tmp_path / 'beside'}
+{sys.executable} {tmp}/jobs.py
+stop_own  # the foreign cluster dies without `ray stop`: its pointer file stays
+test -f {tmp}/ray/ray_current_cluster && echo POINTER_LEFT
+timeout 300 {sys.executable} {tmp}/driver.py {clips} {tmp_path / 'after'} || echo "DRIVER_RC $?"
+"""
+    try:
+        r = _namespaced(script, timeout=900)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = r.stdout
+    assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
+    assert "POINTER_WRITTEN" in out and "POINTER_LEFT" in out, out  # the set-up a bare ray.init() would follow
+    results = [json.loads(line.split("RESULT ", 1)[1]) for line in out.splitlines() if line.startswith("RESULT ")]
+    assert "DRIVER_RC" not in out, out[-3000:] + r.stderr[-3000:]  # 124: it waited for the dead cluster
+    assert len(results) == 2 and all(res["clips_ok"] == 1 for res in results), out
+    assert "FOREIGN_DRIVERS 0" in out, out  # the run did not join the stranger's cluster
+    assert all("new local Ray instance" in res["ray_cluster"] for res in results), results

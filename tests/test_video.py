@@ -128,3 +128,78 @@ def test_audio_only_file_is_named(tmp_path: Path):
             c.mux(pkt)
     with pytest.raises(VideoError, match="no video stream"):
         probe(p)
+
+
+def _write_at(path: Path, frames: list[np.ndarray], pts_ms: list[int], rate: object) -> Path:
+    """Frames at exactly the given presentation times (ms)."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.codec_context.time_base = s.time_base = fractions.Fraction(1, 1000)
+        for f, t in zip(frames, pts_ms, strict=True):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = t, s.time_base
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _decode(src) -> int:
+    return sum(len(c.t) for c in src.chunks())
+
+
+def test_pyav_is_the_default_backend(tmp_path: Path):
+    p = _write(tmp_path / "a.mp4", _numbered(20), fps=10)
+    src = open_video(p, sample_fps=5, width=48)
+    assert _decode(src) == 10 and src.backend == "pyav" and "auto" in src.why
+
+
+def test_a_failing_backend_falls_back_to_the_other(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """decord rejects a valid 16x16 H.264 clip (`Check failed: from_size == to_size`); PyAV reads it."""
+    rng = np.random.default_rng(0)
+    p = _write(tmp_path / "tiny.mp4", [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(30)], fps=10)
+    src = open_video(p, sample_fps=5, width=320, backend="decord")
+    assert _decode(src) == 15 and src.truncated_at is None
+    assert src.backend == "pyav" and "decord" in src.why and "so pyav decoded it" in src.why
+    assert any("falling back to pyav" in r.getMessage() for r in caplog.records)  # logged, not silent
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord"])
+def test_clip_corrupt_in_the_middle_keeps_the_part_before(tmp_path: Path, short_clip: Path, backend: str):
+    data = bytearray(short_clip.read_bytes())
+    n = len(data)
+    data[n // 2 : n // 2 + n // 5] = np.random.default_rng(0).integers(0, 255, n // 5, dtype=np.uint8).tobytes()
+    p = tmp_path / "mid.mp4"
+    p.write_bytes(bytes(data))
+    src = open_video(p, sample_fps=5, width=160, backend=backend)
+    frames = _decode(src)
+    assert frames >= 10 and src.truncated_at is not None and 2.0 < src.truncated_at < 11.0  # partial, not an error
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_slow_source_ending_one_period_after_its_last_frame_is_complete(tmp_path: Path, backend: str):
+    """A 0.5 fps time-lapse: the last frame starts 2 s before the end, as it should."""
+    import fractions
+
+    p = _write_at(tmp_path / "slow.mp4", _numbered(10), [2000 * i for i in range(10)], fractions.Fraction(1, 2))
+    src = open_video(p, sample_fps=1, width=48, backend=backend)
+    assert _decode(src) == 20 and src.truncated_at is None and src.gap is None
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_timestamp_gap_stops_decoding_without_made_up_frames(tmp_path: Path, backend: str):
+    """20 frames at 5 fps, 10 minutes with nothing, 20 more: no frames are synthesised across the gap."""
+    pts = [200 * i for i in range(20)] + [600_000 + 200 * i for i in range(20)]
+    p = _write_at(tmp_path / "gap.mp4", _numbered(40), pts, 5)
+    src = open_video(p, sample_fps=5, width=48, backend=backend)
+    ts = np.concatenate([c.t for c in src.chunks()])
+    assert len(ts) == 20 and ts.max() < 4.0
+    assert src.gap is not None and src.gap[0] == pytest.approx(3.8, abs=0.01) and src.gap[1] > 590
+    assert src.truncated_at == pytest.approx(3.8, abs=0.01)
