@@ -582,8 +582,9 @@ def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str, mi
                         ) -> tuple[npt.NDArray[np.int32], F32, str, int, int, str]:
     """HDBSCAN at each of :func:`size_candidates`; keep the size whose clustering agrees best with its
     neighbouring sizes (mean ARI, noise as a label). A partition the data really has survives a
-    change of min_cluster_size; one that flips between k=3 and k=5 does not. Ties go to the lower
-    noise rate. Returns labels, probabilities, backend, size, min_samples and the reason."""
+    change of min_cluster_size; one that flips between k=3 and k=5 does not. Among sizes within
+    0.05 of the best agreement, the largest wins (the fewest activities the data supports).
+    Returns labels, probabilities, backend, size, min_samples and the reason."""
     sizes = size_candidates(base, len(x))
     fits = []
     for mcs in sizes:
@@ -600,7 +601,10 @@ def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str, mi
         k = len(np.unique(fits[i][0][fits[i][0] >= 0]))
         stab.append(agree if k >= 2 else agree * 0.5)  # one cluster or none is a last resort, not a finding
     noise = [float((f[0] < 0).mean()) for f in fits]
-    best = max(range(len(fits)), key=lambda i: (round(stab[i], 3), -noise[i]))
+    # Parsimony: among sizes about as stable as the best (within 0.05), the largest size, i.e. the
+    # fewest activities; then the lower noise rate.
+    top = max(stab)
+    best = max((i for i in range(len(fits)) if stab[i] >= top - 0.05), key=lambda i: (sizes[i], -noise[i]))
     labels, probs, hb, mcs, ms = fits[best]
     ks = [len(np.unique(f[0][f[0] >= 0])) for f in fits]
     table = ", ".join(f"{m}: k={k} agree={a:.2f}" for m, k, a in zip(sizes, ks, stab))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -182,6 +182,12 @@ class ClusterConfig(_Frozen):
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
     seed: int = 0
+
+    @field_validator("clip_normalise", mode="before")
+    @classmethod
+    def _yaml_onoff(cls, v: Any) -> Any:
+        # YAML reads a bare on / off as a boolean: `--set cluster.clip_normalise=off` must still mean "off".
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _nonempty(self) -> ClusterConfig:
