@@ -297,6 +297,10 @@ def make_sample_footage_v2(out_dir: str | Path, n_clips: int = 4, minutes: float
     clips = []
     for i, (name, spec) in enumerate(clip_specs(n_clips, pattern)):
         source_fps = spec.source_fps or fps
+        shortest_bout = max(BOUT_RANGE_S[0], 4 / source_fps)
+        if minutes * 60 < 3 * shortest_bout:  # checked before anything is drawn
+            raise ValueError(f"{minutes:g} min is too short for {name}: at {source_fps:g} fps it needs three bouts "
+                             f"of at least {shortest_bout:g} s, i.e. {3 * shortest_bout / 60:.2g} min")
         hold = max(1, int(round((spec.file_fps or source_fps) / source_fps)))
         params = {"version": 2, "minutes": minutes, "seed": seed, "fps": fps, "size": list(size),
                   "source_fps": source_fps, "hold": hold}

@@ -143,3 +143,21 @@ def test_more_clips_repeat_the_pattern_and_fewer_drop_the_rest(tmp_path: Path):
     make_sample_footage_v2(out, n_clips=1, minutes=0.5, seed=1, fps=5, size=(64, 36))
     assert sorted(p.name for p in out.glob("*.mp4")) == ["01_production_masonry.mp4"]
     assert set(pq.read_table(out / GROUND_TRUTH_FILE).column("file").to_pylist()) == {"01_production_masonry.mp4"}
+
+
+def test_cli_renders_v2_by_default_and_v1_on_request(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from handclust.cli import cli
+
+    tiny = ["--minutes", "0.5", "--fps", "5", "--size", "64x36"]
+    r = CliRunner().invoke(cli, ["sample-footage", str(tmp_path / "v2"), *tiny])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "v2" / "truth.json").read_text())
+    assert {x["trade"] for x in rec.values()} == set(TRADE_ACTIVITIES)
+    assert min(x["source_fps"] for x in rec.values()) <= 1.0
+    r = CliRunner().invoke(cli, ["sample-footage", str(tmp_path / "v1"), "--version", "1", "--clips", "1", *tiny])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "v1").glob("*.mp4")) == ["01_production_masonry.mp4"]
+    r = CliRunner().invoke(cli, ["sample-footage", str(tmp_path / "short"), "--minutes", "0.2"])
+    assert r.exit_code == 2 and "too short" in r.output and not (tmp_path / "short").exists()
