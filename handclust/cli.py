@@ -77,12 +77,16 @@ def cli(verbose: int) -> None:
 
 @cli.command("sample-footage")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--clips", "n_clips", default=4, show_default=True, help="Number of clips (phases cycle).")
+@click.option("--clips", "n_clips", default=4, show_default=True,
+              help="Number of clips (v2: masonry and framing, phases and frame rates in a pattern of 4 that repeats).")
 @click.option("--minutes", default=1.5, show_default=True, help="Length of each clip.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--fps", default=15.0, show_default=True, help="Frame rate of the rendered clips.")
+@click.option("--fps", default=15.0, show_default=True,
+              help="Frame rate of the rendered clips (v2: of those not drawn at a low rate).")
 @click.option("--size", default="640x360", show_default=True, help="WIDTHxHEIGHT of the rendered clips.")
-def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: float, size: str) -> None:
+@click.option("--version", "version", type=click.Choice(["1", "2"]), default="2", show_default=True,
+              help="2: two trades, varied bouts, low-fps sources; 1: masonry only, every clip at --fps.")
+def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: float, size: str, version: str) -> None:
     """Render synthetic helmet-cam clips plus ground_truth.parquet into OUT_DIR."""
     from handclust.synthetic import make_sample_footage
 
@@ -92,8 +96,11 @@ def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: f
         _fail(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 640x360")
     if n_clips < 1 or minutes <= 0:
         _fail("--clips must be >= 1 and --minutes > 0")
-    out = make_sample_footage(out_dir, n_clips=n_clips, minutes=minutes, seed=seed, fps=fps, size=(w, h),
-                              progress=lambda m: click.echo(m, err=True))
+    try:
+        out = make_sample_footage(out_dir, n_clips=n_clips, minutes=minutes, seed=seed, fps=fps, size=(w, h),
+                                  progress=lambda m: click.echo(m, err=True), version=int(version))
+    except ValueError as exc:  # e.g. clips too short for three bouts
+        _fail(str(exc))
     click.echo(f"wrote {n_clips} clips and ground_truth.parquet to {out}")
 
 

@@ -150,6 +150,7 @@ GROUND_TRUTH = pa.schema(
         ("frame_idx", pa.int32()),  # source-video frame index
         ("t", pa.float64()),
         ("activity", pa.string()),
+        ("trade", pa.string()),  # the kind of work (masonry, framing); readers may ignore it
     ]
 )
 

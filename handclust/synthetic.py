@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -155,6 +157,9 @@ def _plan(rng: np.random.Generator, phase: str, duration_s: float) -> list[Bout]
     return bouts
 
 
+HEAD_DRIFT = {"laying": 9.0, "scooping": 7.0, "idle": 2.0}  # world px around the bout's anchor
+
+
 def _drift(t: float, seed: float, amp: float) -> tuple[float, float]:
     """Slow smooth head drift: a few incommensurate sinusoids."""
     dx = sum(np.sin(2 * np.pi * f * t + seed * k) for k, f in enumerate((0.07, 0.13, 0.29), 1))
@@ -212,25 +217,108 @@ def _trowel(img: npt.NDArray[np.uint8], x: float, y: float, angle: float) -> Non
     cv2.line(img, (int(x), int(y + 30 * c)), (int(x + 60), int(y + 90)), (60, 45, 35), 12)
 
 
+class Head:
+    """Where the helmet camera looks: walks forward across the site, turns to each bout's anchor
+    in 0.7 s, and drifts around it by ``drift[activity]`` world px. ``dt`` is the time step of the
+    frames being rendered, so a low-frame-rate source jumps as far per frame as the head moved."""
+
+    SPEED = 230.0  # walking, world px per second
+
+    def __init__(self, x: float, y: float, drift: Mapping[str, float] = HEAD_DRIFT):
+        self.x, self.y = x, y
+        self.drift = drift
+
+    def pose(self, bout: Bout, b: int, tb: float, dt: float) -> tuple[float, float, float, float]:
+        """``(cx, cy, zoom, roll)`` at ``tb`` seconds into bout number ``b``."""
+        zoom, roll = 1.25, 0.0
+        if bout.activity == "walking":
+            self.x += self.SPEED * dt
+            bob = np.sin(2 * np.pi * tb / bout.period_s)
+            cx, cy = self.x, self.y + 14 * bob + 20 * np.sin(0.3 * tb)
+            roll = 0.03 * np.sin(np.pi * tb / bout.period_s)
+            zoom = 1.25 + 0.04 * np.sin(2 * np.pi * tb / bout.period_s)
+            return float(cx), float(cy), float(zoom), float(roll)
+        dx, dy = _drift(tb, float(b * 1.37), self.drift[bout.activity])
+        cx, cy = bout.anchor_x + dx, bout.anchor_y + dy
+        ease = min(1.0, tb / 0.7)  # a quick head turn from where the last bout ended
+        cx, cy = self.x + (cx - self.x) * ease, self.y + (cy - self.y) * ease
+        if ease >= 1.0:
+            self.x, self.y = cx, cy
+        return float(cx), float(cy), zoom, roll
+
+
+def draw_masonry_hands(img: npt.NDArray[np.uint8], bout: Bout, tb: float, glove_colour: tuple[int, int, int]) -> None:
+    """The gloved hand of ``laying`` (bricks to the wall) and ``scooping`` (trowel in the tub)."""
+    h, w = img.shape[:2]
+    if bout.activity == "laying":
+        s = 0.5 - 0.5 * np.cos(2 * np.pi * tb / bout.period_s)
+        px, py = w * 0.8, h * 0.85
+        wx, wy = w * 0.38 + 40 * np.sin(tb * 0.4), h * 0.35
+        half = (tb / bout.period_s) % 1.0 < 0.5  # carrying on the way to the wall
+        _glove(img, px + (wx - px) * s, py + (wy - py) * s, w, h, glove_colour, carry=half)
+    elif bout.activity == "scooping":
+        a = 2 * np.pi * tb / bout.period_s
+        tx, ty = w * 0.5 + 110 * np.cos(a), h * 0.5 + 55 * np.sin(a)
+        _trowel(img, tx, ty, a)
+        _glove(img, tx + 50, ty + 70, w, h, glove_colour, carry=False)
+
+
+class Mp4Writer:
+    """An H.264 MP4 (PyAV, libx264 veryfast) at ``rate`` frames per second, which may be below 1
+    (a timelapse helmet cam). Written under a temporary name, renamed when complete."""
+
+    def __init__(self, path: Path, rate: float, size: tuple[int, int]):
+        self.path, self.size = path, size
+        self.rate = Fraction(rate).limit_denominator(1000)
+        self.tmp = path.with_name(path.name + ".part")
+        self.n_frames = 0
+
+    def __enter__(self) -> Mp4Writer:
+        import av
+
+        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=self.rate)
+        self.stream.width, self.stream.height = self.size
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"preset": "veryfast", "crf": "23"}
+        return self
+
+    def write(self, img: npt.NDArray[np.uint8], repeat: int = 1) -> None:
+        """Append ``img`` (``(H, W, 3)`` RGB) as ``repeat`` identical frames."""
+        import av
+
+        for _ in range(repeat):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = self.n_frames
+            self.n_frames += 1
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+        if exc_type is None:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
 def render_clip(path: Path, phase: str, duration_s: float, seed: int, fps: float = 15.0,
                 size: tuple[int, int] = (640, 360)) -> list[Bout]:
     """Write one clip to ``path`` and return its bouts (the truth)."""
-    import av
-
     rng = np.random.default_rng(seed)
     world = _world(rng)
     style = _style(rng)
     bouts = _plan(rng, phase, duration_s)
     render = _Renderer(world, style, size, rng)
-    w, h = size
     glove_colour = tuple(int(v) for v in rng.uniform([170, 140, 0], [240, 210, 70]))
-    walk_x, walk_y = bouts[0].anchor_x, bouts[0].anchor_y
+    head = Head(bouts[0].anchor_x, bouts[0].anchor_y)
     n = int(round(duration_s * fps))
-    tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+    with Mp4Writer(path, int(round(fps)), size) as out:
         b = 0
         for k in range(n):
             t = k / fps
@@ -238,41 +326,9 @@ def render_clip(path: Path, phase: str, duration_s: float, seed: int, fps: float
                 b += 1
             bout = bouts[b]
             tb = t - bout.t_start
-            seed_f = float(b * 1.37)
-            zoom, roll = 1.25, 0.0
-            if bout.activity == "walking":
-                speed = 230.0
-                walk_x += speed / fps
-                bob = np.sin(2 * np.pi * tb / bout.period_s)
-                cx, cy = walk_x, walk_y + 14 * bob + 20 * np.sin(0.3 * tb)
-                roll = 0.03 * np.sin(np.pi * tb / bout.period_s)
-                zoom = 1.25 + 0.04 * np.sin(2 * np.pi * tb / bout.period_s)
-            else:
-                amp = {"laying": 9.0, "scooping": 7.0, "idle": 2.0}[bout.activity]
-                dx, dy = _drift(tb, seed_f, amp)
-                cx, cy = bout.anchor_x + dx, bout.anchor_y + dy
-                ease = min(1.0, tb / 0.7)  # a quick head turn from where the last bout ended
-                cx, cy = walk_x + (cx - walk_x) * ease, walk_y + (cy - walk_y) * ease
-                if ease >= 1.0:
-                    walk_x, walk_y = cx, cy
-            img = render.view(cx, cy, zoom, roll)
-            if bout.activity == "laying":
-                s = 0.5 - 0.5 * np.cos(2 * np.pi * tb / bout.period_s)
-                px, py = w * 0.8, h * 0.85
-                wx, wy = w * 0.38 + 40 * np.sin(tb * 0.4), h * 0.35
-                half = (tb / bout.period_s) % 1.0 < 0.5  # carrying on the way to the wall
-                _glove(img, px + (wx - px) * s, py + (wy - py) * s, w, h, glove_colour, carry=half)
-            elif bout.activity == "scooping":
-                a = 2 * np.pi * tb / bout.period_s
-                tx, ty = w * 0.5 + 110 * np.cos(a), h * 0.5 + 55 * np.sin(a)
-                _trowel(img, tx, ty, a)
-                _glove(img, tx + 50, ty + 70, w, h, glove_colour, carry=False)
-            frame = av.VideoFrame.from_ndarray(render.finish(img, k), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
+            img = render.view(*head.pose(bout, b, tb, 1 / fps))
+            draw_masonry_hands(img, bout, tb, glove_colour)  # type: ignore[arg-type]
+            out.write(render.finish(img, k))
     return bouts
 
 
@@ -283,43 +339,96 @@ def clip_names(n_clips: int) -> list[tuple[str, str]]:
 
 def make_sample_footage(out_dir: str | Path, n_clips: int = 4, minutes: float = 1.5, seed: int = 0,
                         fps: float = 15.0, size: tuple[int, int] = (640, 360),
-                        progress: Callable[[str], None] | None = None) -> Path:
+                        progress: Callable[[str], None] | None = None, version: int = 1) -> Path:
     """Render ``n_clips`` clips of ``minutes`` each into ``out_dir`` with ``ground_truth.parquet``.
+
+    ``version=1``: one trade (masonry), one bout length range, every clip at ``fps``, for quick
+    tests. ``version=2``: two trades in two worlds, bouts of varied length, low-frame-rate sources
+    (:func:`handclust.synthetic_v2.make_sample_footage_v2`).
 
     Clips that already exist (same name, recorded in ``truth.json``) are kept, so an interrupted
     call resumes.
     """
+    if version == 2:
+        from handclust.synthetic_v2 import make_sample_footage_v2
+
+        return make_sample_footage_v2(out_dir, n_clips=n_clips, minutes=minutes, seed=seed, fps=fps, size=size,
+                                      progress=progress)
+    if version != 1:
+        raise ValueError(f"sample footage version {version!r}: choose 1 or 2")
+    params = {"minutes": minutes, "seed": seed, "fps": fps, "size": list(size)}
+    clips = []
+    for i, (name, phase) in enumerate(clip_names(n_clips)):
+        def render(path: Path, phase: str = phase, i: int = i) -> dict[str, Any]:
+            bouts = render_clip(path, phase, minutes * 60.0, seed=seed * 1000 + i, fps=fps, size=size)
+            return {"phase": phase, "bouts": [asdict(b) for b in bouts]}
+
+        clips.append(PlannedClip(name, params, f"{minutes:g} min, {phase}", render))
+    return write_sample_set(out_dir, clips, progress)
+
+
+@dataclass(frozen=True)
+class PlannedClip:
+    """One clip of a sample set: its file name, the parameters that decide its content (a clip
+    on disk with other parameters is rendered again), and how to render it. ``render(path)``
+    writes the file and returns its ``truth.json`` record (at least ``bouts``)."""
+
+    name: str
+    params: dict[str, Any]
+    description: str
+    render: Callable[[Path], dict[str, Any]]
+
+
+def write_sample_set(out_dir: str | Path, clips: list[PlannedClip], progress: Callable[[str], None] | None = None) -> Path:
+    """Render the clips that are missing or stale, then write ``truth.json`` and ``ground_truth.parquet``.
+
+    ``truth.json`` is rewritten after every clip, so an interrupted call resumes. Clips that an
+    earlier call made (recorded in ``truth.json``) and that are not in ``clips`` are removed, so the
+    folder holds exactly the set asked for and a run over it sees no clip without truth.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth_path = out / "truth.json"
-    truth: dict[str, dict] = json.loads(truth_path.read_text()) if truth_path.exists() else {}
-    params = {"minutes": minutes, "seed": seed, "fps": fps, "size": list(size)}
-    for i, (name, phase) in enumerate(clip_names(n_clips)):
-        path = out / name
-        if path.exists() and truth.get(name, {}).get("params") == params:
-            continue
-        if progress:
-            progress(f"rendering {name} ({minutes:g} min, {phase})")
-        bouts = render_clip(path, phase, minutes * 60.0, seed=seed * 1000 + i, fps=fps, size=size)
-        truth[name] = {"phase": phase, "params": params, "bouts": [asdict(b) for b in bouts]}
+    truth: dict[str, dict[str, Any]] = json.loads(truth_path.read_text()) if truth_path.exists() else {}
+
+    def save() -> None:
         tmp = truth_path.with_suffix(".json.part")
         tmp.write_text(json.dumps(truth, indent=1))
         tmp.replace(truth_path)
-    names = {n for n, _ in clip_names(n_clips)}
-    rows: dict[str, list] = {"file": [], "frame_idx": [], "t": [], "activity": []}
-    for name, rec in sorted(truth.items()):
-        if name not in names:
+
+    names = {c.name for c in clips}
+    for stale in sorted(set(truth) - names):
+        log.info("removing %s: made by an earlier sample-footage call, not in this set", stale)
+        (out / stale).unlink(missing_ok=True)
+        del truth[stale]
+        save()
+    for clip in clips:
+        path = out / clip.name
+        if path.exists() and truth.get(clip.name, {}).get("params") == clip.params:
             continue
-        fps_c = rec["params"]["fps"]
-        bouts = [Bout(**b) for b in rec["bouts"]]
-        n = int(round(bouts[-1].t_end * fps_c))
-        t = np.arange(n) / fps_c
-        rows["file"] += [name] * n
-        rows["frame_idx"] += list(range(n))
-        rows["t"] += t.tolist()
-        rows["activity"] += activity_at(bouts, t)
-    write_table_atomic(schema.table(rows, schema.GROUND_TRUTH), out / GROUND_TRUTH_FILE)
+        if progress:
+            progress(f"rendering {clip.name} ({clip.description})")
+        truth[clip.name] = {**clip.render(path), "params": clip.params}
+        save()
+    columns: dict[str, list[Any]] = {name: [] for name in schema.GROUND_TRUTH.names}
+    for name in sorted(names):
+        for column, values in _truth_rows(name, truth[name]).items():
+            columns[column] += values
+    write_table_atomic(schema.table(columns, schema.GROUND_TRUTH), out / GROUND_TRUTH_FILE)
     return out
+
+
+def _truth_rows(name: str, record: dict[str, Any]) -> dict[str, list[Any]]:
+    """Ground-truth rows of one clip: one per frame of the file. A held clip (``hold`` > 1 file
+    frames per source frame) takes, on every copy, the activity of the source frame it repeats."""
+    source_fps = float(record.get("source_fps", record["params"]["fps"]))
+    hold = int(record.get("hold", 1))
+    bouts = [Bout(**b) for b in record["bouts"]]
+    n_source = int(round(bouts[-1].t_end * source_fps))
+    k = np.arange(n_source * hold)
+    return {"file": [name] * len(k), "frame_idx": k.tolist(), "t": (k / (source_fps * hold)).tolist(),
+            "activity": activity_at(bouts, (k // hold) / source_fps),
+            "trade": [record.get("trade", "masonry")] * len(k)}
 
 
 def activity_at(bouts: list[Bout], t: npt.NDArray[np.float64]) -> list[str]:
