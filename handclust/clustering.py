@@ -286,8 +286,9 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
 
 
 def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int,
-                              rng: np.random.Generator, max_per_clip: int = 400) -> float:
-    """How much structure a modality has inside clips, away from temporal neighbours.
+                              rng: np.random.Generator, max_per_clip: int = 400) -> tuple[float, int]:
+    """How much structure a modality has inside clips, away from temporal neighbours, and on how
+    many segments it was measured (clips too short to have far neighbours give none).
 
     For each segment, the mean cosine distance to its ``k`` nearest segments of the same clip that
     are more than ``gap`` segments away in time, against the mean distance of random such pairs.
@@ -297,7 +298,9 @@ def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: np
     score is relative to the same data with each column shuffled within its clip (0: no more
     structure than chance).
     """
-    c_obs = _near_vs_random(x, clip_ids, pos, k, gap, rng, max_per_clip)
+    c_obs, count = _near_vs_random(x, clip_ids, pos, k, gap, rng, max_per_clip)
+    if count == 0:
+        return 0.0, 0
     # Null: every column shuffled within its clip keeps each clip's spread but no structure; the
     # k nearest of a few dozen random points are closer than random pairs too, by chance alone.
     shuffled = np.array(x, copy=True)
@@ -305,12 +308,12 @@ def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: np
         idx = np.flatnonzero(clip_ids == c)
         for j in range(shuffled.shape[1]):
             shuffled[idx, j] = shuffled[rng.permutation(idx), j]
-    c_null = _near_vs_random(l2_normalise(shuffled), clip_ids, pos, k, gap, rng, max_per_clip)
-    return float(np.clip((c_obs - c_null) / max(1.0 - c_null, 1e-9), 0.0, 1.0))
+    c_null, _ = _near_vs_random(l2_normalise(shuffled), clip_ids, pos, k, gap, rng, max_per_clip)
+    return float(np.clip((c_obs - c_null) / max(1.0 - c_null, 1e-9), 0.0, 1.0)), count
 
 
 def _near_vs_random(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int,
-                    rng: np.random.Generator, max_per_clip: int) -> float:
+                    rng: np.random.Generator, max_per_clip: int) -> tuple[float, int]:
     near_sum, rand_sum, count = 0.0, 0.0, 0
     for c in np.unique(clip_ids):
         idx = np.flatnonzero(clip_ids == c)
@@ -325,15 +328,28 @@ def _near_vs_random(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[
         if not rows.any():
             continue
         d_far = np.where(far, d, np.inf)
-        kk = int(min(k, far.sum(axis=1)[rows].min()))
+        # A quarter of the candidates at most: the nearest 10 of 12 are no nearer than random.
+        kk = int(max(1, min(k, far.sum(axis=1)[rows].min() // 4)))
         nearest = np.sort(d_far[rows], axis=1)[:, :kk].mean(axis=1)
         rand = np.where(far, d, 0.0)[rows].sum(axis=1) / far[rows].sum(axis=1)
         near_sum += float(nearest.sum())
         rand_sum += float(rand.sum())
         count += int(rows.sum())
     if count == 0 or rand_sum <= 1e-12:
+        return 0.0, 0
+    return float(np.clip(1.0 - near_sum / rand_sum, 0.0, 1.0)), count
+
+
+def global_clusteredness(x: F32, k: int, rng: np.random.Generator) -> float:
+    """1 - (mean distance to the ``k`` nearest segments anywhere) / (mean distance of random pairs)."""
+    n = len(x)
+    if n < 3:
         return 0.0
-    return float(np.clip(1.0 - near_sum / rand_sum, 0.0, 1.0))
+    _, dist, _ = knn_graph(x, min(k, max(1, (n - 1) // 4)), backend="cpu")
+    pairs = rng.integers(0, n, size=(min(20_000, n * 20), 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    rand = float((1.0 - (x[pairs[:, 0]] * x[pairs[:, 1]]).sum(axis=1)).mean())
+    return float(np.clip(1.0 - dist.mean() / max(rand, 1e-9), 0.0, 1.0))
 
 
 def clip_excess(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int) -> float:
@@ -426,7 +442,10 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
             scores[name] = ModalityScore(0.0, excess, 0.0, 0.0, normalise)
             reasons[name] = "no segment observed it: weight 0"
             continue
-        c = within_clip_clusteredness(block[seen], clip_ids[seen], pos[seen], cfg.knn_k, cfg.adjacent_gap, rng)
+        c_in, _ = within_clip_clusteredness(block[seen], clip_ids[seen], pos[seen], cfg.knn_k, cfg.adjacent_gap, rng)
+        # Clips too short for far neighbours inside them (a few segments each) say little there:
+        # structure across the corpus counts too, discounted by how clip-private it is.
+        c = max(c_in, global_clusteredness(block[seen], cfg.knn_k, rng) * (1.0 - excess))
         raw[name] = (c, len(seen))
         scores[name] = ModalityScore(c, excess, 0.0, coverage, normalise)
         reasons[name] = why
@@ -686,7 +705,10 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
     clustering = cluster_segments(fused, cfg)
     if not cfg.temporal:
         return Grouping(fusion, clustering, None, None)
-    tl = smooth_timelines(clustering.activity, clustering.labels, clustering.knn_idx, np.asarray(clip_ids, dtype=object),
+    # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote
+    # would let a bigger neighbouring cluster outvote the members of a small one.
+    votes = clustering.knn_idx[:, : max(2, min(cfg.knn_k, clustering.min_cluster_size))]
+    tl = smooth_timelines(clustering.activity, clustering.labels, votes, np.asarray(clip_ids, dtype=object),
                           durations_s, cfg.mean_run_s)
     clustering.activity = tl.activity
     clustering.reassigned = tl.activity != clustering.labels
