@@ -292,8 +292,9 @@ class Mp4Writer:
         """Append ``img`` (``(H, W, 3)`` RGB) as ``repeat`` identical frames."""
         import av
 
+        # Converted once, not once per held copy.
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
         for _ in range(repeat):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = self.n_frames
             self.n_frames += 1
             for packet in self.stream.encode(frame):
