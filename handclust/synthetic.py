@@ -13,6 +13,11 @@ gamma, sensor noise, vignetting and fisheye strength, so the same activity looks
 every clip and clustering on clip appearance fails. Filenames carry the coarse phase the way
 real footage does (``03_production_masonry.mp4``); ``ground_truth.parquet`` gives the activity of
 every source frame. :func:`activity_at` and :func:`load_ground_truth` serve tests and evaluation.
+
+This is version 1, kept for quick tests. Version 2 (:mod:`handclust.synthetic_v2`, the CLI's
+default) adds a second trade in its own world, bouts of varied length, wider style and
+low-frame-rate sources; it draws with the pieces here (:class:`Head`, :func:`draw_masonry_hands`,
+:class:`Mp4Writer`, :func:`write_sample_set`).
 """
 
 from __future__ import annotations
@@ -287,8 +292,9 @@ class Mp4Writer:
         """Append ``img`` (``(H, W, 3)`` RGB) as ``repeat`` identical frames."""
         import av
 
+        # Converted once, not once per held copy.
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
         for _ in range(repeat):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = self.n_frames
             self.n_frames += 1
             for packet in self.stream.encode(frame):

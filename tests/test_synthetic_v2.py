@@ -67,8 +67,10 @@ def test_held_clip_repeats_each_source_frame(v2_dir: Path, truth: dict[str, dict
     frames = np.concatenate([c.frames for c in open_video(v2_dir / name, sample_fps=30.0, width=64, backend="pyav").chunks()])
     step = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
     new_source_frame = (np.arange(1, len(frames)) % hold) == 0
-    assert step[~new_source_frame].max() < 1.0  # held copies are (almost) identical
-    assert np.median(step[new_source_frame]) > 3.0  # the next source frame differs
+    # Held copies are identical but for the encoder refining the first copies; a new source frame moves.
+    assert np.median(step[~new_source_frame]) < 0.1
+    assert step[~new_source_frame].max() < np.median(step[new_source_frame]) / 3
+    assert np.median(step[new_source_frame]) > 3.0
     gt = pq.read_table(v2_dir / GROUND_TRUTH_FILE).to_pandas().query("file == @name").activity.to_numpy()
     assert all(len(set(gt[i : i + hold])) == 1 for i in range(0, len(gt), hold))  # a held frame keeps its truth
 
