@@ -102,7 +102,7 @@ def footage_part(seeds: list[int], clips: int, minutes: float) -> list[dict[str,
 
     rows = []
     for seed in seeds:
-        footage = make_sample_footage(tempfile.mkdtemp(prefix="hc-foot-"), n_clips=clips, minutes=minutes, seed=seed)
+        footage = make_sample_footage(tempfile.mkdtemp(prefix="hc-foot-"), n_clips=clips, minutes=minutes, seed=seed, version=2)
         out = Path(tempfile.mkdtemp(prefix="hc-run-"))
         cfg = load_config(None, ["runner=local", "report.enabled=false", "labels.enabled=false", "progress=false"])
         t0 = time.perf_counter()
