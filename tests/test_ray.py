@@ -60,8 +60,10 @@ def assert_same_tables(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     for col in a.columns:
         x, y = a[col].to_numpy(), b[col].to_numpy()
-        if x.dtype == object and len(x) and isinstance(x[0], np.ndarray):
+        if x.dtype == object and len(x) and isinstance(x[0], np.ndarray) and x[0].dtype.kind in "fiub":
             np.testing.assert_allclose(np.stack(x), np.stack(y), rtol=1e-5, atol=1e-6, err_msg=col)
+        elif x.dtype == object and len(x) and isinstance(x[0], np.ndarray):  # lists of names (unmeasured)
+            assert [list(v) for v in x] == [list(v) for v in y], col
         elif np.issubdtype(x.dtype, np.floating):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=col)
         else:
