@@ -286,7 +286,7 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
 
 
 def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int,
-                              rng: np.random.Generator, max_per_clip: int = 400) -> tuple[float, int]:
+                              rng: np.random.Generator, max_per_clip: int = 400, n_null: int = 8) -> tuple[float, int]:
     """How much structure a modality has inside clips, away from temporal neighbours, and on how
     many segments it was measured (clips too short to have far neighbours give none).
 
@@ -296,20 +296,27 @@ def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: np
     activity that recurs within a clip: tight neighbours (towards 1). Adjacent segments are left
     out because one activity continuing, or a slow drift of light, makes them similar anyway. The
     score is relative to the same data with each column shuffled within its clip (0: no more
-    structure than chance).
+    structure than chance), averaged over ``n_null`` shuffles: one shuffle of a few dozen
+    segments moved the score of the same data between 0 and 0.42.
     """
     c_obs, count = _near_vs_random(x, clip_ids, pos, k, gap, rng, max_per_clip)
     if count == 0:
         return 0.0, 0
     # Null: every column shuffled within its clip keeps each clip's spread but no structure; the
     # k nearest of a few dozen random points are closer than random pairs too, by chance alone.
-    shuffled = np.array(x, copy=True)
-    for c in np.unique(clip_ids):
-        idx = np.flatnonzero(clip_ids == c)
-        for j in range(shuffled.shape[1]):
-            shuffled[idx, j] = shuffled[rng.permutation(idx), j]
-    c_null, _ = _near_vs_random(l2_normalise(shuffled), clip_ids, pos, k, gap, rng, max_per_clip)
+    groups = [np.flatnonzero(clip_ids == c) for c in np.unique(clip_ids)]
+    c_null = float(np.mean([_near_vs_random(l2_normalise(_shuffle_columns(x, groups, rng)), clip_ids, pos, k, gap, rng,
+                                            max_per_clip)[0] for _ in range(n_null)]))
     return float(np.clip((c_obs - c_null) / max(1.0 - c_null, 1e-9), 0.0, 1.0)), count
+
+
+def _shuffle_columns(x: npt.NDArray[np.floating], groups: list[npt.NDArray[np.int64]], rng: np.random.Generator) -> F32:
+    """``x`` with every column permuted independently within each group of rows."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    for idx in groups:
+        perm = np.argsort(rng.random((len(idx), out.shape[1])), axis=0)
+        out[idx] = np.take_along_axis(out[idx], perm, axis=0)
+    return out
 
 
 def _near_vs_random(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int,
@@ -340,16 +347,26 @@ def _near_vs_random(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[
     return float(np.clip(1.0 - near_sum / rand_sum, 0.0, 1.0)), count
 
 
-def global_clusteredness(x: F32, k: int, rng: np.random.Generator) -> float:
-    """1 - (mean distance to the ``k`` nearest segments anywhere) / (mean distance of random pairs)."""
+def global_clusteredness(x: F32, k: int, rng: np.random.Generator, n_null: int = 8) -> float:
+    """Structure across the corpus: 1 - (mean distance to the ``k`` nearest segments anywhere) /
+    (mean distance of random pairs), relative to the same data with every column shuffled (0: no
+    more than chance). Without the null, the nearest of a few dozen points in 12 dims look close
+    for any data: a rhythm descriptor at chance level scored 0.78, above the scene's 0.55."""
     n = len(x)
     if n < 3:
         return 0.0
-    _, dist, _ = knn_graph(x, min(k, max(1, (n - 1) // 4)), backend="cpu")
+    kk = min(k, max(1, (n - 1) // 4))
+
+    def near_vs_random(z: F32) -> float:
+        _, dist, _ = knn_graph(z, kk, backend="cpu")
+        rand = float((1.0 - (z[pairs[:, 0]] * z[pairs[:, 1]]).sum(axis=1)).mean())
+        return float(np.clip(1.0 - dist.mean() / max(rand, 1e-9), 0.0, 1.0))
+
     pairs = rng.integers(0, n, size=(min(20_000, n * 20), 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    rand = float((1.0 - (x[pairs[:, 0]] * x[pairs[:, 1]]).sum(axis=1)).mean())
-    return float(np.clip(1.0 - dist.mean() / max(rand, 1e-9), 0.0, 1.0))
+    c_obs = near_vs_random(x)
+    c_null = float(np.mean([near_vs_random(l2_normalise(_shuffle_columns(x, [np.arange(n)], rng))) for _ in range(n_null)]))
+    return float(np.clip((c_obs - c_null) / max(1.0 - c_null, 1e-9), 0.0, 1.0))
 
 
 def clip_excess(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int) -> float:
