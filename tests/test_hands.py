@@ -226,3 +226,33 @@ def test_clip_pass_reads_only_frames_near_anchors_and_marks_rows(cfg):
     off = load_config(None, ["pose.propagate=false"]).pose
     plain = HandTracks(off, FPS, W, 64)(frames, "planted.mp4", (H, W), read_grey=read)
     assert len(asked) == 1 and (plain["hand_source"] == DETECTED).sum() == 2  # no propagation, no re-decode
+
+
+def test_clip_pass_re_decodes_the_frames_the_first_pass_saw(cfg, tmp_path):
+    """In a run the pass re-decodes the file (frames are never kept): same backend, rate and size
+    as the first pass, so the frames it tracks on are the ones the detector saw."""
+    from handclust.pipeline import frame_batches
+    from handclust.synthetic import Mp4Writer
+    from handclust.video import open_video
+
+    n, world = 30, cv2.cvtColor(_texture(7), cv2.COLOR_GRAY2RGB)
+    path = tmp_path / "planted.mp4"
+    with Mp4Writer(path, FPS, (W, H)) as out:
+        for k in range(n):
+            out.write(_render(world, _camera(k, (2.0, 1.0), 0.3)))
+    source = open_video(path, FPS, W, 8, "pyav")
+
+    class _Clip:
+        clip_id = "planted"
+
+    batches = list(frame_batches(_Clip(), load_config(None, []), source))  # type: ignore[arg-type]
+    grey = np.concatenate([[cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in b["frame"]] for b in batches])
+    truth = np.stack([_apply(_camera(k, (2.0, 1.0), 0.3), _hand_world()) for k in range(len(grey))])
+    rows = np.stack([_row(truth[k] if k == 12 else None) for k in range(len(grey))])
+    frames = {"frame_idx": np.arange(len(grey)), "hand_landmarks": rows, **_motion_frames(grey)}
+    stage = HandTracks(cfg, FPS, W, 8)
+    decoded = stage(frames, str(path), (H, W), backend=source.backend)
+    in_memory = stage(frames, str(path), (H, W), read_grey=lambda m: ((int(k), grey[k]) for k in np.flatnonzero(m)))
+    for k in ("hand_landmarks", "hand_source", "hand_age", "hand_motion"):
+        np.testing.assert_array_equal(decoded[k], in_memory[k], err_msg=k)
+    assert (decoded["hand_source"][[*range(2, 12), *range(13, 23)]] == PROPAGATED).all()
