@@ -112,6 +112,13 @@ class PoseConfig(_Frozen):
     min_detection_confidence: float = Field(0.5, gt=0, lt=1)
     fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at (at most decode.sample_fps); ~30 ms per frame on CPU")
     fuse: bool = Field(True, description="add desc_pose to the clustering fusion (weighted by how many segments saw a hand or body)")
+    # Anchored propagation (features/hands.py): detected hands carried to nearby looked-at frames the detector missed.
+    propagate: bool = Field(True, description="carry detected hands forward and backward with Lucas-Kanade optical flow")
+    max_age_frames: int = Field(10, ge=1, le=300, description="farthest a hand is carried from its anchor, in sampled frames (10 = 2 s at 5 fps)")
+    track_fb_error_px: float = Field(2.0, gt=0, description="forward-backward error (px at decode.width) above which a keypoint is lost")
+    track_min_points: float = Field(0.5, gt=0, le=1, description="a track ends when fewer than this share of its 21 keypoints hold")
+    track_max_drift: float = Field(0.04, gt=0, lt=1, description="a track reaching a detection must land within this many frame widths of it")
+    cut_min_similarity: float = Field(0.5, gt=0, lt=1, description="grey-histogram overlap below which consecutive frames are a cut (tracks stop)")
 
     @model_validator(mode="after")
     def _something(self) -> PoseConfig:

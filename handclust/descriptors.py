@@ -196,7 +196,14 @@ def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: Descriptor
     if hands is not None and body is not None and (np.shape(hands)[-1] or np.shape(body)[-1]):
         from handclust.features.keypoints import pose_descriptor
 
-        extra["desc_pose"] = pose_descriptor(hands, body, a, b, fps)
+        extra["desc_pose"] = pose_descriptor(hands, body, a, b, fps, hand_motion=frames.get("hand_motion"), desc_cfg=cfg)
+    if hands is not None and np.shape(hands)[-1] and "hand_source" in frames:
+        from handclust.features.hands import DETECTED, PROPAGATED
+
+        looked = ~np.isnan(np.asarray(hands[a:b, 0], np.float64))
+        src = np.asarray(frames["hand_source"][a:b])[looked]
+        extra.update(hand_looked=int(looked.sum()), hand_detected=int((src == DETECTED).sum()),
+                     hand_propagated=int((src == PROPAGATED).sum()))
     return {
         **extra,
         "desc_scene": desc_scene.astype(np.float32),

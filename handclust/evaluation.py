@@ -210,13 +210,35 @@ def activity_profiles(segments: pa.Table, labels: npt.NDArray[np.integer], cfg: 
         tools = top_tools(schema.vectors(segments, "desc_tools"), labels, cfg.tools.prompts, cfg.tools.top_k)
         out["top_tools"] = {str(c): v for c, v in tools.items()}
     if cfg.pose.enabled and "desc_pose" in segments.column_names:
+        from handclust.features.hands import coverage_by
         from handclust.features.keypoints import keypoints_per_activity
 
         seconds = np.asarray(segments.column("t_end").to_numpy()) - np.asarray(segments.column("t_start").to_numpy())
         kp = keypoints_per_activity(schema.vectors(segments, "desc_pose"), seconds, labels)
+        counts = hand_counts(segments)
+        if kp and counts is not None:
+            by_activity = coverage_by(labels, *counts)
+            kp = {c: {**v, **{k: by_activity[c][k] for k in ("coverage_before", "propagated_share")}}
+                  for c, v in kp.items() if c in by_activity}
         if kp:
             out["keypoints"] = {str(c): v for c, v in kp.items()}
+        if counts is not None:
+            clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+            out["hands"] = {"per_clip": {str(c): v for c, v in coverage_by(clip_ids, *counts).items()},
+                            "total": coverage_by(np.zeros(len(clip_ids), np.int64), *counts).get(0, {})}
     return out
+
+
+def hand_counts(segments: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """Per segment: looked-at frames, frames with a detected hand, frames with only propagated hands
+    (None for runs from before hand propagation, or with hands off)."""
+    names = ("hand_looked", "hand_detected", "hand_propagated")
+    if not all(n in segments.column_names for n in names):
+        return None
+    looked, detected, propagated = (np.asarray(segments.column(n).fill_null(0), np.int64) for n in names)
+    if not looked.any():
+        return None
+    return looked, detected, propagated
 
 
 def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, overrides: list[str] | None = None,

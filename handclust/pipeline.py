@@ -84,6 +84,32 @@ def frame_stages(cfg: RunConfig) -> list[Any]:
     return stages + ([learned["tools"]] if "tools" in learned else [])
 
 
+def hand_tracks(cfg: RunConfig) -> Any:
+    """The per-clip hand pass (:class:`~handclust.features.hands.HandTracks`), or None when hands are off."""
+    if not (cfg.pose.enabled and cfg.pose.hands):
+        return None
+    from handclust.features.hands import HandTracks
+
+    d = cfg.decode
+    return HandTracks(cfg.pose, d.sample_fps, d.width, d.chunk_frames)
+
+
+def apply_hand_tracks(stage: Any, frames: Batch, status: dict[str, Any]) -> Batch:
+    """Run the hand pass on one clip's ordered frame columns; records its coverage in ``status["hands"]``.
+
+    ``status`` names the clip (``path``), how the first pass decoded it (``backend``) and the decoded
+    frame size (``frame_size``, [height, width]); both runners call this before segmentation.
+    """
+    if stage is None:
+        return frames
+    from handclust.features.hands import hand_coverage
+
+    t0 = time.perf_counter()
+    frames = stage(frames, status["path"], status["frame_size"], backend=status.get("backend") or "auto")
+    status["hands"] = {**hand_coverage(frames, stage.cfg.fps, stage.sample_fps), "seconds": time.perf_counter() - t0}
+    return frames
+
+
 def apply_segment_stages(stages: list[Any], segments: Batch, path: str) -> Batch:
     """Run segment stages (V-JEPA-2) on one clip's segment rows; they re-decode from ``path``."""
     if not stages or not len(segments.get("segment_id", ())):
@@ -173,11 +199,12 @@ class LocalRunner:
         self.stages = frame_stages(cfg)
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
         self.segment_stages = segment_stages(cfg)
+        self.hands = hand_tracks(cfg)
         self._ready = False
 
     def _setup(self) -> None:
         if not self._ready:
-            for stage in [*self.stages, *self.segment_stages]:
+            for stage in [*self.stages, *self.segment_stages, *([self.hands] if self.hands else [])]:
                 stage.setup()
             self.describer.setup()
             self._ready = True
@@ -208,6 +235,7 @@ class LocalRunner:
             bar = self.progress.bar(total=round(source.info.duration_s, 1), desc=Path(clip.path).name[:32], unit="s")
             parts: list[Batch] = []
             for batch in frame_batches(clip, self.cfg, source):
+                status.setdefault("frame_size", list(batch["frame"].shape[1:3]))
                 for stage in self.stages:
                     batch = stage(batch)
                 parts.append({k: v for k, v in batch.items() if k not in PIXEL_COLUMNS})
@@ -218,6 +246,7 @@ class LocalRunner:
             status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
             if not frames or len(frames["t"]) < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
+            frames = apply_hand_tracks(self.hands, frames, status)
             segments = apply_segment_stages(self.segment_stages, self.describer(frames), clip.path)
             status.update(source_rate(frames, segments, d.sample_fps, clip.path))
         except VideoError as exc:

@@ -45,10 +45,12 @@ from handclust.footage import Clip
 from handclust.pipeline import (
     PIXEL_COLUMNS,
     RunnerError,
+    apply_hand_tracks,
     apply_segment_stages,
     feature_fingerprint,
     frame_batches,
     frame_stages,
+    hand_tracks,
     partial_message,
     segment_stages,
     source_rate,
@@ -126,6 +128,7 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
                 if pending is not None:
                     yield pending
                 n_frames += len(chunk["t"])
+                status.setdefault("frame_size", list(chunk["frame"].shape[1:3]))
                 pending = {**chunk, INFO_COLUMN: np.full(len(chunk["t"]), "", dtype=object)}
             if pending is None or n_frames < 2:
                 raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
@@ -166,9 +169,13 @@ class ClipWriter:
     ``status/<clip_id>.json`` exactly as the local runner does; returns one summary row.
     """
 
-    def __init__(self, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = ()):
+    def __init__(self, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = (),
+                 hands: Any = None):
         self.describer = describer
         self.describer.setup()
+        self.hands = hands  # the per-clip hand pass (pipeline.hand_tracks); re-decodes around anchors
+        if hands is not None:
+            hands.setup()
         self.segment_stages = list(segment_stages)  # V-JEPA-2: weights cached per worker process
         for stage in self.segment_stages:
             stage.setup()
@@ -185,6 +192,7 @@ class ClipWriter:
         order = np.argsort(frames["frame_idx"], kind="stable")
         frames = {k: np.asarray(v)[order] for k, v in frames.items() if k != INFO_COLUMN}
         try:
+            frames = apply_hand_tracks(self.hands, frames, status)
             segments = apply_segment_stages(self.segment_stages, self.describer(frames), status["path"])
             status.update(source_rate(frames, segments, self.describer.fps, status["path"]))
         except Exception as exc:  # one bad clip must not stop the others
@@ -223,9 +231,10 @@ def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
     return {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
 
 
-def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = ()) -> Batch:
+def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = (),
+               hands: Any = None) -> Batch:
     """``map_groups`` UDF: :class:`ClipWriter` as a task (the describer's setup is cheap)."""
-    return ClipWriter(describer, out, segment_stages)(frames)
+    return ClipWriter(describer, out, segment_stages, hands)(frames)
 
 
 class RayStartError(RunnerError):
@@ -281,6 +290,7 @@ class RayRunner:
         self.stages = stages if stages is not None else frame_stages(cfg)
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
         self.segment_stages = segment_stages(cfg)
+        self.hands = hand_tracks(cfg)
         self.quarantined: list[dict[str, Any]] = []
         self.cluster: str | None = None  # which Ray cluster the run used, in words (run.json)
 
@@ -468,7 +478,8 @@ class RayRunner:
                                        for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows])
         # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
         ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
-            write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages},
+            write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages,
+                                 "hands": self.hands},
             batch_format="numpy", num_cpus=rc.decode_num_cpus,
             num_gpus=max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None)
         rows = ds.take_all()

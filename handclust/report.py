@@ -753,6 +753,7 @@ def activities_html(data: RunData) -> str:
         desc = {int(r.cluster): r.description for r in data.labels.itertuples() if isinstance(r.description, str)}
     keypoints = dig(data.evaluation or {}, "keypoints")
     keypoints = keypoints if isinstance(keypoints, dict) and keypoints else None
+    propagated = keypoints is not None and any(isinstance(v, dict) and "propagated_share" in v for v in keypoints.values())
     groups = [(c, seg[seg.cluster == c]) for c in data.activities] + [(-1, seg[seg.cluster < 0])]
     for c, g in groups:
         if c < 0 and not len(g):
@@ -763,15 +764,35 @@ def activities_html(data: RunData) -> str:
                str(len(g)), f"{dur / 60:.1f}", f"{100 * dur / total:.1f} %", str(g.clip_id.nunique())]
         if keypoints is not None:  # MediaPipe: share of looked-at frames with a hand / the body in view
             kp = keypoints.get(str(c)) or {}
-            row += [fmt(100 * kp["hand_rate"], ".1f") + " %" if isinstance(kp.get("hand_rate"), int | float) else "",
-                    fmt(100 * kp["body_rate"], ".1f") + " %" if isinstance(kp.get("body_rate"), int | float) else ""]
+            row += [_pct(kp.get("hand_rate")), _pct(kp.get("body_rate"))]
+            if propagated:  # hands seen before propagation, and the share of hand frames that are propagated
+                row += [_pct(kp.get("coverage_before")), _pct(kp.get("propagated_share"))]
         rows.append([*row, esc(desc.get(c, ""))])
     if not rows:
         return f'<p class="note">No segments: {NOT_COMPUTED}.</p>'
-    header = ["id", "label", "segments", "minutes", "share", "clips", *(["hands seen", "body seen"] if keypoints else []), "description"]
+    kp_header = ["hands seen", "body seen", *(["hands detected", "propagated"] if propagated else [])] if keypoints else []
+    header = ["id", "label", "segments", "minutes", "share", "clips", *kp_header, "description"]
     if not desc:
         header, rows = header[:-1], [r[:-1] for r in rows]
-    return _table(header, rows, numeric=range(2, len(header) - (1 if desc else 0)), attrs='id="activities-table"')
+    table = _table(header, rows, numeric=range(2, len(header) - (1 if desc else 0)), attrs='id="activities-table"')
+    return table + hand_coverage_note(data)
+
+
+def _pct(v: Any) -> str:
+    return fmt(100 * v, ".1f") + " %" if isinstance(v, int | float) else ""
+
+
+def hand_coverage_note(data: RunData) -> str:
+    """Per clip: share of looked-at frames with a detected hand, and with any hand after propagation."""
+    hands = dig(data.evaluation or {}, "hands", "per_clip")
+    if not isinstance(hands, dict) or not hands:
+        return ""
+    names = {str(c): Path(str(p)).name for c, p in zip(data.clips.clip_id, data.clips.path)}
+    items = "".join(f"<li>{esc(names.get(c, c))}: {_pct(v.get('coverage_before'))} &rarr; {_pct(v.get('coverage_after'))}"
+                    f" ({_pct(v.get('propagated_share'))} of hand frames propagated)</li>"
+                    for c, v in hands.items() if isinstance(v, dict))
+    return ('<p class="note" id="hand-coverage">Hand coverage per clip, share of looked-at frames with a hand: detected '
+            f'&rarr; detected or propagated (pose.max_age_frames)</p><ul class="note">{items}</ul>')
 
 
 def _phase_cells(phase: Any) -> list[str]:

@@ -62,6 +62,10 @@ FRAMES = pa.schema(
         ("tool_scores", VECTOR),  # OWLv2 max score per prompt; NaN on frames not scored, empty when tools are off
         ("hand_landmarks", VECTOR),  # MediaPipe, per hand slot [score, 21 x (x, y, z)]; layout in features/keypoints.py
         ("body_landmarks", VECTOR),  # MediaPipe, [found, 33 x (x, y, z, visibility)]; empty when pose is off
+        # Anchored hand propagation (features/hands.py): 0 no hand, 1 detected, 2 only propagated hands.
+        ("hand_source", pa.int8()),
+        ("hand_age", VECTOR),  # per hand slot: 0 detected, k = propagated k sampled frames from its anchor, NaN no hand
+        ("hand_motion", VECTOR),  # per hand slot: ego-compensated wrist velocity (vx, vy), frame widths / s; NaN none
     ]
 )
 
@@ -82,7 +86,11 @@ MODALITY_COLUMNS: dict[str, str] = {
 OBSERVED_INDEX: dict[str, int] = {"pose": 0}
 
 # Columns of optional encoders (video, tools): written as empty lists when the encoder is off.
-OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "desc_video", "desc_tools", "desc_pose")
+OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "hand_age", "hand_motion", "desc_video", "desc_tools",
+                    "desc_pose")
+# Scalar columns of optional stages, and their value when the stage is off.
+OPTIONAL_SCALARS: dict[str, Any] = {"hand_source": np.int8(0), "hand_looked": np.int32(0), "hand_detected": np.int32(0),
+                                    "hand_propagated": np.int32(0)}
 
 SEGMENTS = pa.schema(
     [
@@ -112,6 +120,11 @@ SEGMENTS = pa.schema(
         ("desc_video", VECTOR),  # V-JEPA-2, mean over the segment's windows; empty when video is off
         ("desc_tools", VECTOR),  # mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off
         ("desc_pose", VECTOR),  # hand / body keypoint summary (features/keypoints.POSE_DESCRIPTOR); empty when pose is off
+        # Hand coverage of the segment's looked-at frames (pose.fps): looked at, with a detected hand,
+        # with only propagated hands (features/hands.py). 0 when hands are off.
+        ("hand_looked", pa.int32()),
+        ("hand_detected", pa.int32()),
+        ("hand_propagated", pa.int32()),
     ]
 )
 
@@ -158,7 +171,8 @@ GROUND_TRUTH = pa.schema(
 def table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; 2-D arrays become list<float32>."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
-    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in OPTIONAL_VECTORS if c in schema.names}, **columns}
+    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in OPTIONAL_VECTORS if c in schema.names},
+               **{c: np.full(n_rows, v) for c, v in OPTIONAL_SCALARS.items() if c in schema.names}, **columns}
     missing = [n for n in schema.names if n not in columns]
     if missing:
         raise KeyError(f"columns missing for schema: {missing}")

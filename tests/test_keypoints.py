@@ -182,4 +182,28 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     activities = {str(c) for c in demo_run.clusters.column("cluster").to_pylist() if c >= 0}
     assert set(ev["keypoints"]) == activities
     assert all(0 <= v["hand_rate"] <= 1 and 0 <= v["body_rate"] <= 1 for v in ev["keypoints"].values())
-    assert "hands seen" in (Path(demo_run.out) / "report" / "index.html").read_text()
+    html = (Path(demo_run.out) / "report" / "index.html").read_text()
+    assert "hands seen" in html
+
+    # Anchored propagation: every row says whether its hands were detected or propagated, and how far
+    # from their anchor; coverage before / after per clip in eval.json and the report.
+    src = np.asarray(frames.column("hand_source"))
+    age = schema.vectors(frames, "hand_age")
+    assert age.shape == (frames.num_rows, 2) and schema.vectors(frames, "hand_motion").shape == (frames.num_rows, 4)
+    slots = hands.reshape(-1, 2, HAND_SLOT)
+    has_hand = (np.nan_to_num(slots[:, :, 0]) > 0).any(axis=1)
+    assert (src > 0).tolist() == has_hand.tolist()  # a hand on the row <=> detected or propagated
+    assert (np.nan_to_num(age[src == 1], nan=1).min(axis=1) == 0).all()  # detected rows hold an age-0 hand
+    assert (age[src == 2] > 0).any(axis=1).all() and np.nanmax(age, initial=0) <= 10  # pose.max_age_frames
+    assert not (src[~looked] > 0).any()  # written only on frames the detector looked at
+    seg = demo_run.segments
+    looked_n, det, prop = (np.asarray(seg.column(c)) for c in ("hand_looked", "hand_detected", "hand_propagated"))
+    assert looked_n.sum() == looked.sum() and det.sum() == (src == 1).sum() and prop.sum() == (src == 2).sum()
+    per_clip = ev["hands"]["per_clip"]
+    assert set(per_clip) == set(seg.column("clip_id").to_pylist())
+    for v in per_clip.values():
+        assert 0 <= v["coverage_before"] <= v["coverage_after"] <= 1
+    total = ev["hands"]["total"]
+    assert total["coverage_after"] == pytest.approx((det.sum() + prop.sum()) / looked_n.sum(), abs=1e-4)
+    assert all("propagated_share" in v for v in ev["keypoints"].values())
+    assert 'id="hand-coverage"' in html and "propagated" in html

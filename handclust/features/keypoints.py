@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from handclust.config import PoseConfig
+from handclust.config import DescriptorConfig, PoseConfig
 from handclust.encoders.loading import ModelLoadError
 from handclust.stages import Batch, Resources, frame_step
 
@@ -45,6 +45,8 @@ L_SHOULDER, R_SHOULDER, L_WRIST, R_WRIST = 11, 12, 15, 16
 POSE_DESCRIPTOR = (
     "observed_rate", "hand_rate", "two_hand_rate", "hand_x", "hand_y", "hand_x_std", "hand_y_std", "hand_speed",
     "hand_openness", "body_rate", "wrist_raise", "wrist_raise_std", "wrist_spread",
+    # Ego-compensated wrist motion (features/hands.py): the hand moving in the world, not the head.
+    "hand_speed_ego", "hand_path_ego", "hand_rhythm_strength", "hand_rhythm_period",
 )
 INSTALL_HINT = ("pip install --no-deps mediapipe==0.10.14 && pip install absl-py flatbuffers 'protobuf>=4.25.3,<5' "
                 "(what `make` does), or set pose.enabled=false")
@@ -152,7 +154,8 @@ class HandPoseKeypoints:
 
 
 def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: npt.NDArray[np.floating], a: int, b: int,
-                    fps: float, min_visibility: float = 0.5) -> npt.NDArray[np.float32]:
+                    fps: float, min_visibility: float = 0.5, hand_motion: npt.NDArray[np.floating] | None = None,
+                    desc_cfg: DescriptorConfig | None = None) -> npt.NDArray[np.float32]:
     """``desc_pose`` of frames ``[a, b)`` (names in :data:`POSE_DESCRIPTOR`).
 
     ``hand_landmarks`` ``(n_frames, max_hands * 64)`` and ``body_landmarks`` ``(n_frames, 133)`` are
@@ -162,6 +165,12 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
     (0 = centre); speed is wrist travel in frame widths per second between consecutive looked-at
     frames that both show a hand; openness is mean fingertip-to-wrist distance over palm length;
     wrist raise is how far the wrists are above the shoulders, in shoulder widths.
+
+    ``hand_motion`` ``(n_frames, max_hands * 2)`` (the clip's ego-compensated wrist velocities,
+    :func:`handclust.features.hands.compensated_hand_motion`) gives ``hand_speed_ego`` (mean speed
+    over hands, frame widths / s), ``hand_path_ego`` (the hands' mean path length over the segment,
+    frame widths) and the dominant period (s) and strength of the compensated wrist velocity
+    (:func:`handclust.descriptors.rhythm` over the looked-at frames); 0 without it.
     """
     out = np.zeros(len(POSE_DESCRIPTOR), np.float32)
     h = np.asarray(hand_landmarks[a:b], np.float64)  # slice first: called once per segment of the clip
@@ -208,6 +217,41 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
                 out[10], out[11] = raise_.mean(), raise_.std()
                 out[12] = float(np.mean(np.abs(q[:, L_WRIST, 0] - q[:, R_WRIST, 0]) / width))
     out[0] = seen_any[looked].mean()
+    if hand_motion is not None and np.shape(hand_motion)[-1] and looked_h.any():
+        out[13:17] = _ego_motion_summary(np.asarray(hand_motion, np.float64), np.asarray(hand_landmarks, np.float64),
+                                         a, b, fps, desc_cfg or DescriptorConfig())
+    return out
+
+
+def _ego_motion_summary(motion: npt.NDArray[np.float64], hands: npt.NDArray[np.float64], a: int, b: int, fps: float,
+                        cfg: DescriptorConfig) -> npt.NDArray[np.float64]:
+    """``[speed, path, rhythm strength, rhythm period]`` of the compensated wrist velocities in ``[a, b)``."""
+    from handclust.descriptors import rhythm
+
+    out = np.zeros(4)
+    looked = np.flatnonzero(~np.isnan(hands[:, 0]))
+    present = (np.nan_to_num(hands.reshape(len(hands), -1, HAND_SLOT)[:, :, 0]) > 0).any(axis=1)
+    seg = looked[(looked >= a) & (looked < b)]
+    v = motion[seg].reshape(len(seg), -1, 2)
+    speed = np.linalg.norm(v, axis=-1)  # (looks, slots), NaN where no velocity
+    valid = np.isfinite(speed).any(axis=1)
+    if not valid.any():
+        return out
+    out[0] = float(np.nanmean(speed[valid]))
+    # Time each velocity spans: back to the previous looked-at frame that showed a hand.
+    shown = looked[present[looked]]
+    prev = np.searchsorted(shown, seg[valid]) - 1
+    span = np.where(prev >= 0, (seg[valid] - shown[np.maximum(prev, 0)]) / fps, 0.0)
+    out[1] = float(np.sum(np.nanmean(speed[valid], axis=1) * span))
+    if valid.mean() >= 0.5 and len(seg) >= 8:
+        mean_v = np.nanmean(np.where(np.isfinite(v), v, np.nan)[valid], axis=1)  # (valid looks, 2)
+        track = np.zeros((len(seg), 2))
+        track[valid] = mean_v - mean_v.mean(axis=0)
+        _, _, vt = np.linalg.svd(track, full_matrices=False)
+        step = float(np.median(np.diff(seg))) if len(seg) > 1 else 1.0
+        _, period, strength = rhythm(track @ vt[0], fps / step, cfg)
+        if np.isfinite(period):
+            out[2], out[3] = strength, period
     return out
 
 
