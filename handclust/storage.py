@@ -102,10 +102,21 @@ class OutputStore:
         return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
 
     def read_dataset(self, rel_dir: str, schema: pa.Schema) -> pa.Table:
-        """All ``*.parquet`` parts under ``rel_dir`` concatenated (empty table with ``schema`` if none)."""
+        """All ``*.parquet`` parts under ``rel_dir`` concatenated (empty table with ``schema`` if none).
+
+        A column that a part lacks (written by an earlier version, e.g. before hand propagation) is
+        read as nulls, so a run resumed or re-evaluated after an upgrade keeps its finished clips.
+        """
         parts = [self.read_table(f"{rel_dir}/{n}") for n in self.list(rel_dir, ".parquet")]
-        parts = [p.select(schema.names).cast(schema) for p in parts]
+        parts = [_with_columns(p, schema).select(schema.names).cast(schema) for p in parts]
         return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table
 
 
 def _json_default(obj: Any) -> Any:

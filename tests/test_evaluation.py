@@ -150,3 +150,19 @@ def test_segment_features_bad_folder_names_the_fix(tmp_path: Path):
     (tmp_path / "features" / "v.npy").write_bytes(b"not numpy")
     r = CliRunner().invoke(cli, ["segment-features", str(tmp_path), "--out", str(tmp_path / "o"), "--fps", "15"])
     assert r.exit_code != 0 and "v.npy" in r.output
+
+
+def test_parts_from_an_earlier_version_read_with_null_columns(tmp_path: Path):
+    """A run written before a column existed (e.g. hand coverage) still resumes and re-evaluates."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from handclust.storage import OutputStore
+
+    schema = pa.schema([("segment_id", pa.string()), ("hand_looked", pa.int32())])
+    (tmp_path / "segments").mkdir()
+    pq.write_table(pa.table({"segment_id": ["a", "b"]}), tmp_path / "segments" / "old.parquet")
+    pq.write_table(pa.table({"segment_id": ["c"], "hand_looked": pa.array([3], pa.int32())}), tmp_path / "segments" / "new.parquet")
+    t = OutputStore(str(tmp_path)).read_dataset("segments", schema)
+    assert t.schema == schema
+    assert sorted(zip(t.column("segment_id").to_pylist(), t.column("hand_looked").to_pylist())) == [("a", None), ("b", None), ("c", 3)]
