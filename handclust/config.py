@@ -175,9 +175,10 @@ class ClusterConfig(_Frozen):
                                   "and place the rest by a kNN vote")
     clip_normalise: Literal["auto", "on", "off"] = Field(
         "auto", description="standardise a modality within each clip before fusion (removes per-clip style: person, camera, "
-        "light); auto: when at least 3 clips are islands in it (clip_excess_threshold)")
-    clip_excess_threshold: float = Field(0.5, gt=0, le=1, description="auto per-clip normalisation: share of non-adjacent "
-                                         "neighbours from the segment's own clip, beyond chance, that marks per-clip style")
+        "light); auto: with at least 3 clips, when the modality's clip excess reaches clip_excess_threshold")
+    clip_excess_threshold: float = Field(0.1, ge=0, le=1, description="auto per-clip normalisation: share of non-adjacent "
+                                         "neighbours from the segment's own clip, beyond chance, from which a modality is "
+                                         "normalised within clips (0: always, given 3 clips)")
     adjacent_gap: int = Field(2, ge=0, description="segments this close in time in one clip count as the same activity "
                               "continuing (left out of the confidence and fingerprint scores)")
     weight_prior_segments: float = Field(30.0, ge=0, description="confidence scores are shrunk towards the mean by this many "
