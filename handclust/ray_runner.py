@@ -19,7 +19,10 @@ Ray retries the task and sees the clip still ``running`` in the same run, or whe
 the clip unfinished). A clip left ``running`` by an earlier run that was interrupted (Ctrl-C, the
 driver killed) is not counted. Ray retries a decode task lost with its worker at most
 ``ray.max_task_retries`` times; after ``ray.max_attempts`` failures a clip is ``quarantined`` and
-later runs skip it (delete its ``status/<clip_id>.json`` to try it again). Crashed stage actors are
+later runs skip it (delete its ``status/<clip_id>.json`` to try it again). When Ray itself dies
+mid-run (:class:`RayWatch` sees the GCS or raylet of the instance the run started exit, or Ray
+raises), the clips in flight become ``status="interrupted"``, not counted against them, and the run
+ends with :class:`~handclust.pipeline.RunnerError`; a rerun processes them again. Crashed stage actors are
 Ray's to restart (``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a
 retried batch writes the same rows.
 
