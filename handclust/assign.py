@@ -51,6 +51,21 @@ def _refuse_out_in_model(model_run: str | Path, out: str | Path) -> None:
                           "it assigns to: choose another --out, e.g. a sibling folder")
 
 
+def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -> None:
+    """Refuse, before any clip is decoded, a model whose descriptors this version would not reproduce
+    (a run made by another handclust version, or a damaged ``model/fusion.npz``)."""
+    from handclust.descriptors import descriptor_dims
+
+    ours = descriptor_dims(cfg)
+    for modality, t in fusion.transforms.items():
+        theirs = len(t.mean)
+        if modality in ours and ours[modality] != theirs:
+            made_by = (model.read_json("run.json").get("versions") or {}).get("handclust", "unknown")
+            raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: its {modality} descriptors have {theirs} dims, this "
+                             f"version of handclust makes {ours[modality]} with that run's config (the run was made by "
+                             f"handclust {made_by}): assign with that version, or rerun `handclust run` with this one")
+
+
 def _load_index(model: OutputStore) -> Any:
     import faiss
 
@@ -95,6 +110,10 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                               f"so the new segments could not be compared with those of {model.uri}; drop it (assign uses the "
                               "model run's feature config), or make a new model with `handclust run`")
         cfg = changed
+    import io
+
+    fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
+    _check_descriptor_dims(fusion, cfg, model)
     store = OutputStore(out)
     prog = Progress(enabled=cfg.progress if progress is None else progress)
     timings: dict[str, float] = {}
@@ -104,17 +123,18 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
     segments = ok_segments(store, clips_tbl)
 
     t0 = time.perf_counter()
-    import io
-
-    fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
     reference = model.read_table(f"{MODEL_DIR}/reference.parquet")
     ref_cluster = np.asarray(reference.column("cluster"), np.int32)
     ref_activity = np.asarray(reference.column("activity"), np.int32)
     n = segments.num_rows
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     if n:
-        fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms}, clip_ids,
-                                 schema.measured_masks(segments, list(fusion.transforms)))
+        try:
+            fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms},
+                                     clip_ids, schema.measured_masks(segments, list(fusion.transforms)))
+        except ValueError as exc:  # a learned encoder's width, known only once it ran
+            raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: {exc}; assign with the handclust version and "
+                             "models that made the run, or rerun `handclust run`") from None
         index = _load_index(model)
         sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
         dist = (1.0 - sim).astype(np.float32)

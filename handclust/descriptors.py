@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from handclust.config import DescriptorConfig, SegmentConfig
+from handclust.config import DescriptorConfig, RunConfig, SegmentConfig
 
 Frames = dict[str, npt.NDArray[np.generic]]
 
@@ -217,6 +217,40 @@ def describe_segment(frames: Frames, a: int, b: int, fps: float, cfg: Descriptor
         "repetition_period_s": rep,
         "unmeasured": unmeasured,
     }
+
+
+def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
+    """Width of each ``desc_*`` column this version writes under ``cfg``, without any footage.
+
+    Only modalities whose width follows from the config: scene with the histogram encoder, motion,
+    ego, rhythm, pose (MediaPipe layout), tools (one score per prompt). Widths of learned encoders
+    (DINOv2 scene, V-JEPA-2 video) come from their checkpoints and are not listed. Computed by
+    describing placeholder frame columns of the widths the frame stages write, so a change to
+    :func:`describe_segment` changes the answer too.
+    """
+    from handclust.features.keypoints import BODY_WIDTH, HAND_SLOT
+    from handclust.features.scene import scene_dim
+
+    n, fps = 8, cfg.decode.sample_fps
+    ones = np.ones(n, np.float32)
+    frames: Frames = {
+        "scene_embedding": np.ones((n, scene_dim(cfg.scene)), np.float32),
+        "flow_direction_hist": np.ones((n, cfg.flow.direction_bins), np.float32),
+        "flow_grid": np.ones((n, cfg.flow.grid * cfg.flow.grid * 2), np.float32),
+        "motion_dt": np.full(n, 1.0 / fps, np.float32),
+        **{k: ones for k in ("flow_mag_mean", "flow_mag_p90", "ego_tx", "ego_ty", "ego_rotation", "ego_scale",
+                             "ego_residual", "ego_ratio", "ego_inliers")},
+    }
+    if cfg.tools.enabled:
+        frames["tool_scores"] = np.zeros((n, len(cfg.tools.prompts)), np.float32)
+    if cfg.pose.enabled:
+        frames["hand_landmarks"] = np.zeros((n, cfg.pose.max_hands * HAND_SLOT if cfg.pose.hands else 0), np.float32)
+        frames["body_landmarks"] = np.zeros((n, BODY_WIDTH if cfg.pose.body else 0), np.float32)
+    d = describe_segment(frames, 0, n, fps, cfg.descriptor)
+    widths = {k.removeprefix("desc_"): int(np.shape(v)[-1]) for k, v in d.items() if k.startswith("desc_")}
+    if cfg.scene.encoder != "histogram":
+        widths.pop("scene")
+    return widths
 
 
 class SegmentDescriber:

@@ -19,7 +19,10 @@ Ray retries the task and sees the clip still ``running`` in the same run, or whe
 the clip unfinished). A clip left ``running`` by an earlier run that was interrupted (Ctrl-C, the
 driver killed) is not counted. Ray retries a decode task lost with its worker at most
 ``ray.max_task_retries`` times; after ``ray.max_attempts`` failures a clip is ``quarantined`` and
-later runs skip it (delete its ``status/<clip_id>.json`` to try it again). Crashed stage actors are
+later runs skip it (delete its ``status/<clip_id>.json`` to try it again). When Ray itself dies
+mid-run (:class:`RayWatch` sees the GCS or raylet of the instance the run started exit, or Ray
+raises), the clips in flight become ``status="interrupted"``, not counted against them, and the run
+ends with :class:`~handclust.pipeline.RunnerError`; a rerun processes them again. Crashed stage actors are
 Ray's to restart (``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a
 retried batch writes the same rows.
 
@@ -237,6 +240,42 @@ def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_sta
     return ClipWriter(describer, out, segment_stages, hands)(frames)
 
 
+class RayWatch:
+    """Watches the GCS and raylet of the local Ray instance this process started.
+
+    When one of them dies, Ray's core worker would end the driver after its GCS reconnect timeout
+    (60 s) with a C++ log line and no record of the run. Instead ``died`` says which daemon died,
+    and the main thread is interrupted at once so the run can record the clips it was processing
+    and end with one line.
+    """
+
+    def __init__(self, poll_s: float = 0.2):
+        import threading
+
+        from ray._private import worker
+
+        node = worker._global_node
+        self.daemons = [(kind, info.process) for kind in ("gcs_server", "raylet")
+                        for info in (node.all_processes.get(kind, []) if node is not None else [])]
+        self.died: str | None = None
+        self._stop = threading.Event()
+        self._poll_s = poll_s
+        threading.Thread(target=self._watch, name="handclust-ray-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        import _thread
+
+        while not self._stop.wait(self._poll_s):
+            for kind, process in self.daemons:
+                if process.poll() is not None and not self._stop.is_set():
+                    self.died = f"its {kind} process {process.pid} exited with code {process.returncode}"
+                    _thread.interrupt_main()
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class RayStartError(RunnerError):
     """Ray could not be started or joined; the message says which cluster and what to do."""
 
@@ -351,22 +390,31 @@ class RayRunner:
                                               "phase": clip.phase, "attempts": attempts, "failures": failures})})
         if items:
             started = self._connect()
+            # Ray's core worker ends this process (after 60 s, with no word of ours) when the GCS of its
+            # instance dies: watch the daemons of an instance this run started and stop first.
+            watch = RayWatch() if started and not (self.cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None
             try:
                 self._run(items, run_id)
-            except (ConfigError, KeyboardInterrupt):
+            except ConfigError:
                 raise
-            except Exception as exc:  # Ray itself failed (raylet or GCS died): not these clips' fault
-                first = (str(exc).strip().splitlines() or [""])[0][:300]
-                message = (f"Ray failed mid-run ({type(exc).__name__}: {first}); the clips it was processing are "
-                           f"recorded as errors that do not count against them: rerun the same command to resume")
+            except (KeyboardInterrupt, Exception) as exc:
+                died = watch.died if watch is not None else None
+                if isinstance(exc, KeyboardInterrupt) and died is None:
+                    raise  # the user's Ctrl-C: clips left running are simply processed again next time
+                # Ray itself failed (raylet or GCS died): not these clips' fault.
+                cause = died or f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+                message = (f"Ray failed mid-run ({cause}); the clips it was processing are recorded as interrupted, "
+                           "which does not count against them: rerun the same command to resume")
                 for clip in clips:
                     st = self._status(clip)
                     if st.get("status") == "running" and st.get("run_id") == run_id:
-                        st.update(status="error", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
+                        st.update(status="interrupted", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
                         self.store.write_json(_status_rel(clip.clip_id), st)
-                raise RunnerError(message) from exc
+                raise RunnerError(message) from None
             finally:
-                if started:
+                if watch is not None:
+                    watch.stop()
+                if started and (watch is None or watch.died is None):
                     ray.shutdown()
         out = []
         for clip in clips:

@@ -63,3 +63,26 @@ def test_assign_names_a_run_json_this_version_cannot_read(demo_run, tmp_path: Pa
     r = CliRunner().invoke(cli, ["assign", str(model), str(footage_dir), "--out", str(tmp_path / "a"), "--no-progress"])
     assert r.exit_code == 2 and str(model / "run.json") in r.output and "scene.new_setting" in r.output, r.output
     assert not (tmp_path / "a" / "status").exists()
+
+
+def test_assign_refuses_descriptors_of_another_size_before_any_clip(demo_run, tmp_path: Path, footage_dir: Path):
+    """A model whose motion descriptors are narrower than this version's (made by another version):
+    refused with the sizes and the fix before a single new clip is decoded, not after all of them."""
+    import shutil
+
+    import numpy as np
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_run.out, model)
+    z = dict(np.load(model / "model" / "fusion.npz"))
+    wide = len(z["motion.mean"])
+    z["motion.mean"], z["motion.scale"] = z["motion.mean"][:70], z["motion.scale"][:70]
+    z["motion.components"] = z["motion.components"][:, :70]
+    with open(model / "model" / "fusion.npz", "wb") as f:
+        np.savez(f, **z)
+    r = CliRunner().invoke(cli, ["assign", str(model), str(footage_dir), "--out", str(tmp_path / "a"), "--no-progress",
+                                 "--set", "runner=local"])
+    assert r.exit_code == 2, r.output
+    assert str(model / "model" / "fusion.npz") in r.output and f"70 dims, this version of handclust makes {wide}" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "a" / "status").exists() and not (tmp_path / "a" / "frames").exists()  # no clip was processed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from handclust.storage import OutputStore
 
 
 class FakeGemini:
-    """Answers generateContent; `script` is a list of (status, body) consumed per request."""
+    """Answers generateContent; `script` is a list of (status, body[, headers]) consumed per request.
+    Each request is recorded with its arrival time (``at``, time.monotonic())."""
 
     def __init__(self, script: list[tuple[int, dict]] | None = None):
         self.script = list(script or [])
@@ -27,10 +29,13 @@ class FakeGemini:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "key": self.headers.get("x-goog-api-key"), "body": body})
-                status, answer = outer.script.pop(0) if outer.script else (200, outer.ok("laying bricks"))
+                outer.requests.append({"path": self.path, "key": self.headers.get("x-goog-api-key"), "body": body,
+                                       "at": time.monotonic()})
+                status, answer, *extra = outer.script.pop(0) if outer.script else (200, outer.ok("laying bricks"))
                 data = json.dumps(answer).encode()
                 self.send_response(status)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -91,6 +96,23 @@ def test_rate_limit_is_retried_then_succeeds(fake: FakeGemini, tmp_path: Path):
     rec = lab(_examples(1)[0])
     assert rec["status"] == "ok" and rec["label"] == "scooping mortar"
     assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_rate_limit_waits_as_long_as_retry_after_says(fake: FakeGemini, form: str):
+    """A 429 with Retry-After: the next request comes no sooner than the server asked, not after the
+    (here 10 ms) backoff; measured between the requests the server saw."""
+    from email.utils import formatdate
+
+    # An HTTP date has whole seconds: two seconds ahead is at least one second ahead.
+    after = "1" if form == "seconds" else formatdate(time.time() + 2, usegmt=True)
+    fake.script = [(429, FakeGemini.error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": after}),
+                   (200, FakeGemini.ok("scooping mortar"))]
+    lab = GeminiLabeller(LabelConfig(base_url=fake.url, backoff_s=0.01, concurrency=1), "k")
+    rec = lab(_examples(1)[0])
+    assert rec["status"] == "ok" and rec["label"] == "scooping mortar"
+    assert len(fake.requests) == 2
+    assert fake.requests[1]["at"] - fake.requests[0]["at"] >= 0.95
 
 
 def test_errors_are_recorded_per_cluster_not_fatal(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -289,3 +289,76 @@ def test_interrupted_driver_does_not_count_against_the_clip(ray_instance, footag
     assert json.loads(status.read_text())["status"] == "running"
     statuses = run_ray(ray_config("ray.max_attempts=1", "pose.enabled=false"), [c], tmp_path / "out")
     assert statuses[0]["status"] == "ok" and statuses[0]["failures"] == 0, statuses[0]
+
+
+def _own_ray_daemons(ray_tmp: str) -> dict[int, str]:
+    """Pids and names of the Ray processes of the instance whose temp dir is ``ray_tmp`` (one run's own)."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(ray_tmp in a for a in argv):
+                found[int(d.name)] = Path(argv[0]).name
+    return found
+
+
+def test_ray_dying_mid_run_is_one_line_and_the_rerun_resumes(footage_dir: Path, tmp_path: Path):
+    """The GCS and raylet of the run's own local instance are killed while a clip is being processed:
+    one line (no traceback, no 60 s wait for Ray to end the process), the clip recorded as
+    interrupted (not running, not counted against it), run.json says why, and the rerun finishes it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = sorted(footage_dir.glob("*.mp4"))[0]
+    c = find_clips([clip], RunConfig().phase.pattern)[0]
+    out = tmp_path / "out"
+    status = out / "status" / f"{c.clip_id}.json"
+    cmd = [str(Path(sys.executable).with_name("handclust")), "run", str(clip), "--out", str(out), "--no-progress",
+           "--set", "runner=ray", "--set", "ray.actor_num_cpus=0.3", "--set", "pose.enabled=false",
+           "--set", "report.enabled=false", "--set", "evaluation.ablations=false"]
+    ray_tmp = tempfile.mkdtemp(prefix="hcdie")  # the run's own Ray temp dir: how its daemons are told apart
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (status.exists() and json.loads(status.read_text())["status"] == "running"):
+            time.sleep(0.05)
+        daemons = {pid: name for pid, name in _own_ray_daemons(ray_tmp).items() if name in ("gcs_server", "raylet")}
+        assert sorted(daemons.values()) == ["gcs_server", "raylet"], daemons
+        for pid in daemons:
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = p.communicate(timeout=50)  # Ray alone would end the driver only after 60 s
+        deadline = time.time() + 30
+        while _own_ray_daemons(ray_tmp) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _own_ray_daemons(ray_tmp)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        for pid in _own_ray_daemons(ray_tmp):
+            os.kill(pid, signal.SIGKILL)
+    assert p.returncode == 1, stdout[-2000:] + stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Ray failed mid-run" in lines[0] and "rerun the same command to resume" in lines[0], stderr[-3000:]
+    assert not left, left  # the dead instance's other processes went with it
+    st = json.loads(status.read_text())
+    assert st["status"] == "interrupted" and st["failures"] == 0, st
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "failed" and "Ray failed mid-run" in rec["error"]
+    # Rerun: the same command resumes and finishes the clip.
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 ok, 0 failed" in r.stdout
+    st = json.loads(status.read_text())
+    assert st["status"] == "ok" and st["attempts"] == 2 and st["failures"] == 0, st
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
