@@ -162,6 +162,12 @@ class ClusterConfig(_Frozen):
                                      "dim (fast there, and PCA of a few dozen segments is noisy)")
     assign_noise: bool = True
     backend: Literal["auto", "cpu", "gpu"] = "auto"
+    where: Literal["auto", "driver", "ray_task"] = Field(
+        "auto", description="where the joint clustering, kNN graph and 2-D map run: ray_task: one Ray task with cluster.num_gpus "
+        "GPUs on a worker (the head may be CPU-only); auto: ray_task when runner=ray and backend=gpu, else the driver")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs the clustering task asks of Ray (where=ray_task)")
+    num_cpus: int | None = Field(None, ge=1, description="threads for faiss / OpenMP / BLAS while clustering, and the CPUs "
+                                 "the clustering task asks for; None: 4 in a Ray task, no limit on the driver")
     map_method: Literal["umap", "pca"] = "umap"
     knn_k: int = Field(10, ge=2)
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
