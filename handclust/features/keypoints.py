@@ -46,8 +46,8 @@ POSE_DESCRIPTOR = (
     "observed_rate", "hand_rate", "two_hand_rate", "hand_x", "hand_y", "hand_x_std", "hand_y_std", "hand_speed",
     "hand_openness", "body_rate", "wrist_raise", "wrist_raise_std", "wrist_spread",
 )
-INSTALL_HINT = ("pip install --no-deps mediapipe==0.10.14 && pip install absl-py flatbuffers 'protobuf>=4.25.3,<5' "
-                "(what `make` does), or set pose.enabled=false")
+INSTALL_HINT = ("pip install 'handclust[hands]' && pip install --no-deps mediapipe==0.10.14 (what `make` does), "
+                "or set pose.enabled=false")
 
 
 class KeypointModelError(ModelLoadError):
