@@ -13,15 +13,16 @@ MINUTES ?= 1.5
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	# [dev] = [cpu,hands,encoders,labels] + the test tools; constraints.txt: the stack measured here.
+	$(PIP) install -c constraints.txt -e ".[dev]"
 	# MediaPipe 0.10.14: the last release that bundles the hand and pose models and runs beside
 	# numpy 2. Its declared jax and opencv-contrib are not needed (contrib would overwrite cv2);
-	# what it does need (absl-py, flatbuffers, protobuf<5) is in pyproject.toml.
+	# what it does need (absl-py, attrs, flatbuffers, protobuf<5) is the [hands] extra.
 	$(PIP) install --no-deps mediapipe==0.10.14
 	touch $(STAMP)
 

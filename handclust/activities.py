@@ -7,6 +7,8 @@ clustering part of ``run.json``.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from typing import Any
 
@@ -16,10 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
-from handclust.clustering import Clustering, Fusion, group_segments, umap_fit
-from handclust.config import RunConfig, fusion_modalities
+from handclust.clustering import Clustering, Fusion, Grouping, group_segments, umap_fit
+from handclust.config import ConfigError, RunConfig, fusion_modalities
 from handclust.progress import Progress
 from handclust.storage import OutputStore
+
+log = logging.getLogger(__name__)
 
 
 def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
@@ -102,6 +106,66 @@ def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32])
                    "clusters": clusters.tolist()}
 
 
+def clustering_place(cfg: RunConfig) -> str:
+    """``driver`` or ``ray_task``: where the joint clustering runs (``cluster.where``)."""
+    if cfg.cluster.where != "auto":
+        return cfg.cluster.where
+    return "ray_task" if cfg.runner == "ray" and cfg.cluster.backend == "gpu" else "driver"
+
+
+def _group_and_map(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+                   durations: npt.NDArray[np.floating], cfg: RunConfig, measured: dict[str, npt.NDArray[np.bool_]],
+                   threads: int | None) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
+    """Fuse, cluster, kNN graph, temporal model and 2-D map: the part that wants a GPU."""
+    import platform
+
+    import faiss  # noqa: F401  (loaded first, so that its OpenMP pool takes the thread limit)
+
+    from handclust.stages import limit_threads
+
+    limit_threads(threads)
+    t0 = time.perf_counter()
+    grouping = group_segments(modalities, clip_ids, durations, cfg.cluster, measured)
+    took = {"clustering": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    xy, map_backend = umap_fit(grouping.fusion.fused, cfg.cluster.map_method, cfg.cluster.backend, cfg.cluster.seed)
+    took["map_2d"] = time.perf_counter() - t0
+    return grouping, xy, map_backend, took, platform.node()
+
+
+def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+                 durations: npt.NDArray[np.floating], measured: dict[str, npt.NDArray[np.bool_]]
+                 ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
+    """:func:`_group_and_map` on the driver, or (``ray_task``) as one Ray task asking for
+    ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs, so that cuML / FAISS-GPU run
+    on a GPU worker while the head stays CPU-only. Returns what ran where, in words, last."""
+    cc = cfg.cluster
+    if where != "ray_task":
+        grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus)
+        return grouping, xy, backend, took, "driver"
+    import ray
+
+    from handclust.ray_runner import connect
+
+    cpus = cc.num_cpus or 4
+    started, cluster = connect(cfg.ray)
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        if gpus < cc.num_gpus:
+            msg = (f"the clustering task asks for cluster.num_gpus={cc.num_gpus:g} GPU(s) but {cluster} has {gpus:g}; "
+                   "set cluster.backend=cpu (or cluster.where=driver) to cluster without one")
+            if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+                log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
+            else:
+                raise ConfigError(msg)
+        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(_group_and_map)
+        grouping, xy, backend, took, node = ray.get(task.remote(modalities, clip_ids, durations, cfg, measured, cpus))
+    finally:
+        if started:
+            ray.shutdown()
+    return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
+
+
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
                      timings: dict[str, float]):
     from handclust.pipeline import RunResult
@@ -130,12 +194,13 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     mods = fusion_modalities(cfg)
     modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}
-    grouping = group_segments(modalities, clip_ids, schema.durations(segments), cfg.cluster, schema.measured_masks(segments, mods))
+    where = clustering_place(cfg)
+    if where == "ray_task":
+        prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
+    grouping, xy, map_backend, took, ran_on = run_grouping(
+        where, cfg, modalities, clip_ids, schema.durations(segments), schema.measured_masks(segments, mods))
     fusion, clustering = grouping.fusion, grouping.clustering
-    timings["clustering"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    xy, map_backend = umap_fit(fusion.fused, cfg.cluster.map_method, cfg.cluster.backend, cfg.cluster.seed)
-    timings["map_2d"] = time.perf_counter() - t0
+    timings.update(took)
 
     seg_ids = segments.column("segment_id").to_pylist()
     clusters = schema.table({
@@ -199,7 +264,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
                       "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
                      if grouping.switches else None),
         "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
-        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
+        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend}, "ran_on": ran_on,
         "k": clustering.k, "noise_rate": clustering.noise_rate,
     }
     store.write_json("run.json", run)

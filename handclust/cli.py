@@ -194,24 +194,31 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command("estimate")
-@click.option("--hours", type=float, required=True, help="Hours of footage to process.")
+@click.option("--hours", type=float, help="Hours of footage to process (required unless --list).")
 @click.option("--node", default="aws-g6.xlarge", show_default=True, help="Node type (see --list).")
 @click.option("--nodes", default=1, show_default=True, help="Number of GPU worker nodes.")
 @click.option("--encoders", default="dinov2", show_default=True, help="Comma list: dinov2,vjepa2,owlv2 (or 'none').")
 @click.option("--price", type=float, help="Your USD per node hour (spot, committed use).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--list", "list_nodes", is_flag=True, help="List known node types and prices.")
-def estimate_cmd(hours: float, node: str, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool) -> None:
+@click.option("--no-head", is_flag=True, help="Leave out the CPU head node (e.g. a head that is up anyway).")
+def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
+                 no_head: bool) -> None:
     """Estimate GPU node hours, wall time and cost of a cluster run before submitting it."""
-    from handclust.cost import NODES, estimate, render
+    from handclust.cost import HEADS, NODES, estimate, render
 
     if list_nodes:
         for n in NODES.values():
             click.echo(f"{n.name:22s} {n.gpus} x {n.gpu:10s} {n.vcpus:4d} vCPU  ${n.usd_per_hour:.3f}/h")
+        for h in HEADS.values():
+            click.echo(f"{h.name:22s} CPU head    {h.vcpus:4d} vCPU  ${h.usd_per_hour:.3f}/h")
+        return
+    if hours is None:
+        _fail("estimate needs --hours (hours of footage), e.g. handclust estimate --hours 2000; --list shows node types")
         return
     encs = tuple(e.strip() for e in encoders.split(",") if e.strip() and e.strip() != "none")
     try:
-        e = estimate(hours, node, nodes, encs, usd_per_hour=price)
+        e = estimate(hours, node, nodes, encs, usd_per_hour=price, head=not no_head)
     except ValueError as exc:
         _fail(str(exc))
         return

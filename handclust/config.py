@@ -39,7 +39,7 @@ class FlowConfig(_Frozen):
 EncoderDevice = Literal["auto", "cuda", "mps", "cpu"]
 EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_HELP = "auto: cuda, then mps, then cpu; a named device that is missing is an error"
-_DTYPE_HELP = "auto: bfloat16 on cuda, float32 elsewhere"
+_DTYPE_HELP = "auto: bfloat16 on cuda GPUs that have it (compute capability >= 8.0), float16 on older ones (T4, V100), float32 elsewhere"
 _MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see README, Learned encoders)"
 
 
@@ -169,6 +169,12 @@ class ClusterConfig(_Frozen):
                                      "dim (fast there, and PCA of a few dozen segments is noisy)")
     assign_noise: bool = True
     backend: Literal["auto", "cpu", "gpu"] = "auto"
+    where: Literal["auto", "driver", "ray_task"] = Field(
+        "auto", description="where the joint clustering, kNN graph and 2-D map run: ray_task: one Ray task with cluster.num_gpus "
+        "GPUs on a worker (the head may be CPU-only); auto: ray_task when runner=ray and backend=gpu, else the driver")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs the clustering task asks of Ray (where=ray_task)")
+    num_cpus: int | None = Field(None, ge=1, description="threads for faiss / OpenMP / BLAS while clustering, and the CPUs "
+                                 "the clustering task asks for; None: 4 in a Ray task, no limit on the driver")
     map_method: Literal["umap", "pca"] = "umap"
     knn_k: int = Field(10, ge=2)
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "

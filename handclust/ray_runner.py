@@ -59,7 +59,7 @@ from handclust.pipeline import (
     source_rate,
 )
 from handclust.progress import Progress
-from handclust.stages import Batch
+from handclust.stages import Batch, limit_threads
 from handclust.storage import OutputStore
 from handclust.video import VideoError, open_video
 
@@ -101,6 +101,7 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
     """
     store = OutputStore(out)
     d = cfg.decode
+    limit_threads(cfg.ray.decode_num_cpus)
     for raw in batch["clip"]:
         rec = json.loads(str(raw))
         clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
@@ -155,7 +156,8 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
 class StageActor:
     """Ray Data callable class around one stage: ``setup()`` once per actor, then ``__call__`` per batch."""
 
-    def __init__(self, stage: Any, drop: tuple[str, ...] = ()):
+    def __init__(self, stage: Any, drop: tuple[str, ...] = (), threads: float | None = None):
+        limit_threads(threads)  # before setup(): libraries loaded there start with the limit
         self.stage = stage
         self.drop = drop
         self.stage.setup()
@@ -235,8 +237,9 @@ def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
 
 
 def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = (),
-               hands: Any = None) -> Batch:
+               hands: Any = None, threads: float | None = None) -> Batch:
     """``map_groups`` UDF: :class:`ClipWriter` as a task (the describer's setup is cheap)."""
+    limit_threads(threads)
     return ClipWriter(describer, out, segment_stages, hands)(frames)
 
 
@@ -504,11 +507,12 @@ class RayRunner:
                             fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint, "run_id": run_id})
         for i, stage in enumerate(self.stages):
             last = i == len(self.stages) - 1
+            cpus = self._actor_cpus(stage)
             ds = ds.map_batches(
-                StageActor, fn_constructor_kwargs={"stage": stage, "drop": PIXEL_COLUMNS if last else ()},
+                StageActor, fn_constructor_kwargs={"stage": stage, "drop": PIXEL_COLUMNS if last else (), "threads": cpus},
                 batch_size=stage.resources.batch_size, batch_format="numpy",
                 compute=_pool(rc.concurrency.get(stage.name, 1)),
-                num_cpus=self._actor_cpus(stage), num_gpus=stage.resources.num_gpus or None,
+                num_cpus=cpus, num_gpus=stage.resources.num_gpus or None,
                 # Bounded, unlike Ray Data's default (-1), so a batch that always kills its actor ends.
                 **_retry_args(rc.max_restarts, rc.max_task_retries))
         if not self.stages:
@@ -527,7 +531,7 @@ class RayRunner:
         # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
         ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
             write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages,
-                                 "hands": self.hands},
+                                   "hands": self.hands, "threads": rc.decode_num_cpus},
             batch_format="numpy", num_cpus=rc.decode_num_cpus,
             num_gpus=max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None)
         rows = ds.take_all()

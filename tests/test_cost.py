@@ -1,14 +1,34 @@
-import pytest
+import json
+import shutil
+from pathlib import Path
 
-from handclust.cost import NODES, estimate
+import pytest
+from click.testing import CliRunner
+
+from handclust import cost
+from handclust.cost import HEADS, NODES, estimate
+
+REPO_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
 def test_cost_scales_with_hours_and_nodes_split_wall_time():
-    a = estimate(100, "aws-g6.xlarge", 1, ("dinov2",))
-    b = estimate(200, "aws-g6.xlarge", 4, ("dinov2",))
-    assert b.usd == pytest.approx(2 * a.usd)
-    assert b.wall_hours == pytest.approx(a.wall_hours * 2 / 4)
+    a = estimate(100, "aws-g6.xlarge", 1, ("dinov2",), head=False)
+    b = estimate(200, "aws-g6.xlarge", 4, ("dinov2",), head=False)
+    clips_a = a.node_hours - a.clustering_hours
+    clips_b = b.node_hours - b.clustering_hours
+    assert clips_b == pytest.approx(2 * clips_a)
+    assert b.wall_hours - b.clustering_hours == pytest.approx((a.wall_hours - a.clustering_hours) * 2 / 4)
     assert a.usd == pytest.approx(a.node_hours * NODES["aws-g6.xlarge"].usd_per_hour)
+
+
+def test_head_node_and_clustering_task_are_counted():
+    e = estimate(2000, "aws-g6.xlarge", 8, ("dinov2",))
+    assert e.head == HEADS["aws"] and e.head_hours == pytest.approx(e.wall_hours)
+    assert e.usd == pytest.approx(e.node_hours * e.node.usd_per_hour + e.head_hours * HEADS["aws"].usd_per_hour)
+    assert e.segments == 2000 * 3600 // 8 and e.clustering_hours > 0  # 900k segments: minutes, not zero
+    assert e.clustering_hours < e.wall_hours and "clustering" in e.sources and "head" in e.sources
+    assert estimate(2000, "gcp-g2-standard-8", 8).head == HEADS["gcp"]
+    assert estimate(2000, "aws-g6.xlarge", 8, ("dinov2",), head=False).usd < e.usd
 
 
 def test_heavier_encoders_make_the_gpu_the_bottleneck():
@@ -25,3 +45,68 @@ def test_price_override_and_bad_input():
         estimate(10, "my-laptop")
     with pytest.raises(ValueError, match="unknown encoder"):
         estimate(10, encoders=("clip",))
+
+
+def _encoders_json(gpu: str) -> dict:
+    """As benchmarks/encoders.py writes it with --device cuda (one row per model in `results`)."""
+    row = {"device": "cuda", "dtype": "bfloat16", "batch_size": 64}
+    return {"device": "cuda", "gpu": gpu, "dtype": "bfloat16", "results": [
+        {**row, "model": "dinov2-small", "stage": "scene", "unit": "frames/s", "value": 1234.5},
+        {**row, "model": "dinov2-base", "stage": "scene", "unit": "frames/s", "value": 400.0},
+        {**row, "model": "vjepa2-vitl-fpc64-256", "stage": "video", "unit": "segments/s", "value": 20.0, "windows": 32,
+         "windows_per_s": 20.0, "segment_s": 2.0},
+        {**row, "model": "owlv2-base-patch16", "stage": "tools", "unit": "frames/s", "value": 33.0},
+    ]}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    d = tmp_path / "results"
+    d.mkdir()
+    for name in ("throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json"):
+        if (REPO_RESULTS / name).is_file():
+            shutil.copy(REPO_RESULTS / name, d / name)
+    monkeypatch.setattr(cost, "RESULTS", d)
+    return d
+
+
+def test_a_gpu_benchmark_file_makes_the_estimate_measured(results):
+    before = estimate(100, "aws-g6.xlarge", 1, ("dinov2", "vjepa2", "owlv2"))
+    assert all(before.sources[k].startswith("assumed") for k in cost.ASSUMED_GPU)  # a CPU result is no GPU measurement
+    (results / "encoders_cuda.json").write_text(json.dumps(_encoders_json("NVIDIA L4")))
+    e = estimate(100, "aws-g6.xlarge", 1, ("dinov2", "vjepa2", "owlv2"))
+    assert all(e.sources[k].startswith("measured: encoders_cuda.json") for k in cost.ASSUMED_GPU), e.sources
+    g = cost.gpu_rates("L4", {})
+    assert g["dinov2_frames_per_s"] == 1234.5 and g["owlv2_frames_per_s"] == 33.0  # dinov2-small: the default model
+    assert g["vjepa2_segments_per_s"] == pytest.approx(20.0 / 4)  # an 8 s segment is 4 windows of 2 s at the defaults
+    # The L4 file is not a measurement of an L40S, a T4 or an A100 80GB.
+    assert cost.gpu_matches("L4", "NVIDIA L4") and not cost.gpu_matches("L4", "NVIDIA L40S")
+    assert not cost.gpu_matches("A100-40GB", "NVIDIA A100-SXM4-80GB") and cost.gpu_matches("A100-40GB", "NVIDIA A100-SXM4-40GB")
+    t4 = estimate(100, "aws-g4dn.xlarge", 1, ("dinov2",))
+    assert t4.sources["dinov2_frames_per_s"].startswith("assumed")
+
+
+def test_estimate_cli_list_without_hours_and_a_clear_error_without():
+    from handclust.cli import cli
+
+    r = CliRunner().invoke(cli, ["estimate", "--list"])
+    assert r.exit_code == 0 and "aws-g6.xlarge" in r.output and "head" in r.output, r.output
+    r = CliRunner().invoke(cli, ["estimate"])
+    assert r.exit_code == 2 and "--hours" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--node", "aws-g6.xlarge", "--nodes", "2"])
+    assert r.exit_code == 0 and "head" in r.output and "clustering" in r.output, r.output
+
+
+def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from handclust.encoders.device import DeviceError, cuda_has_bf16, resolve_dtype
+
+    assert not cuda_has_bf16((7, 5)) and not cuda_has_bf16((7, 0)) and cuda_has_bf16((8, 9)) and cuda_has_bf16((9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    assert resolve_dtype("auto", "cuda", "scene.dtype") == torch.float16
+    with pytest.raises(DeviceError, match="scene.dtype=float16"):
+        resolve_dtype("bfloat16", "cuda", "scene.dtype")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))  # an L4
+    assert resolve_dtype("auto", "cuda", "scene.dtype") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu", "scene.dtype") == torch.float32

@@ -362,3 +362,64 @@ def test_ray_dying_mid_run_is_one_line_and_the_rerun_resumes(footage_dir: Path, 
     st = json.loads(status.read_text())
     assert st["status"] == "ok" and st["attempts"] == 2 and st["failures"] == 0, st
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
+
+
+class ThreadProbe:
+    """A stage that reports the thread limits its actor runs under."""
+
+    name = "probe"
+    resources = Resources(num_cpus=0.3)
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: Batch) -> Batch:
+        import cv2
+        from threadpoolctl import threadpool_info
+
+        pools = [p["num_threads"] for p in threadpool_info()]
+        return {"omp": np.array([os.environ.get("OMP_NUM_THREADS")], object), "cv2": np.array([cv2.getNumThreads()]),
+                "pools_max": np.array([max(pools, default=1)])}
+
+
+def test_stage_actors_hold_their_threads_to_their_cpus(ray_instance):
+    """Per-actor thread limits (issue 13: faiss / OpenMP used every core of the node in every actor)."""
+    from handclust.ray_runner import StageActor
+
+    actor = ray.remote(num_cpus=0.3)(StageActor).remote(ThreadProbe(), threads=0.3)
+    out = ray.get(actor.__call__.remote({"x": np.zeros(1)}))
+    assert out["omp"][0] == "1" and out["cv2"][0] == 1 and out["pools_max"][0] == 1, out
+    ray.kill(actor)
+
+
+def _planted_modalities(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(3), 40)
+    mods = {m: (rng.normal(size=(3, d))[truth] * 4 + rng.normal(size=(len(truth), d))).astype(np.float32)
+            for m, d in (("scene", 16), ("motion", 8), ("ego", 6), ("rhythm", 4))}
+    clips = np.array([f"clip{i % 6}" for i in range(len(truth))], dtype=object)
+    return mods, clips, np.full(len(truth), 6.0)
+
+
+def test_clustering_runs_as_a_ray_task_when_asked_with_the_drivers_result(ray_instance):
+    """cluster.where=ray_task: fusion, HDBSCAN, kNN and the 2-D map run in one Ray task (on a GPU
+    worker with cluster.num_gpus; 0 here) and give the driver's clusters; asking for a GPU the
+    instance lacks stops with the fix instead of waiting forever."""
+    from handclust.activities import clustering_place, run_grouping
+    from handclust.config import ConfigError
+
+    mods, clips, durations = _planted_modalities()
+    cfg = ray_config("cluster.backend=cpu", "cluster.map_method=pca", "cluster.stability=false")
+    assert clustering_place(cfg) == "driver"
+    assert clustering_place(ray_config("cluster.backend=gpu")) == "ray_task"  # GPU clustering leaves the CPU head
+    assert clustering_place(load_config(None, ["runner=local", "cluster.backend=gpu"])) == "driver"
+    g0, xy0, _, _, on0 = run_grouping("driver", cfg, mods, clips, durations, {})
+    task_cfg = ray_config("cluster.backend=cpu", "cluster.map_method=pca", "cluster.stability=false",
+                          "cluster.where=ray_task", "cluster.num_gpus=0", "cluster.num_cpus=1")
+    g1, xy1, _, took, on1 = run_grouping(clustering_place(task_cfg), task_cfg, mods, clips, durations, {})
+    assert on0 == "driver" and on1.startswith("ray task (0 GPU, 1 CPU)"), on1
+    assert g0.clustering.k == 3 and (g0.clustering.labels == g1.clustering.labels).all()
+    assert np.allclose(xy0, xy1) and took["clustering"] > 0
+    gpu_cfg = ray_config("cluster.backend=gpu", "cluster.num_gpus=1")
+    with pytest.raises(ConfigError, match="cluster.backend=cpu"):
+        run_grouping("ray_task", gpu_cfg, mods, clips, durations, {})

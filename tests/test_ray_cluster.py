@@ -153,3 +153,52 @@ timeout 300 {sys.executable} {tmp}/driver.py {clips} {tmp_path / 'after'} || ech
     assert len(results) == 2 and all(res["clips_ok"] == 1 for res in results), out
     assert "FOREIGN_DRIVERS 0" in out, out  # the run did not join the stranger's cluster
     assert all("new local Ray instance" in res["ray_cluster"] for res in results), results
+
+
+def test_job_submitted_as_the_readme_shows_writes_the_local_tables(can_unshare, short_clip: Path, tmp_path: Path):
+    """README "Scale out on Ray": token auth set up, `ray start --head`, then `ray job submit ...
+    -- python jobs/discover.py` through the Jobs API (needs ray[default]); the job's tables equal
+    the local runner's (issue 13: the documented submit path failed without ray[default] and a token)."""
+    from handclust import discover
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(short_clip, clips / short_clip.name)
+    fit = ["pose.enabled=false", "report.enabled=false", "evaluation.ablations=false", "labels.enabled=false"]
+    discover(clips, out=tmp_path / "local", progress=False, overrides=["runner=local", "cluster.backend=cpu", *fit])
+    repo = Path(__file__).resolve().parent.parent
+    bin_dir = Path(sys.executable).parent
+    tmp = tempfile.mkdtemp(prefix="hcjs")  # short: Ray's socket paths must fit in 107 bytes
+    sets = " ".join(f"--set {s}" for s in [*fit, "ray.decode_num_cpus=0.5", "ray.actor_num_cpus=0.2"])
+    # HOME: `ray get-auth-token --generate` writes ~/.ray/auth_token, here inside the test's temp dir.
+    script = f"""
+set -e
+ip link set lo up
+export HOME={tmp} RAY_TMPDIR={tmp} PATH={bin_dir}:$PATH PYTHONPATH={repo} RAY_USAGE_STATS_ENABLED=0
+trap stop_own EXIT
+cd {repo}
+export RAY_AUTH_MODE=token
+ray get-auth-token --generate >/dev/null
+ray start --head --num-cpus=2 --object-store-memory=200000000 --node-ip-address=127.0.0.1 \
+    --dashboard-host=127.0.0.1 --temp-dir={tmp} >/dev/null
+ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+    python jobs/discover.py --config cluster_configs/job-cpu.yaml --footage {clips} --out {tmp_path / 'job'} {sets}
+echo SUBMITTED_OK
+RAY_AUTH_MODE=disabled ray job list --address http://127.0.0.1:8265 >/dev/null 2>&1 && echo NO_TOKEN_ACCEPTED || echo NO_TOKEN_REFUSED
+"""
+    try:
+        r = _namespaced(script, timeout=600)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "SUBMITTED_OK" in r.stdout, out[-4000:]
+    assert "succeeded" in out, out[-4000:]
+    assert "NO_TOKEN_REFUSED" in r.stdout, out[-4000:]  # the dashboard really asks for the token
+    run = json.loads((tmp_path / "job" / "run.json").read_text())
+    assert run["config"]["runner"] == "ray" and run["config"]["cluster"]["backend"] == "cpu"
+    a = pd.read_parquet(tmp_path / "local" / "segments").sort_values("segment_id").reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "job" / "segments").sort_values("segment_id").reset_index(drop=True)
+    assert len(a) > 0 and (a.segment_id == b.segment_id).all() and (a.t_start == b.t_start).all()
+    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
+    cb = pd.read_parquet(tmp_path / "job" / "clusters.parquet").sort_values("segment_id").reset_index(drop=True)
+    assert (ca.cluster == cb.cluster).all()

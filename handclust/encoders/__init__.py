@@ -53,8 +53,11 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
     ``resolve_devices`` the device and dtype are resolved here (local runs: where the models run);
     the Ray runner resolves them on each worker instead.
     """
+    from handclust.extras import check_install
     from handclust.features.scene import scene_dim
+    from handclust.labelling import api_key
 
+    check_install(cfg, labels_key=bool(api_key(cfg.labels)))
     records: dict[str, Any] = {}
     if cfg.scene.encoder == "histogram":
         records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}

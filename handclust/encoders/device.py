@@ -49,11 +49,28 @@ def resolve_device(requested: str, key: str) -> str:
     return requested
 
 
+def cuda_has_bf16(capability: tuple[int, int]) -> bool:
+    """bfloat16 runs natively from compute capability 8.0 (Ampere: A10G, L4, A100, H100); a T4 (7.5)
+    or V100 (7.0) only emulates it, many times slower than float16."""
+    return tuple(capability) >= (8, 0)
+
+
 def resolve_dtype(requested: str, device: str, key: str) -> Any:
-    """``auto`` -> bfloat16 on CUDA, float32 elsewhere (CPU bf16 matmuls are slow on most CPUs)."""
+    """``auto`` -> bfloat16 on CUDA GPUs that have it, float16 on older ones (T4, V100), float32
+    elsewhere (CPU bf16 matmuls are slow on most CPUs)."""
     import torch
 
-    name = requested if requested != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    bf16 = True
+    if device == "cuda" and requested in ("auto", "bfloat16"):
+        capability = torch.cuda.get_device_capability()
+        bf16 = cuda_has_bf16(capability)
+    if requested == "auto":
+        name = ("bfloat16" if bf16 else "float16") if device == "cuda" else "float32"
+    else:
+        name = requested
+    if name == "bfloat16" and not bf16:
+        raise DeviceError(f"{key}=bfloat16 but this GPU ({torch.cuda.get_device_name()}, compute capability "
+                          f"{capability[0]}.{capability[1]}) has no native bfloat16; set {key}=float16 or {key}=auto")
     if name == "float16" and device == "cpu":
         raise DeviceError(f"{key}=float16 is not supported on CPU; use float32 or bfloat16")
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

@@ -48,8 +48,8 @@ POSE_DESCRIPTOR = (
     # Ego-compensated wrist motion (features/hands.py): the hand moving in the world, not the head.
     "hand_speed_ego", "hand_path_ego", "hand_rhythm_strength", "hand_rhythm_period",
 )
-INSTALL_HINT = ("pip install --no-deps mediapipe==0.10.14 && pip install absl-py flatbuffers 'protobuf>=4.25.3,<5' "
-                "(what `make` does), or set pose.enabled=false")
+INSTALL_HINT = ("pip install 'handclust[hands]' && pip install --no-deps mediapipe==0.10.14 (what `make` does), "
+                "or set pose.enabled=false")
 
 
 class KeypointModelError(ModelLoadError):

@@ -1,0 +1,111 @@
+"""What `pip install handclust[...]` brings matches what a run needs (issue 11, item 6).
+
+The wheel is built (pip wheel --no-deps, no build isolation: offline, about 10 s) and its metadata
+checked; a full `pip install` of it with every extra into a fresh venv would download GBs (torch)
+and is left to `make test` on a fresh machine. Missing extras are simulated by hiding the module.
+"""
+
+from __future__ import annotations
+
+import email
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from handclust.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def metadata(tmp_path_factory: pytest.TempPathFactory) -> email.message.Message:
+    src = tmp_path_factory.mktemp("src")  # a copy: an in-tree build would leave build/ in the checkout
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "handclust", src / "handclust", ignore=shutil.ignore_patterns("__pycache__"))
+    dist = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next(dist.glob("handclust-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert "handclust/cli.py" in z.namelist()
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_bytes(z.read(name))
+
+
+def _requires(meta: email.message.Message) -> dict[str, list[str]]:
+    """Requirement names per extra ("" for the base install)."""
+    out: dict[str, list[str]] = {}
+    for req in meta.get_all("Requires-Dist") or []:
+        spec, _, marker = req.partition(";")
+        extra = marker.split("extra ==")[1].strip().strip("'\"") if "extra ==" in marker else ""
+        out.setdefault(extra, []).append(spec.strip())
+    return out
+
+
+def _names(specs: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[\s\[<>=!~;]", s, maxsplit=1)[0].lower() for s in specs}
+
+
+def test_wheel_extras_match_use(metadata):
+    extras = set(metadata.get_all("Provides-Extra") or [])
+    assert {"cpu", "gpu", "hands", "encoders", "labels", "dev"} <= extras
+    req = _requires(metadata)
+    base = _names(req[""])
+    # The default run needs none of these; they come with the extra that uses them.
+    assert not base & {"torch", "transformers", "google-genai", "faiss-cpu", "faiss-gpu-cu12", "cuml-cu12", "mediapipe"}
+    assert {"umap-learn", "scikit-learn", "opencv-python-headless", "av", "ray", "threadpoolctl"} <= base
+    # One faiss per install: faiss-cpu only in [cpu], faiss-gpu only in [gpu].
+    assert "faiss-cpu" in _names(req["cpu"]) and "faiss-gpu-cu12" not in _names(req["cpu"])
+    assert {"faiss-gpu-cu12", "cuml-cu12", "cupy-cuda12x"} <= _names(req["gpu"]) and "faiss-cpu" not in _names(req["gpu"])
+    assert {"torch", "transformers"} == _names(req["encoders"])
+    assert "protobuf" in _names(req["hands"]) and "mediapipe" not in _names(req["hands"])  # --no-deps install: README
+    # Ray with the Jobs API (ray job submit) and an upper bound: the runner uses Ray Data internals.
+    ray = next(s for s in req[""] if s.lower().startswith("ray"))
+    assert "default" in ray and "data" in ray and "<2.61" in ray.replace(" ", "")
+    # [dev] brings everything the test suite imports.
+    dev = " ".join(req["dev"])
+    assert "handclust[" in dev and all(x in dev for x in ("cpu", "hands", "encoders", "labels")) and "pytest" in _names(req["dev"])
+
+
+def test_constraints_pin_the_measured_stack():
+    pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    import ray
+
+    assert pins["ray"] == ray.__version__ and pins["mediapipe"] == "0.10.14" and pins["torch"] == "2.13.0"
+    assert "faiss-gpu-cu12" not in pins and "handclust" not in pins
+    assert "-c constraints.txt" in (REPO / "Makefile").read_text()
+
+
+def test_a_missing_extra_stops_the_run_before_any_clip_with_the_extra_to_install(monkeypatch, short_clip, tmp_path):
+    from handclust import discover
+    from handclust.extras import MissingExtraError, check_install
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # as if neither [cpu] nor [gpu] were installed
+    with pytest.raises(MissingExtraError, match=r"handclust\[cpu\].*handclust\[gpu\]"):
+        discover(short_clip.parent, out=tmp_path / "run", progress=False, overrides=["runner=local", "pose.enabled=false"])
+    assert not (tmp_path / "run" / "status").exists()  # no clip was started
+    monkeypatch.delitem(sys.modules, "faiss")
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingExtraError, match=r"scene\.encoder=dinov2 needs transformers.*handclust\[encoders\]"):
+        check_install(load_config(None, ["scene.encoder=dinov2"]))
+    monkeypatch.setitem(sys.modules, "google.genai", None)
+    check_install(load_config(None, []), labels_key=False)  # no key: nothing is sent, google-genai not needed
+    with pytest.raises(MissingExtraError, match=r"handclust\[labels\].*labels\.enabled=false"):
+        check_install(load_config(None, []), labels_key=True)
+
+
+def test_missing_mediapipe_names_the_hands_extra_and_the_no_deps_install(monkeypatch):
+    from handclust.features.keypoints import KeypointModelError, check_mediapipe
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    with pytest.raises(KeypointModelError, match=r"handclust\[hands\].*--no-deps mediapipe==0\.10\.14.*pose\.enabled=false"):
+        check_mediapipe(load_config(None, []).pose)
