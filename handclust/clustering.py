@@ -650,6 +650,27 @@ def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str, mi
     return labels, probs, hb, mcs, ms, f"min_cluster_size={mcs} chosen by stability across sizes ({table})"
 
 
+STABILITY_REPORT_MAX = 20_000  # segments up to which a run reports how stable its k is (two more HDBSCAN fits)
+
+
+def stability_report(x: npt.NDArray[np.floating], labels: npt.NDArray[np.int32], mcs: int, backend: str,
+                     min_samples: int | None) -> str:
+    """How well the data pins k down: the chosen clustering's agreement (ARI, noise as a label) with
+    HDBSCAN at 0.7 and 1.4 x its min_cluster_size, and their k. Reported, not used to choose:
+    choosing the size by this agreement (``cluster.stability``) gave per-video MoF 0.925 against
+    0.96 and F1@50 0.84 against 0.90 on 10 held-out synthetic feature sets, k from 4 to 22 for 7
+    true actions, and no cluster at all on 11 segments."""
+    parts = []
+    for f in (0.7, 1.4):
+        m = int(np.clip(round(mcs * f), 3, max(3, len(x) // 2)))
+        if m == mcs:
+            continue
+        other, _, _ = hdbscan_fit(x, m, min_samples or max(2, m // 2), backend)
+        k = len(np.unique(other[other >= 0]))
+        parts.append(f"min_cluster_size={m}: k={k}, agreement {label_agreement(labels, other):.2f}")
+    return ("stability of this k: " + "; ".join(parts)) if parts else "stability not measurable on this few segments"
+
+
 def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
     n = len(fused)
     auto = cfg.min_cluster_size is None
@@ -665,6 +686,8 @@ def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
         ms = cfg.min_samples or max(2, mcs // 2)
         fit_labels, fit_probs, hb = hdbscan_fit(x, mcs, ms, cfg.backend)
         why = f"min_cluster_size={mcs} " + ("(0.5 x sqrt(n), at least 3)" if auto else "(set in config)")
+        if auto and n_fit >= 8 and n_fit <= STABILITY_REPORT_MAX:
+            why += "; " + stability_report(x, fit_labels, mcs, cfg.backend, cfg.min_samples)
     if sampled:
         # BERTopic's advice at millions of documents: fit on a representative sample, then place
         # every other point through the neighbour graph of the sample.
@@ -686,7 +709,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
     k = len(np.unique(labels[labels >= 0]))
     reason = (f"HDBSCAN on {n_fit} segments" + (f" sampled from {n}" if sampled else "")
               + (f" ({pcs} principal components of {fused.shape[1]} fused dims)" if pcs else "") + f" with {why}"
-              + f", min_samples={ms}: {k} clusters survived the stability selection (eom)")
+              + f", min_samples={ms}: {k} clusters survived HDBSCAN's excess-of-mass selection")
     return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason)
 
 

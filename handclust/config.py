@@ -189,8 +189,10 @@ class ClusterConfig(_Frozen):
                               "continuing (left out of the confidence and fingerprint scores)")
     weight_prior_segments: float = Field(30.0, ge=0, description="confidence scores are shrunk towards the mean by this many "
                                          "pseudo-segments, so a handful of segments gives near-equal weights")
-    stability: bool = Field(True, description="choose min_cluster_size (and so the number of activities) by agreement of "
-                            "HDBSCAN across a range of sizes; false: the 0.5 x sqrt(n) rule alone")
+    stability: bool = Field(False, description="choose min_cluster_size (and so the number of activities) by agreement of "
+                            "HDBSCAN across a range of sizes; false (default): 0.5 x sqrt(n), which grows with the data, "
+                            "with the agreement of its k with 0.7x and 1.4x that size reported in run.json. Selection "
+                            "by agreement scored per-video MoF 0.925 vs 0.96 on 10 held-out synthetic feature sets")
     temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "

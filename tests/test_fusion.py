@@ -118,13 +118,16 @@ def test_timelines_switch_less_after_the_temporal_model():
     assert t.switches_after <= t.switches_before
 
 
-def test_the_number_of_activities_is_chosen_by_stability_and_holds_on_small_data():
+@pytest.mark.parametrize("stability", [False, True])
+def test_the_number_of_activities_holds_on_small_data_and_says_how_stable_it_is(stability: bool):
+    cfg = CFG.model_copy(update={"stability": stability})
     ks = []
     for seed in range(5, 10):
         rng = np.random.default_rng(seed)
         x, cids, _ = clips_of(rng, 3, 20, [[0, 1, 2, 3]], dim=8, centres_scale=2.0)
-        g = group_segments({"m": x}, cids, np.full(len(cids), 6.0), CFG)
-        assert "chosen by stability" in g.clustering.reason
+        g = group_segments({"m": x}, cids, np.full(len(cids), 6.0), cfg)
+        # run.json says how k came about: the sizes tried (selection) or how stable the rule's k is.
+        assert ("chosen by stability" if stability else "stability of this k: min_cluster_size=") in g.clustering.reason
         ks.append(g.clustering.k)
     # Four planted activities in 60 segments: HDBSCAN may merge the closest pair on a seed, never
     # split into clip-sized pieces, and the typical answer is the planted one.
@@ -132,6 +135,6 @@ def test_the_number_of_activities_is_chosen_by_stability_and_holds_on_small_data
     # Identical data, tiny float noise (a re-encode of the same images): the same k.
     rng = np.random.default_rng(5)
     x, cids, _ = clips_of(rng, 3, 20, [[0, 1, 2, 3]], dim=8, centres_scale=2.0)
-    k0 = group_segments({"m": x}, cids, np.full(len(cids), 6.0), CFG).clustering.k
-    k1 = group_segments({"m": x + rng.normal(0, 1e-3, x.shape)}, cids, np.full(len(cids), 6.0), CFG).clustering.k
+    k0 = group_segments({"m": x}, cids, np.full(len(cids), 6.0), cfg).clustering.k
+    k1 = group_segments({"m": x + rng.normal(0, 1e-3, x.shape)}, cids, np.full(len(cids), 6.0), cfg).clustering.k
     assert k0 == k1
