@@ -36,7 +36,7 @@ FEATURE_VARIANTS: dict[str, dict[str, Any]] = {
     "default (K found)": {},
     "no per-video normalisation": {"overrides": ["cluster.clip_normalise=off"]},
     "no temporal model": {"overrides": ["cluster.temporal=false"]},
-    "no stability choice of K": {"overrides": ["cluster.stability=false"]},
+    "K by stability selection (cluster.stability=true)": {"overrides": ["cluster.stability=true"]},
     "long units (3-15 s, the footage default)": {"overrides": ["segment.min_segment_s=3", "segment.max_segment_s=15"]},
     "time weight 0.5": {"time_weight": 0.5},
     "K given (true number of actions)": {"k": "true"},
