@@ -1,7 +1,8 @@
 """Name each discovered activity with a vision-language model (Gemini, via google-genai).
 
-For each cluster, keyframes from its most typical segments (highest HDBSCAN membership, closest to
-the cluster centroid) are re-decoded from the clips and sent with a short prompt; the answer is a
+For each cluster, keyframes from its most typical segments (:func:`typical_segments`: highest HDBSCAN
+membership, closest to the cluster's centre, one per clip first) are re-decoded from the clips and
+sent with a short prompt; the answer is a
 JSON object ``{"label": ..., "description": ...}``. Each cluster is one job that decodes its own
 keyframes and asks the model: threads in this process with the local runner, one Ray task per
 cluster with the Ray runner (so on a cluster the decoding happens on workers that can read the
@@ -132,15 +133,32 @@ def api_key(cfg: LabelConfig) -> str | None:
     return None
 
 
-def typical_segments(labels: npt.NDArray[np.int32], probs: npt.NDArray[np.float32], fused: npt.NDArray[np.float32],
-                     n: int) -> dict[int, npt.NDArray[np.int64]]:
-    """Row indices of the ``n`` most typical members of each cluster: high membership, near the centroid."""
+def typical_segments(labels: npt.NDArray[np.int32], probs: npt.NDArray[np.floating], points: npt.NDArray[np.floating], n: int,
+                     clip_ids: npt.NDArray[Any] | None = None) -> dict[int, npt.NDArray[np.int64]]:
+    """Row indices of the ``n`` most typical members of each cluster (the one rule: labelling and the report).
+
+    Score: HDBSCAN membership plus nearness to the cluster's centre (the median of its members'
+    ``points``; 1 at the centre, 0 at the farthest member; ``points`` with no columns: membership
+    alone). With ``clip_ids``, one segment per clip before a second from the same clip, so the
+    examples show the activity rather than one clip's look.
+    """
     out = {}
+    points = np.asarray(points, dtype=np.float64).reshape(len(labels), -1)
     for c in np.unique(labels[labels >= 0]):
         idx = np.flatnonzero(labels == c)
-        centroid = fused[idx].mean(axis=0)
-        score = probs[idx] + (fused[idx] @ centroid) / max(float(np.linalg.norm(centroid)), 1e-9)
-        out[int(c)] = idx[np.argsort(-score, kind="stable")[:n]]
+        score = np.asarray(probs, dtype=np.float64)[idx]
+        if points.shape[1]:
+            d = np.linalg.norm(points[idx] - np.median(points[idx], axis=0), axis=1)
+            score = score + 1.0 - d / max(float(d.max()), 1e-9)
+        order = np.argsort(-score, kind="stable")
+        if clip_ids is not None:
+            seen: dict[Any, int] = {}
+            rank = np.zeros(len(order), dtype=np.int64)  # 0 for a clip's best member, 1 for its second, ...
+            for i, k in enumerate(np.asarray(clip_ids)[idx][order]):
+                rank[i] = seen.get(k, 0)
+                seen[k] = rank[i] + 1
+            order = order[np.argsort(rank, kind="stable")]
+        out[int(c)] = idx[order[:n]]
     return out
 
 
@@ -293,7 +311,8 @@ def gather_examples(segments: pa.Table, clips: pa.Table, labels: npt.NDArray[np.
     paths = dict(zip(clips.column("clip_id").to_pylist(), clips.column("path").to_pylist(), strict=True))
     seg = segments.select(["segment_id", "clip_id", "t_start", "t_end"]).to_pylist()
     out = []
-    for c, idx in typical_segments(labels, probs, fused, cfg.n_segments).items():
+    clip_ids = segments.column("clip_id").to_numpy(zero_copy_only=False)
+    for c, idx in typical_segments(labels, probs, fused, cfg.n_segments, clip_ids=clip_ids).items():
         rows = [seg[int(i)] for i in idx]
         out.append(ClusterExamples(c, [r["segment_id"] for r in rows], [],
                                    tuple((paths[r["clip_id"]], float(r["t_start"]), float(r["t_end"])) for r in rows)))
@@ -311,6 +330,8 @@ def display_names(labels_tbl: pa.Table | None, clusters: list[int]) -> dict[int,
 
 
 def labels_summary(tbl: pa.Table) -> dict[str, Any]:
+    """Counts of ``labels.parquet``'s statuses and its first errors (run.json's summary and the report show this)."""
     st = tbl.column("status").to_pylist()
+    errors = tbl.column("error").to_pylist() if "error" in tbl.column_names else []
     return {"labelled": sum(s in ("ok", "cached") for s in st), "failed": st.count("error"), "skipped": st.count("skipped"),
-            "errors": sorted({e for e in tbl.column("error").to_pylist() if e})[:5]}
+            "errors": sorted({e for e in errors if e})[:5]}

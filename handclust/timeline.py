@@ -8,19 +8,9 @@ from typing import Any
 import pyarrow as pa
 
 from handclust.clustering import Clustering
+from handclust.colours import activity_colour
 from handclust.progress import Progress
 from handclust.storage import OutputStore
-
-NOISE_COLOUR = (0.0, 0.0, 0.0)
-
-
-def activity_colour(a: int) -> tuple[float, float, float]:
-    import matplotlib
-
-    if a < 0:
-        return NOISE_COLOUR
-    cmap = matplotlib.colormaps["tab20" if a >= 10 else "tab10"]
-    return tuple(cmap(a % cmap.N)[:3])  # type: ignore[return-value]
 
 
 def _clip_records(clips_tbl: pa.Table, segments: pa.Table, clustering: Clustering) -> list[dict[str, Any]]:

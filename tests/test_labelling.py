@@ -194,3 +194,25 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
     assert len(fake.requests) == k and res.summary["labels"]["ran_on"] == "ray tasks"
     for req in fake.requests:
         assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
+
+
+def test_typical_segments_membership_centre_then_one_per_clip():
+    """The one rule the labeller and the report's galleries / reel use (handclust.labelling.typical_segments)."""
+    import pyarrow as pa
+
+    from handclust.labelling import labels_summary, typical_segments
+
+    labels = np.array([0, 0, 0, 0, 1, 1, -1], dtype=np.int32)
+    probs = np.array([1.0, 1.0, 0.5, 1.0, 0.2, 0.9, 1.0])
+    points = np.array([[0, 0], [0, 0.1], [0, 0], [5, 5], [0, 0], [0, 0], [0, 0]])  # row 3 is far from its cluster's centre
+    clips = np.array(["a", "a", "b", "c", "a", "a", "a"])
+    by_score = typical_segments(labels, probs, points, 3)
+    assert set(by_score) == {0, 1}  # noise has no examples
+    assert by_score[0].tolist() == [0, 1, 2] and by_score[1].tolist() == [5, 4]
+    # Another clip before a second segment of clip "a", even a far one: examples show the activity, not one clip.
+    assert typical_segments(labels, probs, points, 3, clip_ids=clips)[0].tolist() == [0, 2, 3]
+    assert typical_segments(labels, probs, np.zeros((7, 0)), 4)[0].tolist() == [0, 1, 3, 2]  # no points: membership alone
+    # The labels summary run.json and the report show; a labels.parquet written without an error column still counts.
+    tbl = pa.table({"cluster": [0, 1, 2, 3], "status": ["ok", "cached", "error", "skipped"], "error": [None, None, "HTTP 500", None]})
+    assert labels_summary(tbl) == {"labelled": 2, "failed": 1, "skipped": 1, "errors": ["HTTP 500"]}
+    assert labels_summary(tbl.drop(["error"]))["errors"] == []

@@ -34,6 +34,11 @@ def metadata(tmp_path_factory: pytest.TempPathFactory) -> email.message.Message:
     wheel = next(dist.glob("handclust-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         assert "handclust/cli.py" in z.namelist()
+        # The report renders from package data: without its templates `handclust report` cannot work from a wheel.
+        shipped = {n for n in z.namelist() if n.startswith("handclust/report/templates/")}
+        in_tree = {f"handclust/report/templates/{f.name}" for f in (REPO / "handclust" / "report" / "templates").iterdir() if f.is_file()}
+        assert {"handclust/report/templates/index.html.j2", "handclust/report/templates/style.css"} <= shipped
+        assert shipped == in_tree, in_tree ^ shipped
         name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         return email.message_from_bytes(z.read(name))
 
@@ -61,7 +66,7 @@ def test_wheel_extras_match_use(metadata):
     base = _names(req[""])
     # The default run needs none of these; they come with the extra that uses them.
     assert not base & {"torch", "transformers", "google-genai", "faiss-cpu", "faiss-gpu-cu12", "cuml-cu12", "mediapipe"}
-    assert {"umap-learn", "scikit-learn", "opencv-python-headless", "av", "ray", "threadpoolctl"} <= base
+    assert {"umap-learn", "scikit-learn", "opencv-python-headless", "av", "ray", "threadpoolctl", "jinja2"} <= base
     # One faiss per install: faiss-cpu only in [cpu], faiss-gpu only in [gpu].
     assert "faiss-cpu" in _names(req["cpu"]) and "faiss-gpu-cu12" not in _names(req["cpu"])
     assert {"faiss-gpu-cu12", "cuml-cu12", "cupy-cuda12x"} <= _names(req["gpu"]) and "faiss-cpu" not in _names(req["gpu"])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from handclust import report as report_mod
+from handclust.report import html as report_html
 from handclust.report import write_report
 
 HOSTILE_LABEL = "<script>alert(1)</script>"
@@ -172,7 +173,7 @@ def test_report_without_optional_inputs(small_run: Path, tmp_path: Path):
 
 def test_large_runs_cap_the_per_clip_sections(small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     out = _copy_run(small_run, tmp_path / "run")
-    monkeypatch.setattr(report_mod, "MAX_CLIPS", 2)
+    monkeypatch.setattr(report_html, "MAX_CLIPS", 2)
     html = Path(write_report(out, reel=False)).read_text()
     assert html.count('class="clip timeline-strip"') == 2
     more = html[html.index('id="more-clips"'):]
@@ -282,3 +283,15 @@ def test_moved_footage_is_one_problem_not_a_failure(small_run: Path, tmp_path: P
     excerpts = [e["clip_id"] for ch in plan["chapters"] for e in ch["excerpts"]]
     assert excerpts and clips.clip_id[0] not in excerpts
     assert html.count('class="clip timeline-strip"') == len(clips)  # tables and plots need no video
+
+
+def test_one_colour_rule_for_report_and_timelines_and_no_repeats():
+    from handclust import timeline
+    from handclust.colours import activity_colour
+
+    # timelines/ and the report drew activities >= 10 differently, and timelines/ gave 10 the colour of 5, 20 that of 0.
+    assert timeline.activity_colour is activity_colour and report_mod.colour_hex is activity_colour
+    colours = [activity_colour(c) for c in range(60)]
+    assert len(set(colours)) == 60 and "#000000" not in colours
+    assert activity_colour(-1) == "#000000"  # noise
+    assert colours[:10] == ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
