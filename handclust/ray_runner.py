@@ -1,12 +1,18 @@
 """The Ray runner: the same stages as :class:`~handclust.pipeline.LocalRunner`, as a Ray Data pipeline.
 
-::
+Clips go in waves of ``ray.clips_per_wave`` (default: 2 per clip that can decode at once), one
+pipeline per wave::
 
-    clips (from_items, one block per clip)
+    clips of one wave (from_items, one block per clip)
       -> decode: CPU tasks, one clip each, yielding chunk batches whose rows carry prev_frame
       -> per-frame stages: one map_batches actor pool each (stage.resources -> num_cpus/num_gpus/batch_size)
       -> groupby("clip_id").map_groups: SegmentDescriber, then frames/, segments/, status/ written
          through OutputStore exactly as the local runner writes them
+
+Each clip is committed (frames and segments parts, then its status ``ok``/``partial``) as soon as
+its group is written, and a wave ends only when all its clips are: the object store holds at most
+one wave's feature rows (pixels never outlive the last frame stage), whatever the corpus size, and a
+run killed at any point keeps every clip committed before, which a rerun skips.
 
 Outputs, schemas and resume are the local runner's, so either runner can resume the other's run
 and everything downstream (:func:`handclust.activities.build_activities`) is unchanged.
@@ -317,7 +323,7 @@ def connect(rc: RayConfig, log_to_driver: bool = False) -> tuple[bool, str]:
 
 
 class RayRunner:
-    """Runs the stages as one Ray Data pipeline over all clips to do.
+    """Runs the stages as Ray Data pipelines over the clips to do, one per wave of clips.
 
     Joins ``ray.address`` (or ``RAY_ADDRESS``) or an already initialised Ray; otherwise starts a
     local instance sized by ``ray.num_cpus`` / ``ray.object_store_memory_mb`` and shuts it down
@@ -397,7 +403,7 @@ class RayRunner:
             # instance dies: watch the daemons of an instance this run started and stop first.
             watch = RayWatch() if started and not (self.cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None
             try:
-                self._run(items, run_id)
+                self._run_waves(items, run_id)
             except ConfigError:
                 raise
             except (KeyboardInterrupt, Exception) as exc:
@@ -419,23 +425,26 @@ class RayRunner:
                     watch.stop()
                 if started and (watch is None or watch.died is None):
                     ray.shutdown()
-        out = []
-        for clip in clips:
-            st = self._status(clip)
-            todo = any(json.loads(it["clip"])["clip_id"] == clip.clip_id for it in items)
-            if todo and (st.get("run_id") != run_id or st.get("status") == "running"):
-                # The run ended normally without this clip (it may have died before recording itself):
-                # its worker died past Ray's retries.
-                st = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
-                      "attempts": int(st.get("attempts", 0)), "fingerprint": self.fingerprint, "run_id": run_id,
-                      **{k: v for k, v in st.items() if k in ("attempts", "failures")}}
-                failures = self._failures(st) + 1
-                st.update(status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0, failures=failures)
-                self.store.write_json(_status_rel(clip.clip_id), st)
-            if st.get("status") == "error" and self._failures(st) >= max_attempts:
-                self._quarantine(st)
-            out.append(st)
-        return out
+        todo = {json.loads(it["clip"])["clip_id"] for it in items}
+        return [self._settle(clip, run_id, clip.clip_id in todo) for clip in clips]
+
+    def _settle(self, clip: Clip, run_id: str, todo: bool) -> dict[str, Any]:
+        """The clip's final status after its wave (or the run) ended normally: a clip this run was to
+        do but did not finish is recorded as an error (its worker died past Ray's retries); quarantines
+        a clip that failed ``ray.max_attempts`` times. Settling a clip twice changes nothing."""
+        st = self._status(clip)
+        if todo and (st.get("run_id") != run_id or st.get("status") == "running"):
+            # The run ended normally without this clip (it may have died before recording itself):
+            # its worker died past Ray's retries.
+            st = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
+                  "attempts": int(st.get("attempts", 0)), "fingerprint": self.fingerprint, "run_id": run_id,
+                  **{k: v for k, v in st.items() if k in ("attempts", "failures")}}
+            failures = self._failures(st) + 1
+            st.update(status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0, failures=failures)
+            self.store.write_json(_status_rel(clip.clip_id), st)
+        if st.get("status") == "error" and self._failures(st) >= self.cfg.ray.max_attempts:
+            self._quarantine(st)
+        return st
 
     def _connect(self) -> bool:
         started, self.cluster = connect(self.cfg.ray, log_to_driver=self.progress.enabled)
@@ -484,11 +493,48 @@ class RayRunner:
         else:
             raise ConfigError(msg)
 
+    def wave_size(self) -> int:
+        """Clips per wave: ``ray.clips_per_wave``, else 2 per clip that can decode at once (at least 8)."""
+        rc = self.cfg.ray
+        if rc.clips_per_wave:
+            return rc.clips_per_wave
+        slots = rc.decode_concurrency or int(float(ray.cluster_resources().get("CPU", 0.0)) // rc.decode_num_cpus)
+        return max(8, 2 * slots)
+
+    def _run_waves(self, items: list[dict[str, str]], run_id: str = "") -> None:
+        """Process ``items`` in waves of :meth:`wave_size` clips, one Ray Data pipeline each.
+
+        A wave's clips are written and committed (frames, segments, status ``ok``/``partial``) by its
+        pipeline before the next wave starts: the object store never holds more than one wave's
+        feature rows, and a run killed mid-way keeps every clip of the waves before.
+        """
+        self._check_fit()
+        res = ray.cluster_resources()
+        self.progress.say(f"ray: {len(items)} clips on {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs, "
+                          f"in waves of up to {self.wave_size()} clips")
+        counts: dict[str, int] = {}
+        done, w, t0 = 0, 0, time.time()
+        while done < len(items):
+            # Sized again for every wave: an autoscaling cluster that grew gets bigger waves.
+            wave = items[done:done + self.wave_size()]
+            w += 1
+            self.progress.say(f"ray: wave {w}: clips {done + 1}-{done + len(wave)} of {len(items)}")
+            self._run(wave, run_id)
+            for item in wave:
+                rec = json.loads(item["clip"])
+                clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
+                state = str(self._settle(clip, run_id, True).get("status"))
+                counts[state] = counts.get(state, 0) + 1
+                done += 1
+                self.progress.say(f"ray: [{done}/{len(items)}] {state}: {rec['path']}")
+            self.progress.say(f"ray: wave {w} committed: {done}/{len(items)} clips "
+                              f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) in {time.time() - t0:.0f} s")
+
     def _run(self, items: list[dict[str, str]], run_id: str = "") -> None:
+        """One wave: ``items`` through one Ray Data pipeline, each clip's outputs and status written."""
         from ray.data import DataContext, TaskPoolStrategy
 
         rc = self.cfg.ray
-        self._check_fit()
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = self.progress.enabled
         # An actor that dies while loading its model (GPU OOM, preempted node) is replaced, as often
@@ -496,8 +542,6 @@ class RayRunner:
         ctx.max_consecutive_actor_init_deaths = rc.max_restarts
         # A clip whose decode task died past its retries loses only its own rows; its status says why.
         ctx.max_errored_blocks = -1
-        self.progress.say(f"ray: {len(items)} clips on {ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
-                          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
         out = self.store.uri if "://" in self.store.uri else self.store.root
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(decode_clips, batch_size=1, batch_format="numpy", num_cpus=rc.decode_num_cpus,
@@ -534,5 +578,4 @@ class RayRunner:
                                    "hands": self.hands, "threads": rc.decode_num_cpus},
             batch_format="numpy", num_cpus=rc.decode_num_cpus,
             num_gpus=max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None)
-        rows = ds.take_all()
-        self.progress.say(f"ray: wrote {sum(r['status'] in DONE_STATES for r in rows)} clips")
+        ds.take_all()
