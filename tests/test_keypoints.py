@@ -130,7 +130,7 @@ def test_fusion_gives_no_weight_to_a_modality_no_segment_observed(rng: np.random
     assert f.scores["pose"].coverage == pytest.approx(len(idx) / len(motion))
     assert 0 < f.scores["pose"].weight < f.scores["motion"].weight
     unseen_rows = np.setdiff1d(np.arange(len(motion)), idx)
-    assert not f.transforms["pose"](seen)[unseen_rows].any()  # no position in the pose space
+    assert not f.transforms["pose"](seen, clip_ids)[unseen_rows].any()  # no position in the pose space
 
 
 def test_missing_mediapipe_stops_the_run_before_any_clip(short_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

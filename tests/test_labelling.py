@@ -30,7 +30,7 @@ class FakeGemini:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "key": self.headers.get("x-goog-api-key"), "body": body,
-                                       "at": time.monotonic()})
+                                       "at": time.monotonic(), "wall": time.time()})
                 status, answer, *extra = outer.script.pop(0) if outer.script else (200, outer.ok("laying bricks"))
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -104,15 +104,20 @@ def test_rate_limit_waits_as_long_as_retry_after_says(fake: FakeGemini, form: st
     (here 10 ms) backoff; measured between the requests the server saw."""
     from email.utils import formatdate
 
-    # An HTTP date has whole seconds: two seconds ahead is at least one second ahead.
-    after = "1" if form == "seconds" else formatdate(time.time() + 2, usegmt=True)
+    # An HTTP date has whole seconds: three seconds ahead is at least two ahead when it is made, and
+    # still ahead when the first request arrives even if building the client takes a second.
+    date = int(time.time()) + 3
+    after = "1" if form == "seconds" else formatdate(date, usegmt=True)
     fake.script = [(429, FakeGemini.error(429, "RESOURCE_EXHAUSTED"), {"Retry-After": after}),
                    (200, FakeGemini.ok("scooping mortar"))]
     lab = GeminiLabeller(LabelConfig(base_url=fake.url, backoff_s=0.01, concurrency=1), "k")
     rec = lab(_examples(1)[0])
     assert rec["status"] == "ok" and rec["label"] == "scooping mortar"
     assert len(fake.requests) == 2
-    assert fake.requests[1]["at"] - fake.requests[0]["at"] >= 0.95
+    if form == "seconds":
+        assert fake.requests[1]["at"] - fake.requests[0]["at"] >= 0.95
+    else:  # not before the date the server named (the client's own 10 ms backoff would be far sooner)
+        assert fake.requests[0]["wall"] < date <= fake.requests[1]["wall"] + 0.01
 
 
 def test_errors_are_recorded_per_cluster_not_fatal(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
