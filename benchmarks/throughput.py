@@ -61,7 +61,7 @@ def main() -> None:
     info = probe(clip)
     cfg = load_config(None, ["progress=false"])
     result: dict[str, object] = {
-        "clip": {"duration_s": info.duration_s, "source_fps": info.source_fps, "size": f"{info.width}x{info.height}",
+        "clip": {"duration_s": info.duration_s, "source_fps": info.source_fps, "size": f"{info.width}x{info.height}", "codec": info.codec,
                  "bitrate_mbit_s": round(clip.stat().st_size * 8 / info.duration_s / 1e6, 2)},
         "sample_fps": cfg.decode.sample_fps, "decode_width": cfg.decode.width,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},

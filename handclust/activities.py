@@ -222,7 +222,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     }, schema=schema.NEIGHBOURS))
 
     if cfg.labels.enabled and clustering.k > 0:
-        from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_summary
+        from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_spend, labels_summary
 
         t0 = time.perf_counter()
         if api_key(cfg.labels):
@@ -231,7 +231,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         else:  # say why there are no names, without decoding keyframes nobody will look at
             examples = [ClusterExamples(int(c), [], []) for c in np.unique(clustering.labels[clustering.labels >= 0])]
         labels_tbl = label_clusters(store, examples, cfg.labels, ray_config=cfg.ray if cfg.runner == "ray" else None)
-        summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "ray tasks" if cfg.runner == "ray" else "threads"}
+        summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "ray tasks" if cfg.runner == "ray" else "threads",
+                             "spend": labels_spend(labels_tbl, cfg.labels)}
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
     t0 = time.perf_counter()

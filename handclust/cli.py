@@ -202,10 +202,13 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--list", "list_nodes", is_flag=True, help="List known node types and prices.")
 @click.option("--no-head", is_flag=True, help="Leave out the CPU head node (e.g. a head that is up anyway).")
+@click.option("--sample", metavar="MANIFEST_OR_DIR",
+              help="Probe a few clips of your footage: decode cost scales with their pixels per second and codec.")
+@click.option("--sample-clips", default=5, show_default=True, help="How many clips --sample probes (spread over the list).")
 def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
-                 no_head: bool) -> None:
+                 no_head: bool, sample: str | None, sample_clips: int) -> None:
     """Estimate GPU node hours, wall time and cost of a cluster run before submitting it."""
-    from handclust.cost import HEADS, NODES, estimate, render
+    from handclust.cost import HEADS, NODES, estimate, probe_sample, render
 
     if list_nodes:
         for n in NODES.values():
@@ -218,7 +221,8 @@ def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, pric
         return
     encs = tuple(e.strip() for e in encoders.split(",") if e.strip() and e.strip() != "none")
     try:
-        e = estimate(hours, node, nodes, encs, usd_per_hour=price, head=not no_head)
+        probed = probe_sample(sample, sample_clips) if sample else None
+        e = estimate(hours, node, nodes, encs, usd_per_hour=price, head=not no_head, sample=probed)
     except ValueError as exc:
         _fail(str(exc))
         return

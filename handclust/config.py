@@ -224,6 +224,13 @@ class LabelConfig(_Frozen):
     max_retries: int = Field(4, ge=0, le=10)
     backoff_s: float = Field(2.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
+    # The budget: labelling stops before the request that could take it past either limit; the
+    # clusters left get status "budget" and are named by a rerun with a bigger budget.
+    max_requests: int | None = Field(200, ge=0, description="most Gemini requests per run, retries included (None: no limit)")
+    max_cost_usd: float | None = Field(2.0, ge=0, description="most estimated USD per run (prices: handclust/cost.py; None: no limit)")
+    max_output_tokens: int = Field(4096, ge=64, le=65536,
+                                   description="cap on each answer's tokens (thinking included), so a request's worst-case cost is known")
+    usd_per_mtok: tuple[float, float] | None = Field(None, description="your (input, output) USD per million tokens; None: the table in cost.py")
 
 
 class PhaseConfig(_Frozen):
@@ -237,6 +244,19 @@ class EvaluationConfig(_Frozen):
 class ReportConfig(_Frozen):
     enabled: bool = Field(True, description="write report/index.html at the end of a run")
     reel: bool = Field(True, description="also write report/reel.mp4 (re-decodes a few seconds per activity)")
+
+
+class CostConfig(_Frozen):
+    node: str = Field("local", description="node type the run's node-hours are priced and estimated as "
+                                           "(`handclust estimate --list`); local: this machine, no price")
+
+    @model_validator(mode="after")
+    def _known(self) -> CostConfig:
+        from handclust.cost import NODES
+
+        if self.node != "local" and self.node not in NODES:
+            raise ValueError(f"unknown node type {self.node!r}; use local or one of: {', '.join(NODES)}")
+        return self
 
 
 class RayConfig(_Frozen):
@@ -279,6 +299,7 @@ class RunConfig(_Frozen):
     ray: RayConfig = RayConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
+    cost: CostConfig = CostConfig()
     progress: bool = True
 
     @model_validator(mode="after")

@@ -39,11 +39,74 @@ LABELS = pa.schema([
     ("cluster", pa.int32()),
     ("label", pa.string()),
     ("description", pa.string()),
-    ("status", pa.string()),  # ok | cached | error | skipped
+    ("status", pa.string()),  # ok | cached | error | skipped | budget (not asked: the run's budget was reached)
     ("error", pa.string()),
     ("model", pa.string()),
     ("segment_ids", pa.list_(pa.string())),
+    # This run's spend on the cluster (0 for cached): requests made (retries included), tokens as the
+    # API's usage metadata counted them (estimated where it gave none), estimated USD.
+    ("requests", pa.int32()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("usd", pa.float64()),
 ])
+SPEND = ("requests", "input_tokens", "output_tokens", "usd")
+
+
+class Budget:
+    """The run's labelling budget (``labels.max_requests``, ``labels.max_cost_usd``), shared by every request.
+
+    :meth:`reserve` is asked before each request with its worst case (estimated input, the output
+    cap); it refuses when that could take the spend past a limit, so the limits are never exceeded.
+    :meth:`settle` replaces the reservation with what the answer's usage metadata says it cost.
+    Thread-safe; on Ray one actor holds it (:func:`_name_with_ray`).
+    """
+
+    def __init__(self, cfg: LabelConfig):
+        import threading
+
+        from handclust.cost import gemini_price
+
+        self.max_requests, self.max_usd = cfg.max_requests, cfg.max_cost_usd
+        self.price = gemini_price(cfg.model, cfg.usd_per_mtok)
+        self.requests, self.usd, self.reserved = 0, 0.0, 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, worst_usd: float) -> bool:
+        with self._lock:
+            if self.max_requests is not None and self.requests + 1 > self.max_requests:
+                return False
+            if self.max_usd is not None and self.usd + self.reserved + worst_usd > self.max_usd + 1e-12:
+                return False
+            self.requests += 1
+            self.reserved += worst_usd
+            return True
+
+    def settle(self, worst_usd: float, usd: float) -> None:
+        with self._lock:
+            self.reserved -= worst_usd
+            self.usd += usd
+
+    def get_price(self) -> tuple[float, float, str]:
+        return self.price
+
+    def reached(self) -> str:
+        return (f"budget reached: {self.requests} requests, ${self.usd:.4f} of labels.max_requests={self.max_requests}, "
+                f"labels.max_cost_usd={self.max_usd}; raise labels.max_requests / labels.max_cost_usd and rerun "
+                "(named activities come from the cache)")
+
+
+class _RayBudget:
+    """:class:`Budget`'s interface over a Ray actor holding it."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def __getattr__(self, name: str) -> Any:
+        import ray
+
+        method = getattr(self.handle, name)
+        return lambda *a: ray.get(method.remote(*a))
 
 PROMPT = (
     "These keyframes come from a helmet camera worn by a construction worker (masonry). They show "
@@ -91,9 +154,9 @@ def name_cluster(ex: ClusterExamples, cfg: LabelConfig, labeller: Callable[[Clus
     return labeller(ex)
 
 
-def _ray_name_cluster(ex: ClusterExamples, cfg: LabelConfig, key: str) -> dict[str, Any]:
+def _ray_name_cluster(ex: ClusterExamples, cfg: LabelConfig, key: str, budget: Any = None) -> dict[str, Any]:
     """Ray task body: one cluster, decoded and named on whichever worker runs it."""
-    return name_cluster(ex, cfg, GeminiLabeller(cfg, key))
+    return name_cluster(ex, cfg, GeminiLabeller(cfg, key, _RayBudget(budget) if budget is not None else None))
 
 
 def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_config: RayConfig) -> list[dict[str, Any]]:
@@ -105,13 +168,14 @@ def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_
     started, _ = connect(ray_config)
     try:
         task = ray.remote(num_cpus=0.25, max_retries=2)(_ray_name_cluster)
+        budget = ray.remote(num_cpus=0)(Budget).remote(cfg)  # one budget for every task of the run
         answers: dict[int, dict[str, Any]] = {}
         running: dict[Any, int] = {}
         queue = list(enumerate(todo))
         while queue or running:
             while queue and len(running) < cfg.concurrency:
                 i, ex = queue.pop(0)
-                running[task.remote(ex, cfg, key)] = i
+                running[task.remote(ex, cfg, key, budget)] = i
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 i = running.pop(ref)
@@ -180,10 +244,11 @@ class GeminiLabeller:
 
     name = "labels"
 
-    def __init__(self, cfg: LabelConfig, key: str):
+    def __init__(self, cfg: LabelConfig, key: str, budget: Budget | None = None):
         self.cfg = cfg
         self._key = key
         self._client: Any = None
+        self.budget = budget or Budget(cfg)
 
     def setup(self) -> None:
         from google import genai
@@ -199,14 +264,46 @@ class GeminiLabeller:
         if self._client is None:
             self.setup()
         parts: list[Any] = [types.Part.from_bytes(data=_jpeg(f), mime_type="image/jpeg") for f in ex.keyframes]
-        parts.append(PROMPT.format(n=len(ex.segment_ids)))
-        gen_cfg = types.GenerateContentConfig(temperature=0.2, response_mime_type="application/json")
+        prompt = PROMPT.format(n=len(ex.segment_ids))
+        parts.append(prompt)
+        gen_cfg = types.GenerateContentConfig(temperature=0.2, response_mime_type="application/json",
+                                              max_output_tokens=self.cfg.max_output_tokens)
+        from handclust.cost import gemini_image_tokens, gemini_usd
+
+        price = self.budget.get_price()
+        # An upper bound of the input (text at >= 1 character per token) and the output cap: the worst case.
+        tokens_in = sum(gemini_image_tokens(f.shape[1], f.shape[0]) for f in ex.keyframes) + len(prompt)
+        worst = gemini_usd(tokens_in, self.cfg.max_output_tokens, price)
+        spend = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0}
+
+        def charge(resp: Any) -> None:
+            usage = getattr(resp, "usage_metadata", None) if resp is not None else None
+            if resp is None:  # an error answer: not billed
+                got_in, got_out = 0, 0
+            elif usage is not None and usage.prompt_token_count is not None:
+                got_in = int(usage.prompt_token_count or 0)
+                got_out = int(usage.candidates_token_count or 0) + int(getattr(usage, "thoughts_token_count", 0) or 0)
+            else:  # no usage metadata: count the worst case
+                got_in, got_out = tokens_in, self.cfg.max_output_tokens
+            usd = gemini_usd(got_in, got_out, price)
+            self.budget.settle(worst, usd)
+            spend.update(requests=spend["requests"] + 1, input_tokens=spend["input_tokens"] + got_in,
+                         output_tokens=spend["output_tokens"] + got_out, usd=spend["usd"] + usd)
+
         last = ""
         for attempt in range(self.cfg.max_retries + 1):
+            if not self.budget.reserve(worst):
+                reached = self.budget.reached()
+                return {"label": None, "description": None, "status": "budget",
+                        "error": reached + (f" (after: {last})" if last else ""), **spend}
+            resp = None
             try:
-                resp = self._client.models.generate_content(model=self.cfg.model, contents=parts, config=gen_cfg)
+                try:
+                    resp = self._client.models.generate_content(model=self.cfg.model, contents=parts, config=gen_cfg)
+                finally:
+                    charge(resp)
                 label, desc = parse_answer(resp.text or "")
-                return {"label": label, "description": desc, "status": "ok", "error": None}
+                return {"label": label, "description": desc, "status": "ok", "error": None, **spend}
             except errors.APIError as exc:
                 code = getattr(exc, "code", None)
                 last = f"Gemini API error {code}: {getattr(exc, 'message', exc)}"
@@ -223,7 +320,7 @@ class GeminiLabeller:
                     break
                 time.sleep(self.cfg.backoff_s * 2**attempt)
         hint = " (check GEMINI_API_KEY)" if "401" in last or "403" in last else " (rerun to retry)"
-        return {"label": None, "description": None, "status": "error", "error": last + hint}
+        return {"label": None, "description": None, "status": "error", "error": last + hint, **spend}
 
 
 def _retry_after_s(exc: Exception) -> float:
@@ -272,7 +369,7 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
     for ex in examples:
         cached = f"labels/{_signature(ex, cfg.model)}.json"
         if store.exists(cached):
-            rows.append({**store.read_json(cached), "status": "cached"})
+            rows.append({**store.read_json(cached), "status": "cached", "requests": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
         else:
             todo.append(ex)
     if todo and labeller is None and key is None:
@@ -285,7 +382,7 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
         if ray_config is not None and labeller is None:
             answers = _name_with_ray(todo, cfg, key or "", ray_config)
         else:
-            call = labeller or GeminiLabeller(cfg, key or "")
+            call = labeller or GeminiLabeller(cfg, key or "", Budget(cfg))
             if hasattr(call, "setup"):
                 call.setup()
             with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
@@ -294,11 +391,15 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
             rec = {"cluster": ex.cluster, "model": cfg.model, "segment_ids": ex.segment_ids, **ans}
             if ans["status"] == "ok":
                 store.write_json(f"labels/{_signature(ex, cfg.model)}.json", rec)
+            elif ans["status"] == "budget":
+                log.info("activity %d not named: %s", ex.cluster, ans["error"])
             else:
                 log.warning("labelling activity %d failed: %s", ex.cluster, ans["error"])
             rows.append(rec)
     rows.sort(key=lambda r: r["cluster"])
-    tbl = pa.Table.from_pylist([{k: r.get(k) for k in LABELS.names} for r in rows], schema=LABELS)
+    zero = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0}
+    tbl = pa.Table.from_pylist([{k: r.get(k, zero.get(k)) if r.get(k) is not None else zero.get(k) for k in LABELS.names}
+                                for r in rows], schema=LABELS)
     store.write_table("labels.parquet", tbl)
     return tbl
 
@@ -333,5 +434,21 @@ def labels_summary(tbl: pa.Table) -> dict[str, Any]:
     """Counts of ``labels.parquet``'s statuses and its first errors (run.json's summary and the report show this)."""
     st = tbl.column("status").to_pylist()
     errors = tbl.column("error").to_pylist() if "error" in tbl.column_names else []
-    return {"labelled": sum(s in ("ok", "cached") for s in st), "failed": st.count("error"), "skipped": st.count("skipped"),
-            "errors": sorted({e for e in errors if e})[:5]}
+    out = {"labelled": sum(s in ("ok", "cached") for s in st), "failed": st.count("error"), "skipped": st.count("skipped"),
+           "errors": sorted({e for e in errors if e and not e.startswith("budget reached")})[:5]}
+    if "budget" in st:
+        out["budget_stopped"] = st.count("budget")
+        out["budget"] = next(e for s, e in zip(st, errors, strict=True) if s == "budget")
+    return out
+
+
+def labels_spend(tbl: pa.Table, cfg: LabelConfig) -> dict[str, Any]:
+    """This run's labelling spend (summed from ``labels.parquet``) with the budget and price it ran under."""
+    from handclust.cost import gemini_price
+
+    cols = {k: (tbl.column(k).to_pylist() if k in tbl.column_names else []) for k in SPEND}
+    price = gemini_price(cfg.model, cfg.usd_per_mtok)
+    return {"requests": int(sum(v or 0 for v in cols["requests"])), "input_tokens": int(sum(v or 0 for v in cols["input_tokens"])),
+            "output_tokens": int(sum(v or 0 for v in cols["output_tokens"])), "usd": float(sum(v or 0.0 for v in cols["usd"])),
+            "model": cfg.model, "usd_per_mtok": [price[0], price[1]], "price": price[2],
+            "max_requests": cfg.max_requests, "max_cost_usd": cfg.max_cost_usd}

@@ -363,10 +363,21 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     run_json.update(status="ok", config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
                     versions=versions(), timings=timings, summary=result.summary,
                     feature_fingerprint=runner.fingerprint, encoders=encoders)
+    run_json["cost"] = run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary)
     store.write_json("run.json", run_json)
     if cfg.report.enabled:
         write_run_report(store, result, reel=cfg.report.reel, prog=prog)
     return result
+
+
+def run_cost_block(cfg: RunConfig, clips_tbl: pa.Table, wall_s: float, resources: dict[str, float] | None,
+                   summary: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``cost``: measured compute beside the estimate for the footage hours of the ok clips, and
+    the labelling spend (:func:`handclust.cost.run_cost`)."""
+    from handclust.cost import run_cost
+
+    ok = [r["duration_s"] or 0.0 for r in clips_tbl.to_pylist() if r["status"] == "ok"]
+    return run_cost(cfg, sum(ok) / 3600, wall_s, resources, summary.get("labels", {}).get("spend"))
 
 
 def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc: Exception,

@@ -341,6 +341,7 @@ class RayRunner:
         self.hands = hand_tracks(cfg)
         self.quarantined: list[dict[str, Any]] = []
         self.cluster: str | None = None  # which Ray cluster the run used, in words (run.json)
+        self.resources: dict[str, float] | None = None  # its CPUs, GPUs and nodes (run.json's cost)
 
     # ------------------------------------------------------------------ resume / quarantine
 
@@ -510,6 +511,9 @@ class RayRunner:
         """
         self._check_fit()
         res = ray.cluster_resources()
+        # What the run held (run.json's measured cost): the cluster's CPUs / GPUs and its live nodes.
+        self.resources = {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
+                          "nodes": float(sum(1 for n in ray.nodes() if n.get("Alive")))}
         self.progress.say(f"ray: {len(items)} clips on {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs, "
                           f"in waves of up to {self.wave_size()} clips")
         counts: dict[str, int] = {}

@@ -47,6 +47,7 @@ class VideoInfo:
     width: int  # display width, after rotation
     height: int
     rotation: int  # degrees, counter-clockwise, applied to decoded frames
+    codec: str = ""  # FFmpeg's name of the video codec (h264, hevc, vp9, av1, ...)
 
 
 @dataclass
@@ -135,6 +136,7 @@ def probe(path: str | Path) -> VideoInfo:
         else:
             duration = 0.0
         rotation = 0
+        codec = str(stream.codec_context.name or "")
         try:
             first = next(container.decode(stream))
             rotation = int(getattr(first, "rotation", 0) or 0) % 360
@@ -149,7 +151,7 @@ def probe(path: str | Path) -> VideoInfo:
         duration = stream.frames / fps
     if duration <= 0:
         raise VideoError(p, "reports zero duration")
-    return VideoInfo(str(p), duration, fps, width, height, rotation)
+    return VideoInfo(str(p), duration, fps, width, height, rotation, codec)
 
 
 class VideoSource:

@@ -110,3 +110,50 @@ def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 9))  # an L4
     assert resolve_dtype("auto", "cuda", "scene.dtype") == torch.bfloat16
     assert resolve_dtype("auto", "cpu", "scene.dtype") == torch.float32
+
+
+def _clip(path: Path, size: tuple[int, int], fps: int = 10) -> Path:
+    import numpy as np
+
+    from handclust.synthetic import Mp4Writer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Mp4Writer(path, fps, size) as out:
+        for k in range(fps):
+            out.write(np.full((size[1], size[0], 3), 20 * k, dtype=np.uint8))
+    return path
+
+
+def test_sampled_footage_scales_decode_cost_with_its_pixels_per_second(results, tmp_path):
+    """Four times the pixels per second (same codec and rate): four times the decode core-hours, the rest
+    of the CPU work unchanged; the estimate names the probed clips, and the CLI takes --sample."""
+    from handclust.cli import cli
+
+    small = _clip(tmp_path / "small" / "a.mp4", (320, 180))
+    _clip(tmp_path / "big" / "b.mp4", (640, 360))
+    (tmp_path / "big.txt").write_text(str(tmp_path / "big" / "b.mp4") + "\n")  # a manifest works too
+    s_small = cost.probe_sample(tmp_path / "small")
+    s_big = cost.probe_sample(tmp_path / "big.txt")
+    assert [(c.width, c.height, c.codec) for c in s_big] == [(640, 360, "h264")] and s_small[0].path == str(small.resolve())
+    base = estimate(100, "aws-g6.xlarge", 1, ())
+    lo = estimate(100, "aws-g6.xlarge", 1, (), sample=s_small)
+    hi = estimate(100, "aws-g6.xlarge", 1, (), sample=s_big)
+    assert hi.decode_scale == pytest.approx(4 * lo.decode_scale) and hi.decode_core_hours == pytest.approx(4 * lo.decode_core_hours)
+    assert base.decode_scale == 1.0 and lo.decode_scale < 1.0  # the benchmark's clip is 1280x720 at 30 fps
+    assert lo.node_hours < hi.node_hours  # CPU-bound here: the bigger footage costs more
+    assert "b.mp4 640x360 10 fps h264" in hi.sources["decode"] and hi.sample == [s_big[0].path]
+    # A codec that costs more to decode per pixel costs more for the same size.
+    hevc = [cost.SourceClip("x.mp4", 640, 360, 10.0, "hevc")]
+    assert estimate(100, "aws-g6.xlarge", 1, (), sample=hevc).decode_core_hours > hi.decode_core_hours
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--encoders", "none", "--sample", str(tmp_path / "big")])
+    assert r.exit_code == 0 and "probed 1 clips" in r.output and "b.mp4" in r.output, r.output
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--sample", str(tmp_path / "nowhere")])
+    assert r.exit_code != 0 and "nowhere" in r.output and "Traceback" not in r.output
+
+
+def test_gemini_price_table_never_undercounts_an_unknown_model():
+    i, o, how = cost.gemini_price("gemini-2.5-flash")
+    assert (i, o) == cost.GEMINI_USD_PER_MTOK["gemini-2.5-flash"] and cost.GEMINI_PRICES_CHECKED in how
+    assert cost.gemini_price("gemini-9-ultra")[:2] == max(cost.GEMINI_USD_PER_MTOK.values(), key=lambda p: p[1])
+    assert cost.gemini_price("gemini-2.5-flash", (1.0, 2.0))[:2] == (1.0, 2.0)
+    assert cost.gemini_image_tokens(384, 216) == 258 and cost.gemini_image_tokens(1920, 1080) == 258 * 3 * 2

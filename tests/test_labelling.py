@@ -51,7 +51,9 @@ class FakeGemini:
     @staticmethod
     def ok(label: str) -> dict:
         text = json.dumps({"label": label, "description": "a gloved hand places a brick on the wall"})
-        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}]}
+        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 1000, "candidatesTokenCount": 30, "thoughtsTokenCount": 70,
+                                  "totalTokenCount": 1100}}
 
     @staticmethod
     def error(code: int, status: str) -> dict:
@@ -132,6 +134,34 @@ def test_errors_are_recorded_per_cluster_not_fatal(fake: FakeGemini, tmp_path: P
     assert [r["status"] for r in again] == ["ok", "cached"]
 
 
+def test_budget_is_never_exceeded_and_a_rerun_names_the_rest(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from handclust.cost import GEMINI_USD_PER_MTOK
+    from handclust.labelling import labels_spend, labels_summary
+
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    cfg = LabelConfig(base_url=fake.url, backoff_s=0.01, max_requests=2)
+    tbl = label_clusters(OutputStore(tmp_path), _examples(4), cfg)
+    rows = tbl.to_pylist()
+    assert len(fake.requests) == 2
+    assert sorted(r["status"] for r in rows) == ["budget", "budget", "ok", "ok"]
+    stopped = [r for r in rows if r["status"] == "budget"]
+    assert all("budget reached: 2 requests" in r["error"] and "labels.max_requests" in r["error"] and r["label"] is None for r in stopped)
+    # The spend as the API's usage metadata counted it: 1000 tokens in, 30 answer + 70 thinking out, per request.
+    spend = labels_spend(tbl, cfg)
+    i, o = GEMINI_USD_PER_MTOK[cfg.model]
+    assert (spend["requests"], spend["input_tokens"], spend["output_tokens"]) == (2, 2000, 200)
+    assert spend["usd"] == pytest.approx((2000 * i + 200 * o) / 1e6) and spend["max_requests"] == 2
+    assert labels_summary(tbl)["budget_stopped"] == 2
+    # A bigger budget names the other two; the two named are reused from the cache, not paid again.
+    again = label_clusters(OutputStore(tmp_path), _examples(4), cfg.model_copy(update={"max_requests": 10})).to_pylist()
+    assert len(fake.requests) == 4 and sorted(r["status"] for r in again) == ["cached", "cached", "ok", "ok"]
+    assert sum(r["requests"] for r in again) == 2
+    # A money limit too small for one request's worst case: no request at all.
+    n = len(fake.requests)
+    broke = label_clusters(OutputStore(tmp_path / "b"), _examples(1), LabelConfig(base_url=fake.url, max_cost_usd=1e-6)).to_pylist()
+    assert len(fake.requests) == n and broke[0]["status"] == "budget" and "max_cost_usd" in broke[0]["error"]
+
+
 def test_no_key_skips_with_a_clear_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(k, raising=False)
@@ -155,6 +185,12 @@ def test_discover_names_activities_end_to_end(fake: FakeGemini, footage_dir: Pat
     for req in fake.requests:  # 2 typical segments x 2 keyframes each, re-decoded from the clips
         assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
     assert set(res.summary["activity_names"].values()) == {"laying bricks"}
+    # run.json: the labelling spend beside the measured compute and the estimate for the same footage hours.
+    cost = json.loads((tmp_path / "out" / "run.json").read_text())["cost"]
+    assert cost["labelling"]["requests"] == k and cost["labelling"]["usd"] > 0 and cost["labelling"]["input_tokens"] == 1000 * k
+    m, e = cost["measured"], cost["estimated"]
+    assert m["wall_s"] > 0 and m["node_hours"] > 0 and m["cpu_hours"] > 0 and m["footage_hours"] > 0
+    assert e["node_hours"] > 0 and e["wall_s"] > 0 and e["node_type"] == "local" and cost["measured_over_estimated_wall"] > 0
 
 
 def test_cluster_whose_keyframes_cannot_be_decoded_fails_alone(fake: FakeGemini, short_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -197,6 +233,10 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
     k = res.summary["activities"]
     assert k >= 1 and len(labels) == k and (labels.status == "ok").all(), labels.error.tolist()
     assert len(fake.requests) == k and res.summary["labels"]["ran_on"] == "ray tasks"
+    # One budget actor for every task: the spend is summed in run.json beside the Ray cluster's measured compute.
+    cost = json.loads((tmp_path / "out" / "run.json").read_text())["cost"]
+    assert cost["labelling"]["requests"] == k and cost["labelling"]["output_tokens"] == 100 * k
+    assert cost["measured"]["where"] == "ray cluster" and cost["measured"]["cpus"] == 2 and cost["measured"]["cpu_hours"] > 0
     for req in fake.requests:
         assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
 

@@ -98,6 +98,9 @@ def test_discover_writes_report_and_reel(small_run: Path):
     assert run["report"]["status"] == "ok", run["report"]
     assert run["summary"]["report"].endswith("report/index.html")
     assert run["config"]["report"] == {"enabled": True, "reel": True}
+    # What the run cost, measured, beside the estimate for the same footage (run.json's cost block).
+    assert run["cost"]["measured"]["node_hours"] > 0 and run["cost"]["estimated"]["node_hours"] > 0
+    assert "CPU-h measured (this machine); estimated" in html
 
 
 def test_reel_has_title_cards_then_footage(small_run: Path):

@@ -96,6 +96,8 @@ def summary_html(data: RunData) -> Markup:
     lab = data.labels_summary or (s.get("labels") if isinstance(s.get("labels"), dict) else None)
     if lab:
         labels = f"{lab.get('labelled', 0)} named, {lab.get('failed', 0)} failed, {lab.get('skipped', 0)} skipped"
+        if lab.get("budget_stopped"):
+            labels += f", {lab['budget_stopped']} not asked ({lab.get('budget', 'budget reached')})"
         if lab.get("errors"):
             labels += f" ({lab['errors'][0]})"
     else:
@@ -120,6 +122,14 @@ def summary_html(data: RunData) -> Markup:
         rows.append(("backends", ", ".join(f"{a}={b}" for a, b in s["backends"].items())))
     if s.get("wall_time_s") is not None:
         rows.append(("wall time", f"{s['wall_time_s']:.1f} s"))
+    measured, estimated, spend = dig(data.run, "cost", "measured"), dig(data.run, "cost", "estimated"), dig(data.run, "cost", "labelling")
+    if isinstance(measured, dict) and isinstance(measured.get("node_hours"), int | float):
+        cost = f"{measured['node_hours']:.3f} node-h, {measured.get('cpu_hours', 0):.3f} CPU-h measured ({measured.get('where')})"
+        if isinstance(estimated, dict) and isinstance(estimated.get("node_hours"), int | float):
+            cost += f"; estimated {estimated['node_hours']:.3f} node-h on {estimated.get('node_type')}"
+        if isinstance(spend, dict) and spend.get("requests"):
+            cost += f"; Gemini {spend['requests']} requests, ${spend.get('usd', 0):.4f}"
+        rows.append(("compute", cost))
     weights = dig(data.run, "clustering", "fusion_weights")
     weights = weights if isinstance(weights, dict) and weights else {}
     coverage = {m: sc["coverage"] for m, sc in (dig(data.run, "clustering", "modality_scores") or {}).items()
