@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from handclust.config import RunConfig, load_config
     from handclust.evaluation import evaluate
     from handclust.pipeline import RunResult, discover
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
 
         return evaluate
     if name == "make_sample_footage":
-        from handclust.synthetic import make_sample_footage
+        from handclust.sample_footage import make_sample_footage
 
         return make_sample_footage
     raise AttributeError(f"module 'handclust' has no attribute {name!r}")

@@ -20,18 +20,14 @@ import pyarrow.compute as pc
 from handclust import schema
 from handclust.clustering import Clustering, Fusion, Grouping, group_segments, umap_fit
 from handclust.config import ConfigError, RunConfig, fusion_modalities
+from handclust.evaluation import evaluate_tables, load_truth
 from handclust.progress import Progress
+from handclust.result import RunResult
+from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
+from handclust.timeline import write_timelines
 
 log = logging.getLogger(__name__)
-
-
-def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
-    seg = store.read_dataset("segments", schema.SEGMENTS)
-    ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))
-    ids = clips_tbl.filter(ok).column("clip_id")
-    seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
-    return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
 
 
 def unmeasured_summary(segments: pa.Table, clips_tbl: pa.Table, sample_fps: float) -> dict[str, Any]:
@@ -145,7 +141,7 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
         return grouping, xy, backend, took, "driver"
     import ray
 
-    from handclust.ray_runner import connect
+    from handclust.ray_connect import connect
 
     cpus = cc.num_cpus or 4
     started, cluster = connect(cfg.ray)
@@ -167,9 +163,9 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
-                     timings: dict[str, float]):
-    from handclust.pipeline import RunResult
-    from handclust.timeline import write_timelines
+                     timings: dict[str, float]) -> RunResult:
+    """Cluster the segments of every finished clip jointly, then label, evaluate and draw timelines;
+    writes the run-level tables and the clustering part of ``run.json``."""
 
     segments = ok_segments(store, clips_tbl)
     n_ok = int(pc.sum(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).as_py() or 0)
@@ -236,8 +232,6 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    from handclust.evaluation import evaluate_tables, load_truth
-
     prog.say("evaluating" + (" (with ablations)" if cfg.evaluation.ablations else ""))
     evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), cfg.evaluation.ablations)
     if "top_tools" in evaluation:

@@ -18,12 +18,18 @@ import numpy as np
 from pydantic import ValidationError
 
 from handclust import schema
-from handclust.activities import MODEL_DIR, ok_segments
+from handclust.activities import MODEL_DIR
 from handclust.clustering import Clustering, Fusion, vote_labels
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
+from handclust.evaluation import evaluate_tables, load_truth
 from handclust.footage import find_clips
+from handclust.pipeline import process_footage, versions
+from handclust.plan import FEATURE_SECTIONS, feature_fingerprint
 from handclust.progress import Progress
+from handclust.result import RunResult
+from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
+from handclust.timeline import write_timelines
 
 
 class ModelError(FileNotFoundError):
@@ -73,16 +79,12 @@ def _load_index(model: OutputStore) -> Any:
 
 
 def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: str | Path,
-           overrides: list[str] | None = None, progress: bool | None = None) -> Any:
+           overrides: list[str] | None = None, progress: bool | None = None) -> RunResult:
     """Process ``footage`` into ``out`` and give each segment a cluster of ``model_run``.
 
     ``overrides`` may change how the work runs (``runner``, ``ray.*``, ``labels.*``); feature
     settings always come from the model run, or the descriptors would not be comparable.
     """
-    from handclust.evaluation import evaluate_tables, load_truth
-    from handclust.pipeline import RunResult, process_footage, versions
-    from handclust.timeline import write_timelines
-
     _refuse_out_in_model(model_run, out)
     model = OutputStore(model_run, create=False)
     for rel in (f"{MODEL_DIR}/fusion.npz", f"{MODEL_DIR}/reference.parquet", f"{MODEL_DIR}/index.faiss", "run.json"):
@@ -98,8 +100,6 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                          f"({(model_run_json.get('versions') or {}).get('handclust', 'see versions in run.json')}), "
                          "or rerun `handclust run` with this version") from None
     if overrides:
-        from handclust.pipeline import FEATURE_SECTIONS, feature_fingerprint
-
         changed = with_overrides(cfg, overrides)
         if feature_fingerprint(changed) != feature_fingerprint(cfg):
             old, new = config_to_dict(cfg), config_to_dict(changed)

@@ -88,7 +88,7 @@ def cli(verbose: int) -> None:
               help="2: two trades, varied bouts, low-fps sources; 1: masonry only, every clip at --fps.")
 def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: float, size: str, version: str) -> None:
     """Render synthetic helmet-cam clips plus ground_truth.parquet into OUT_DIR."""
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
 
     try:
         w, h = (int(v) for v in size.lower().split("x"))

@@ -248,8 +248,8 @@ def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, over
     The run's own resolved config (``run.json``) is the base; ``config``/``overrides`` change it
     (e.g. ``phase.pattern``). Ground truth is looked for next to the run's footage, or ``footage``.
     """
-    from handclust.activities import ok_segments
     from handclust.config import ConfigError, RunConfig, load_config, with_overrides
+    from handclust.run_tables import ok_segments
     from handclust.storage import OutputStore
 
     store = OutputStore(out)

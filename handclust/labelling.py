@@ -163,7 +163,7 @@ def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_
     """One Ray task per cluster, at most ``cfg.concurrency`` in flight (the API's rate limit, not Ray's)."""
     import ray
 
-    from handclust.ray_runner import connect
+    from handclust.ray_connect import connect
 
     started, _ = connect(ray_config)
     try:
@@ -418,16 +418,6 @@ def gather_examples(segments: pa.Table, clips: pa.Table, labels: npt.NDArray[np.
         out.append(ClusterExamples(c, [r["segment_id"] for r in rows], [],
                                    tuple((paths[r["clip_id"]], float(r["t_start"]), float(r["t_end"])) for r in rows)))
     return out
-
-
-def display_names(labels_tbl: pa.Table | None, clusters: list[int]) -> dict[int, str]:
-    """``cluster -> name``: the model's label where there is one, else ``activity N``."""
-    names = {c: f"activity {c}" for c in clusters}
-    if labels_tbl is not None:
-        for r in labels_tbl.to_pylist():
-            if r["label"]:
-                names[int(r["cluster"])] = r["label"]
-    return names
 
 
 def labels_summary(tbl: pa.Table) -> dict[str, Any]:

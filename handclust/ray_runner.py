@@ -28,7 +28,7 @@ driver killed) is not counted. Ray retries a decode task lost with its worker at
 later runs skip it (delete its ``status/<clip_id>.json`` to try it again). When Ray itself dies
 mid-run (:class:`RayWatch` sees the GCS or raylet of the instance the run started exit, or Ray
 raises), the clips in flight become ``status="interrupted"``, not counted against them, and the run
-ends with :class:`~handclust.pipeline.RunnerError`; a rerun processes them again. Crashed stage actors are
+ends with :class:`~handclust.result.RunnerError`; a rerun processes them again. Crashed stage actors are
 Ray's to restart (``ray.max_restarts`` / ``ray.max_task_retries``); ids are content-derived, so a
 retried batch writes the same rows.
 
@@ -48,12 +48,12 @@ import numpy as np
 import ray
 
 from handclust import schema
-from handclust.config import ConfigError, RayConfig, RunConfig
+from handclust.config import ConfigError, RunConfig
 from handclust.descriptors import SegmentDescriber
+from handclust.encoders import segment_stages
 from handclust.footage import Clip
-from handclust.pipeline import (
+from handclust.plan import (
     PIXEL_COLUMNS,
-    RunnerError,
     apply_hand_tracks,
     apply_segment_stages,
     feature_fingerprint,
@@ -61,10 +61,11 @@ from handclust.pipeline import (
     frame_stages,
     hand_tracks,
     partial_message,
-    segment_stages,
     source_rate,
 )
 from handclust.progress import Progress
+from handclust.ray_connect import connect
+from handclust.result import RunnerError
 from handclust.stages import Batch, limit_threads
 from handclust.storage import OutputStore
 from handclust.video import VideoError, open_video
@@ -285,43 +286,6 @@ class RayWatch:
         self._stop.set()
 
 
-class RayStartError(RunnerError):
-    """Ray could not be started or joined; the message says which cluster and what to do."""
-
-
-def connect(rc: RayConfig, log_to_driver: bool = False) -> tuple[bool, str]:
-    """Initialise Ray unless it is: join ``ray.address`` / ``RAY_ADDRESS``, or start a private local
-    instance sized by ``rc``. Returns whether this call connected (and the caller must
-    ``ray.shutdown()``) and which cluster is used, in words.
-
-    Without an address the instance is always a new local one (``address="local"``): a bare
-    ``ray.init()`` would join whatever cluster the machine's last ``ray start`` left in Ray's
-    pointer file, another user's cluster or a dead one (where it waits for its GCS forever).
-    """
-    if ray.is_initialized():
-        return False, f"the Ray instance this process already joined ({ray.get_runtime_context().gcs_address})"
-    address = rc.address or os.environ.get("RAY_ADDRESS")
-    source = "ray.address" if rc.address else "RAY_ADDRESS"
-    try:
-        if address:
-            log.info("ray: joining the cluster at %s (%s)", address, source)
-            ray.init(address=address)
-            return True, f"the cluster at {address} ({source})"
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver}
-        if rc.num_cpus:
-            kwargs["num_cpus"] = rc.num_cpus
-        if rc.object_store_memory_mb:
-            kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
-        ray.init(address="local", **kwargs)
-    except Exception as exc:  # any start-up failure becomes one line for the user
-        where = f"join the Ray cluster at {address} ({source})" if address else "start a local Ray instance"
-        fix = (f"check that the cluster is up, or unset {source} to run on a local instance" if address
-               else "check free memory and that RAY_TMPDIR (default /tmp) is writable with a short path, or use --set runner=local")
-        raise RayStartError(f"could not {where}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; "
-                            f"{fix}") from exc
-    return True, "a new local Ray instance (set ray.address or RAY_ADDRESS to join a cluster)"
-
-
 class RayRunner:
     """Runs the stages as Ray Data pipelines over the clips to do, one per wave of clips.
 
@@ -380,7 +344,7 @@ class RayRunner:
     def process_clips(self, clips: list[Clip]) -> list[dict[str, Any]]:
         """Process ``clips`` (those not done) in one Ray Data pipeline; returns their status records.
 
-        Raises :class:`~handclust.pipeline.RunnerError` when Ray cannot start or fails mid-run; clips
+        Raises :class:`~handclust.result.RunnerError` when Ray cannot start or fails mid-run; clips
         it was processing are then recorded as errors that do not count against them.
         """
         import uuid

@@ -343,25 +343,11 @@ def clip_names(n_clips: int) -> list[tuple[str, str]]:
     return [(f"{i + 1:02d}_{PHASE_NAMES[PHASES[i % 4]]}.mp4", PHASES[i % 4]) for i in range(n_clips)]
 
 
-def make_sample_footage(out_dir: str | Path, n_clips: int = 4, minutes: float = 1.5, seed: int = 0,
-                        fps: float = 15.0, size: tuple[int, int] = (640, 360),
-                        progress: Callable[[str], None] | None = None, version: int = 1) -> Path:
-    """Render ``n_clips`` clips of ``minutes`` each into ``out_dir`` with ``ground_truth.parquet``.
-
-    ``version=1``: one trade (masonry), one bout length range, every clip at ``fps``, for quick
-    tests. ``version=2``: two trades in two worlds, bouts of varied length, low-frame-rate sources
-    (:func:`handclust.synthetic_v2.make_sample_footage_v2`).
-
-    Clips that already exist (same name, recorded in ``truth.json``) are kept, so an interrupted
-    call resumes.
-    """
-    if version == 2:
-        from handclust.synthetic_v2 import make_sample_footage_v2
-
-        return make_sample_footage_v2(out_dir, n_clips=n_clips, minutes=minutes, seed=seed, fps=fps, size=size,
-                                      progress=progress)
-    if version != 1:
-        raise ValueError(f"sample footage version {version!r}: choose 1 or 2")
+def make_sample_footage_v1(out_dir: str | Path, n_clips: int = 4, minutes: float = 1.5, seed: int = 0,
+                           fps: float = 15.0, size: tuple[int, int] = (640, 360),
+                           progress: Callable[[str], None] | None = None) -> Path:
+    """Version 1 of :func:`handclust.sample_footage.make_sample_footage`: one trade (masonry), one
+    bout length range, every clip at ``fps``, for quick tests."""
     params = {"minutes": minutes, "seed": seed, "fps": fps, "size": list(size)}
     clips = []
     for i, (name, phase) in enumerate(clip_names(n_clips)):

@@ -170,7 +170,7 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
     :func:`handclust.features.hands.compensated_hand_motion`) gives ``hand_speed_ego`` (mean speed
     over hands, frame widths / s), ``hand_path_ego`` (the hands' mean path length over the segment,
     frame widths) and the dominant period (s) and strength of the compensated wrist velocity
-    (:func:`handclust.descriptors.rhythm` over the looked-at frames); 0 without it.
+    (:func:`handclust.periodicity.rhythm` over the looked-at frames); 0 without it.
     """
     out = np.zeros(len(POSE_DESCRIPTOR), np.float32)
     h = np.asarray(hand_landmarks[a:b], np.float64)  # slice first: called once per segment of the clip
@@ -226,7 +226,7 @@ def pose_descriptor(hand_landmarks: npt.NDArray[np.floating], body_landmarks: np
 def _ego_motion_summary(motion: npt.NDArray[np.float64], hands: npt.NDArray[np.float64], a: int, b: int, fps: float,
                         cfg: DescriptorConfig) -> npt.NDArray[np.float64]:
     """``[speed, path, rhythm strength, rhythm period]`` of the compensated wrist velocities in ``[a, b)``."""
-    from handclust.descriptors import rhythm
+    from handclust.periodicity import rhythm
 
     out = np.zeros(4)
     looked = np.flatnonzero(~np.isnan(hands[:, 0]))

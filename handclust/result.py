@@ -1,0 +1,31 @@
+"""What a run returns (:class:`RunResult`) and raises when the runner itself fails
+(:class:`RunnerError`): the one module both runners, the activities step and the API share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from handclust import schema
+from handclust.storage import OutputStore
+
+
+class RunnerError(RuntimeError):
+    """The runner itself failed (Ray could not start, or died mid-run); the message names the cause and the fix."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced. Tables are pyarrow; call ``.to_pandas()`` for pandas."""
+
+    out: str
+    clips: pa.Table
+    segments: pa.Table
+    clusters: pa.Table
+    summary: dict[str, Any]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def frames(self) -> pa.Table:
+        return OutputStore(self.out).read_dataset("frames", schema.FRAMES)
