@@ -102,7 +102,7 @@ def _trade_nmi(run: Path) -> float | None:
 def footage_part(seeds: list[int], clips: int, minutes: float) -> list[dict[str, Any]]:
     from handclust import discover
     from handclust.config import load_config
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
 
     rows = []
     for seed in seeds:

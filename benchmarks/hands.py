@@ -148,7 +148,7 @@ def sample_footage(cfg: Any, tmp: Path, clips: int, minutes: float) -> dict[str,
     from handclust.features.keypoints import HandPoseKeypoints
     from handclust.footage import find_clips
     from handclust.pipeline import apply_hand_tracks, concat_batches, frame_batches, hand_tracks
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
     from handclust.video import open_video
 
     d = cfg.decode

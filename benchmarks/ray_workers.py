@@ -63,7 +63,7 @@ def main() -> None:
         print("ROW " + json.dumps(one_row(args.one, args.footage, args.out)))
         return
 
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
 
     work = Path(tempfile.mkdtemp(prefix="hc-raybench-"))
     w, h = (int(v) for v in args.size.split("x"))

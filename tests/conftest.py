@@ -43,7 +43,7 @@ def _checkout_unchanged():
 
 @pytest.fixture(scope="session")
 def footage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from handclust.synthetic import make_sample_footage
+    from handclust.sample_footage import make_sample_footage
 
     out = tmp_path_factory.mktemp("footage")
     return make_sample_footage(out, n_clips=TEST_CLIPS, minutes=TEST_MINUTES, seed=7, fps=TEST_FPS, size=TEST_SIZE)

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust import schema
-from handclust.synthetic import GROUND_TRUTH_FILE, make_sample_footage
+from handclust.sample_footage import make_sample_footage
+from handclust.synthetic import GROUND_TRUTH_FILE
 from handclust.synthetic_v2 import SHARED_ACTIVITIES, TRADE_ACTIVITIES, make_sample_footage_v2
 from handclust.video import open_video, probe
 
