@@ -21,6 +21,17 @@ LOCAL = ["runner=local"]
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Fixtures that render footage, run the whole pipeline or build model checkpoints: a test using one is `slow`, as is every
+# `ray` test (a Ray instance takes seconds to start). `make test-fast` runs `-m "not slow"`; tests
+# that call discover() themselves carry `@pytest.mark.slow` explicitly.
+SLOW_FIXTURES = frozenset({"footage_dir", "demo_run", "small_run", "hostile_run", "v2_dir", "v2_run", "tiny_models"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("ray") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def _git_status() -> str | None:
     if shutil.which("git") is None or not (REPO / ".git").exists():

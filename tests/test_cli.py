@@ -35,6 +35,7 @@ def test_bad_config_key_exits_with_named_key(tmp_path: Path, footage_dir: Path):
     assert rec["failed_attempt"]["overrides"] == ["segment.min_segmnt_s=3"]
 
 
+@pytest.mark.slow
 def test_missing_footage_and_empty_dir(tmp_path: Path):
     r = run("run", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "does not exist" in r.stderr
@@ -84,6 +85,7 @@ def test_read_only_out_is_refused_before_any_work(tmp_path: Path, footage_dir: P
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_manifest_that_is_not_parquet_or_not_utf8_is_named(tmp_path: Path):
     fake = tmp_path / "clips.parquet"
     fake.write_text("path\na.mp4\n")
@@ -129,6 +131,7 @@ def test_run_prints_summary_and_failed_clips(tmp_path: Path, footage_dir: Path):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["runner"] == "ray"
 
 
+@pytest.mark.slow
 def test_all_clips_bad_exits_nonzero(tmp_path: Path):
     (tmp_path / "a.mp4").write_bytes(b"")
     r = run("run", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress", "--set", "runner=local")
@@ -182,6 +185,7 @@ find {out} -name '*.tmp' > {log}/tmp_left
     assert (log / "tmp_left").read_text() == ""  # no half-written file left behind
 
 
+@pytest.mark.slow
 def test_quarantined_clip_is_counted_and_says_how_to_retry(tmp_path: Path):
     """A clip that failed ray.max_attempts times: the summary counts it and names the file to delete."""
     from handclust.config import load_config
@@ -207,6 +211,7 @@ def test_quarantined_clip_is_counted_and_says_how_to_retry(tmp_path: Path):
     assert json.loads(status.read_text())["status"] == "quarantined"
 
 
+@pytest.mark.slow
 def test_timestamp_gap_makes_the_clip_partial_not_hours_of_footage(tmp_path: Path):
     """4 s of frames, 10 minutes with none, 4 s more: the clip is partial with the gap named, and only
     the 4 s before it count as footage (nothing is made up across the gap)."""

@@ -97,6 +97,7 @@ def test_estimate_cli_list_without_hours_and_a_clear_error_without():
     assert r.exit_code == 0 and "head" in r.output and "clustering" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
     torch = pytest.importorskip("torch")
     from handclust.encoders.device import DeviceError, cuda_has_bf16, resolve_dtype

@@ -271,6 +271,7 @@ def test_fingerprint_follows_encoder_settings_not_batch_sizes(tiny_models):
     assert feature_fingerprint(load_config(None, ["tools.enabled=true"])) != base
 
 
+@pytest.mark.slow
 def test_importing_the_encoders_loads_no_torch():
     code = ("import sys, handclust.encoders, handclust.encoders.dinov2, handclust.encoders.vjepa2, handclust.encoders.owlv2\n"
             "from handclust.config import load_config\n"

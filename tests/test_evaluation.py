@@ -126,6 +126,7 @@ def _feature_dir(root: Path, rng: np.random.Generator, fps: float) -> dict[str, 
     return truths
 
 
+@pytest.mark.slow
 def test_segment_features_finds_actions_in_precomputed_features(tmp_path: Path, rng: np.random.Generator):
     truths = _feature_dir(tmp_path / "data", rng, fps=15.0)
     r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fps", "15"])

@@ -134,6 +134,7 @@ def test_fill_held_takes_the_next_measurement() -> None:
 # ----------------------------------------------------------------------------- real files
 
 
+@pytest.mark.slow
 def test_smooth_source_measures_the_pan_speed(clips: dict[str, Path], tmp_path: Path) -> None:
     frames, segments, status = _run(clips["smooth"], tmp_path)
     assert frames.fresh.all()
@@ -144,6 +145,7 @@ def test_smooth_source_measures_the_pan_speed(clips: dict[str, Path], tmp_path: 
     assert not any(len(u) for u in segments.unmeasured)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["held", "slow"])
 def test_held_source_measures_between_distinct_frames(name: str, clips: dict[str, Path], tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
@@ -168,6 +170,7 @@ def test_held_source_measures_between_distinct_frames(name: str, clips: dict[str
     assert warned and clips[name].name in warned[0] and "rhythm" in warned[0]
 
 
+@pytest.mark.slow
 def test_frames_do_not_depend_on_chunking(clips: dict[str, Path], tmp_path: Path) -> None:
     small, _, _ = _run(clips["held"], tmp_path / "a", chunk_frames=4)
     large, _, _ = _run(clips["held"], tmp_path / "b", chunk_frames=64)

@@ -3,10 +3,14 @@ give the same k; new activities give a larger k."""
 
 from __future__ import annotations
 
+import pytest
+
 from handclust.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
 from handclust.metrics import agreement
 from handclust.synthetic import planted_segment_descriptors
+
+pytestmark = pytest.mark.slow  # clusters corpora of up to thousands of segments
 
 CFG = ClusterConfig(backend="cpu")
 

@@ -148,6 +148,7 @@ def test_more_clips_repeat_the_pattern_and_fewer_drop_the_rest(tmp_path: Path):
     assert set(pq.read_table(out / GROUND_TRUTH_FILE).column("file").to_pylist()) == {"01_production_masonry.mp4"}
 
 
+@pytest.mark.slow
 def test_cli_renders_v2_by_default_and_v1_on_request(tmp_path: Path):
     from click.testing import CliRunner
 
@@ -218,6 +219,7 @@ def test_v2_activities_beat_one_activity_per_clip(v2_run, v2_dir: Path):
     assert all(s["why"] for s in scores.values())
 
 
+@pytest.mark.slow
 def test_two_trades_at_half_a_frame_per_second_separate_and_timelines_do_not_flicker(tmp_path: Path):
     """The held-back helmet set in small: two long clips of two trades, one image every 2 s. Its
     activities must separate the trades (NMI >= 0.3, the issue's goal), and the timeline must not
