@@ -227,7 +227,7 @@ class LabelConfig(_Frozen):
     # The budget: labelling stops before the request that could take it past either limit; the
     # clusters left get status "budget" and are named by a rerun with a bigger budget.
     max_requests: int | None = Field(200, ge=0, description="most Gemini requests per run, retries included (None: no limit)")
-    max_cost_usd: float | None = Field(2.0, ge=0, description="most estimated USD per run (prices: handclust/cost.py; None: no limit)")
+    max_cost_usd: float | None = Field(2.0, ge=0, description="most estimated USD per run (prices: handclust/prices.py; None: no limit)")
     max_output_tokens: int = Field(4096, ge=64, le=65536,
                                    description="cap on each answer's tokens (thinking included), so a request's worst-case cost is known")
     usd_per_mtok: tuple[float, float] | None = Field(None, description="your (input, output) USD per million tokens; None: the table in cost.py")
@@ -252,7 +252,7 @@ class CostConfig(_Frozen):
 
     @model_validator(mode="after")
     def _known(self) -> CostConfig:
-        from handclust.cost import NODES
+        from handclust.prices import NODES
 
         if self.node != "local" and self.node not in NODES:
             raise ValueError(f"unknown node type {self.node!r}; use local or one of: {', '.join(NODES)}")
