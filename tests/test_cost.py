@@ -99,7 +99,8 @@ def test_estimate_cli_list_without_hours_and_a_clear_error_without():
 
 @pytest.mark.slow
 def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
-    torch = pytest.importorskip("torch")
+    import torch
+
     from handclust.encoders.device import DeviceError, cuda_has_bf16, resolve_dtype
 
     assert not cuda_has_bf16((7, 5)) and not cuda_has_bf16((7, 0)) and cuda_has_bf16((8, 9)) and cuda_has_bf16((9, 0))

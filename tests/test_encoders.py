@@ -334,7 +334,6 @@ def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_c
 
     import pandas as pd
 
-    pytest.importorskip("ray")
     from handclust import discover
 
     ray_tmp = tempfile.mkdtemp(prefix="hcenc")  # short: Ray's socket paths must fit in 107 bytes

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 from handclust.config import RunConfig, load_config
 from handclust.footage import Clip, find_clips
@@ -20,7 +21,6 @@ from handclust.progress import Progress
 from handclust.stages import Batch, Resources
 from handclust.storage import OutputStore
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
 

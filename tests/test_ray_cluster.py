@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
 # Fractional CPUs: with one CPU per node, whole-CPU decode tasks could never fit beside an actor.
