@@ -10,7 +10,10 @@ Two parts, each on development seeds (looked at while designing) and held-out se
   each image. Trade separation (NMI of activity vs trade, goal >= 0.3), median activity run (goal
   >= 16 s), k, and how well the two renderings of the same images agree (ARI on a 1 s grid).
 - **features**: synthetic feature sets (planted actions, per-video style, scripted order) through
-  `segment_features` with defaults and with one design choice switched off at a time.
+  `segment_features` with defaults and with one design choice switched off at a time, next to two
+  references on the same sets: TW-FINCH per video with K given (`benchmarks/twfinch.py`) and one
+  segment per video. **features_person_style**: the same with each person doing each action their
+  own way (``person_sd=1.0``), which per-video normalisation cannot undo.
 
 Writes ``benchmarks/results/discovery.json``. Usage::
 
@@ -43,29 +46,69 @@ FEATURE_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def features_part(seeds: list[int]) -> list[dict[str, Any]]:
-    from handclust.cli import FEATURE_UNITS
+HARD_VARIANTS: dict[str, dict[str, Any]] = {
+    "default (K found)": {},
+    "time weight 1.0": {"time_weight": 1.0},
+    "K given (true number of actions)": {"k": "true"},
+}
+
+
+def _references(d: Path, n_true_per_video: int) -> list[tuple[str, dict[str, Any]]]:
+    """Scores of two methods that are not HandClust on the same set: TW-FINCH per video with K given
+    (the mean number of true labels per video, as the literature gives it) and one segment per video."""
+    import sys
+
+    from handclust.metrics import segmentation_scores
+    from handclust.segment_features import load_feature_dir
+
+    sys.path.insert(0, str(ROOT))
+    from twfinch import tw_finch
+
+    videos = load_feature_dir(d)
+    truth = np.concatenate([np.asarray(v.truth, dtype=object) for v in videos])
+    vid = np.concatenate([np.full(len(v.features), v.name, dtype=object) for v in videos])
+    out = []
+    for name, pred in (
+        ("reference: TW-FINCH per video, K given (mean true labels per video)",
+         np.concatenate([tw_finch(v.features, n_true_per_video) for v in videos])),
+        ("reference: one segment per video", np.concatenate([np.zeros(len(v.features), np.int64) for v in videos])),
+    ):
+        out.append((name, segmentation_scores(truth, pred, vid)))
+    return out
+
+
+def features_part(seeds: list[int], person_sd: float = 0.0,
+                  variants: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     from handclust.config import load_config
-    from handclust.segment_features import segment_features
+    from handclust.segment_features import FEATURE_UNITS, segment_features
     from handclust.synthetic_features import make_feature_set
 
     rows = []
     for seed in seeds:
-        d = make_feature_set(tempfile.mkdtemp(prefix="hc-feat-"), n_videos=5, seed=seed)
-        n_true = len({ln for p in (d / "groundTruth").rglob("*") if p.is_file() for ln in p.read_text().split()})
-        for name, v in FEATURE_VARIANTS.items():
+        d = make_feature_set(tempfile.mkdtemp(prefix="hc-feat-"), n_videos=5, seed=seed, person_sd=person_sd)
+        gts = [p.read_text().split() for p in (d / "groundTruth").rglob("*") if p.is_file()]
+        n_true = len({ln for g in gts for ln in g})
+        per_video = int(round(np.mean([len(set(g)) for g in gts])))
+        runs: list[tuple[str, int | None, dict[str, Any], float]] = []
+        for name, v in (variants or FEATURE_VARIANTS).items():
             cfg = load_config(None, [*FEATURE_UNITS, *v.get("overrides", [])])
             k = n_true if v.get("k") == "true" else None
             t0 = time.perf_counter()
             ev = segment_features(d, tempfile.mkdtemp(prefix="hc-feat-out-"), 15.0, cfg, n_clusters=k,
                                   time_weight=v.get("time_weight", 0.0))
-            gt = ev["ground_truth"]
-            rows.append({"seed": seed, "variant": name, "k_found": ev["k"], "k_true": n_true, "segments": ev["segments"],
+            runs.append((name, ev["k"], ev["ground_truth"] | {"segments": ev["segments"]}, round(time.perf_counter() - t0, 2)))
+        t0 = time.perf_counter()
+        for name, gt in _references(d, per_video):
+            runs.append((name, per_video if "TW-FINCH" in name else 1, gt, round(time.perf_counter() - t0, 2)))
+        for name, k_found, gt, secs in runs:
+            rows.append({"seed": seed, "variant": name, "k_found": k_found, "k_true": n_true,
+                         "segments": gt.get("segments"), "person_sd": person_sd,
                          "per_video": {m: gt["per_video"][m] for m in ("mof", "f1@10", "f1@25", "f1@50", "edit")},
                          "whole_set": {m: gt["whole_set"][m] for m in ("mof", "f1@50", "edit")},
-                         "ari": gt["ari"], "nmi": gt["nmi"], "seconds": round(time.perf_counter() - t0, 2)})
-            print(f"features seed {seed:3d} {name:42s} k={ev['k']:3d}/{n_true} MoF {gt['per_video']['mof']:.3f} "
-                  f"F1@50 {gt['per_video']['f1@50']:.3f} Edit {gt['per_video']['edit']:.3f}", flush=True)
+                         "ari": gt["ari"], "nmi": gt["nmi"], "seconds": secs})
+            print(f"features seed {seed:3d} person_sd {person_sd:.1f} {name:48s} k={k_found}/{n_true} "
+                  f"MoF {gt['per_video']['mof']:.3f} F1@50 {gt['per_video']['f1@50']:.3f} "
+                  f"Edit {gt['per_video']['edit']:.3f}", flush=True)
     return rows
 
 
@@ -213,6 +256,13 @@ def main() -> None:
         result["features"] = {"dev_seeds": dev, "held_out_seeds": held,
                               "dev": summarise([r for r in rows if r["seed"] in dev], m),
                               "held_out": summarise([r for r in rows if r["seed"] in held], m), "rows": rows}
+        rows = features_part(dev + held, person_sd=1.0, variants=HARD_VARIANTS)
+        result["features_person_style"] = {
+            "what": "as 'features', and each person does each action their own way (person_sd=1.0: a per-video, "
+                    "per-action deviation of the prototype that no per-video transform removes)",
+            "dev_seeds": dev, "held_out_seeds": held,
+            "dev": summarise([r for r in rows if r["seed"] in dev], m),
+            "held_out": summarise([r for r in rows if r["seed"] in held], m), "rows": rows}
     if not args.skip_footage:
         fdev, fheld = ([0], [10]) if args.quick else ([0], [10, 11])
         rows = footage_part(fdev + fheld, clips=4, minutes=1.5)

@@ -313,12 +313,6 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
     click.echo(f"wrote        {store.uri_of('eval.json')}, {store.uri_of('ablations.parquet')}")
 
 
-# Precomputed features are clustered in short units (at most 4 s, at least 1 s): a unit must be
-# shorter than the shortest action to stay pure, and the temporal model joins units into actions.
-# On the synthetic feature sets (seeds 0-2) units of 3-15 s gave per-video MoF 0.51, 1-4 s 0.91.
-FEATURE_UNITS = ("segment.min_segment_s=1", "segment.max_segment_s=4")
-
-
 @cli.command("segment-features")
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for <video>.txt and eval.json.")
@@ -337,7 +331,7 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
     F1@{10,25,50}, Edit, ARI and NMI in OUT/eval.json.
     """
-    from handclust.segment_features import FeatureDirError, segment_features
+    from handclust.segment_features import FEATURE_UNITS, FeatureDirError, segment_features
 
     try:
         cfg = load_config(config_path, [*FEATURE_UNITS, *overrides])

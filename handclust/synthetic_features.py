@@ -16,7 +16,8 @@ Hard in the ways the real sets are hard:
   frames by video rather than by action;
 - **slow drift** within each action and over the whole video, and temporally correlated frame noise;
 - **look-alike actions**: pouring milk shares most of its features with pouring coffee;
-- **background** at the start and end of every video.
+- **background** at the start and end of every video;
+- optionally, **people who do each action their own way** (``person_sd``).
 
 ``make_features`` returns the set in memory (for benchmarks and tests), ``make_feature_set``
 writes it to disk; both are deterministic from ``seed``.
@@ -98,7 +99,7 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
                   skip_prob: float = 0.25, swap_prob: float = 0.1, min_actions: int = 3,
                   action_sd: float = 1.0, confusable: tuple[tuple[str, str], ...] = (("pour_coffee", "pour_milk"),),
                   confusable_mix: float = 0.6, style_strength: float = 1.0, style_dims: int = 16,
-                  drift: float = 0.4, noise: float = 0.8) -> FeatureSet:
+                  drift: float = 0.4, noise: float = 0.8, person_sd: float = 0.0) -> FeatureSet:
     """A feature set of one scripted task, in memory.
 
     Per frame: ``scale_v * R_v(action_prototype + drift) + offset_v + noise``, where the action
@@ -111,7 +112,9 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
 
     Each action's length is ``typical_s[a] * duration_scale * lognormal(0, length_spread)`` seconds
     (at least 2 frames); background lasts ``background_s`` seconds (uniform) at each end.
-    ``style_strength=0`` removes every per-video effect.
+    ``style_strength=0`` removes every per-video effect. ``person_sd`` > 0: each person does each
+    action their own way, a ``N(0, person_sd)`` per-dim deviation of every prototype per video, which
+    no per-video transform removes (the real sets' people differ in how, not only in camera and light).
     """
     if len(typical_s) != len(script):
         raise ValueError(f"typical_s has {len(typical_s)} lengths for {len(script)} actions")
@@ -134,10 +137,13 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
         parts += [(a + 1, typical_s[a] * duration_scale * float(np.exp(rng.normal(0, length_spread)))) for a in seq]
         parts.append((0, rng.uniform(*background_s)))
         clean, labels = [], []
+        # How this person does each action: a deviation no per-video transform removes. Drawn
+        # from its own stream, so person_sd=0 leaves every other draw (and older sets) unchanged.
+        mine = protos + np.random.default_rng([seed, vi, 7]).normal(0, person_sd, protos.shape) if person_sd > 0 else protos
         for label, seconds in parts:
             n = max(int(round(seconds * fps)), 2)
             u = np.linspace(-1.0, 1.0, n)[:, None]
-            clean.append(protos[label] + u * rng.normal(0, drift, dim))
+            clean.append(mine[label] + u * rng.normal(0, drift, dim))
             labels += [names[label]] * n
         x = np.concatenate(clean)
         t = np.arange(len(x)) / fps
