@@ -6,12 +6,26 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from handclust.clustering.backends import resolve_backend
+from handclust.clustering.backends import (
+    BackendError,
+    Clusterer,
+    CumlUMAP,
+    Models,
+    PCAReducer,
+    Reducer,
+    SubModels,
+    UmapReducer,
+    model_name,
+    pick_clusterer,
+    pick_reducer,
+    resolve,
+    resolve_models,
+)
 from handclust.clustering.fusion import Fusion, fuse
 from handclust.clustering.neighbours import assign_noise, knn_graph, knn_query, l2_normalise, vote_labels
 from handclust.config import ClusterConfig
@@ -34,53 +48,35 @@ def choose_min_cluster_size(n_segments: int) -> int:
     return max(3, int(round(0.5 * math.sqrt(max(n_segments, 1)))))
 
 
-def hdbscan_fit(x: npt.NDArray[np.floating], min_cluster_size: int, min_samples: int, backend: str = "auto") -> tuple[npt.NDArray[np.int32], F32, str]:
-    """HDBSCAN labels (-1 = noise) and membership probabilities of L2-normalised rows."""
+def hdbscan_fit(x: npt.NDArray[np.floating], min_cluster_size: int, min_samples: int,
+                backend: str | Clusterer = "auto") -> tuple[npt.NDArray[np.int32], F32, str]:
+    """HDBSCAN labels (-1 = noise) and membership probabilities of L2-normalised rows, and the name
+    of the clusterer. ``backend`` is a :class:`Clusterer` or ``cluster.backend`` (auto | cpu | gpu)."""
     x = l2_normalise(x)
     if len(x) < max(min_cluster_size, 2):
         return np.full(len(x), -1, np.int32), np.zeros(len(x), np.float32), "none (too few segments)"
-    if resolve_backend(backend) == "gpu":
-        import cupy as cp
-        from cuml.cluster import HDBSCAN as CuHDBSCAN
-
-        model = CuHDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
-        labels = cp.asnumpy(model.fit_predict(cp.asarray(x)))
-        probs = cp.asnumpy(model.probabilities_)
-        return labels.astype(np.int32), probs.astype(np.float32), "cuml"
-    from sklearn.cluster import HDBSCAN
-
-    # Euclidean on unit vectors orders pairs exactly as cosine distance does, and allows trees.
-    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, copy=True)
-    labels = model.fit_predict(x.astype(np.float64))
-    return labels.astype(np.int32), model.probabilities_.astype(np.float32), "sklearn"
+    clusterer = pick_clusterer(*resolve(backend))[0] if isinstance(backend, str) else backend
+    fit = clusterer.fit(x, min_cluster_size, min_samples)
+    labels, probs = np.asarray(fit.labels, np.int32), np.asarray(fit.probabilities, np.float32)
+    if labels.shape != (len(x),) or probs.shape != (len(x),):
+        raise BackendError(f"clusterer {model_name(clusterer)} returned labels {labels.shape} and probabilities {probs.shape} "
+                           f"for {len(x)} rows; both must be ({len(x)},)")
+    return labels, probs, model_name(clusterer)
 
 
-def umap_fit(x: npt.NDArray[np.floating], method: str = "umap", backend: str = "auto", seed: int = 0) -> tuple[F32, str]:
-    """2-D layout ``(n, 2)`` for the segment map."""
+def umap_fit(x: npt.NDArray[np.floating], method: str = "umap", backend: str | Reducer = "auto", seed: int = 0) -> tuple[F32, str]:
+    """2-D layout ``(n, 2)`` for the segment map, and the name of the reducer. ``backend`` is a
+    :class:`Reducer` (``method`` then unused) or ``cluster.backend`` (auto | cpu | gpu)."""
     x = l2_normalise(x)
     n = len(x)
-    if method == "pca" or n < 6:
-        if method != "pca":
-            log.warning("2-D map: %d segments are too few for UMAP, using PCA", n)
-        y = pca_reduce(x, 2)
-        if y.shape[1] < 2:
-            y = np.hstack([y, np.zeros((n, 2 - y.shape[1]))])
-        return y.astype(np.float32), "pca"
-    nn = min(15, n - 1)
-    if resolve_backend(backend) == "gpu":
-        import cupy as cp
-        from cuml.manifold import UMAP as CuUMAP
-
-        y = CuUMAP(n_neighbors=nn, n_components=2, random_state=seed).fit_transform(cp.asarray(x))
-        return cp.asnumpy(y).astype(np.float32), "cuml-umap"
-    import warnings
-
-    import umap
-
-    with warnings.catch_warnings():  # "n_jobs overridden by random_state": we want reproducible maps
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-        y = umap.UMAP(n_neighbors=nn, n_components=2, metric="euclidean", random_state=seed, init="spectral" if n > 20 else "random").fit_transform(x)
-    return np.asarray(y, np.float32), "umap-learn"
+    reducer = pick_reducer(method, *resolve(backend), seed=seed)[0] if isinstance(backend, str) else backend
+    if isinstance(reducer, UmapReducer | CumlUMAP) and n < 6:
+        log.warning("2-D map: %d segments are too few for UMAP, using PCA", n)
+        reducer = PCAReducer()
+    y = np.asarray(reducer.fit_transform(x), np.float32)
+    if y.shape != (n, 2):
+        raise BackendError(f"reducer {model_name(reducer)} returned shape {y.shape} for {n} rows; the map needs ({n}, 2)")
+    return y, model_name(reducer)
 
 
 @dataclass
@@ -93,8 +89,9 @@ class Clustering:
     knn_dist: F32
     min_cluster_size: int
     min_samples: int
-    backends: dict[str, str]
+    backends: dict[str, str]  # hdbscan / knn -> what ran
     reason: str
+    backend_reasons: dict[str, str] = field(default_factory=dict)  # hdbscan / knn / map_2d -> why that one
 
     @property
     def k(self) -> int:
@@ -135,7 +132,7 @@ def label_agreement(a: npt.NDArray[np.int32], b: npt.NDArray[np.int32]) -> float
     return float(adjusted_rand_score(a, b))
 
 
-def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str, min_samples: int | None,
+def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str | Clusterer, min_samples: int | None,
                         ) -> tuple[npt.NDArray[np.int32], F32, str, int, int, str]:
     """HDBSCAN at each of :func:`size_candidates`; keep the size whose clustering agrees best with its
     neighbouring sizes (mean ARI, noise as a label). A partition the data really has survives a
@@ -171,7 +168,7 @@ def choose_by_stability(x: npt.NDArray[np.floating], base: int, backend: str, mi
 STABILITY_REPORT_MAX = 20_000  # segments up to which a run reports how stable its k is (two more HDBSCAN fits)
 
 
-def stability_report(x: npt.NDArray[np.floating], labels: npt.NDArray[np.int32], mcs: int, backend: str,
+def stability_report(x: npt.NDArray[np.floating], labels: npt.NDArray[np.int32], mcs: int, backend: str | Clusterer,
                      min_samples: int | None) -> str:
     """How well the data pins k down: the chosen clustering's agreement (ARI, noise as a label) with
     HDBSCAN at 0.7 and 1.4 x its min_cluster_size, and their k. Reported, not used to choose:
@@ -189,7 +186,10 @@ def stability_report(x: npt.NDArray[np.floating], labels: npt.NDArray[np.int32],
     return ("stability of this k: " + "; ".join(parts)) if parts else "stability not measurable on this few segments"
 
 
-def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
+def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = None) -> Clustering:
+    """HDBSCAN on the fused vectors (on a sample above ``cfg.max_fit_segments``), the kNN graph and
+    noise assignment. ``models`` are the sub-models to use (default: :func:`resolve_models` from ``cfg``)."""
+    models = models or resolve_models(cfg.backend, cfg.map_method, cfg.seed)
     n = len(fused)
     auto = cfg.min_cluster_size is None
     sampled = n > cfg.max_fit_segments
@@ -198,19 +198,19 @@ def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
     fit = np.sort(np.random.default_rng(cfg.seed).choice(n, n_fit, replace=False)) if sampled else np.arange(n)
     x, pcs = hdbscan_input(fused[fit], cfg)
     if auto and cfg.stability and n_fit >= 8:
-        fit_labels, fit_probs, hb, mcs, ms, why = choose_by_stability(x, base, cfg.backend, cfg.min_samples)
+        fit_labels, fit_probs, hb, mcs, ms, why = choose_by_stability(x, base, models.clusterer, cfg.min_samples)
     else:
         mcs = base
         ms = cfg.min_samples or max(2, mcs // 2)
-        fit_labels, fit_probs, hb = hdbscan_fit(x, mcs, ms, cfg.backend)
+        fit_labels, fit_probs, hb = hdbscan_fit(x, mcs, ms, models.clusterer)
         why = f"min_cluster_size={mcs} " + ("(0.5 x sqrt(n), at least 3)" if auto else "(set in config)")
         if auto and n_fit >= 8 and n_fit <= STABILITY_REPORT_MAX:
-            why += "; " + stability_report(x, fit_labels, mcs, cfg.backend, cfg.min_samples)
+            why += "; " + stability_report(x, fit_labels, mcs, models.clusterer, cfg.min_samples)
     if sampled:
         # BERTopic's advice at millions of documents: fit on a representative sample, then place
         # every other point through the neighbour graph of the sample.
         rest = np.setdiff1d(np.arange(n), fit)
-        qi, qd, _ = knn_query(fused[fit], fused[rest], cfg.knn_k, cfg.backend)
+        qi, qd, _ = knn_query(fused[fit], fused[rest], cfg.knn_k, models.neighbours)
         rest_labels, rest_share = vote_labels(fit_labels, qi, qd)
         labels = np.empty(n, np.int32)
         probs = np.empty(n, np.float32)
@@ -219,7 +219,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
         hb += f" (fit on {n_fit} of {n}, rest by kNN vote)"
     else:
         labels, probs = fit_labels, fit_probs
-    knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, cfg.backend)
+    knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, models.neighbours)
     if cfg.assign_noise:
         activity, moved = assign_noise(labels, knn_i, knn_d, l2_normalise(fused))
     else:
@@ -228,7 +228,8 @@ def cluster_segments(fused: F32, cfg: ClusterConfig) -> Clustering:
     reason = (f"HDBSCAN on {n_fit} segments" + (f" sampled from {n}" if sampled else "")
               + (f" ({pcs} principal components of {fused.shape[1]} fused dims)" if pcs else "") + f" with {why}"
               + f", min_samples={ms}: {k} clusters survived HDBSCAN's excess-of-mass selection")
-    return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason)
+    return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason,
+                      dict(models.reasons))
 
 
 @dataclass
@@ -245,14 +246,18 @@ class Grouping:
 def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations_s: npt.NDArray[np.floating], cfg: ClusterConfig,
                    measured: dict[str, npt.NDArray[np.bool_]] | None = None,
-                   extra_block: tuple[F32, float] | None = None) -> Grouping:
+                   extra_block: tuple[F32, float] | None = None, models: SubModels | Models | None = None) -> Grouping:
     """Fuse, cluster jointly, then (``cfg.temporal``) smooth each clip's timeline.
 
     Rows of a clip must be in time order. ``extra_block`` is ``(vectors, weight)`` appended to the
     fused vectors before clustering (relative time in ``segment-features --time-weight``).
+    ``models``: sub-models passed in (:class:`SubModels`, the rest chosen by ``cfg.backend``) or
+    already resolved (:class:`Models`).
     """
     from handclust.clustering.temporal import smooth_timelines
 
+    # Resolved first: cluster.backend=gpu without a GPU stops here, not after the fusion's work.
+    resolved = models if isinstance(models, Models) else resolve_models(cfg.backend, cfg.map_method, cfg.seed, models)
     fusion = fuse(modalities, clip_ids, cfg, measured)
     fused = fusion.fused
     if extra_block is not None and extra_block[1] > 0:
@@ -263,7 +268,7 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
         none = Clustering(np.full(n, -1, np.int32), np.zeros(n, np.float32), np.full(n, -1, np.int32), np.zeros(n, bool),
                           np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), 0, 0, {}, "no modality observed: nothing to cluster")
         return Grouping(fusion, none, None, None)
-    clustering = cluster_segments(fused, cfg)
+    clustering = cluster_segments(fused, cfg, resolved)
     if not cfg.temporal:
         return Grouping(fusion, clustering, None, None)
     # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote

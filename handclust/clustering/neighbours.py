@@ -3,12 +3,10 @@ reference set, votes, and noise given to its nearest activity."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
-from handclust.clustering.backends import resolve_backend
+from handclust.clustering.backends import NeighbourIndex, model_name, pick_neighbours, resolve
 
 F32 = npt.NDArray[np.float32]
 
@@ -22,29 +20,23 @@ def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
 # --------------------------------------------------------------------------- neighbours
 
 
-def knn_graph(x: npt.NDArray[np.floating], k: int, backend: str = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
-    """k nearest neighbours (cosine, self excluded) of every row: ``(n, k)`` indices and distances."""
-    import faiss
+def neighbour_index(backend: str | NeighbourIndex) -> NeighbourIndex:
+    """``backend`` itself when it is an index, else the one ``cluster.backend`` (auto | cpu | gpu) picks."""
+    if not isinstance(backend, str):
+        return backend
+    return pick_neighbours(*resolve(backend))[0]
 
+
+def knn_graph(x: npt.NDArray[np.floating], k: int, backend: str | NeighbourIndex = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
+    """k nearest neighbours (cosine, self excluded) of every row: ``(n, k)`` indices and distances,
+    and the name of the index that searched."""
     x = l2_normalise(x)
-    n, d = x.shape
+    n = len(x)
     k_eff = min(k, n - 1)
     if k_eff < 1:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), "none"
-    use_gpu = resolve_backend(backend) == "gpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    index: Any
-    if n > 200_000:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
-        name = "faiss-cpu-hnsw"
-    else:
-        index = faiss.IndexFlatIP(d)
-        name = "faiss-cpu-flat"
-    if use_gpu:
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, faiss.IndexFlatIP(d))
-        name = "faiss-gpu-flat"
-    index.add(x)
-    sim, idx = index.search(x, k_eff + 1)
+    index = neighbour_index(backend)
+    idx, dist = index.search(x, x, k_eff + 1)
     # Drop self: it is usually first, but ties (duplicates) can put it elsewhere; where self is
     # missing from the k+1 (many exact duplicates), drop the last neighbour instead.
     is_self = idx == np.arange(n)[:, None]
@@ -52,31 +44,17 @@ def knn_graph(x: npt.NDArray[np.floating], k: int, backend: str = "auto") -> tup
     is_self &= np.cumsum(is_self, axis=1) == 1
     keep = ~is_self
     out_i = idx[keep].reshape(n, k_eff).astype(np.int64)
-    out_d = (1.0 - sim[keep].reshape(n, k_eff)).astype(np.float32)
-    return out_i, out_d, name
+    out_d = dist[keep].reshape(n, k_eff).astype(np.float32)
+    return out_i, out_d, model_name(index)
 
 
 def knn_query(reference: npt.NDArray[np.floating], queries: npt.NDArray[np.floating], k: int,
-              backend: str = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
+              backend: str | NeighbourIndex = "auto") -> tuple[npt.NDArray[np.int64], F32, str]:
     """k nearest ``reference`` rows (cosine) of each query row: ``(n_q, k)`` indices and distances."""
-    import faiss
-
     ref, q = l2_normalise(reference), l2_normalise(queries)
-    k_eff = min(k, len(ref))
-    d = ref.shape[1]
-    use_gpu = resolve_backend(backend) == "gpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    index: Any = faiss.IndexFlatIP(d)
-    name = "faiss-cpu-flat"
-    if use_gpu:
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-        name = "faiss-gpu-flat"
-    elif len(ref) > 200_000:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
-        name = "faiss-cpu-hnsw"
-    index.add(ref)
-    sim, idx = index.search(q, k_eff)
-    return idx.astype(np.int64), (1.0 - sim).astype(np.float32), name
+    index = neighbour_index(backend)
+    idx, dist = index.search(ref, q, min(k, len(ref)))
+    return idx.astype(np.int64), dist.astype(np.float32), model_name(index)
 
 
 def vote_labels(ref_labels: npt.NDArray[np.int32], idx: npt.NDArray[np.int64], dist: F32,
