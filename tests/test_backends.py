@@ -92,6 +92,9 @@ def test_gpu_check_catches_only_missing_libraries_and_cuda_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(bug))
     with pytest.raises(ValueError, match="a bug"):
         gpu_status()
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(lambda: 1))
+    monkeypatch.setitem(sys.modules, "cuml", None)  # CuPy without cuML: no GPU clustering
+    assert gpu_status()[0] is False and "cuML/CuPy not importable" in gpu_status()[1]
 
 
 def test_missing_umap_or_faiss_falls_back_and_says_so(monkeypatch):

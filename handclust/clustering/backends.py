@@ -47,13 +47,17 @@ def gpu_status() -> tuple[bool, str]:
     and the CUDA runtime's own errors (no driver, no device). Anything else is a bug and raises.
     """
     try:
-        import cuml  # noqa: F401
         import cupy
     except ImportError as exc:
         return False, f"cuML/CuPy not importable ({exc})"
+    cuda_error = cupy.cuda.runtime.CUDARuntimeError
     try:
+        import cuml  # noqa: F401  (its import may already talk to the driver)
+
         n = int(cupy.cuda.runtime.getDeviceCount())
-    except cupy.cuda.runtime.CUDARuntimeError as exc:
+    except ImportError as exc:
+        return False, f"cuML/CuPy not importable ({exc})"
+    except cuda_error as exc:
         return False, f"CUDA runtime error ({exc})"
     return (n > 0), (f"{n} CUDA device(s)" if n > 0 else "no CUDA device")
 
@@ -82,6 +86,7 @@ def resolve(backend: str) -> tuple[str, str]:
                            "(pip install 'handclust[gpu]') or set cluster.backend=cpu")
     if ok:
         return "gpu", f"cluster.backend={backend}: {why}"
+    log.info("cluster.backend=auto: clustering on CPU, %s", why)
     return "cpu", f"cluster.backend=auto: {why}"
 
 
