@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
-from handclust.clustering import Clustering, Fusion, Grouping, group_segments, umap_fit
+from handclust.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
 from handclust.config import ConfigError, RunConfig, fusion_modalities
 from handclust.evaluation import evaluate_tables, load_truth
 from handclust.progress import Progress
@@ -111,8 +111,10 @@ def clustering_place(cfg: RunConfig) -> str:
 
 def _group_and_map(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations: npt.NDArray[np.floating], cfg: RunConfig, measured: dict[str, npt.NDArray[np.bool_]],
-                   threads: int | None) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
-    """Fuse, cluster, kNN graph, temporal model and 2-D map: the part that wants a GPU."""
+                   threads: int | None, given: SubModels | None = None,
+                   ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
+    """Fuse, cluster, kNN graph, temporal model and 2-D map: the part that wants a GPU. ``given``:
+    sub-models the caller passed in; the rest follow ``cluster.backend`` / ``cluster.map_method``."""
     import platform
 
     import faiss  # noqa: F401  (loaded first, so that its OpenMP pool takes the thread limit)
@@ -121,23 +123,25 @@ def _group_and_map(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
 
     limit_threads(threads)
     t0 = time.perf_counter()
-    grouping = group_segments(modalities, clip_ids, durations, cfg.cluster, measured)
+    models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
+    grouping = group_segments(modalities, clip_ids, durations, cfg.cluster, measured, models=models)
+    grouping.clustering.backend_reasons = dict(models.reasons)  # the map's too, where nothing was clustered
     took = {"clustering": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    xy, map_backend = umap_fit(grouping.fusion.fused, cfg.cluster.map_method, cfg.cluster.backend, cfg.cluster.seed)
+    xy, map_backend = umap_fit(grouping.fusion.fused, backend=models.reducer)
     took["map_2d"] = time.perf_counter() - t0
     return grouping, xy, map_backend, took, platform.node()
 
 
 def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
-                 durations: npt.NDArray[np.floating], measured: dict[str, npt.NDArray[np.bool_]]
+                 durations: npt.NDArray[np.floating], measured: dict[str, npt.NDArray[np.bool_]], given: SubModels | None = None,
                  ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
     """:func:`_group_and_map` on the driver, or (``ray_task``) as one Ray task asking for
     ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs, so that cuML / FAISS-GPU run
     on a GPU worker while the head stays CPU-only. Returns what ran where, in words, last."""
     cc = cfg.cluster
     if where != "ray_task":
-        grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus)
+        grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus, given)
         return grouping, xy, backend, took, "driver"
     import ray
 
@@ -155,7 +159,7 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
             else:
                 raise ConfigError(msg)
         task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(_group_and_map)
-        grouping, xy, backend, took, node = ray.get(task.remote(modalities, clip_ids, durations, cfg, measured, cpus))
+        grouping, xy, backend, took, node = ray.get(task.remote(modalities, clip_ids, durations, cfg, measured, cpus, given))
     finally:
         if started:
             ray.shutdown()
@@ -163,9 +167,10 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
-                     timings: dict[str, float]) -> RunResult:
+                     timings: dict[str, float], models: SubModels | None = None) -> RunResult:
     """Cluster the segments of every finished clip jointly, then label, evaluate and draw timelines;
-    writes the run-level tables and the clustering part of ``run.json``."""
+    writes the run-level tables and the clustering part of ``run.json``. ``models``: sub-models passed
+    in by the caller (:func:`handclust.discover`)."""
 
     segments = ok_segments(store, clips_tbl)
     n_ok = int(pc.sum(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).as_py() or 0)
@@ -194,7 +199,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     if where == "ray_task":
         prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
     grouping, xy, map_backend, took, ran_on = run_grouping(
-        where, cfg, modalities, clip_ids, schema.durations(segments), schema.measured_masks(segments, mods))
+        where, cfg, modalities, clip_ids, schema.durations(segments), schema.measured_masks(segments, mods), models)
     fusion, clustering = grouping.fusion, grouping.clustering
     timings.update(took)
 
@@ -259,7 +264,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
                       "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
                      if grouping.switches else None),
         "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
-        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend}, "ran_on": ran_on,
+        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
+        "backend_reasons": clustering.backend_reasons, "ran_on": ran_on,
         "k": clustering.k, "noise_rate": clustering.noise_rate,
     }
     store.write_json("run.json", run)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from handclust import schema
 from handclust.activities import build_activities
+from handclust.clustering import SubModels
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.descriptors import SegmentDescriber
 from handclust.encoders import DeviceError, ModelLoadError, check_models, segment_stages
@@ -181,11 +182,13 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
 
 def discover(footage: str | Path | list[str | Path], out: str | Path = "handclust_out",
              config: RunConfig | str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-             progress: bool | None = None) -> RunResult:
+             progress: bool | None = None, models: SubModels | None = None) -> RunResult:
     """Run the whole pipeline on ``footage`` (folder, manifest, or list of paths) into ``out``.
 
     ``config`` is a :class:`RunConfig` or a YAML path; ``overrides`` are ``key=value`` strings.
-    Rerunning into the same ``out`` resumes: finished clips are not processed again.
+    Rerunning into the same ``out`` resumes: finished clips are not processed again. ``models``
+    passes in your own clusterer, 2-D reducer or neighbour index
+    (:class:`handclust.clustering.SubModels`); the ones left ``None`` follow ``cluster.backend``.
     """
     if isinstance(config, RunConfig):
         cfg = with_overrides(config, overrides) if overrides else config
@@ -209,7 +212,7 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:
         record_failure(store, cfg, footage, exc)
         raise
-    result = build_activities(store, cfg, clips_tbl, footage, prog, timings)
+    result = build_activities(store, cfg, clips_tbl, footage, prog, timings, models)
     result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
     if getattr(runner, "cluster", None):
         result.summary["ray_cluster"] = runner.cluster

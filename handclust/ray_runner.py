@@ -1,5 +1,9 @@
 """The Ray runner: the same stages as :class:`~handclust.pipeline.LocalRunner`, as a Ray Data pipeline.
 
+Over 500 lines on purpose: the decode tasks, actor pools, clip writer, wave loop, Ray-death watch
+and the failure accounting share one set of Ray conventions and are only correct together; split
+them when the clip job shared with the local runner (issue 11) takes the writer out of here.
+
 Clips go in waves of ``ray.clips_per_wave`` (default: 2 per clip that can decode at once), one
 pipeline per wave::
 

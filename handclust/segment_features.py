@@ -220,7 +220,7 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         from sklearn.cluster import KMeans
 
         from handclust.clustering import knn_graph, l2_normalise
-        from handclust.temporal import smooth_timelines
+        from handclust.clustering.temporal import smooth_timelines
 
         fusion = fuse({"features": np.asarray(desc)}, clip_ids, cfg.cluster)
         fused = fusion.fused

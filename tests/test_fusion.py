@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from handclust.clustering import fuse, group_segments
+from handclust.clustering.temporal import smooth_timelines, viterbi
 from handclust.config import ClusterConfig
 from handclust.metrics import agreement
-from handclust.temporal import smooth_timelines, viterbi
 
 CFG = ClusterConfig(backend="cpu")
 
