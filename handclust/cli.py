@@ -331,10 +331,10 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
     F1@{10,25,50}, Edit, ARI and NMI in OUT/eval.json.
     """
-    from handclust.segment_features import FEATURE_UNITS, FeatureDirError, segment_features
+    from handclust.segment_features import FEATURE_DEFAULTS, FeatureDirError, segment_features
 
     try:
-        cfg = load_config(config_path, [*FEATURE_UNITS, *overrides])
+        cfg = load_config(config_path, [*FEATURE_DEFAULTS, *overrides])
         ev = segment_features(features_dir, out, fps, cfg, n_clusters=n_clusters, layout=layout,  # type: ignore[arg-type]
                               time_weight=time_weight)
     except (ConfigError, FeatureDirError) as exc:

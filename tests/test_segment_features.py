@@ -101,3 +101,21 @@ def test_cli_prints_the_mismatch_as_one_line_and_exits_2(tmp_path: Path, rng: np
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--layout frames-first" in lines[0]
     assert isinstance(r.exception, SystemExit)  # handled, not a traceback
+
+
+def test_clusters_are_shared_across_videos_by_default(tmp_path: Path):
+    """A scripted task: each action is in most videos, so a cluster inside one video (a person's
+    own way of doing a shared action) joins its shared cluster; without that, one matching over
+    all videos scores lower though each video on its own looks as good (synthetic seed 5)."""
+    from handclust.config import load_config
+    from handclust.segment_features import FEATURE_DEFAULTS, segment_features
+    from handclust.synthetic_features import make_feature_set
+
+    d = make_feature_set(tmp_path / "set", n_videos=5, seed=5)
+    on = segment_features(d, tmp_path / "on", 15.0)
+    off = segment_features(d, tmp_path / "off", 15.0,
+                           load_config(None, [*FEATURE_DEFAULTS, "cluster.merge_single_clip=false"]))
+    assert "joined the cluster their nearest segments in other clips vote for" in on["clustering"]
+    assert on["k"] < off["k"]
+    assert on["ground_truth"]["whole_set"]["mof"] >= off["ground_truth"]["whole_set"]["mof"] + 0.08
+    assert json.loads((tmp_path / "on" / "eval.json").read_text())["k"] == on["k"]

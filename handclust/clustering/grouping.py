@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,7 @@ from handclust.clustering.backends import (
 )
 from handclust.clustering.fusion import Fusion, fuse
 from handclust.clustering.neighbours import assign_noise, knn_graph, knn_query, l2_normalise, vote_labels
+from handclust.clustering.shared import merge_single_clip_clusters
 from handclust.config import ClusterConfig
 from handclust.segmentation import pca_reduce
 
@@ -269,6 +270,15 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
                           np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), 0, 0, {}, "no modality observed: nothing to cluster")
         return Grouping(fusion, none, None, None)
     clustering = cluster_segments(fused, cfg, resolved)
+    if cfg.merge_single_clip:
+        sm = merge_single_clip_clusters(clustering.labels, fused, clip_ids, seed=cfg.seed)
+        if sm.merged:
+            if cfg.assign_noise:
+                activity, moved = assign_noise(sm.labels, clustering.knn_idx, clustering.knn_dist, l2_normalise(fused))
+            else:
+                activity, moved = sm.labels.copy(), np.zeros(len(sm.labels), bool)
+            clustering = replace(clustering, labels=sm.labels, activity=activity, reassigned=moved)
+        clustering.reason += "; " + sm.reason
     if not cfg.temporal:
         return Grouping(fusion, clustering, None, None)
     # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote
