@@ -26,6 +26,9 @@ class DecodeConfig(_Frozen):
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
     backend: Literal["auto", "decord", "pyav"] = "auto"
     chunk_frames: int = Field(64, ge=2, description="sampled frames per chunk (memory bound)")
+    prefetch_chunks: int = Field(2, ge=0, le=16, description=(
+        "chunks a decode thread may run ahead of the frame stages (0: decode in the same thread); overlaps decoding "
+        "with the features, memory grows by this many chunks; does not change any output"))
 
 
 class FlowConfig(_Frozen):
