@@ -275,9 +275,8 @@ class RayConfig(_Frozen):
     decode_num_cpus: float = Field(1.0, gt=0)
     clips_per_wave: int | None = Field(
         None, ge=1,
-        description="clips per wave: a wave's outputs are written and its clips committed before the next wave "
-                    "starts, so the object store holds one wave and a killed run keeps every committed wave "
-                    "(None: 2 per clip that can decode at once, at least 8)")
+        description="None: all clips in one streaming pipeline (each clip is committed as soon as it is done); N: "
+                    "pipelines of N clips, one after another (the actor pools start again for each)")
     actor_num_cpus: float | None = Field(None, gt=0, description="CPUs per stage actor (None: the stage's own, capped to fit)")
     max_attempts: int = Field(3, ge=1, description="runs a clip may fail before it is quarantined")
     max_restarts: int = Field(3, ge=-1, description="restarts of a crashed stage actor (-1: unlimited)")

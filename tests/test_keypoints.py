@@ -172,6 +172,8 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     assert desc.shape == (demo_run.segments.num_rows, len(POSE_DESCRIPTOR))
     run = json.loads((Path(demo_run.out) / "run.json").read_text())
     assert run["encoders"]["pose"]["encoder"] == "mediapipe" and run["encoders"]["pose"]["version"].startswith("0.10.")
+    # run.json says the rate keypoints really ran at: every 2nd of the 5 sampled frames a second.
+    assert run["encoders"]["pose"]["every_nth_frame"] == 2 and run["encoders"]["pose"]["frames_per_s"] == 2.5
     pose = run["clustering"]["modality_scores"]["pose"]
     weight = run["clustering"]["fusion_weights"]["pose"]
     observed = float((desc[:, 0] > 0).mean())
