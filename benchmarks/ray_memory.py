@@ -1,14 +1,13 @@
 """Peak object-store use and driver RSS of the Ray runner vs the number of clips: flat in corpus size.
 
-The Ray runner processes clips in waves (``ray.clips_per_wave``) and commits each wave's clips
-before the next starts, so the object store holds one wave's feature rows at most. This runs the
-same footage (one rendered clip copied N times: distinct paths, so distinct clips) through the Ray
-runner for several N, with waves of ``--wave`` clips and, for comparison, as one wave of all N
-clips (what the runner did before waves: every clip decoded before the first write). Each row is a
-fresh local Ray instance in a child process; a thread polls the object store's bytes in use every
-0.25 s. Small frames (96 x 54, one sampled frame per source frame) make the feature rows, the part
-that grows with the corpus, large next to the pixel chunks in flight. Also records when each
-clip's status was committed (seconds from the start): spread over the run with waves.
+The Ray runner streams every clip through one pipeline and commits each clip by a task of its own
+as soon as its rows are through (``ray.clips_per_wave`` runs pipelines of N clips instead). This
+runs the same footage (one rendered clip copied N times: distinct paths, so distinct clips) through
+the Ray runner for several N, in waves of ``--wave`` clips and as one stream of all N clips (the
+default). Each row is a fresh local Ray instance in a child process; a thread polls the object
+store's bytes in use every 0.25 s. Small frames (96 x 54, one sampled frame per source frame) make
+the feature rows, the part that grows with the corpus, large next to the pixel chunks in flight.
+Also records when each clip's status was committed (seconds from the start): spread over the run.
 Writes benchmarks/results/ray_memory_cpu.json.
 
     python benchmarks/ray_memory.py [--clips 4 8 16] [--wave 4] [--minutes 1]

@@ -26,6 +26,9 @@ class DecodeConfig(_Frozen):
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
     backend: Literal["auto", "decord", "pyav"] = "auto"
     chunk_frames: int = Field(64, ge=2, description="sampled frames per chunk (memory bound)")
+    prefetch_chunks: int = Field(2, ge=0, le=16, description=(
+        "chunks a decode thread may run ahead of the frame stages (0: decode in the same thread); overlaps decoding "
+        "with the features, memory grows by this many chunks; does not change any output"))
 
 
 class FlowConfig(_Frozen):
@@ -277,9 +280,8 @@ class RayConfig(_Frozen):
     decode_num_cpus: float = Field(1.0, gt=0)
     clips_per_wave: int | None = Field(
         None, ge=1,
-        description="clips per wave: a wave's outputs are written and its clips committed before the next wave "
-                    "starts, so the object store holds one wave and a killed run keeps every committed wave "
-                    "(None: 2 per clip that can decode at once, at least 8)")
+        description="None: all clips in one streaming pipeline (each clip is committed as soon as it is done); N: "
+                    "pipelines of N clips, one after another (the actor pools start again for each)")
     actor_num_cpus: float | None = Field(None, gt=0, description="CPUs per stage actor (None: the stage's own, capped to fit)")
     max_attempts: int = Field(3, ge=1, description="runs a clip may fail before it is quarantined")
     max_restarts: int = Field(3, ge=-1, description="restarts of a crashed stage actor (-1: unlimited)")

@@ -20,28 +20,25 @@ import pyarrow as pa
 
 from handclust import schema
 from handclust.activities import build_activities
+from handclust.clip_job import ClipJob, is_committed, status_rel
 from handclust.clustering import SubModels
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.descriptors import SegmentDescriber
 from handclust.encoders import DeviceError, ModelLoadError, check_models, segment_stages
 from handclust.footage import Clip, FootageError, find_clips
-from handclust.plan import (
+from handclust.plan import (  # noqa: F401  (frame_batches, frame_stages: imported from here by tests and benchmarks)
     PIXEL_COLUMNS,
     apply_hand_tracks,
-    apply_segment_stages,
     concat_batches,
     feature_fingerprint,
     frame_batches,
     frame_stages,
     hand_tracks,
-    partial_message,
-    source_rate,
 )
 from handclust.progress import Progress
 from handclust.result import RunnerError, RunResult
 from handclust.stages import Batch
 from handclust.storage import OutputStore
-from handclust.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -69,59 +66,37 @@ class LocalRunner:
             self._ready = True
 
     def is_done(self, clip: Clip) -> bool:
-        rel = f"status/{clip.clip_id}.json"
-        if not self.store.exists(rel):
-            return False
-        status = self.store.read_json(rel)
-        return bool(status.get("status") in ("ok", "partial") and status.get("fingerprint") == self.fingerprint
-                    and self.store.exists(f"segments/{clip.clip_id}.parquet")
-                    and self.store.exists(f"frames/{clip.clip_id}.parquet"))
+        return is_committed(self.store, clip, self.fingerprint)
 
     def process_clip(self, clip: Clip) -> dict[str, Any]:
-        """Decode, featurise, segment and describe one clip; returns its status record."""
+        """Decode, featurise, segment, describe and commit one clip (:class:`~handclust.clip_job.ClipJob`);
+        returns its status record."""
         self._setup()
-        previous = self.store.read_json(f"status/{clip.clip_id}.json") if self.store.exists(f"status/{clip.clip_id}.json") else {}
-        status: dict[str, Any] = {
-            "clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
-            "attempts": int(previous.get("attempts", 0)) + 1, "fingerprint": self.fingerprint,
-        }
-        t0 = time.perf_counter()
+        rel = status_rel(clip.clip_id)
+        previous = self.store.read_json(rel) if self.store.exists(rel) else {}
+        job = ClipJob.start(clip, self.fingerprint, attempts=int(previous.get("attempts", 0)),
+                            failures=int(previous.get("failures", 0)) if previous.get("fingerprint") == self.fingerprint else 0)
+        job.begin(self.store)
+        what = "decoding"
         try:
-            d = self.cfg.decode
-            source = open_video(clip.path, d.sample_fps, d.width, d.chunk_frames, d.backend)
-            status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
-                          width=source.info.width, height=source.info.height, backend=source.backend)
-            bar = self.progress.bar(total=round(source.info.duration_s, 1), desc=Path(clip.path).name[:32], unit="s")
+            bar = None
             parts: list[Batch] = []
-            for batch in frame_batches(clip, self.cfg, source):
-                status.setdefault("frame_size", list(batch["frame"].shape[1:3]))
+            for batch in job.decode(self.cfg):
+                if bar is None:
+                    bar = self.progress.bar(total=round(job.source.info.duration_s, 1), desc=Path(clip.path).name[:32], unit="s")
+                what = "computing frame features"
                 for stage in self.stages:
                     batch = stage(batch)
                 parts.append({k: v for k, v in batch.items() if k not in PIXEL_COLUMNS})
-                bar.update(len(batch["t"]) / d.sample_fps)
-            bar.close()
-            frames = concat_batches(parts)
-            status.update(backend=source.backend, backend_reason=getattr(source, "why", None))
-            status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
-            if not frames or len(frames["t"]) < 2:
-                raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
-            frames = apply_hand_tracks(self.hands, frames, status)
-            segments = apply_segment_stages(self.segment_stages, self.describer(frames), clip.path)
-            status.update(source_rate(frames, segments, d.sample_fps, clip.path))
-        except VideoError as exc:
-            log.warning("skipping %s", exc)
-            status.update(status="error", error=str(exc), n_frames=0, n_segments=0)
-            self.store.write_json(f"status/{clip.clip_id}.json", status)
-            return status
-        self.store.write_table(f"frames/{clip.clip_id}.parquet", schema.table(frames, schema.FRAMES))
-        self.store.write_table(f"segments/{clip.clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
-        status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
-                      seconds=time.perf_counter() - t0)
-        if source.truncated_at is not None:
-            status.update(status="partial", error=partial_message(clip.path, source.truncated_at, source.info.duration_s, source.gap))
-            log.warning(status["error"])
-        self.store.write_json(f"status/{clip.clip_id}.json", status)
-        return status
+                bar.update(len(batch["t"]) / self.cfg.decode.sample_fps)
+                what = "decoding"
+            if bar is not None:
+                bar.close()
+            what = "segmenting"
+            frames, segments = job.finish(concat_batches(parts), self.describer, self.segment_stages, self.hands)
+        except Exception as exc:  # the error policy (clip_job): the clip's error, or re-raised as the run's
+            return job.fail(self.store, exc, what)
+        return job.commit(self.store, frames, segments)
 
 
 def clips_table(store: OutputStore, clips: list[Clip]) -> pa.Table:

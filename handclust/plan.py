@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PIXEL_COLUMNS = ("frame", "prev_frame")
 FEATURE_SECTIONS = ("decode", "flow", "scene", "segment", "descriptor")
+# How decoding runs, not what it gives: changing these keeps resume valid.
+RUN_ONLY_DECODE_KEYS = ("prefetch_chunks",)
 
 
 def feature_fingerprint(cfg: RunConfig) -> str:
@@ -34,6 +36,7 @@ def feature_fingerprint(cfg: RunConfig) -> str:
     from handclust.encoders import fingerprint_sections
 
     d = config_to_dict(cfg)
+    d["decode"] = {k: v for k, v in d["decode"].items() if k not in RUN_ONLY_DECODE_KEYS}
     blob = json.dumps({**{k: d[k] for k in FEATURE_SECTIONS}, **fingerprint_sections(d)}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -1,22 +1,23 @@
 """The Ray runner: the same stages as :class:`~handclust.pipeline.LocalRunner`, as a Ray Data pipeline.
 
-Over 500 lines on purpose: the decode tasks, actor pools, clip writer, wave loop, Ray-death watch
-and the failure accounting share one set of Ray conventions and are only correct together; split
-them when the clip job shared with the local runner (issue 11) takes the writer out of here.
+Just over 500 lines on purpose: the decode tasks, actor pools, streaming commit, Ray-death watch
+and failure accounting share one set of Ray conventions and are only correct together; what both
+runners share (status record, decode checks, error policy, commit) is in handclust/clip_job.py.
 
-Clips go in waves of ``ray.clips_per_wave`` (default: 2 per clip that can decode at once), one
-pipeline per wave::
+All clips go through one streaming Ray Data pipeline (or waves of ``ray.clips_per_wave``, one
+pipeline each)::
 
-    clips of one wave (from_items, one block per clip)
-      -> decode: CPU tasks, one clip each, yielding chunk batches whose rows carry prev_frame
+    clips (from_items, one block per clip)
+      -> decode: CPU tasks, one clip each (a :class:`~handclust.clip_job.ClipJob`), yielding chunk
+         batches whose rows carry prev_frame; the last chunk carries the job's record
       -> per-frame stages: one map_batches actor pool each (stage.resources -> num_cpus/num_gpus/batch_size)
-      -> groupby("clip_id").map_groups: SegmentDescriber, then frames/, segments/, status/ written
-         through OutputStore exactly as the local runner writes them
+      -> the driver streams the pixel-free feature rows out and, as soon as a clip has all of
+         them, starts a write_clip task: ClipJob.finish (hand pass, segments, V-JEPA-2) and
+         ClipJob.commit (frames/, segments/, then status/ ok|partial), as the local runner does
 
-Each clip is committed (frames and segments parts, then its status ``ok``/``partial``) as soon as
-its group is written, and a wave ends only when all its clips are: the object store holds at most
-one wave's feature rows (pixels never outlive the last frame stage), whatever the corpus size, and a
-run killed at any point keeps every clip committed before, which a rerun skips.
+There is no barrier: each clip is committed while the others still stream, the driver holds only
+the feature rows of clips in flight (pixels never outlive the last frame stage), and a run killed
+at any point keeps every clip committed before, which a rerun skips.
 
 Outputs, schemas and resume are the local runner's, so either runner can resume the other's run
 and everything downstream (:func:`handclust.activities.build_activities`) is unchanged.
@@ -51,28 +52,17 @@ from typing import Any
 import numpy as np
 import ray
 
-from handclust import schema
+from handclust.clip_job import RUN_ERRORS, ClipJob, is_committed, status_rel
 from handclust.config import ConfigError, RunConfig
 from handclust.descriptors import SegmentDescriber
 from handclust.encoders import segment_stages
 from handclust.footage import Clip
-from handclust.plan import (
-    PIXEL_COLUMNS,
-    apply_hand_tracks,
-    apply_segment_stages,
-    feature_fingerprint,
-    frame_batches,
-    frame_stages,
-    hand_tracks,
-    partial_message,
-    source_rate,
-)
+from handclust.plan import PIXEL_COLUMNS, concat_batches, feature_fingerprint, frame_stages, hand_tracks
 from handclust.progress import Progress
 from handclust.ray_connect import connect
 from handclust.result import RunnerError
 from handclust.stages import Batch, limit_threads
 from handclust.storage import OutputStore
-from handclust.video import VideoError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +81,6 @@ logging.getLogger("ray.data._internal.execution.streaming_executor_state").addFi
 
 # Rows of a clip's last chunk carry the clip's status so far (JSON); every other row carries "".
 INFO_COLUMN = "clip_info"
-DONE_STATES = ("ok", "partial")
-
-
-def _status_rel(clip_id: str) -> str:
-    return f"status/{clip_id}.json"
 
 
 def _died_message(path: str, failures: int) -> str:
@@ -106,61 +91,40 @@ def _died_message(path: str, failures: int) -> str:
 def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_id: str = "") -> Iterator[Batch]:
     """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_frame).
 
-    The attempt is recorded before decoding. A clip that cannot be read is written as an error
-    status here and yields no rows. The last chunk is held back until decoding ends, so its rows
-    can carry the clip's final decode state (duration decoded, truncation).
+    Each clip is a :class:`~handclust.clip_job.ClipJob`: the attempt is recorded before decoding,
+    and a clip that cannot be read gets its error status here and yields no rows. The last chunk
+    is held back until decoding ends, so its rows can carry the job's record (how the clip decoded,
+    how many frames: :data:`INFO_COLUMN`).
     """
     store = OutputStore(out)
-    d = cfg.decode
     limit_threads(cfg.ray.decode_num_cpus)
     for raw in batch["clip"]:
         rec = json.loads(str(raw))
         clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
         attempts, failures = int(rec["attempts"]), int(rec.get("failures", 0))
-        rel = _status_rel(clip.clip_id)
+        rel = status_rel(clip.clip_id)
         on_disk = store.read_json(rel) if store.exists(rel) else {}
         if run_id and on_disk.get("run_id") == run_id and on_disk.get("status") == "running":
             # Ray is retrying this task: the worker of the previous attempt in this run died with this clip.
             attempts, failures = int(on_disk.get("attempts", attempts)), int(on_disk.get("failures", failures)) + 1
-        status: dict[str, Any] = {
-            "clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
-            "attempts": attempts + 1, "failures": failures, "fingerprint": fingerprint, "status": "running", "run_id": run_id,
-        }
+        job = ClipJob.start(clip, fingerprint, attempts, failures, run_id)
         if failures >= cfg.ray.max_attempts:
-            status.update(attempts=attempts, status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0)
-            log.warning("skipping %s", status["error"])
-            store.write_json(rel, status)
+            job.status.update(attempts=attempts, status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0)
+            log.warning("skipping %s", job.status["error"])
+            store.write_json(rel, job.status)
             continue
-        store.write_json(rel, status)
-        t0 = time.time()
+        job.begin(store)
         pending: Batch | None = None
-        n_frames = 0
         try:
-            source = open_video(clip.path, d.sample_fps, d.width, d.chunk_frames, d.backend)
-            status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
-                          width=source.info.width, height=source.info.height, backend=source.backend)
-            for chunk in frame_batches(clip, cfg, source):
+            for chunk in job.decode(cfg):
                 if pending is not None:
                     yield pending
-                n_frames += len(chunk["t"])
-                status.setdefault("frame_size", list(chunk["frame"].shape[1:3]))
                 pending = {**chunk, INFO_COLUMN: np.full(len(chunk["t"]), "", dtype=object)}
-            if pending is None or n_frames < 2:
-                raise VideoError(clip.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
-        except Exception as exc:  # one bad clip must not stop the others
-            message = str(exc) if isinstance(exc, VideoError) else f"{clip.path}: {type(exc).__name__}: {exc}"
-            log.warning("skipping %s", message)
-            status.update(status="error", error=message, n_frames=0, n_segments=0, failures=failures + 1)
-            store.write_json(_status_rel(clip.clip_id), status)
+        except Exception as exc:  # the error policy (clip_job): this clip's error, or the run's
+            job.fail(store, exc, "decoding")
             continue
-        status.update(backend=source.backend, backend_reason=getattr(source, "why", None))
-        status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
-        if source.truncated_at is not None:
-            status["truncated_at"] = source.truncated_at
-            status["full_duration_s"] = source.info.duration_s
-            status["gap"] = source.gap
-        status["t_decode_start"] = t0
-        pending[INFO_COLUMN] = np.full(len(pending["t"]), json.dumps(status), dtype=object)
+        assert pending is not None  # job.decode raises on fewer than 2 frames
+        pending[INFO_COLUMN] = np.full(len(pending["t"]), job.record(), dtype=object)
         yield pending
 
 
@@ -178,61 +142,6 @@ class StageActor:
         return {k: v for k, v in out.items() if k not in self.drop}
 
 
-class ClipWriter:
-    """Ray Data callable class for ``map_groups``: one clip's frame rows in, its tables written.
-
-    Writes ``frames/<clip_id>.parquet``, ``segments/<clip_id>.parquet`` and the final
-    ``status/<clip_id>.json`` exactly as the local runner does; returns one summary row.
-    """
-
-    def __init__(self, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = (),
-                 hands: Any = None):
-        self.describer = describer
-        self.describer.setup()
-        self.hands = hands  # the per-clip hand pass (pipeline.hand_tracks); re-decodes around anchors
-        if hands is not None:
-            hands.setup()
-        self.segment_stages = list(segment_stages)  # V-JEPA-2: weights cached per worker process
-        for stage in self.segment_stages:
-            stage.setup()
-        self.out = out
-
-    def __call__(self, frames: Batch) -> Batch:
-        store = OutputStore(self.out)
-        clip_id = str(frames["clip_id"][0])
-        infos = [str(s) for s in frames[INFO_COLUMN] if s]
-        if not infos:
-            # The decoder gave up on this clip after some chunks and wrote its error status itself.
-            return {"clip_id": np.array([clip_id], object), "status": np.array(["error"], object)}
-        status: dict[str, Any] = json.loads(infos[0])
-        order = np.argsort(frames["frame_idx"], kind="stable")
-        frames = {k: np.asarray(v)[order] for k, v in frames.items() if k != INFO_COLUMN}
-        try:
-            frames = apply_hand_tracks(self.hands, frames, status)
-            segments = apply_segment_stages(self.segment_stages, self.describer(frames), status["path"])
-            status.update(source_rate(frames, segments, self.describer.fps, status["path"]))
-        except Exception as exc:  # one bad clip must not stop the others
-            message = f"{status['path']}: segmenting failed: {type(exc).__name__}: {exc}"
-            log.warning("skipping %s", message)
-            status.pop("t_decode_start", None)
-            status.update(status="error", error=message, n_frames=0, n_segments=0, failures=int(status.get("failures", 0)) + 1)
-            store.write_json(_status_rel(clip_id), status)
-            return {"clip_id": np.array([clip_id], object), "status": np.array(["error"], object)}
-        store.write_table(f"frames/{clip_id}.parquet", schema.table(frames, schema.FRAMES))
-        store.write_table(f"segments/{clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
-        t0 = status.pop("t_decode_start", time.time())
-        truncated_at = status.pop("truncated_at", None)
-        full = status.pop("full_duration_s", status.get("duration_s"))
-        gap = status.pop("gap", None)
-        status.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),
-                      seconds=time.time() - t0)
-        if truncated_at is not None:
-            status.update(status="partial", error=partial_message(status["path"], truncated_at, full, gap))
-            log.warning(status["error"])
-        store.write_json(_status_rel(clip_id), status)
-        return {"clip_id": np.array([clip_id], object), "status": np.array([status["status"]], object)}
-
-
 def _pool(size: int | tuple[int, int]) -> Any:
     from ray.data import ActorPoolStrategy
 
@@ -247,11 +156,26 @@ def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
     return {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
 
 
-def write_clip(frames: Batch, describer: SegmentDescriber, out: str, segment_stages: list[Any] | tuple[Any, ...] = (),
-               hands: Any = None, threads: float | None = None) -> Batch:
-    """``map_groups`` UDF: :class:`ClipWriter` as a task (the describer's setup is cheap)."""
+def write_clip(frames: Batch, record: str, describer: SegmentDescriber, out: str,
+               segment_stages: list[Any] | tuple[Any, ...] = (), hands: Any = None, threads: float | None = None) -> dict[str, Any]:
+    """Ray task: one clip's feature rows (all of them, ``frame_idx`` order) in, the clip finished and
+    committed (:meth:`ClipJob.finish`, :meth:`ClipJob.commit`); returns its status record.
+
+    ``hands`` (the per-clip hand pass) re-decodes around anchors; ``segment_stages`` (V-JEPA-2)
+    re-decode their segments. An error of the clip's own is recorded as its error
+    (:meth:`ClipJob.fail`); the run's errors (outputs not writable, a model that cannot load) raise.
+    """
     limit_threads(threads)
-    return ClipWriter(describer, out, segment_stages, hands)(frames)
+    job = ClipJob.from_record(record)
+    store = OutputStore(out)
+    describer.setup()
+    for stage in [*segment_stages, *([hands] if hands is not None else [])]:
+        stage.setup()
+    try:
+        frames, segments = job.finish(frames, describer, segment_stages, hands)
+    except Exception as exc:
+        return job.fail(store, exc, "segmenting")
+    return job.commit(store, frames, segments)
 
 
 class RayWatch:
@@ -314,7 +238,7 @@ class RayRunner:
     # ------------------------------------------------------------------ resume / quarantine
 
     def _status(self, clip: Clip) -> dict[str, Any]:
-        rel = _status_rel(clip.clip_id)
+        rel = status_rel(clip.clip_id)
         return self.store.read_json(rel) if self.store.exists(rel) else {}
 
     def is_done(self, clip: Clip) -> bool:
@@ -322,9 +246,7 @@ class RayRunner:
         st = self._status(clip)
         if st.get("status") == "quarantined":
             return True
-        return bool(st.get("status") in DONE_STATES and st.get("fingerprint") == self.fingerprint
-                    and self.store.exists(f"segments/{clip.clip_id}.parquet")
-                    and self.store.exists(f"frames/{clip.clip_id}.parquet"))
+        return is_committed(self.store, clip, self.fingerprint)
 
     @staticmethod
     def _failures(st: dict[str, Any]) -> int:
@@ -335,10 +257,10 @@ class RayRunner:
 
     def _quarantine(self, st: dict[str, Any]) -> None:
         st["status"] = "quarantined"
-        self.store.write_json(_status_rel(st["clip_id"]), st)
+        self.store.write_json(status_rel(st["clip_id"]), st)
         self.quarantined.append({"path": st.get("path"), "error": st.get("error"), "attempts": st.get("attempts")})
         log.warning("quarantined after %s failed attempts (delete %s to try it again): %s", self._failures(st),
-                    self.store.uri_of(_status_rel(st["clip_id"])), st.get("error"))
+                    self.store.uri_of(status_rel(st["clip_id"])), st.get("error"))
 
     # ------------------------------------------------------------------ run
 
@@ -373,8 +295,8 @@ class RayRunner:
             watch = RayWatch() if started and not (self.cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None
             try:
                 self._run_waves(items, run_id)
-            except ConfigError:
-                raise
+            except (*RUN_ERRORS, OSError):
+                raise  # the run's own errors (clip_job): a bad config, a model, outputs not writable
             except (KeyboardInterrupt, Exception) as exc:
                 died = watch.died if watch is not None else None
                 if isinstance(exc, KeyboardInterrupt) and died is None:
@@ -387,7 +309,7 @@ class RayRunner:
                     st = self._status(clip)
                     if st.get("status") == "running" and st.get("run_id") == run_id:
                         st.update(status="interrupted", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
-                        self.store.write_json(_status_rel(clip.clip_id), st)
+                        self.store.write_json(status_rel(clip.clip_id), st)
                 raise RunnerError(message) from None
             finally:
                 if watch is not None:
@@ -410,7 +332,7 @@ class RayRunner:
                   **{k: v for k, v in st.items() if k in ("attempts", "failures")}}
             failures = self._failures(st) + 1
             st.update(status="error", error=_died_message(clip.path, failures), n_frames=0, n_segments=0, failures=failures)
-            self.store.write_json(_status_rel(clip.clip_id), st)
+            self.store.write_json(status_rel(clip.clip_id), st)
         if st.get("status") == "error" and self._failures(st) >= self.cfg.ray.max_attempts:
             self._quarantine(st)
         return st
@@ -462,45 +384,50 @@ class RayRunner:
         else:
             raise ConfigError(msg)
 
-    def wave_size(self) -> int:
-        """Clips per wave: ``ray.clips_per_wave``, else 2 per clip that can decode at once (at least 8)."""
-        rc = self.cfg.ray
-        if rc.clips_per_wave:
-            return rc.clips_per_wave
-        slots = rc.decode_concurrency or int(float(ray.cluster_resources().get("CPU", 0.0)) // rc.decode_num_cpus)
-        return max(8, 2 * slots)
+    def wave_size(self, n_items: int) -> int:
+        """Clips per pipeline: ``ray.clips_per_wave``, else all of them (one stream; each clip still commits on its own)."""
+        return self.cfg.ray.clips_per_wave or max(n_items, 1)
 
     def _run_waves(self, items: list[dict[str, str]], run_id: str = "") -> None:
-        """Process ``items`` in waves of :meth:`wave_size` clips, one Ray Data pipeline each.
+        """Process ``items`` in one streaming Ray Data pipeline (or waves of ``ray.clips_per_wave``).
 
-        A wave's clips are written and committed (frames, segments, status ``ok``/``partial``) by its
-        pipeline before the next wave starts: the object store never holds more than one wave's
-        feature rows, and a run killed mid-way keeps every clip of the waves before.
+        Each clip is committed (frames, segments, status ``ok``/``partial``) by a task of its own as
+        soon as all its rows are through the frame stages (:meth:`_run`), while the others still
+        stream: a run killed mid-way keeps every clip committed before.
         """
         self._check_fit()
         res = ray.cluster_resources()
         # What the run held (run.json's measured cost): the cluster's CPUs / GPUs and its live nodes.
         self.resources = {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0)),
                           "nodes": float(sum(1 for n in ray.nodes() if n.get("Alive")))}
-        self.progress.say(f"ray: {len(items)} clips on {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs, "
-                          f"in waves of up to {self.wave_size()} clips")
-        counts: dict[str, int] = {}
+        size = self.wave_size(len(items))
+        self.progress.say(f"ray: {len(items)} clips on {res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs"
+                          + (f", in waves of {size} clips" if size < len(items) else ", streaming"))
+        self._counts: dict[str, int] = {}
+        self._said: set[str] = set()
+        self._total = len(items)
         done, w, t0 = 0, 0, time.time()
         while done < len(items):
-            # Sized again for every wave: an autoscaling cluster that grew gets bigger waves.
-            wave = items[done:done + self.wave_size()]
+            wave = items[done:done + size]
             w += 1
-            self.progress.say(f"ray: wave {w}: clips {done + 1}-{done + len(wave)} of {len(items)}")
+            if size < len(items):
+                self.progress.say(f"ray: wave {w}: clips {done + 1}-{done + len(wave)} of {len(items)}")
             self._run(wave, run_id)
-            for item in wave:
+            for item in wave:  # the clips that did not reach a commit: decode errors, dead workers
                 rec = json.loads(item["clip"])
                 clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
-                state = str(self._settle(clip, run_id, True).get("status"))
-                counts[state] = counts.get(state, 0) + 1
-                done += 1
-                self.progress.say(f"ray: [{done}/{len(items)}] {state}: {rec['path']}")
-            self.progress.say(f"ray: wave {w} committed: {done}/{len(items)} clips "
-                              f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) in {time.time() - t0:.0f} s")
+                self._say_clip(self._settle(clip, run_id, True))
+            done += len(wave)
+            self.progress.say(f"ray: {f'wave {w} ' if size < len(items) else ''}committed: {done}/{len(items)} clips "
+                              f"({', '.join(f'{v} {k}' for k, v in sorted(self._counts.items()))}) in {time.time() - t0:.0f} s")
+
+    def _say_clip(self, st: dict[str, Any]) -> None:
+        if st["clip_id"] in self._said:
+            return
+        self._said.add(st["clip_id"])
+        state = str(st.get("status"))
+        self._counts[state] = self._counts.get(state, 0) + 1
+        self.progress.say(f"ray: [{len(self._said)}/{self._total}] {state}: {st.get('path')}")
 
     def _run(self, items: list[dict[str, str]], run_id: str = "") -> None:
         """One wave: ``items`` through one Ray Data pipeline, each clip's outputs and status written."""
@@ -533,21 +460,61 @@ class RayRunner:
                 **_retry_args(rc.max_restarts, rc.max_task_retries))
         if not self.stages:
             ds = ds.drop_columns(list(PIXEL_COLUMNS))
-        # The shuffle cannot start before every frame row exists anyway; materialising the
-        # pixel-free feature rows first lets a run whose clips all failed to decode end here
-        # (Ray Data's hash shuffle fails on an empty input).
-        ds = ds.materialize()
-        if ds.count() == 0:
-            self.progress.say("ray: no clip could be decoded")
-            return
-        # A clip that could not be decoded leaves an empty, schema-less block; Ray Data's hash
-        # shuffle fails concatenating it with real ones, so only blocks with rows go on.
-        ds = ray.data.from_arrow_refs([ref for bundle in ds.iter_internal_ref_bundles()
-                                       for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows])
-        # Tasks, not an actor pool: an idle pool would hold CPUs while the stages upstream still run.
-        ds = ds.groupby("clip_id", num_partitions=min(len(items), 200)).map_groups(
-            write_clip, fn_kwargs={"describer": self.describer, "out": out, "segment_stages": self.segment_stages,
-                                   "hands": self.hands, "threads": rc.decode_num_cpus},
-            batch_format="numpy", num_cpus=rc.decode_num_cpus,
-            num_gpus=max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None)
-        ds.take_all()
+        self._commit_as_clips_complete(ds, out)
+
+    def _commit_as_clips_complete(self, ds: Any, out: str) -> None:
+        """Stream the pixel-free feature rows out of the last frame stage; as soon as a clip has
+        all its rows (the count its decode record names), send them to a :func:`write_clip` task,
+        which finishes and commits that clip. No barrier: the driver holds only the rows of clips
+        still in flight, and at most a few write tasks wait at once (backpressure on the stream)."""
+        rc = self.cfg.ray
+        num_gpus = max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None
+        write = ray.remote(write_clip).options(num_cpus=rc.decode_num_cpus, num_gpus=num_gpus, max_retries=rc.max_task_retries)
+        shared = [ray.put(self.describer), out, ray.put(self.segment_stages), ray.put(self.hands)]
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        max_writes = max(2, int(cpus // rc.decode_num_cpus))
+        parts: dict[str, list[Batch]] = {}
+        seen: dict[str, set[int]] = {}
+        records: dict[str, str] = {}
+        writing: dict[Any, str] = {}
+
+        def collect(most: int) -> None:
+            """Report the write tasks that are done, waiting until at most ``most`` are left."""
+            while writing:
+                ready, _ = ray.wait(list(writing), num_returns=1, timeout=None if len(writing) > most else 0)
+                if not ready:
+                    return
+                clip_id = writing.pop(ready[0])
+                try:
+                    self._say_clip(ray.get(ready[0]))
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, RUN_ERRORS + (OSError,)):
+                        raise exc.cause from None  # the run's error (disk full, a model that cannot load)
+                    log.warning("ray: writing clip %s failed: %s", clip_id, exc)  # left running: settled as its worker's death
+                except ray.exceptions.RayError as exc:  # its worker died past Ray's retries
+                    log.warning("ray: writing clip %s failed: %s", clip_id, exc)
+
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if not len(batch.get("clip_id", ())):
+                continue
+            ids = np.asarray(batch["clip_id"]).astype(str)
+            for clip_id in np.unique(ids):
+                m = ids == clip_id
+                part = {k: np.asarray(v)[m] for k, v in batch.items()}
+                parts.setdefault(clip_id, []).append(part)
+                seen.setdefault(clip_id, set()).update(int(i) for i in part["frame_idx"])
+                info = [str(x) for x in part[INFO_COLUMN] if x]
+                if info:
+                    records[clip_id] = info[0]
+                if clip_id in records and len(seen[clip_id]) >= int(json.loads(records[clip_id])["n_frames"]):
+                    frames = concat_batches(parts.pop(clip_id))
+                    seen.pop(clip_id)
+                    # In frame order, each frame once (a retried decode task may have sent some rows twice).
+                    _, first = np.unique(frames["frame_idx"], return_index=True)
+                    frames = {k: v[first] for k, v in frames.items() if k != INFO_COLUMN}
+                    writing[write.remote(frames, records.pop(clip_id), *shared, rc.decode_num_cpus)] = clip_id
+            collect(most=max_writes - 1)
+        collect(most=0)
+        # Rows of a clip whose decoder gave up after some chunks: it wrote its error status itself.
+        for clip_id in parts:
+            log.info("ray: clip %s: decoding stopped before its last chunk; its status says why", clip_id)

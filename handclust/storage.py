@@ -7,8 +7,10 @@ atomic, so files are written in place there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,8 @@ class OutputStore:
 
     def write_table(self, rel: str, tbl: pa.Table) -> None:
         tmp, final = self._atomic(rel)
-        pq.write_table(tbl, tmp, filesystem=self.fs)
+        with self._removed_on_failure(tmp, final):
+            pq.write_table(tbl, tmp, filesystem=self.fs)
         if tmp != final:
             self.fs.move(tmp, final)
 
@@ -80,10 +83,21 @@ class OutputStore:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         tmp, final = self._atomic(rel)
-        with self.fs.open_output_stream(tmp) as f:
+        with self._removed_on_failure(tmp, final), self.fs.open_output_stream(tmp) as f:
             f.write(data)
         if tmp != final:
             self.fs.move(tmp, final)
+
+    @contextlib.contextmanager
+    def _removed_on_failure(self, tmp: str, final: str) -> Iterator[None]:
+        """A write that fails (disk full mid-file) leaves no half-written temporary file behind."""
+        try:
+            yield
+        except BaseException:
+            if tmp != final:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(tmp)
+            raise
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:

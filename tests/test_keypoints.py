@@ -68,6 +68,20 @@ def test_body_keypoints_found_on_a_real_photo_and_batching_changes_nothing(portr
     np.testing.assert_allclose(one_by_one, body, atol=1e-6)
 
 
+def test_body_beside_hands_in_a_thread_gives_the_same_rows(portrait: np.ndarray, monkeypatch: pytest.MonkeyPatch):
+    """With 2 threads allowed the body model runs beside the hand model; held to 1 (a Ray actor's
+    limit) they run in turn: the rows are the same either way."""
+    stage = HandPoseKeypoints(load_config(None, ["pose.fps=5"]).pose, sample_fps=5.0)
+    frames = np.stack([portrait, portrait[:, ::-1], np.zeros_like(portrait), portrait])
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    both = stage(_batch(frames))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    alone = stage(_batch(frames))
+    assert both["body_landmarks"][[0, 1, 3], 0].tolist() == [1.0, 1.0, 1.0]  # the person found beside the hand model
+    for col in ("hand_landmarks", "body_landmarks"):
+        np.testing.assert_allclose(both[col], alone[col], atol=1e-6, err_msg=col)
+
+
 def test_frames_between_looks_are_not_looked_at(portrait: np.ndarray):
     cfg = load_config(None, ["pose.fps=2.5"]).pose  # every 2nd frame at 5 fps sampling
     out = HandPoseKeypoints(cfg, sample_fps=5.0)(_batch(np.stack([portrait] * 4), start=10))
@@ -172,6 +186,8 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     assert desc.shape == (demo_run.segments.num_rows, len(POSE_DESCRIPTOR))
     run = json.loads((Path(demo_run.out) / "run.json").read_text())
     assert run["encoders"]["pose"]["encoder"] == "mediapipe" and run["encoders"]["pose"]["version"].startswith("0.10.")
+    # run.json says the rate keypoints really ran at: every 2nd of the 5 sampled frames a second.
+    assert run["encoders"]["pose"]["every_nth_frame"] == 2 and run["encoders"]["pose"]["frames_per_s"] == 2.5
     pose = run["clustering"]["modality_scores"]["pose"]
     weight = run["clustering"]["fusion_weights"]["pose"]
     observed = float((desc[:, 0] > 0).mean())

@@ -63,8 +63,10 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
         records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}
     if cfg.pose.enabled:  # MediaPipe: bundled models, CPU only, nothing to resolve
         from handclust.features.keypoints import check_mediapipe
+        from handclust.stages import frame_step
 
-        records["pose"] = check_mediapipe(cfg.pose)
+        step = frame_step(cfg.pose.fps, cfg.decode.sample_fps)  # the rate keypoints really run at
+        records["pose"] = {**check_mediapipe(cfg.pose), "every_nth_frame": step, "frames_per_s": cfg.decode.sample_fps / step}
     for name, stage in encoder_stages(cfg).items():
         rec = stage.check()
         section = getattr(cfg, name)
