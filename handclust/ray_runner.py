@@ -228,6 +228,10 @@ class RayRunner:
         self.progress = progress
         self.fingerprint = feature_fingerprint(cfg)
         self.stages = stages if stages is not None else frame_stages(cfg)
+        unknown = sorted(set(cfg.ray.concurrency) - {s.name for s in self.stages})
+        if unknown:  # a typo would otherwise leave that stage at one actor for the whole cluster
+            raise ConfigError(f"ray.concurrency names {', '.join(map(repr, unknown))}, which is not a stage of this run; "
+                              f"the stages are {', '.join(s.name for s in self.stages)} (decode: ray.decode_concurrency)")
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
         self.segment_stages = segment_stages(cfg)
         self.hands = hand_tracks(cfg)

@@ -104,7 +104,9 @@ def segment_clip(
         z = np.zeros(0, np.int64)
         return Segmentation(z, z, [], np.zeros(0, np.float32), np.zeros(0, np.float32), {})
     half = max(1, int(round(cfg.window_s * fps)))
-    smooth = max(1, int(round(cfg.window_s * fps)))
+    # The motion signal is pre-smoothed over the detector's own half-window (window_s), not smooth_s:
+    # smooth_s is the width of the vote kernel around each proposal (below), a different job.
+    smooth = half
     m = standardise(motion)
     s = standardise(pca_reduce(scene, cfg.cpd_dims)) if scene.shape[1] else np.zeros((n, 0))
     proposals: dict[str, npt.NDArray[np.int64]] = {}

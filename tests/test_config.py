@@ -49,3 +49,16 @@ def test_config_is_frozen_and_overridable():
     with pytest.raises(Exception):
         cfg.decode.sample_fps = 3  # type: ignore[misc]
     assert with_overrides(cfg, ["decode.sample_fps=3"]).decode.sample_fps == 3
+
+
+def test_a_typo_in_ray_concurrency_stops_the_run_naming_the_stages(short_clip: Path, tmp_path: Path):
+    """Before, an unknown stage name was ignored: that stage ran as one actor for the whole cluster."""
+    from click.testing import CliRunner
+
+    from handclust.cli import cli
+
+    r = CliRunner().invoke(cli, ["run", str(short_clip.parent), "--out", str(tmp_path / "out"), "--no-progress",
+                                 "--set", "runner=ray", "--set", "ray.concurrency={sceen: 2}"])
+    assert r.exit_code == 2
+    assert "'sceen'" in r.output and "the stages are scene, motion" in r.output
+    assert "Traceback" not in r.output
