@@ -230,9 +230,9 @@ def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc:
 
 def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress) -> None:
     """The HTML report and reel; a failure is logged and recorded in run.json, never loses the run."""
-    from handclust.report import write_report
+    try:  # the import too: a broken install (templates or jinja2 missing) must not cost the tables either
+        from handclust.report import write_report
 
-    try:
         path = str(write_report(store.uri, reel=reel, progress=prog))
     except Exception as exc:  # the tables are written by now; a broken report must not cost them
         error = f"{exc.__class__.__name__}: {exc}"
