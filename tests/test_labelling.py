@@ -204,7 +204,8 @@ def test_cluster_whose_keyframes_cannot_be_decoded_fails_alone(fake: FakeGemini,
 
 @pytest.mark.ray
 def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """On a cluster the driver may not see the footage: keyframes are decoded in the task that names the activity."""
+    """On a cluster the driver may not see the footage: keyframes are decoded in the task that names the
+    activity, and the report's gallery and reel excerpts in Ray tasks too."""
     import shutil
     import tempfile
 
@@ -224,7 +225,7 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
     clips = sorted(footage_dir.glob("*.mp4"))[:2]
     try:
         res = discover(clips, out=tmp_path / "out", progress=False, overrides=[
-            "runner=ray", "ray.num_cpus=2", "ray.object_store_memory_mb=300", "pose.enabled=false", "report.enabled=false",
+            "runner=ray", "ray.num_cpus=2", "ray.object_store_memory_mb=300", "pose.enabled=false",
             "evaluation.ablations=false", f"labels.base_url={fake.url}", "labels.backoff_s=0.01", "labels.n_segments=2",
             "labels.concurrency=2"])
     finally:
@@ -239,6 +240,10 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
     assert cost["measured"]["where"] == "ray cluster" and cost["measured"]["cpus"] == 2 and cost["measured"]["cpu_hours"] > 0
     for req in fake.requests:
         assert sum("inlineData" in p for p in req["body"]["contents"][0]["parts"]) == 4
+    report = json.loads((tmp_path / "out" / "run.json").read_text())["report"]
+    assert report["status"] == "ok" and report["problems"] == [], report  # no excerpt decoded on the driver
+    assert report["reel_s"] > 0
+    assert (tmp_path / "out" / "report" / "index.html").read_text().count("data:image/jpeg") >= 2 * k
 
 
 def test_typical_segments_membership_centre_then_one_per_clip():

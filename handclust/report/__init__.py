@@ -7,8 +7,9 @@ shared time axis, noise in black), the 2-D map of all segments, per-clip scene s
 flow-rhythm plots, and a keyframe gallery per activity. ``reel.mp4`` shows, per activity, a title
 card and a few seconds of three typical segments.
 
-Raw frames are never stored, so keyframes and reel frames are re-decoded from the clips with
-:func:`handclust.video.read_range`. Everything written by a model or taken from a file name is
+Raw frames are never stored, so keyframes and reel frames are re-decoded from the clips
+(:mod:`~handclust.report.excerpts`: in Ray tasks after a Ray run, since the driver may not see
+the footage). Everything written by a model or taken from a file name is
 HTML-escaped. Optional inputs (``eval.json`` keys, ``labels.parquet``, ``ablations.parquet``)
 may be missing: their place says "not computed". Large runs stay quick to open: thumbnails,
 downsampled plots, and at most ``MAX_CLIPS`` clips in the per-clip sections (the rest in a table).
@@ -28,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from handclust.colours import activity_colour
+from handclust.config import RayConfig
 from handclust.progress import Progress
 from handclust.report import html
 from handclust.report.data import RunData, align_to_fused, example_segments, load_run
-from handclust.report.reel import REEL_FPS, REEL_SIZE, reel_plan, remove_reel, write_reel
+from handclust.report.excerpts import decode_excerpts
+from handclust.report.reel import REEL_FPS, REEL_SIZE, reel_excerpts, reel_plan, remove_reel, write_reel
 from handclust.storage import OutputStore
 
 __all__ = ["RunData", "align_to_fused", "colour_hex", "example_segments", "load_run", "reel_plan", "write_report"]
@@ -49,6 +52,18 @@ def _as_progress(progress: Progress | bool | Callable[[str], None] | None) -> Pr
         prog.say = progress  # type: ignore[method-assign]
         return prog
     return Progress(enabled=bool(progress))
+
+
+def _ray_config(data: RunData) -> RayConfig | None:
+    """The run's Ray settings when it used the Ray runner (its excerpts are decoded there), else None."""
+    cfg = data.run.get("config") or {}
+    if cfg.get("runner") != "ray":
+        return None
+    try:
+        return RayConfig.model_validate(cfg.get("ray") or {})
+    except ValueError as exc:  # an older or hand-edited run.json: decode here rather than fail the report
+        log.warning("report: run.json's ray settings do not validate (%s); decoding excerpts here", exc)
+        return None
 
 
 def write_report(out: str | Path, *, reel: bool = True, progress: Progress | bool | Callable[[str], None] | None = None) -> Path | str:
@@ -71,6 +86,10 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
         log.warning("report: %s", msg)
     prog.say(f"report: {len(data.segments)} segments, {len(data.ok_clips)} clips, {len(data.activities)} activities")
     chapters: list[dict[str, Any]] | None = reel_plan(data) if reel else None
+    # Every excerpt the gallery and the reel show, decoded in one pass where the footage is: in Ray
+    # tasks after a Ray run (the driver may not see the clips), here otherwise.
+    planned = html.gallery_excerpts(data) + (reel_excerpts(data, chapters) if chapters else [])
+    data.decoded = decode_excerpts(planned, _ray_config(data), prog)
     reel_error = None
     reel_s = None
     if not chapters:  # no reel this time: a stale one from an earlier report would mislead

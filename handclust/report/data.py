@@ -50,6 +50,23 @@ class RunData:
     names: dict[int, str] = field(default_factory=dict)  # cluster -> label (only labelled ones)
     problems: list[str] = field(default_factory=list)
     labels_summary: dict[str, Any] | None = None  # handclust.labelling.labels_summary of labels.parquet
+    decoded: dict[Any, Any] = field(default_factory=dict)  # excerpt -> frames or error (report.excerpts)
+
+    def excerpt(self, clip_id: str, t_start: float, t_end: float, n: int, width: int) -> tuple[Any, ...]:
+        """The key of one excerpt (the arguments of read_range); KeyError for a clip the run does not know."""
+        return (self.paths[clip_id], float(t_start), float(t_end), int(n), int(width))
+
+    def frames(self, clip_id: str, t_start: float, t_end: float, n: int, width: int) -> list[Any]:
+        """Frames of one excerpt: decoded in advance (on Ray workers after a Ray run), else here.
+        Raises VideoError with the decoder's message when it could not be decoded."""
+        from handclust.report.excerpts import decode_one
+        from handclust.video import VideoError
+
+        key = self.excerpt(clip_id, t_start, t_end, n, width)
+        got = self.decoded[key] if key in self.decoded else decode_one(key)
+        if isinstance(got, str):
+            raise VideoError(got)
+        return got
 
     @functools.cached_property
     def missing_clips(self) -> set[str]:

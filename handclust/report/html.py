@@ -307,18 +307,28 @@ def clip_sections_html(data: RunData, progress: Progress) -> tuple[Markup, Marku
             render("signals.html.j2", **common, ssm_max=plots.SSM_MAX))
 
 
+def gallery_excerpts(data: RunData) -> list[tuple[Any, ...]]:
+    """The excerpts :func:`gallery_html` will show (decoded in advance, where the footage is)."""
+    out = []
+    for c in data.activities[:MAX_ACTIVITIES]:
+        for r in example_segments(data, c, GALLERY_SEGMENTS).itertuples():
+            if r.clip_id in data.paths:
+                out.append(data.excerpt(r.clip_id, r.t_start, r.t_end, GALLERY_FRAMES, THUMB_WIDTH))
+    return out
+
+
 def gallery_html(data: RunData, progress: Progress) -> Markup:
     """Per activity, keyframes of its typical segments, re-decoded from the clips."""
-    from handclust.video import VideoError, read_range
+    from handclust.video import VideoError
 
-    paths, names = data.paths, data.clip_names
+    names = data.clip_names
     galleries = []
     for c in data.activities[:MAX_ACTIVITIES]:
         thumbs: list[dict[str, Any]] = []
         for r in example_segments(data, c, GALLERY_SEGMENTS).itertuples():
             caption = f"{names.get(r.clip_id, r.clip_id)} {r.t_start:.1f}-{r.t_end:.1f} s"
             try:
-                frames = read_range(paths[r.clip_id], float(r.t_start), float(r.t_end), GALLERY_FRAMES, width=THUMB_WIDTH)
+                frames = data.frames(r.clip_id, r.t_start, r.t_end, GALLERY_FRAMES, THUMB_WIDTH)
             except (VideoError, KeyError, OSError) as exc:
                 msg = f"keyframes of {caption} could not be decoded: {exc}"
                 data.problems.append(msg)

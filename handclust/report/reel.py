@@ -109,15 +109,20 @@ def reel_plan(data: RunData) -> list[dict[str, Any]]:
     return chapters
 
 
+def reel_excerpts(data: RunData, chapters: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The excerpts :func:`write_reel` will show (decoded in advance, where the footage is)."""
+    return [data.excerpt(ex["clip_id"], ex["t_start"], ex["t_end"], ex["frames"], REEL_SIZE[0])
+            for ch in chapters for ex in ch["excerpts"] if ex["clip_id"] in data.paths]
+
+
 def write_reel(data: RunData, chapters: list[dict[str, Any]], rel: str, progress: Progress) -> float:
     """Encode the reel (H.264, yuv420p) to ``rel`` in the store; returns its duration in seconds."""
     import tempfile
 
     import av
 
-    from handclust.video import VideoError, read_range
+    from handclust.video import VideoError
 
-    paths = data.paths
     store = data.store
     if store.local:
         tmp_dir = None
@@ -145,7 +150,7 @@ def write_reel(data: RunData, chapters: list[dict[str, Any]], rel: str, progress
                 for ex in ch["excerpts"]:
                     caption = f"{ch['cluster']}: {ch['title']} | {ex['clip']} {ex['t_start']:.1f}-{ex['t_end']:.1f} s"
                     try:
-                        frames = read_range(paths[ex["clip_id"]], ex["t_start"], ex["t_end"], ex["frames"], width=REEL_SIZE[0])
+                        frames = data.frames(ex["clip_id"], ex["t_start"], ex["t_end"], ex["frames"], REEL_SIZE[0])
                     except (VideoError, KeyError, OSError) as exc:
                         msg = f"reel: {ex['clip']} {ex['t_start']:.1f} s could not be decoded: {exc}"
                         data.problems.append(msg)
