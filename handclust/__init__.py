@@ -41,3 +41,8 @@ def __getattr__(name: str) -> Any:
 
         return make_sample_footage
     raise AttributeError(f"module 'handclust' has no attribute {name!r}")
+
+
+# The modality registry fills the tables config and schema validate against (handclust/modalities.py):
+# imported here so that every process that imports handclust, or any of its modules, has them.
+from handclust import modalities as _modalities  # noqa: E402, F401

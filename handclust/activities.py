@@ -17,9 +17,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from handclust import schema
+from handclust import modalities, schema
 from handclust.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
-from handclust.config import ConfigError, RunConfig, fusion_modalities
+from handclust.config import ConfigError, RunConfig
 from handclust.evaluation import evaluate_tables, load_truth
 from handclust.progress import Progress
 from handclust.result import RunResult
@@ -193,13 +193,12 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     t0 = time.perf_counter()
     prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    mods = fusion_modalities(cfg)
-    modalities = {m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}
+    vectors, measured = modalities.fusion_inputs(segments, modalities.fusion_modalities(cfg))
     where = clustering_place(cfg)
     if where == "ray_task":
         prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
     grouping, xy, map_backend, took, ran_on = run_grouping(
-        where, cfg, modalities, clip_ids, schema.durations(segments), schema.measured_masks(segments, mods), models)
+        where, cfg, vectors, clip_ids, schema.durations(segments), measured, models)
     fusion, clustering = grouping.fusion, grouping.clustering
     timings.update(took)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from handclust import schema
+from handclust import modalities, schema
 from handclust.activities import MODEL_DIR
 from handclust.clustering import Clustering, Fusion, vote_labels
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
@@ -60,7 +60,7 @@ def _refuse_out_in_model(model_run: str | Path, out: str | Path) -> None:
 def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -> None:
     """Refuse, before any clip is decoded, a model whose descriptors this version would not reproduce
     (a run made by another handclust version, or a damaged ``model/fusion.npz``)."""
-    from handclust.descriptors import descriptor_dims
+    from handclust.plan import descriptor_dims
 
     ours = descriptor_dims(cfg)
     for modality, t in fusion.transforms.items():
@@ -104,7 +104,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         if feature_fingerprint(changed) != feature_fingerprint(cfg):
             old, new = config_to_dict(cfg), config_to_dict(changed)
             keys = [f"{sec}.{k}" for sec in old for k in (old[sec] if isinstance(old[sec], dict) else {})
-                    if sec in FEATURE_SECTIONS or sec in ("scene", "video", "tools", "pose")
+                    if sec in FEATURE_SECTIONS or sec == "scene" or sec in modalities.switch_sections()
                     if old[sec].get(k) != new[sec].get(k)]
             raise ConfigError(f"--set {' '.join(overrides)} changes how features are computed ({', '.join(keys) or 'feature config'}), "
                               f"so the new segments could not be compared with those of {model.uri}; drop it (assign uses the "
@@ -130,8 +130,8 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     if n:
         try:
-            fused = fusion.transform({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in fusion.transforms},
-                                     clip_ids, schema.measured_masks(segments, list(fusion.transforms)))
+            vectors, measured = modalities.fusion_inputs(segments, list(fusion.transforms))
+            fused = fusion.transform(vectors, clip_ids, measured)
         except ValueError as exc:  # a learned encoder's width, known only once it ran
             raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: {exc}; assign with the handclust version and "
                              "models that made the run, or rerun `handclust run`") from None

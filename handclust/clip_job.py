@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
+
 from handclust import schema
 from handclust.config import ConfigError, RunConfig
 from handclust.encoders import DeviceError, ModelLoadError
@@ -80,6 +82,7 @@ class ClipJob:
     def __init__(self, status: dict[str, Any]):
         self.status = status
         self.source: Any = None
+        self.segments_schema: pa.Schema | None = None
 
     @classmethod
     def start(cls, clip: Clip, fingerprint: str, attempts: int = 0, failures: int = 0, run_id: str = "") -> ClipJob:
@@ -143,6 +146,9 @@ class ClipJob:
         frames = apply_hand_tracks(hands, frames, self.status)
         segments = apply_segment_stages(list(segment_stages), describer(frames), self.path)
         self.status.update(source_rate(frames, segments, describer.fps, self.path))
+        # The segments schema of the registry the describer was made with (on the driver), so a Ray
+        # worker writes the columns of modalities registered there.
+        self.segments_schema = describer.schema
         return frames, segments
 
     def begin(self, store: OutputStore) -> None:
@@ -157,7 +163,7 @@ class ClipJob:
         An ``OSError`` here (disk full, folder read-only) is the run's, not the clip's: it propagates.
         """
         store.write_table(f"frames/{self.clip_id}.parquet", schema.table(frames, schema.FRAMES))
-        store.write_table(f"segments/{self.clip_id}.parquet", schema.table(segments, schema.SEGMENTS))
+        store.write_table(f"segments/{self.clip_id}.parquet", schema.table(segments, self.segments_schema or schema.SEGMENTS))
         st = self.status
         t0 = st.get("t_decode_start") or time.time()
         st.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),

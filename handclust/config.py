@@ -156,11 +156,15 @@ class DescriptorConfig(_Frozen):
     repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
 
 
-Modality = Literal["scene", "motion", "ego", "rhythm", "video", "tools", "pose"]
+# Modality name -> the config section whose `enabled` computes it (None: always computed). Written
+# only by handclust.modalities (the registry sits above this module: its entries hold functions that
+# read these config models); handclust/__init__ imports it, so this is filled before any validation.
+MODALITY_SECTIONS: dict[str, str | None] = {}
 
 
 class ClusterConfig(_Frozen):
-    modalities: tuple[Modality, ...] = ("scene", "motion", "ego", "rhythm")
+    modalities: tuple[str, ...] = Field(("scene", "motion", "ego", "rhythm"),
+                                        description="modalities fused for clustering (handclust/modalities.py)")
     weighting: Literal["confidence", "equal"] = "confidence"
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
     min_samples: int | None = Field(None, ge=1)
@@ -212,6 +216,14 @@ class ClusterConfig(_Frozen):
     def _yaml_onoff(cls, v: Any) -> Any:
         # YAML reads a bare on / off as a boolean: `--set cluster.clip_normalise=off` must still mean "off".
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("modalities")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in v if m not in MODALITY_SECTIONS]
+        if unknown:
+            raise ValueError(f"unknown modality {', '.join(map(repr, unknown))}; registered: {', '.join(MODALITY_SECTIONS)}")
+        return v
 
     @model_validator(mode="after")
     def _nonempty(self) -> ClusterConfig:
@@ -311,23 +323,15 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="after")
     def _encoders(self) -> RunConfig:
-        for name, section in (("video", self.video), ("tools", self.tools), ("pose", self.pose)):
-            if name in self.cluster.modalities and not section.enabled:
-                raise ValueError(f"cluster.modalities names {name!r} but {name}.enabled is false; set {name}.enabled=true")
+        for name in self.cluster.modalities:
+            section = MODALITY_SECTIONS.get(name)
+            if section is not None and not getattr(self, section).enabled:
+                raise ValueError(f"cluster.modalities names {name!r} but {section}.enabled is false; set {section}.enabled=true")
         if self.tools.enabled and self.tools.fps > self.decode.sample_fps:
             raise ValueError(f"tools.fps ({self.tools.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
             raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self
-
-
-def fusion_modalities(cfg: RunConfig) -> tuple[str, ...]:
-    """Modalities fused for clustering: ``cluster.modalities``, plus video / tools / pose when enabled with ``fuse``."""
-    out = list(cfg.cluster.modalities)
-    for name, section in (("video", cfg.video), ("tools", cfg.tools), ("pose", cfg.pose)):
-        if section.enabled and section.fuse and name not in out:
-            out.append(name)
-    return tuple(out)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from handclust import schema
+from handclust import modalities, schema
 from handclust.clustering import group_segments
-from handclust.config import RunConfig, fusion_modalities
+from handclust.config import RunConfig
 from handclust.metrics import agreement, clip_mixing, segmentation_scores
 
 log = logging.getLogger(__name__)
@@ -31,25 +31,13 @@ ABLATIONS = pa.schema([
     ("cluster", pa.int32()),
 ])
 
-# The named subsets the issue asks for first, then every other modality on its own.
-_CORE_VARIANTS: list[tuple[str, tuple[str, ...]]] = [
-    ("motion only", ("motion",)),
-    ("scene only", ("scene",)),
-    ("video only", ("video",)),
-    ("motion + scene", ("motion", "scene")),
-]
+# The headline comparisons first (motion, scene and video alone, then motion + scene), then every
+# other registered modality on its own (under its ablation name).
+_CORE_VARIANTS: list[tuple[str, ...]] = [("motion",), ("scene",), ("video",), ("motion", "scene")]
 
 
-def present_modalities(segments: pa.Table) -> list[str]:
-    """Modalities whose descriptor column exists and holds non-empty vectors."""
-    out = []
-    for name, col in schema.MODALITY_COLUMNS.items():
-        if col not in segments.column_names or segments.num_rows == 0:
-            continue
-        first = segments.column(col)[0].as_py()
-        if first is not None and len(first) > 0:
-            out.append(name)
-    return out
+def _variant_name(mods: tuple[str, ...]) -> str:
+    return modalities.get(mods[0]).ablation_name if len(mods) == 1 else " + ".join(mods)
 
 
 def ablation_variants(present: list[str], fused: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -57,11 +45,11 @@ def ablation_variants(present: list[str], fused: list[str]) -> list[tuple[str, t
     rows: list[tuple[str, tuple[str, ...]]] = [("fusion (this run)", tuple(fused))]
     if sorted(present) != sorted(fused):
         rows.append(("all", tuple(present)))
-    for name, mods in _CORE_VARIANTS:
+    for mods in _CORE_VARIANTS:
         if all(m in present for m in mods):
-            rows.append((name, mods))
+            rows.append((_variant_name(mods), mods))
     named = {m for _, mods in rows for m in mods if len(mods) == 1}
-    rows += [(f"{m} only", (m,)) for m in present if m not in named]
+    rows += [(_variant_name((m,)), (m,)) for m in present if m not in named]
     seen: set[tuple[str, ...]] = set()
     unique = []
     for name, mods in rows:
@@ -171,15 +159,15 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
              "variant": "fusion (this run)", "cluster": labels}]
     ev["ablations"] = []
     if ablations and segments.num_rows >= 3:
-        present = present_modalities(segments)
-        fused_mods = [m for m in fusion_modalities(cfg) if m in present]
+        present = modalities.present(segments)
+        fused_mods = [m for m in modalities.fusion_modalities(cfg) if m in present]
         ev["modalities_present"] = present
         for name, mods in ablation_variants(present, fused_mods):
             if name == "fusion (this run)":
                 row = {"name": name, "modalities": list(mods), **{k: v for k, v in scores(labels, activity, False).items()}}
             else:
-                grouping = group_segments({m: schema.vectors(segments, schema.MODALITY_COLUMNS[m]) for m in mods}, clip_ids,
-                                          schema.durations(segments), cfg.cluster, schema.measured_masks(segments, mods))
+                vectors, measured = modalities.fusion_inputs(segments, mods)
+                grouping = group_segments(vectors, clip_ids, schema.durations(segments), cfg.cluster, measured)
                 fusion, c = grouping.fusion, grouping.clustering
                 if all(s.weight == 0 for s in fusion.scores.values()):
                     # e.g. pose on footage where MediaPipe never found a hand or a body
@@ -200,45 +188,9 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
 
 
 def activity_profiles(segments: pa.Table, labels: npt.NDArray[np.integer], cfg: RunConfig) -> dict[str, Any]:
-    """What each activity shows: ``top_tools`` (OWLv2, when it ran) and ``keypoints`` (share of frames
-    with hands / body in view, when MediaPipe ran), keyed by cluster id as a string."""
-    out: dict[str, Any] = {}
-    labels = np.asarray(labels)
-    if cfg.tools.enabled and "desc_tools" in segments.column_names:
-        from handclust.encoders.owlv2 import top_tools
-
-        tools = top_tools(schema.vectors(segments, "desc_tools"), labels, cfg.tools.prompts, cfg.tools.top_k)
-        out["top_tools"] = {str(c): v for c, v in tools.items()}
-    if cfg.pose.enabled and "desc_pose" in segments.column_names:
-        from handclust.features.hands import coverage_by
-        from handclust.features.keypoints import keypoints_per_activity
-
-        seconds = np.asarray(segments.column("t_end").to_numpy()) - np.asarray(segments.column("t_start").to_numpy())
-        kp = keypoints_per_activity(schema.vectors(segments, "desc_pose"), seconds, labels)
-        counts = hand_counts(segments)
-        if kp and counts is not None:
-            by_activity = coverage_by(labels, *counts)
-            kp = {c: {**v, **{k: by_activity[c][k] for k in ("coverage_before", "propagated_share")}}
-                  for c, v in kp.items() if c in by_activity}
-        if kp:
-            out["keypoints"] = {str(c): v for c, v in kp.items()}
-        if counts is not None:
-            clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-            out["hands"] = {"per_clip": {str(c): v for c, v in coverage_by(clip_ids, *counts).items()},
-                            "total": coverage_by(np.zeros(len(clip_ids), np.int64), *counts).get(0, {})}
-    return out
-
-
-def hand_counts(segments: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
-    """Per segment: looked-at frames, frames with a detected hand, frames with only propagated hands
-    (None for runs from before hand propagation, or with hands off)."""
-    names = ("hand_looked", "hand_detected", "hand_propagated")
-    if not all(n in segments.column_names for n in names):
-        return None
-    looked, detected, propagated = (np.asarray(segments.column(n).fill_null(0), np.int64) for n in names)
-    if not looked.any():
-        return None
-    return looked, detected, propagated
+    """What each activity shows, from each computed modality's profile (:mod:`handclust.profiles`):
+    ``top_tools`` (OWLv2), ``keypoints`` and ``hands`` (MediaPipe), keyed by cluster id as a string."""
+    return modalities.profiles(segments, np.asarray(labels), cfg)
 
 
 def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, overrides: list[str] | None = None,

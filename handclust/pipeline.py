@@ -23,17 +23,18 @@ from handclust.activities import build_activities
 from handclust.clip_job import ClipJob, is_committed, status_rel
 from handclust.clustering import SubModels
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
-from handclust.descriptors import SegmentDescriber
-from handclust.encoders import DeviceError, ModelLoadError, check_models, segment_stages
+from handclust.encoders import DeviceError, ModelLoadError, check_models
 from handclust.footage import Clip, FootageError, find_clips
 from handclust.plan import (  # noqa: F401  (frame_batches, frame_stages: imported from here by tests and benchmarks)
     PIXEL_COLUMNS,
+    SegmentDescriber,
     apply_hand_tracks,
     concat_batches,
     feature_fingerprint,
     frame_batches,
     frame_stages,
     hand_tracks,
+    segment_stages,
 )
 from handclust.progress import Progress
 from handclust.result import RunnerError, RunResult

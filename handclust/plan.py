@@ -1,5 +1,6 @@
-"""The stage plan: which stages a config runs and in what order, the frame batches they see, the
-fingerprint of what they compute, and the per-clip steps both runners share.
+"""The stage plan: which stages a config runs and in what order (from the modality registry), the
+frame batches they see, the fingerprint of what they compute, the segment describer, and the per-clip
+steps both runners share.
 
 :mod:`handclust.pipeline` (the local runner) and :mod:`handclust.ray_runner` both build on this
 module, so neither imports the other.
@@ -11,15 +12,18 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
-from handclust.config import RunConfig, config_to_dict
+from handclust import modalities, schema
+from handclust.config import DescriptorConfig, RunConfig, SegmentConfig, config_to_dict
+from handclust.descriptors import DescribeFn, Frames, describe_segment
 from handclust.features.held import HeldFrameTracker
-from handclust.features.motion import MotionFeatures
-from handclust.features.scene import HistogramSceneEncoder
 from handclust.footage import Clip
 from handclust.stages import Batch
 
@@ -37,22 +41,22 @@ def feature_fingerprint(cfg: RunConfig) -> str:
 
     d = config_to_dict(cfg)
     d["decode"] = {k: v for k, v in d["decode"].items() if k not in RUN_ONLY_DECODE_KEYS}
-    blob = json.dumps({**{k: d[k] for k in FEATURE_SECTIONS}, **fingerprint_sections(d)}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+    blob: dict[str, Any] = {**{k: d[k] for k in FEATURE_SECTIONS}, **fingerprint_sections(d, modalities.switch_sections())}
+    extra = modalities.extra_names(cfg)
+    if extra:  # absent with only the built-in modalities: runs from before the registry still resume
+        blob["modalities"] = sorted(extra)
+    return hashlib.sha1(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def frame_stages(cfg: RunConfig) -> list[Any]:
-    """Per-frame stages in order. Each sees ``frame`` (and ``prev_frame``) and adds columns."""
-    from handclust.encoders import encoder_stages
+    """Per-frame stages in order (registry order; learned ones import torch only in ``setup()``).
+    Each sees ``frame`` (and ``prev_frame``) and adds columns."""
+    return modalities.frame_stages(cfg)
 
-    learned = encoder_stages(cfg)  # DINOv2 / OWLv2 when configured; no torch import until setup()
-    scene = learned.get("scene") or HistogramSceneEncoder(cfg.scene)
-    stages = [scene, MotionFeatures(cfg.flow, cfg.decode.sample_fps)]
-    if cfg.pose.enabled:
-        from handclust.features.keypoints import HandPoseKeypoints
 
-        stages.append(HandPoseKeypoints(cfg.pose, cfg.decode.sample_fps))
-    return stages + ([learned["tools"]] if "tools" in learned else [])
+def segment_stages(cfg: RunConfig) -> list[Any]:
+    """Stages that add descriptor columns to a clip's segment rows (after segmentation), in order."""
+    return modalities.segment_stages(cfg)
 
 
 def hand_tracks(cfg: RunConfig) -> Any:
@@ -157,3 +161,100 @@ def concat_batches(batches: list[Batch]) -> Batch:
     if not batches:
         return {}
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+class SegmentDescriber:
+    """Stage: one clip's frame columns in, its segment rows out (segmentation + descriptors).
+
+    Runs once per clip (Ray: ``groupby("clip_id").map_groups``); frames must be sorted by
+    ``frame_idx``. Segment ids are uuid5 of the clip id and frame range, so a retried clip writes
+    the same rows. The registered modalities' descriptor functions and the segments schema are
+    taken when it is made (on the driver), so Ray workers describe and write what the driver registered.
+    """
+
+    name = "segments"
+
+    def __init__(self, seg_cfg: SegmentConfig, desc_cfg: DescriptorConfig, sample_fps: float,
+                 describers: list[tuple[str, DescribeFn]] | None = None):
+        self.seg_cfg = seg_cfg
+        self.desc_cfg = desc_cfg
+        self.fps = sample_fps
+        self.describers = modalities.describers() if describers is None else describers
+        self.schema: pa.Schema = schema.segments_schema()
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, frames: Frames) -> dict[str, npt.NDArray[np.generic]]:
+        from handclust.segmentation import motion_signals, segment_clip
+
+        order = np.argsort(frames["frame_idx"], kind="stable")
+        frames = {k: np.asarray(v)[order] for k, v in frames.items()}
+        scene = np.asarray(frames["scene_embedding"], np.float64)
+        seg = segment_clip(motion_signals(frames), scene, self.fps, self.seg_cfg)
+        clip_id = str(frames["clip_id"][0])
+        t = np.asarray(frames["t"], np.float64)
+        rows: dict[str, list[object]] = {}
+        for i, (a, b) in enumerate(zip(seg.starts, seg.ends, strict=True)):
+            d = describe_segment(frames, int(a), int(b), self.fps, self.desc_cfg, self.describers)
+            fi = frames["frame_idx"]
+            rec = {
+                "clip_id": clip_id,
+                "segment_id": uuid.uuid5(uuid.NAMESPACE_OID, f"{clip_id}:{int(fi[a])}:{int(fi[b - 1]) + 1}").hex[:16],
+                "seg_idx": i, "frame_start": int(fi[a]), "frame_end": int(fi[b - 1]) + 1,
+                "t_start": float(t[a]), "t_end": float(t[b - 1]) + 1.0 / self.fps,
+                "boundary_detectors": seg.detectors[i], "boundary_score": float(seg.scores[i]), **d,
+            }
+            for k, v in rec.items():
+                rows.setdefault(k, []).append(v)
+        out: dict[str, npt.NDArray[np.generic]] = {}
+        for k, v in rows.items():
+            if k.startswith("desc_"):
+                out[k] = np.stack(v)
+            elif isinstance(v[0], str | list):
+                out[k] = np.empty(len(v), dtype=object)  # element by element: lists of equal length stay lists
+                for i, x in enumerate(v):
+                    out[k][i] = x
+            else:
+                out[k] = np.asarray(v)
+        return out
+
+
+def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
+    """Width of each ``desc_*`` column this version writes under ``cfg``, without any footage.
+
+    Only modalities whose width follows from the config: scene with the histogram encoder, motion,
+    ego, rhythm, pose (MediaPipe layout), tools (one score per prompt), and registered modalities
+    that describe these frame columns. Widths of learned encoders (DINOv2 scene, V-JEPA-2 video) come
+    from their checkpoints and are not listed. Computed by describing placeholder frame columns of
+    the widths the frame stages write, so a change to a descriptor function changes the answer too.
+    """
+    from handclust.features.keypoints import BODY_WIDTH, HAND_SLOT
+    from handclust.features.scene import scene_dim
+
+    n, fps = 8, cfg.decode.sample_fps
+    ones = np.ones(n, np.float32)
+    frames: Frames = {
+        "scene_embedding": np.ones((n, scene_dim(cfg.scene)), np.float32),
+        "flow_direction_hist": np.ones((n, cfg.flow.direction_bins), np.float32),
+        "flow_grid": np.ones((n, cfg.flow.grid * cfg.flow.grid * 2), np.float32),
+        "motion_dt": np.full(n, 1.0 / fps, np.float32),
+        **{k: ones for k in ("flow_mag_mean", "flow_mag_p90", "ego_tx", "ego_ty", "ego_rotation", "ego_scale",
+                             "ego_residual", "ego_ratio", "ego_inliers")},
+    }
+    if cfg.tools.enabled:
+        frames["tool_scores"] = np.zeros((n, len(cfg.tools.prompts)), np.float32)
+    if cfg.pose.enabled:
+        frames["hand_landmarks"] = np.zeros((n, cfg.pose.max_hands * HAND_SLOT if cfg.pose.hands else 0), np.float32)
+        frames["body_landmarks"] = np.zeros((n, BODY_WIDTH if cfg.pose.body else 0), np.float32)
+    widths: dict[str, int] = {}
+    for name, describe in modalities.describers():
+        try:
+            d = describe_segment(frames, 0, n, fps, cfg.descriptor, [(name, describe)])
+        except KeyError:  # a registered modality reading a frame column not made up here: known once it ran
+            continue
+        if f"desc_{name}" in d:
+            widths[name] = int(np.shape(d[f"desc_{name}"])[-1])
+    if cfg.scene.encoder != "histogram":
+        widths.pop("scene")
+    return widths

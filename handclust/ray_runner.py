@@ -54,10 +54,16 @@ import ray
 
 from handclust.clip_job import RUN_ERRORS, ClipJob, is_committed, status_rel
 from handclust.config import ConfigError, RunConfig
-from handclust.descriptors import SegmentDescriber
-from handclust.encoders import segment_stages
 from handclust.footage import Clip
-from handclust.plan import PIXEL_COLUMNS, concat_batches, feature_fingerprint, frame_stages, hand_tracks
+from handclust.plan import (
+    PIXEL_COLUMNS,
+    SegmentDescriber,
+    concat_batches,
+    feature_fingerprint,
+    frame_stages,
+    hand_tracks,
+    segment_stages,
+)
 from handclust.progress import Progress
 from handclust.ray_connect import connect
 from handclust.result import RunnerError

@@ -69,64 +69,64 @@ FRAMES = pa.schema(
     ]
 )
 
-# Segment descriptor columns per modality: fusion and ablations read these.
-MODALITY_COLUMNS: dict[str, str] = {
-    "scene": "desc_scene",
-    "motion": "desc_motion",
-    "ego": "desc_ego",
-    "rhythm": "desc_rhythm",
-    "video": "desc_video",
-    "tools": "desc_tools",
-    "pose": "desc_pose",
-}
+# The segment descriptor column of each registered modality (desc_<name>), in registry order, and
+# for sparse modalities the descriptor element that is 0 when the segment saw nothing of it (no
+# hand, no body: fusion weighs such a modality by the share of segments that saw something and
+# gives the others no position in it, clustering.fuse). Written only by handclust.modalities (the
+# registry, which sits above this module); handclust/__init__ imports it, so both are filled.
+MODALITY_COLUMNS: dict[str, str] = {}
+OBSERVED_INDEX: dict[str, int] = {}
 
-# Sparse modalities: the descriptor element that is 0 when the segment saw nothing of it (no hand,
-# no body). Fusion weighs such a modality by the share of segments that saw something, and gives
-# the others no position in it (clustering.fuse).
-OBSERVED_INDEX: dict[str, int] = {"pose": 0}
-
-# Columns of optional encoders (video, tools): written as empty lists when the encoder is off.
-OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "hand_age", "hand_motion", "desc_video", "desc_tools",
-                    "desc_pose")
+# Frame columns of optional stages (tools, pose): written as empty lists when the stage is off, as
+# are the descriptor columns (desc_*) of a modality that is off.
+OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "hand_age", "hand_motion")
 # Scalar columns of optional stages, and their value when the stage is off.
 OPTIONAL_SCALARS: dict[str, Any] = {"hand_source": np.int8(0), "hand_looked": np.int32(0), "hand_detected": np.int32(0),
                                     "hand_propagated": np.int32(0)}
 
-SEGMENTS = pa.schema(
-    [
-        ("clip_id", pa.string()),
-        ("segment_id", pa.string()),
-        ("seg_idx", pa.int32()),
-        ("frame_start", pa.int32()),
-        ("frame_end", pa.int32()),  # exclusive
-        ("t_start", pa.float64()),
-        ("t_end", pa.float64()),
-        ("boundary_detectors", pa.string()),  # detectors that voted for the boundary at t_start
-        ("boundary_score", pa.float32()),
-        ("rhythm_period_s", pa.float32()),
-        ("rhythm_strength", pa.float32()),
-        ("ssm_period_s", pa.float32()),
-        ("flow_period_s", pa.float32()),
-        ("repetition_period_s", pa.float32()),  # null unless both estimates agree
-        # Modalities (config.Modality names) this segment's frames could not measure: "motion" and "ego"
-        # when no frame has a motion measurement (all held); "rhythm" also when distinct frames are too
-        # few or too irregular to resolve periods down to descriptor.min_period_s. Their descriptors are
-        # zeros there and the period / strength columns NaN: fusion must treat them as unobserved.
-        ("unmeasured", pa.list_(pa.string())),
-        ("desc_scene", VECTOR),
-        ("desc_motion", VECTOR),
-        ("desc_ego", VECTOR),
-        ("desc_rhythm", VECTOR),
-        ("desc_video", VECTOR),  # V-JEPA-2, mean over the segment's windows; empty when video is off
-        ("desc_tools", VECTOR),  # mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off
-        ("desc_pose", VECTOR),  # hand / body keypoint summary (features/keypoints.POSE_DESCRIPTOR); empty when pose is off
-        # Hand coverage of the segment's looked-at frames (pose.fps): looked at, with a detected hand,
-        # with only propagated hands (features/hands.py). 0 when hands are off.
-        ("hand_looked", pa.int32()),
-        ("hand_detected", pa.int32()),
-        ("hand_propagated", pa.int32()),
-    ]
-)
+_SEGMENT_KEYS: list[tuple[str, pa.DataType]] = [
+    ("clip_id", pa.string()),
+    ("segment_id", pa.string()),
+    ("seg_idx", pa.int32()),
+    ("frame_start", pa.int32()),
+    ("frame_end", pa.int32()),  # exclusive
+    ("t_start", pa.float64()),
+    ("t_end", pa.float64()),
+    ("boundary_detectors", pa.string()),  # detectors that voted for the boundary at t_start
+    ("boundary_score", pa.float32()),
+    ("rhythm_period_s", pa.float32()),
+    ("rhythm_strength", pa.float32()),
+    ("ssm_period_s", pa.float32()),
+    ("flow_period_s", pa.float32()),
+    ("repetition_period_s", pa.float32()),  # null unless both estimates agree
+    # Modalities (registered names) this segment's frames could not measure: "motion" and "ego"
+    # when no frame has a motion measurement (all held); "rhythm" also when distinct frames are too
+    # few or too irregular to resolve periods down to descriptor.min_period_s. Their descriptors are
+    # zeros there and the period / strength columns NaN: fusion must treat them as unobserved.
+    ("unmeasured", pa.list_(pa.string())),
+]
+# Between the two: desc_<name> (list<float32>) of every registered modality, in registry order
+# (what each holds: the `doc` of its entry in handclust/modalities.py).
+_SEGMENT_TAIL: list[tuple[str, pa.DataType]] = [
+    # Hand coverage of the segment's looked-at frames (pose.fps): looked at, with a detected hand,
+    # with only propagated hands (features/hands.py). 0 when hands are off.
+    ("hand_looked", pa.int32()),
+    ("hand_detected", pa.int32()),
+    ("hand_propagated", pa.int32()),
+]
+
+
+def segments_schema() -> pa.Schema:
+    """The segments table's schema: keys, periods, one descriptor column per registered modality, hand coverage."""
+    return pa.schema([*_SEGMENT_KEYS, *((c, VECTOR) for c in MODALITY_COLUMNS.values()), *_SEGMENT_TAIL])
+
+
+def __getattr__(name: str) -> Any:
+    # SEGMENTS follows the registry (a modality registered at run time adds its column), so it is
+    # built when read rather than once at import.
+    if name == "SEGMENTS":
+        return segments_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 CLUSTERS = pa.schema(
     [
@@ -171,7 +171,7 @@ GROUND_TRUTH = pa.schema(
 def table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; 2-D arrays become list<float32>."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
-    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in OPTIONAL_VECTORS if c in schema.names},
+    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in schema.names if c in OPTIONAL_VECTORS or c.startswith("desc_")},
                **{c: np.full(n_rows, v) for c, v in OPTIONAL_SCALARS.items() if c in schema.names}, **columns}
     missing = [n for n in schema.names if n not in columns]
     if missing:

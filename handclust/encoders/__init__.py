@@ -14,20 +14,11 @@ from handclust.config import RunConfig
 from handclust.encoders.device import DeviceError
 from handclust.encoders.loading import ModelLoadError
 
-__all__ = ["DeviceError", "ModelLoadError", "check_models", "fingerprint_sections", "segment_stages"]
+__all__ = ["DeviceError", "ModelLoadError", "check_models", "encoder_stages", "fingerprint_sections"]
 
 # Keys that change how fast, not what: left out of the resume fingerprint.
 RUNTIME_KEYS = ("batch_size", "num_gpus")
 HISTOGRAM_KEYS = ("pyramid_levels", "color_bins", "orientation_bins")
-
-
-def segment_stages(cfg: RunConfig) -> list[Any]:
-    """Stages that add columns to a clip's segment rows (after segmentation), in order."""
-    if not cfg.video.enabled:
-        return []
-    from handclust.encoders.vjepa2 import VJEPASegmentEncoder
-
-    return [VJEPASegmentEncoder(cfg.video)]
 
 
 def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
@@ -38,7 +29,9 @@ def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
 
         out["scene"] = DinoFrameEncoder(cfg.scene)
     if cfg.video.enabled:
-        out["video"] = segment_stages(cfg)[0]
+        from handclust.encoders.vjepa2 import VJEPASegmentEncoder
+
+        out["video"] = VJEPASegmentEncoder(cfg.video)
     if cfg.tools.enabled:
         from handclust.encoders.owlv2 import OwlToolPresence
 
@@ -82,8 +75,9 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
     return records
 
 
-def fingerprint_sections(d: dict[str, Any]) -> dict[str, Any]:
-    """The scene / video / tools / pose sections of a config dict reduced to what changes the outputs.
+def fingerprint_sections(d: dict[str, Any], switched: tuple[str, ...]) -> dict[str, Any]:
+    """The scene section and the ``switched`` ones (sections that switch a modality on: video, tools,
+    pose) of a config dict, reduced to what changes the outputs.
 
     Switching an encoder, its model, revision, device or dtype changes the fingerprint (and so
     recomputes on resume); batch sizes and GPU shares do not, nor do settings of a disabled encoder.
@@ -94,7 +88,7 @@ def fingerprint_sections(d: dict[str, Any]) -> dict[str, Any]:
     else:
         scene = {k: v for k, v in scene.items() if k not in HISTOGRAM_KEYS}
     out = {"scene": scene}
-    for name in ("video", "tools", "pose"):
+    for name in switched:
         section = d.get(name) or {}
         if section.get("enabled"):  # absent when off: runs from before these encoders existed still resume
             out[name] = {k: v for k, v in section.items() if k not in (*RUNTIME_KEYS, "fuse", "top_k")}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from handclust import modalities
 from handclust.colours import activity_colour
 from handclust.progress import Progress
 from handclust.report import plots, reel
@@ -136,8 +137,9 @@ def summary_html(data: RunData) -> Markup:
                 if isinstance(sc, dict) and isinstance(sc.get("coverage"), int | float) and sc["coverage"] < 1} if weights else {}
     return render(
         "summary.html.j2", rows=rows,
-        weights=", ".join(f"{m} {w:.2f}" if isinstance(w, int | float) else f"{m} {w}" for m, w in weights.items()),
-        coverage=", ".join(f"{m} {100 * c:.1f} %" for m, c in coverage.items()),
+        weights=", ".join(f"{modalities.label(m)} {w:.2f}" if isinstance(w, int | float) else f"{modalities.label(m)} {w}"
+                          for m, w in weights.items()),
+        coverage=", ".join(f"{modalities.label(m)} {100 * c:.1f} %" for m, c in coverage.items()),
         failed=[{"name": r.name, "status": r.status, "error": r.error} for r in failed.head(MAX_CLIPS).itertuples()],
         failed_more=len(failed) - MAX_CLIPS, problems=data.problems[:MAX_PROBLEMS], problems_total=len(data.problems),
         problems_more=len(data.problems) - MAX_PROBLEMS)
@@ -196,7 +198,7 @@ def _ablation_row(a: dict[str, Any], with_gt: bool) -> list[Any]:
     name = a.get("name", "?")
     m = a.get("modalities")
     row = [Markup('<span class="nw"><b>{}</b></span>' if is_fusion(name) else '<span class="nw">{}</span>').format(name),
-           " + ".join(map(str, m)) if isinstance(m, list) else fmt(None), fmt(a.get("k"), "d"), pct(a.get("noise_rate")),
+           " + ".join(modalities.label(str(x)) for x in m) if isinstance(m, list) else fmt(None), fmt(a.get("k"), "d"), pct(a.get("noise_rate")),
            *_phase_cells(a.get("phase")), fmt(_entropy(a.get("cross_clip"))), pct(dig(a, "cross_clip", "multi_clip_share"))]
     if with_gt:
         row += [fmt(dig(a, "ground_truth", "ari")), fmt(dig(a, "ground_truth", "mof")), fmt(dig(a, "ground_truth", "f1@25"))]
