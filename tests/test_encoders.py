@@ -280,7 +280,8 @@ def test_importing_the_encoders_loads_no_torch():
             "stages = frame_stages(cfg) + segment_stages(cfg)\n"
             "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['scene', 'motion', 'pose', 'tools', 'video']", out.stdout
+    # Frame stages in modality-registry order (handclust/modalities.py), then the segment stage.
+    assert out.stdout.strip() == "['scene', 'motion', 'tools', 'pose', 'video']", out.stdout
 
 
 def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_path: Path):
