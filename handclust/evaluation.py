@@ -24,12 +24,7 @@ from handclust.metrics import agreement, clip_mixing, segmentation_scores
 
 log = logging.getLogger(__name__)
 
-ABLATIONS = pa.schema([
-    ("segment_id", pa.string()),
-    ("clip_id", pa.string()),
-    ("variant", pa.string()),
-    ("cluster", pa.int32()),
-])
+ABLATIONS = schema.ABLATIONS  # every table schema lives in handclust.schema
 
 # The headline comparisons first (motion, scene and video alone, then motion + scene), then every
 # other registered modality on its own (under its ablation name).

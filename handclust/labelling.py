@@ -30,26 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from handclust import schema
 from handclust.config import LabelConfig, RayConfig
 from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
 
-LABELS = pa.schema([
-    ("cluster", pa.int32()),
-    ("label", pa.string()),
-    ("description", pa.string()),
-    ("status", pa.string()),  # ok | cached | error | skipped | budget (not asked: the run's budget was reached)
-    ("error", pa.string()),
-    ("model", pa.string()),
-    ("segment_ids", pa.list_(pa.string())),
-    # This run's spend on the cluster (0 for cached): requests made (retries included), tokens as the
-    # API's usage metadata counted them (estimated where it gave none), estimated USD.
-    ("requests", pa.int32()),
-    ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
-    ("usd", pa.float64()),
-])
+LABELS = schema.LABELS  # every table schema lives in handclust.schema
 SPEND = ("requests", "input_tokens", "output_tokens", "usd")
 
 

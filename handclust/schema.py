@@ -21,7 +21,9 @@ CLIPS = pa.schema(
         ("path", pa.string()),
         ("size_bytes", pa.int64()),
         ("phase", pa.string()),
-        ("status", pa.string()),  # ok | error
+        # ok | partial (decoding stopped early or skipped a gap: what was read is kept) | error |
+        # quarantined (failed ray.max_attempts times: a rerun skips it until its status file is removed)
+        ("status", pa.string()),
         ("error", pa.string()),
         ("attempts", pa.int32()),
         ("duration_s", pa.float64()),
@@ -156,6 +158,31 @@ NEIGHBOURS = pa.schema(
         ("distances", VECTOR),
     ]
 )
+
+# ablations.parquet: the cluster of every segment under each ablation variant (handclust.evaluation).
+ABLATIONS = pa.schema([
+    ("segment_id", pa.string()),
+    ("clip_id", pa.string()),
+    ("variant", pa.string()),
+    ("cluster", pa.int32()),
+])
+
+# labels.parquet: one row per activity (handclust.labelling).
+LABELS = pa.schema([
+    ("cluster", pa.int32()),
+    ("label", pa.string()),
+    ("description", pa.string()),
+    ("status", pa.string()),  # ok | cached | error | skipped | budget (not asked: the run's budget was reached)
+    ("error", pa.string()),
+    ("model", pa.string()),
+    ("segment_ids", pa.list_(pa.string())),
+    # This run's spend on the cluster (0 for cached): requests made (retries included), tokens as the
+    # API's usage metadata counted them (estimated where it gave none), estimated USD.
+    ("requests", pa.int32()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("usd", pa.float64()),
+])
 
 GROUND_TRUTH = pa.schema(
     [
