@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from handclust import modalities
 from handclust.clip_job import RUN_ERRORS, ClipJob, is_committed, status_rel
 from handclust.config import ConfigError, RunConfig
 from handclust.footage import Clip
@@ -234,10 +235,13 @@ class RayRunner:
         self.progress = progress
         self.fingerprint = feature_fingerprint(cfg)
         self.stages = stages if stages is not None else frame_stages(cfg)
-        unknown = sorted(set(cfg.ray.concurrency) - {s.name for s in self.stages})
-        if unknown:  # a typo would otherwise leave that stage at one actor for the whole cluster
-            raise ConfigError(f"ray.concurrency names {', '.join(map(repr, unknown))}, which is not a stage of this run; "
-                              f"the stages are {', '.join(s.name for s in self.stages)} (decode: ray.decode_concurrency)")
+        # A typo would otherwise leave that stage at one actor for the whole cluster. Names of
+        # modalities switched off in this run (a shared job config with pose off) are fine.
+        known = {s.name for s in self.stages} | {m.name for m in modalities.registered()}
+        unknown = sorted(set(cfg.ray.concurrency) - known)
+        if unknown:
+            raise ConfigError(f"ray.concurrency names {', '.join(map(repr, unknown))}, which is no stage; the stages of "
+                              f"this run are {', '.join(s.name for s in self.stages)} (decode: ray.decode_concurrency)")
         self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
         self.segment_stages = segment_stages(cfg)
         self.hands = hand_tracks(cfg)

@@ -60,5 +60,17 @@ def test_a_typo_in_ray_concurrency_stops_the_run_naming_the_stages(short_clip: P
     r = CliRunner().invoke(cli, ["run", str(short_clip.parent), "--out", str(tmp_path / "out"), "--no-progress",
                                  "--set", "runner=ray", "--set", "ray.concurrency={sceen: 2}"])
     assert r.exit_code == 2
-    assert "'sceen'" in r.output and "the stages are scene, motion" in r.output
+    assert "'sceen'" in r.output and "the stages of this run are scene, motion" in r.output
     assert "Traceback" not in r.output
+
+
+def test_ray_concurrency_for_a_stage_switched_off_is_accepted(tmp_path: Path):
+    """A shared job config sizes the pose pool; a run with pose off must still start."""
+    from handclust.config import RunConfig
+    from handclust.progress import Progress
+    from handclust.ray_runner import RayRunner
+    from handclust.storage import OutputStore
+
+    cfg = with_overrides(RunConfig(), ["runner=ray", "pose.enabled=false", "ray.concurrency={pose: 4, scene: 2}"])
+    runner = RayRunner(cfg, OutputStore(tmp_path / "out"), Progress(enabled=False))
+    assert [s.name for s in runner.stages] == ["scene", "motion"]
