@@ -11,11 +11,15 @@ import numpy.typing as npt
 from handclust.config import DescriptorConfig
 
 
+def _lag_range(n: int, fps: float, cfg: DescriptorConfig) -> tuple[int, int]:
+    """Lags (in samples) of the allowed periods, at most half the signal."""
+    return max(1, int(np.floor(cfg.min_period_s * fps))), min(n // 2, int(np.ceil(cfg.max_period_s * fps)))
+
+
 def autocorr_period(x: npt.NDArray[np.float64], fps: float, cfg: DescriptorConfig) -> float:
     """First clear autocorrelation peak in the allowed period range, in seconds (nan if none)."""
     n = len(x)
-    lo = max(1, int(np.floor(cfg.min_period_s * fps)))
-    hi = min(n // 2, int(np.ceil(cfg.max_period_s * fps)))
+    lo, hi = _lag_range(n, fps, cfg)
     if hi <= lo + 1:
         return float("nan")
     x = x - x.mean()
@@ -38,8 +42,7 @@ def _first_peak(ac: npt.NDArray[np.float64], lo: int, hi: int, fps: float, min_h
 def ssm_period(emb: npt.NDArray[np.floating], fps: float, cfg: DescriptorConfig) -> float:
     """Repetition period from the scene self-similarity matrix: mean similarity per lag."""
     n = len(emb)
-    lo = max(1, int(np.floor(cfg.min_period_s * fps)))
-    hi = min(n // 2, int(np.ceil(cfg.max_period_s * fps)))
+    lo, hi = _lag_range(n, fps, cfg)
     if hi <= lo + 1:
         return float("nan")
     e = np.asarray(emb, np.float64)

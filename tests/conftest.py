@@ -69,6 +69,23 @@ def demo_run(footage_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return discover(footage_dir, out=out, progress=False, overrides=LOCAL)
 
 
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel a user installs, built once per session from a copy of the sources (an in-tree build
+    would leave build/ and *.egg-info in the checkout): pip wheel --no-deps, no build isolation (offline)."""
+    import sys
+
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "handclust", src / "handclust", ignore=shutil.ignore_patterns("__pycache__"))
+    dist = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return next(dist.glob("handclust-*.whl"))
+
+
 @pytest.fixture
 def short_clip(tmp_path: Path) -> Path:
     """A 12-second clip, for tests that need one real file."""

@@ -8,8 +8,7 @@ and is left to `make test` on a fresh machine. Missing extras are simulated by h
 from __future__ import annotations
 
 import email
-import shutil
-import subprocess
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -22,16 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def metadata(tmp_path_factory: pytest.TempPathFactory) -> email.message.Message:
-    src = tmp_path_factory.mktemp("src")  # a copy: an in-tree build would leave build/ in the checkout
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "handclust", src / "handclust", ignore=shutil.ignore_patterns("__pycache__"))
-    dist = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    wheel = next(dist.glob("handclust-*.whl"))
+def metadata(built_wheel: Path) -> email.message.Message:
+    wheel = built_wheel
     with zipfile.ZipFile(wheel) as z:
         assert "handclust/cli.py" in z.namelist()
         # The report renders from package data: without its templates `handclust report` cannot work from a wheel.
@@ -54,9 +45,20 @@ def _requires(meta: email.message.Message) -> dict[str, list[str]]:
 
 
 def _names(specs: list[str]) -> set[str]:
-    import re
+    return {re.split(r"[\s\[<>=!~;(]", s.strip(), maxsplit=1)[0].lower() for s in specs}
 
-    return {re.split(r"[\s\[<>=!~;]", s, maxsplit=1)[0].lower() for s in specs}
+
+def _pulled(req: dict[str, list[str]], extra: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """Package names that `pip install handclust[extra]` brings, with the extras it names of itself."""
+    names = _names(req[""])
+    for spec in req.get(extra, []):
+        if _names([spec]) == {"handclust"}:
+            for inner in re.search(r"\[([^\]]*)\]", spec).group(1).split(","):
+                if inner.strip() not in seen:
+                    names |= _pulled(req, inner.strip(), seen | {extra})
+        else:
+            names |= _names([spec])
+    return names
 
 
 def test_wheel_extras_match_use(metadata):
@@ -67,9 +69,14 @@ def test_wheel_extras_match_use(metadata):
     # The default run needs none of these; they come with the extra that uses them.
     assert not base & {"torch", "transformers", "google-genai", "faiss-cpu", "faiss-gpu-cu12", "cuml-cu12", "mediapipe"}
     assert {"umap-learn", "scikit-learn", "opencv-python-headless", "av", "ray", "threadpoolctl", "jinja2"} <= base
-    # One faiss per install: faiss-cpu only in [cpu], faiss-gpu only in [gpu].
-    assert "faiss-cpu" in _names(req["cpu"]) and "faiss-gpu-cu12" not in _names(req["cpu"])
-    assert {"faiss-gpu-cu12", "cuml-cu12", "cupy-cuda12x"} <= _names(req["gpu"]) and "faiss-cpu" not in _names(req["gpu"])
+    # One faiss per install, counting what each extra pulls in through others ([dev] brings [cpu]):
+    # faiss-cpu and faiss-gpu-cu12 both provide the `faiss` module.
+    faiss = {"faiss-cpu", "faiss-gpu-cu12", "faiss-gpu", "faiss"}
+    for extra in extras:
+        assert len(_pulled(req, extra) & faiss) <= 1, f"handclust[{extra}] installs {sorted(_pulled(req, extra) & faiss)}"
+    assert _pulled(req, "cpu") & faiss == _pulled(req, "dev") & faiss == {"faiss-cpu"}
+    assert _pulled(req, "gpu") & faiss == {"faiss-gpu-cu12"} and not _names(req[""]) & faiss
+    assert {"cuml-cu12", "cupy-cuda12x"} <= _names(req["gpu"])
     assert {"torch", "transformers"} == _names(req["encoders"])
     assert "protobuf" in _names(req["hands"]) and "mediapipe" not in _names(req["hands"])  # --no-deps install: README
     # Ray with the Jobs API (ray job submit) and an upper bound: the runner uses Ray Data internals.

@@ -4,47 +4,26 @@ outside the checkout on two tiny clips.
 
 A missing package-data file (the report's Jinja2 templates), a module left out of the package
 list, or a broken console-script entry point fails here and nowhere else: every other test imports
-handclust from the checkout. The extras are checked as a user installs them: each extra with what
-it pulls in ([dev] brings [cpu], ...), never two faiss packages in one install.
+handclust from the checkout. The wheel's metadata (extras, one faiss per install) is checked in
+tests/test_packaging.py on the same wheel (conftest's built_wheel).
 """
 
 from __future__ import annotations
 
-import email
 import os
-import re
-import shutil
 import subprocess
 import sys
 import sysconfig
 import venv
-import zipfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-EXTRAS = {"cpu", "gpu", "hands", "encoders", "labels", "dev"}  # README: Install
-FAISS = {"faiss-cpu", "faiss-gpu-cu12", "faiss-gpu", "faiss"}
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = tmp_path_factory.mktemp("src")  # a copy: an in-tree build would leave build/ and *.egg-info in the checkout
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "handclust", src / "handclust", ignore=shutil.ignore_patterns("__pycache__"))
-    dist = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return next(dist.glob("handclust-*.whl"))
-
-
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed (--no-deps); the dependencies are this venv's, seen
     through a .pth line (a path line does not run the .pth files there, so this checkout's editable
     install stays invisible)."""
@@ -55,7 +34,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                              capture_output=True, text=True, check=True).stdout.strip()
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(purelib) / "dev_venv_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(built_wheel)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return env_dir
@@ -89,41 +68,3 @@ def test_installed_wheel_runs_sample_footage_and_a_run_outside_the_checkout(inst
     index = out / "report" / "index.html"
     assert index.is_file(), "report/index.html missing: the report's templates did not ship in the wheel"
     assert "<html" in index.read_text().lower()
-
-
-def _metadata(wheel: Path) -> email.message.Message:
-    with zipfile.ZipFile(wheel) as z:
-        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        return email.message_from_bytes(z.read(name))
-
-
-def _name(spec: str) -> str:
-    return re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0].lower()
-
-
-def test_wheel_declares_the_documented_extras_and_no_install_gets_two_faiss(wheel: Path):
-    meta = _metadata(wheel)
-    assert EXTRAS <= set(meta.get_all("Provides-Extra") or [])
-    direct: dict[str, list[str]] = {}
-    for req in meta.get_all("Requires-Dist") or []:
-        spec, _, marker = req.partition(";")
-        m = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
-        direct.setdefault(m.group(1) if m else "", []).append(spec.strip())
-
-    def pulled(extra: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        """Package names that `pip install handclust[extra]` brings, with the extras it names of itself."""
-        names = {_name(s) for s in direct[""]}
-        for spec in direct.get(extra, []):
-            if _name(spec) == "handclust":
-                for inner in re.search(r"\[([^\]]*)\]", spec).group(1).split(","):
-                    if inner.strip() not in seen:
-                        names |= pulled(inner.strip(), seen | {extra})
-            else:
-                names.add(_name(spec))
-        return names
-
-    for extra in EXTRAS:
-        faiss = pulled(extra) & FAISS
-        assert len(faiss) <= 1, f"handclust[{extra}] installs {sorted(faiss)}: both provide the `faiss` module"
-    assert pulled("dev") & FAISS == {"faiss-cpu"} and pulled("gpu") & FAISS == {"faiss-gpu-cu12"}
-    assert not pulled("") & FAISS  # the base install leaves the choice to [cpu] or [gpu]
