@@ -285,7 +285,11 @@ class Mp4Writer:
         self.stream = self.container.add_stream("libx264", rate=self.rate)
         self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"preset": "veryfast", "crf": "23"}
+        self.stream.options = {"preset": "veryfast", "crf": "23", "threads": "1",
+                               # x264 with lookahead or macroblock-tree rate control gave other bits for the
+                               # same frames in some calls, and the thread count changes the bits: one thread and
+                               # neither, so a seed gives the same footage on every machine.
+                               "x264-params": "rc-lookahead=0:mbtree=0"}
         return self
 
     def write(self, img: npt.NDArray[np.uint8], repeat: int = 1) -> None:

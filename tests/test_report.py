@@ -48,6 +48,7 @@ def hostile_run(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = _copy_run(small_run, tmp_path_factory.mktemp("hostile") / "run")
     clusters = pd.read_parquet(out / "clusters.parquet")
     acts = sorted(c for c in clusters.cluster.unique() if c >= 0)
+    assert acts, "the small run found no activity: the fixture footage or the clustering defaults changed"
     # The VLM answered with markup, for the first activity; the others stay unlabelled.
     pd.DataFrame({
         "cluster": np.asarray(acts, dtype=np.int32),
