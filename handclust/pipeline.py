@@ -138,22 +138,36 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         from handclust.ray_runner import RayRunner  # imports ray: only when asked for
 
         runner = RayRunner(cfg, store, prog)
+        # One local instance for the whole run: the clustering task, labelling and the report's
+        # excerpts use it instead of starting their own (each start costs seconds). discover() releases it.
+        runner.keep_alive = True
     else:
         runner = LocalRunner(cfg, store, prog)
     t0 = time.perf_counter()
-    todo = [c for c in clips if not runner.is_done(c)]
-    if len(todo) < len(clips):
-        prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
-    if cfg.runner == "ray":
-        runner.process_clips(todo)
-    else:
-        for i, clip in enumerate(todo, 1):
-            prog.say(f"[{i}/{len(todo)}] {clip.path}")
-            runner.process_clip(clip)
-    timings["features_and_segments"] = time.perf_counter() - t0
-    clips_tbl = clips_table(store, clips)
-    store.write_table("clips.parquet", clips_tbl)
+    try:
+        todo = [c for c in clips if not runner.is_done(c)]
+        if len(todo) < len(clips):
+            prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
+        if cfg.runner == "ray":
+            runner.process_clips(todo)
+        else:
+            for i, clip in enumerate(todo, 1):
+                prog.say(f"[{i}/{len(todo)}] {clip.path}")
+                runner.process_clip(clip)
+        timings["features_and_segments"] = time.perf_counter() - t0
+        clips_tbl = clips_table(store, clips)
+        store.write_table("clips.parquet", clips_tbl)
+    except BaseException:
+        release_runner(runner)
+        raise
     return clips_tbl, runner
+
+
+def release_runner(runner: Any) -> None:
+    """Shut down a Ray instance the runner kept alive for the rest of the run (no-op for the local runner)."""
+    release = getattr(runner, "release", None)
+    if release is not None:
+        release()
 
 
 def discover(footage: str | Path | list[str | Path], out: str | Path = "handclust_out",
@@ -188,20 +202,24 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:
         record_failure(store, cfg, footage, exc)
         raise
-    result = build_activities(store, cfg, clips_tbl, footage, prog, timings, models)
-    result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
-    if getattr(runner, "cluster", None):
-        result.summary["ray_cluster"] = runner.cluster
-    timings["total"] = time.perf_counter() - t_run
-    result.summary["wall_time_s"] = timings["total"]
-    run_json = store.read_json("run.json")
-    run_json.update(status="ok", config=config_to_dict(cfg), footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
-                    versions=versions(), timings=timings, summary=result.summary,
-                    feature_fingerprint=runner.fingerprint, encoders=encoders)
-    run_json["cost"] = run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary)
-    store.write_json("run.json", run_json)
-    if cfg.report.enabled:
-        write_run_report(store, result, reel=cfg.report.reel, prog=prog)
+    try:
+        result = build_activities(store, cfg, clips_tbl, footage, prog, timings, models)
+        result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
+        if getattr(runner, "cluster", None):
+            result.summary["ray_cluster"] = runner.cluster
+        timings["total"] = time.perf_counter() - t_run
+        result.summary["wall_time_s"] = timings["total"]
+        run_json = store.read_json("run.json")
+        run_json.update(status="ok", config=config_to_dict(cfg),
+                        footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+                        versions=versions(), timings=timings, summary=result.summary,
+                        feature_fingerprint=runner.fingerprint, encoders=encoders)
+        run_json["cost"] = run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary)
+        store.write_json("run.json", run_json)
+        if cfg.report.enabled:
+            write_run_report(store, result, reel=cfg.report.reel, prog=prog)
+    finally:
+        release_runner(runner)
     return result
 
 

@@ -29,7 +29,7 @@ from handclust.stages import Batch
 
 log = logging.getLogger(__name__)
 
-PIXEL_COLUMNS = ("frame", "prev_frame")
+PIXEL_COLUMNS = ("frame", "prev_grey")
 FEATURE_SECTIONS = ("decode", "flow", "scene", "segment", "descriptor")
 # How decoding runs, not what it gives: changing these keeps resume valid.
 RUN_ONLY_DECODE_KEYS = ("prefetch_chunks",)
@@ -50,7 +50,7 @@ def feature_fingerprint(cfg: RunConfig) -> str:
 
 def frame_stages(cfg: RunConfig) -> list[Any]:
     """Per-frame stages in order (registry order; learned ones import torch only in ``setup()``).
-    Each sees ``frame`` (and ``prev_frame``) and adds columns."""
+    Each sees ``frame`` (and ``prev_grey``) and adds columns."""
     return modalities.frame_stages(cfg)
 
 
@@ -100,28 +100,31 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
     """Decoded chunks as frame batches; each row carries what optical flow compares it with.
 
     ``fresh``: the frame shows a new source image (:mod:`handclust.features.held`).
-    ``prev_frame``: the last distinct frame before it, ``motion_dt`` seconds earlier, with
-    ``has_prev``; a held frame (and a clip's first) has no ``prev_frame`` (``has_prev`` False,
-    ``motion_dt`` NaN). Freshness is followed across chunks, so the rows never depend on
-    ``decode.chunk_frames``.
+    ``prev_grey``: the last distinct frame before it in grey (what optical flow compares; a third
+    of an RGB copy, and every row carries one through every stage pool), ``motion_dt`` seconds
+    earlier, with ``has_prev``; a held frame (and a clip's first) has no previous frame
+    (``has_prev`` False, ``motion_dt`` NaN, ``prev_grey`` zeros). Freshness is followed across
+    chunks, so the rows never depend on ``decode.chunk_frames``.
     """
+    import cv2
+
     tracker = HeldFrameTracker()
     for chunk in source.chunks():
         n = len(chunk.frames)
-        prev_frames = chunk.frames.copy()  # held and first frames: themselves, never read
+        prev_grey = np.zeros(chunk.frames.shape[:3], np.uint8)  # held and first frames: never read
         has_prev = np.zeros(n, bool)
         fresh = np.zeros(n, bool)
         motion_dt = np.full(n, np.nan, np.float32)
         for i in range(n):
             fresh[i], prev, dt = tracker.step(chunk.frames[i], float(chunk.t[i]))
             if prev is not None:
-                prev_frames[i], has_prev[i], motion_dt[i] = prev, True, dt
+                prev_grey[i], has_prev[i], motion_dt[i] = cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY), True, dt
         yield {
             "clip_id": np.full(n, clip.clip_id, dtype=object),
             "frame_idx": chunk.frame_idx,
             "t": chunk.t,
             "frame": chunk.frames,
-            "prev_frame": prev_frames,
+            "prev_grey": prev_grey,
             "has_prev": has_prev,
             "fresh": fresh,
             "motion_dt": motion_dt,

@@ -9,7 +9,7 @@ pipeline each)::
 
     clips (from_items, one block per clip)
       -> decode: CPU tasks, one clip each (a :class:`~handclust.clip_job.ClipJob`), yielding chunk
-         batches whose rows carry prev_frame; the last chunk carries the job's record
+         batches whose rows carry prev_grey; the last chunk carries the job's record
       -> per-frame stages: one map_batches actor pool each (stage.resources -> num_cpus/num_gpus/batch_size)
       -> the driver streams the pixel-free feature rows out and, as soon as a clip has all of
          them, starts a write_clip task: ClipJob.finish (hand pass, segments, V-JEPA-2) and
@@ -96,7 +96,7 @@ def _died_message(path: str, failures: int) -> str:
 
 
 def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_id: str = "") -> Iterator[Batch]:
-    """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_frame).
+    """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_grey).
 
     Each clip is a :class:`~handclust.clip_job.ClipJob`: the attempt is recorded before decoding,
     and a clip that cannot be read gets its error status here and yields no rows. The last chunk
@@ -248,6 +248,16 @@ class RayRunner:
         self.quarantined: list[dict[str, Any]] = []
         self.cluster: str | None = None  # which Ray cluster the run used, in words (run.json)
         self.resources: dict[str, float] | None = None  # its CPUs, GPUs and nodes (run.json's cost)
+        # keep_alive: a local instance this runner starts stays up after the clips, for the steps of
+        # the same run that follow (clustering task, labelling, report excerpts), until release().
+        self.keep_alive = False
+        self._owns_instance = False
+
+    def release(self) -> None:
+        """Shut down the Ray instance this runner started and kept alive (no-op otherwise)."""
+        if self._owns_instance and ray.is_initialized():
+            ray.shutdown()
+        self._owns_instance = False
 
     # ------------------------------------------------------------------ resume / quarantine
 
@@ -307,8 +317,10 @@ class RayRunner:
             # Ray's core worker ends this process (after 60 s, with no word of ours) when the GCS of its
             # instance dies: watch the daemons of an instance this run started and stop first.
             watch = RayWatch() if started and not (self.cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None
+            finished = False
             try:
                 self._run_waves(items, run_id)
+                finished = True
             except (*RUN_ERRORS, OSError):
                 raise  # the run's own errors (clip_job): a bad config, a model, outputs not writable
             except (KeyboardInterrupt, Exception) as exc:
@@ -329,7 +341,10 @@ class RayRunner:
                 if watch is not None:
                     watch.stop()
                 if started and (watch is None or watch.died is None):
-                    ray.shutdown()
+                    if self.keep_alive and finished:
+                        self._owns_instance = True  # shut down by release(), after the rest of the run
+                    else:
+                        ray.shutdown()
         todo = {json.loads(it["clip"])["clip_id"] for it in items}
         return [self._settle(clip, run_id, clip.clip_id in todo) for clip in clips]
 

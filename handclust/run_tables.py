@@ -13,9 +13,21 @@ DONE_STATES = ("ok", "partial")  # a clip in one of these has frames and segment
 
 
 def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
-    """The segments of every clip whose status is ``ok`` or ``partial``, ordered by clip and segment index."""
+    """The segments of every clip whose status is ``ok`` or ``partial``, in :func:`clip_order` and
+    segment index order."""
     seg = store.read_dataset("segments", schema.SEGMENTS)
     ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(DONE_STATES))
     ids = clips_tbl.filter(ok).column("clip_id")
     seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
-    return seg.sort_by([("clip_id", "ascending"), ("seg_idx", "ascending")])
+    rank = clip_order(clips_tbl)
+    seg = seg.append_column("_rank", pa.array([rank[c] for c in seg.column("clip_id").to_pylist()], pa.int64()))
+    return seg.sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
+
+
+def clip_order(clips_tbl: pa.Table) -> dict[str, int]:
+    """Rank of each clip id: by file name, then id. Clustering draws random samples over the rows in
+    this order, so it must not depend on where the footage sits: clip ids hash the absolute path,
+    and ordering by them gave other fusion weights for the same files in another folder."""
+    ids = clips_tbl.column("clip_id").to_pylist()
+    names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in clips_tbl.column("path").to_pylist()]
+    return {c: i for i, (_, c) in enumerate(sorted(zip(names, ids, strict=True)))}

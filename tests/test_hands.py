@@ -148,7 +148,7 @@ def _motion_frames(grey: np.ndarray) -> dict[str, np.ndarray]:
     """Ego-motion columns of grey frames, measured by the pipeline's own motion stage."""
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     n = len(rgb)
-    batch = {"frame": rgb, "prev_frame": np.concatenate([rgb[:1], rgb[:-1]]), "has_prev": np.arange(n) > 0,
+    batch = {"frame": rgb, "prev_grey": np.concatenate([grey[:1], grey[:-1]]), "has_prev": np.arange(n) > 0,
              "motion_dt": np.where(np.arange(n) > 0, 1 / FPS, np.nan).astype(np.float32)}
     return MotionFeatures(load_config(None, []).flow, FPS)(batch)
 

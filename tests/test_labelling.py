@@ -222,6 +222,16 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
         raise AssertionError("keyframes decoded on the driver")
 
     monkeypatch.setattr(handclust.video, "read_range", not_on_the_driver)  # this process only, not Ray workers
+    import ray
+
+    starts = []
+    real_init = ray.init
+
+    def counted_init(*args, **kwargs):
+        starts.append(kwargs.get("address"))
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", counted_init)
     clips = sorted(footage_dir.glob("*.mp4"))[:2]
     try:
         res = discover(clips, out=tmp_path / "out", progress=False, overrides=[
@@ -230,6 +240,8 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
             "labels.concurrency=2"])
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    # One local instance for the whole run (clips, labelling, report excerpts), shut down when it ends.
+    assert starts == ["local"] and not ray.is_initialized()
     labels = pd.read_parquet(tmp_path / "out" / "labels.parquet")
     k = res.summary["activities"]
     assert k >= 1 and len(labels) == k and (labels.status == "ok").all(), labels.error.tolist()

@@ -52,11 +52,11 @@ def test_ego_motion_of_a_known_image_shift(dx: int, dy: int):
     w, h = 320, 180
     big = (rng.random((h + 40, w + 40)) * 255).astype(np.uint8)
     big = np.repeat(np.repeat(big[::4, ::4], 4, axis=0), 4, axis=1)[: h + 40, : w + 40]  # texture DIS can track
-    prev = np.stack([big[20:20 + h, 20:20 + w]] * 3, axis=-1)
+    prev = big[20:20 + h, 20:20 + w]  # the pipeline hands the motion stage the previous frame in grey
     cur = np.stack([big[20 - dy:20 - dy + h, 20 - dx:20 - dx + w]] * 3, axis=-1)  # content moves by (+dx, +dy)
     stage = MotionFeatures(FlowConfig(), FPS)
     stage.setup()
-    out = stage({"frame": cur[None], "prev_frame": prev[None], "has_prev": np.array([True])})
+    out = stage({"frame": cur[None], "prev_grey": prev[None], "has_prev": np.array([True])})
     to_speed = FPS / w
     assert out["ego_tx"][0] == pytest.approx(dx * to_speed, abs=0.3 * to_speed)
     assert out["ego_ty"][0] == pytest.approx(dy * to_speed, abs=0.3 * to_speed)

@@ -30,9 +30,9 @@ MOTION_COLUMNS = (
 
 
 class MotionFeatures:
-    """Batch in: ``frame``, ``prev_frame`` ``(n, H, W, 3)`` uint8, ``has_prev`` ``(n,)`` bool, and
-    optionally ``motion_dt`` ``(n,)`` seconds from ``prev_frame`` to ``frame`` (default: one sample
-    period, ``1 / sample_fps``).
+    """Batch in: ``frame`` ``(n, H, W, 3)`` uint8 RGB, ``prev_grey`` ``(n, H, W)`` uint8 (the frame
+    to compare with, in grey), ``has_prev`` ``(n,)`` bool, and optionally ``motion_dt`` ``(n,)``
+    seconds from ``prev_grey`` to ``frame`` (default: one sample period, ``1 / sample_fps``).
 
     Batch out: the input plus the columns in :data:`MOTION_COLUMNS`, per second over ``motion_dt``.
     A frame with no predecessor to compare with (a clip's first frame, a held frame) gets NaN:
@@ -58,7 +58,7 @@ class MotionFeatures:
 
         if self._dis is None:
             self.setup()
-        frames, prevs, has_prev = batch["frame"], batch["prev_frame"], batch["has_prev"]
+        frames, prevs, has_prev = batch["frame"], batch["prev_grey"], batch["has_prev"]
         n = len(frames)
         dts = np.asarray(batch["motion_dt"], np.float64) if "motion_dt" in batch else np.full(n, 1.0 / self.sample_fps)
         g, nb = self.cfg.grid, self.cfg.direction_bins
@@ -70,7 +70,7 @@ class MotionFeatures:
         for i in range(n):
             if not has_prev[i] or not dts[i] > 0:
                 continue
-            a = cv2.cvtColor(prevs[i], cv2.COLOR_RGB2GRAY)
+            a = np.ascontiguousarray(prevs[i])
             b = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
             flow = self._dis.calc(a, b, None)
             self._summarise(flow, i, out, float(dts[i]))
