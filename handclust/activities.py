@@ -23,6 +23,7 @@ from handclust.config import ConfigError, RunConfig
 from handclust.evaluation import evaluate_tables, load_truth
 from handclust.progress import Progress
 from handclust.result import RunResult
+from handclust.run_record import update_run
 from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
 from handclust.timeline import write_timelines
@@ -187,7 +188,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         summary.update(activities=0, noise_rate=None, note="no segments: every clip failed; see clips.parquet")
         empty = schema.empty(schema.CLUSTERS)
         store.write_table("clusters.parquet", empty)
-        store.write_json("run.json", {"clustering": None})
+        update_run(store, fresh=True, clustering=None)
         return RunResult(store.uri, clips_tbl, segments, empty, summary)
 
     t0 = time.perf_counter()
@@ -267,5 +268,5 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         "backend_reasons": clustering.backend_reasons, "ran_on": ran_on,
         "k": clustering.k, "noise_rate": clustering.noise_rate,
     }
-    store.write_json("run.json", run)
+    update_run(store, fresh=True, **run)
     return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)

@@ -27,6 +27,7 @@ from handclust.pipeline import process_footage, versions
 from handclust.plan import FEATURE_SECTIONS, feature_fingerprint
 from handclust.progress import Progress
 from handclust.result import RunResult
+from handclust.run_record import update_run
 from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
 from handclust.timeline import write_timelines
@@ -175,10 +176,8 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
             summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
     timings["total"] = time.perf_counter() - t_run
     summary["wall_time_s"] = timings["total"]
-    store.write_json("run.json", {
-        "mode": "assign", "assigned_from": model.uri, "config": config_to_dict(cfg),
-        "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
-        "versions": versions(), "timings": timings, "summary": summary, "feature_fingerprint": runner.fingerprint,
-    })
+    update_run(store, fresh=True, mode="assign", assigned_from=model.uri, config=config_to_dict(cfg),
+               footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+               versions=versions(), timings=timings, summary=summary, feature_fingerprint=runner.fingerprint)
     return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)
 

@@ -38,6 +38,7 @@ from handclust.plan import (  # noqa: F401  (frame_batches, frame_stages: import
 )
 from handclust.progress import Progress
 from handclust.result import RunnerError, RunResult
+from handclust.run_record import read_run, update_run
 from handclust.stages import Batch
 from handclust.storage import OutputStore
 
@@ -209,13 +210,11 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
             result.summary["ray_cluster"] = runner.cluster
         timings["total"] = time.perf_counter() - t_run
         result.summary["wall_time_s"] = timings["total"]
-        run_json = store.read_json("run.json")
-        run_json.update(status="ok", config=config_to_dict(cfg),
-                        footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
-                        versions=versions(), timings=timings, summary=result.summary,
-                        feature_fingerprint=runner.fingerprint, encoders=encoders)
-        run_json["cost"] = run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary)
-        store.write_json("run.json", run_json)
+        update_run(store, status="ok", config=config_to_dict(cfg),
+                   footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+                   versions=versions(), timings=timings, summary=result.summary,
+                   feature_fingerprint=runner.fingerprint, encoders=encoders,
+                   cost=run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary))
         if cfg.report.enabled:
             write_run_report(store, result, reel=cfg.report.reel, prog=prog)
     finally:
@@ -237,12 +236,10 @@ def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc:
                    overrides: list[str] | None = None) -> None:
     """Say in ``run.json`` why the run stopped before any result, keeping what an earlier run wrote there."""
     try:
-        run_json = store.read_json("run.json") if store.exists("run.json") else {}
         # The attempt's own config goes beside, not over, the config of the run whose tables are here.
-        run_json.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_attempt={
+        update_run(store, status="failed", error=f"{exc.__class__.__name__}: {exc}", failed_attempt={
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config_to_dict(cfg) if cfg is not None else None,
             "overrides": list(overrides or []), "footage": [str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage)})
-        store.write_json("run.json", run_json)
     except OSError as write_exc:  # an unwritable --out must not hide the original error
         log.warning("could not record the failure in %s/run.json: %s", store.uri, write_exc)
 
@@ -257,11 +254,7 @@ def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Pr
         error = f"{exc.__class__.__name__}: {exc}"
         log.warning("the report could not be written (retry with `handclust report %s`): %s", store.uri, error)
         result.summary["report_error"] = error
-        run_json = store.read_json("run.json")
-        run_json["report"] = {"status": "error", "error": error}
-        store.write_json("run.json", run_json)
+        update_run(store, report={"status": "error", "error": error})
         return
     result.summary["report"] = path
-    run_json = store.read_json("run.json")
-    run_json.setdefault("summary", {})["report"] = path
-    store.write_json("run.json", run_json)
+    update_run(store, summary={**read_run(store).get("summary", {}), "report": path})

@@ -242,3 +242,27 @@ def measured_masks(tbl: pa.Table, modalities: list[str] | tuple[str, ...]) -> di
 def durations(tbl: pa.Table) -> npt.NDArray[np.float64]:
     """``(n_rows,)`` segment durations in seconds."""
     return np.asarray(tbl.column("t_end"), np.float64) - np.asarray(tbl.column("t_start"), np.float64)
+
+
+# ---------------------------------------------------------------------------------------- run.json
+# The run record: one JSON object per output folder, written by the runners, the activities step,
+# assign and the report, always through handclust.run_record.update_run (which checks the keys and
+# top-level types below). Values inside the blocks are documented where they are made.
+RUN_RECORD: dict[str, tuple[type, ...]] = {
+    "status": (str,),  # "ok" | "failed" (a failed attempt keeps the earlier run's tables and record)
+    "error": (str,),  # why the last attempt failed, one line naming the fix
+    "failed_attempt": (dict,),  # when, config, overrides and footage of the failed attempt
+    "mode": (str,),  # "assign" for `handclust assign` runs; absent for discovery runs
+    "assigned_from": (str,),  # assign: the run whose activities new clips were placed into
+    "config": (dict,),  # the full RunConfig of the run (config_to_dict)
+    "footage": (str, list),  # what was given: a folder, a manifest or a list of paths
+    "versions": (dict,),  # package versions (handclust, torch, ray, ...)
+    "timings": (dict,),  # seconds per step
+    "summary": (dict,),  # the CLI's summary: clips, segments, activities, noise, labels, report path, ...
+    "feature_fingerprint": (str,),  # the feature config hash that resume compares
+    "encoders": (dict,),  # learned encoders checked before decoding: model, device, dtype
+    "clustering": (dict, type(None)),  # fusion weights and why, k and why, backends, temporal model
+    "hierarchy": (dict,),  # the coarse groups over activities and their merge tree
+    "cost": (dict,),  # measured compute beside the estimate, labelling spend
+    "report": (dict,),  # status, paths, seconds and problems of the HTML report
+}

@@ -16,6 +16,7 @@ from handclust.config import ClusterConfig
 from handclust.evaluation import frame_sequences, load_truth
 from handclust.footage import FootageError
 from handclust.metrics import agreement
+from handclust.run_record import check_run
 from handclust.video import read_range
 
 ARI_BAR = 0.45  # frame-level ARI the fused pipeline must clear on the test footage
@@ -62,6 +63,8 @@ def test_outputs_open_in_pandas_and_duckdb(demo_run):
     n = duckdb.sql(f"select count(*) from '{out}/segments/*.parquet' s join '{out}/clusters.parquet' c using (segment_id)").fetchall()[0][0]
     assert n == demo_run.segments.num_rows
     run = json.loads((out / "run.json").read_text())
+    check_run(run)  # every field the run record declares, of its declared kind (schema.RUN_RECORD)
+    assert {"status", "config", "summary", "clustering", "cost", "report"} <= set(run)
     assert set(run["clustering"]["fusion_weights"]) == {"scene", "motion", "ego", "rhythm", "pose"}
     assert run["clustering"]["backends"]["hdbscan"] == "sklearn"
     assert run["config"]["decode"]["sample_fps"] == 5.0

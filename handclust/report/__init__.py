@@ -35,6 +35,7 @@ from handclust.report import html
 from handclust.report.data import RunData, align_to_fused, example_segments, load_run
 from handclust.report.excerpts import decode_excerpts
 from handclust.report.reel import REEL_FPS, REEL_SIZE, reel_excerpts, reel_plan, remove_reel, write_reel
+from handclust.run_record import update_run
 from handclust.storage import OutputStore
 
 __all__ = ["RunData", "align_to_fused", "colour_hex", "example_segments", "load_run", "reel_plan", "write_report"]
@@ -118,11 +119,9 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
     store.write_bytes("report/index.html", html.render_page(data, parts).encode("utf-8"))
     seconds = time.perf_counter() - t0
     if store.exists("run.json"):
-        run = store.read_json("run.json")
-        run["report"] = {"status": "ok" if not data.problems else "partial", "path": "report/index.html",
-                         "reel": "report/reel.mp4" if reel_s is not None else None, "reel_s": reel_s,
-                         "seconds": round(seconds, 2), "problems": data.problems[:html.MAX_PROBLEMS],
-                         "problems_total": len(data.problems)}
-        store.write_json("run.json", run)
+        update_run(store, report={"status": "ok" if not data.problems else "partial", "path": "report/index.html",
+                                  "reel": "report/reel.mp4" if reel_s is not None else None, "reel_s": reel_s,
+                                  "seconds": round(seconds, 2), "problems": data.problems[:html.MAX_PROBLEMS],
+                                  "problems_total": len(data.problems)})
     prog.say(f"report: written in {seconds:.1f} s")
     return store.local_path("report/index.html") if store.local else store.uri_of("report/index.html")

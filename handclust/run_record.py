@@ -1,0 +1,45 @@
+"""``run.json``, the run record: read it, and change it in one place that checks what is written.
+
+Every writer (the runners, the activities step, assign, the report) calls :func:`update_run`; the
+keys and their top-level types are :data:`handclust.schema.RUN_RECORD`, so a typo or a block of
+the wrong kind fails where it is written instead of surfacing as a missing field in a report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handclust.schema import RUN_RECORD
+from handclust.storage import OutputStore
+
+RUN_JSON = "run.json"
+
+
+class RunRecordError(ValueError):
+    """A write to run.json with a key or value type that :data:`~handclust.schema.RUN_RECORD` does not allow."""
+
+
+def read_run(store: OutputStore) -> dict[str, Any]:
+    """The run record, or ``{}`` when the folder has none yet."""
+    return store.read_json(RUN_JSON) if store.exists(RUN_JSON) else {}
+
+
+def check_run(record: dict[str, Any]) -> None:
+    """Raise :class:`RunRecordError` for a key or top-level type the run record does not have."""
+    for key, value in record.items():
+        if key not in RUN_RECORD:
+            raise RunRecordError(f"run.json has no field {key!r}; its fields are {', '.join(RUN_RECORD)} "
+                                 "(add new ones to handclust.schema.RUN_RECORD)")
+        if not isinstance(value, RUN_RECORD[key]):
+            allowed = " or ".join(t.__name__ for t in RUN_RECORD[key])
+            raise RunRecordError(f"run.json field {key!r} must be {allowed}, not {type(value).__name__}")
+
+
+def update_run(store: OutputStore, fresh: bool = False, **fields: Any) -> dict[str, Any]:
+    """Set ``fields`` in the run record (written atomically) and return it. ``fresh``: start from an
+    empty record instead of the one on disk (a new run's first write)."""
+    check_run(fields)
+    record = {} if fresh else read_run(store)
+    record.update(fields)
+    store.write_json(RUN_JSON, record)
+    return record
