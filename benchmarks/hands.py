@@ -93,7 +93,7 @@ def cost_per_frame(cfg: Any, tmp: Path, n: int, anchor_rate: float, repeats: int
         batch = motion(batch)
         grey += [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in batch["frame"]]
         for k, v in batch.items():
-            if k not in ("frame", "prev_frame"):
+            if k not in ("frame", "prev_grey"):
                 frames_cols.setdefault(k, []).append(v)
     frames = {k: np.concatenate(v) for k, v in frames_cols.items()}
     n = len(grey)
@@ -168,7 +168,7 @@ def sample_footage(cfg: Any, tmp: Path, clips: int, minutes: float) -> dict[str,
         for batch in frame_batches(clip, cfg, source):
             size = list(batch["frame"].shape[1:3])
             batch = keypoints(motion(batch))
-            parts.append({k: v for k, v in batch.items() if k not in ("frame", "prev_frame")})
+            parts.append({k: v for k, v in batch.items() if k not in ("frame", "prev_grey")})
         first_s = time.perf_counter() - t0
         frames = concat_batches(parts)
         status: dict[str, Any] = {"path": clip.path, "frame_size": size, "backend": source.backend}

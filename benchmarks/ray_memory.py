@@ -8,9 +8,11 @@ default). Each row is a fresh local Ray instance in a child process; a thread po
 store's bytes in use every 0.25 s. Small frames (96 x 54, one sampled frame per source frame) make
 the feature rows, the part that grows with the corpus, large next to the pixel chunks in flight.
 Also records when each clip's status was committed (seconds from the start): spread over the run.
+``--long K`` adds a row of K long clips holding as much footage as the most short clips (few long
+clips against many short ones: memory must follow the clips in flight, not their length).
 Writes benchmarks/results/ray_memory_cpu.json.
 
-    python benchmarks/ray_memory.py [--clips 4 8 16] [--wave 4] [--minutes 1]
+    python benchmarks/ray_memory.py [--clips 4 8 16] [--wave 4] [--minutes 1] [--long 2]
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--wave", type=int, default=4)
     ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--long", type=int, default=2, help="also K long clips with the footage of the most short ones (0: none)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_memory_cpu.json")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child mode: footage dir
     ap.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
@@ -97,23 +100,30 @@ def main() -> None:
     src = work / "source.mp4"
     render_clip(src, "production", args.minutes * 60, seed=5, fps=5.0, size=(96, 54))
     rows = []
-    for n in args.clips:
-        footage = work / f"footage_{n}"
+    sets = [(n, src, args.minutes, sorted({args.wave, n})) for n in args.clips]
+    if args.long:
+        minutes = max(args.clips) * args.minutes / args.long
+        long_src = work / "long.mp4"
+        render_clip(long_src, "production", minutes * 60, seed=5, fps=5.0, size=(96, 54))
+        sets.append((args.long, long_src, minutes, [args.long]))
+    for n, clip, minutes, waves in sets:
+        footage = work / f"footage_{n}_{minutes:g}"
         footage.mkdir()
         for i in range(n):
-            shutil.copy(src, footage / f"{i + 1:03d}_production.mp4")
-        for wave in sorted({args.wave, n}):
-            r = subprocess.run([sys.executable, __file__, "--one", str(footage), "--run-out", str(work / f"out_{n}_{wave}"),
+            shutil.copy(clip, footage / f"{i + 1:03d}_production.mp4")
+        for wave in waves:
+            r = subprocess.run([sys.executable, __file__, "--one", str(footage), "--run-out", str(work / f"out_{n}_{minutes:g}_{wave}"),
                                 "--one-wave", str(wave)], capture_output=True, text=True, env={**os.environ, "RAY_TMPDIR": str(work)})
             if r.returncode != 0:
                 raise SystemExit(f"{n} clips, waves of {wave}: the child failed:\n{r.stderr[-3000:]}")
-            row = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("ROW "))[4:])
+            row = {**json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("ROW "))[4:]), "clip_minutes": minutes}
             rows.append(row)
-            print(f"{n:3d} clips, waves of {wave:3d}: object store peak {row['object_store_peak_mib']:6.1f} MiB, driver RSS "
+            print(f"{n:3d} clips of {minutes:g} min, waves of {wave:3d}: object store peak {row['object_store_peak_mib']:6.1f} MiB, driver RSS "
                   f"{row['driver_rss_peak_mib']:6.0f} MiB, commits at {row['first_commit_s']:.0f}-{row['last_commit_s']:.0f} s "
                   f"of {row['wall_s']:.0f} s", flush=True)
     result = {"what": "RayRunner.process_clips on a fresh 2-CPU local Ray per row; object store bytes in use polled every 0.25 s",
-              "footage": f"one {args.minutes:g} min 96x54 5 fps synthetic clip copied N times, sampled at 5 fps, pose off",
+              "footage": f"one {args.minutes:g} min 96x54 5 fps synthetic clip copied N times (and one long clip copied "
+                          f"--long times), sampled at 5 fps, pose off",
               "host": platform.node(), "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d"), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -33,6 +33,13 @@ def decode_only(path: Path, backend: str, sample_fps: float, width: int) -> tupl
     return time.perf_counter() - t0, n
 
 
+def ceiling(decode_wall_s: float, cpu_s: dict[str, float], n_cpu: int) -> float:
+    """The best ratio this machine allows: the pipeline cannot finish before decoding alone does, nor
+    before all its CPU seconds (decode's, on its own threads, plus every stage's) are spread over
+    every core with no idle moment and no other load."""
+    return round(decode_wall_s / max(decode_wall_s, sum(cpu_s.values()) / n_cpu), 3)
+
+
 def pipeline_once(clip: Path, overrides: list[str], work: Path) -> tuple[float, dict]:
     from handclust.config import load_config
     from handclust.footage import find_clips
@@ -126,6 +133,7 @@ def main() -> None:
     from handclust.video import open_video
 
     stages: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of the whole process (all its threads) while each stage ran
     runner = LocalRunner(cfg, OutputStore(work / "stages"), Progress(enabled=False))
     runner._setup()
     c = find_clips([clip], cfg.phase.pattern)[0]
@@ -134,26 +142,32 @@ def main() -> None:
     it = frame_batches(c, cfg, src)
     parts = []
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = next(it, None)
         stages["decode"] = stages.get("decode", 0.0) + time.perf_counter() - t0
+        cpu["decode"] = cpu.get("decode", 0.0) + time.process_time() - c0
         if batch is None:
             break
         for stage in runner.stages:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             batch = stage(batch)
             stages[stage.name] = stages.get(stage.name, 0.0) + time.perf_counter() - t0
+            cpu[stage.name] = cpu.get(stage.name, 0.0) + time.process_time() - c0
         parts.append({k: v for k, v in batch.items() if k not in PIXEL_COLUMNS})
     t0 = time.perf_counter()
     runner.describer(concat_batches(parts))
     stages["segments"] = time.perf_counter() - t0
     result["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
+    result["stage_cpu_seconds"] = {k: round(v, 3) for k, v in cpu.items()}
+    result["ceiling_over_fastest_decode"] = ceiling(decode[fastest]["wall_s"], cpu, os.cpu_count() or 1)
     result["load_average_after"] = list(os.getloadavg())
     if max(result["load_average_before"][0], result["load_average_after"][0]) > (os.cpu_count() or 1):  # type: ignore[index]
         # `handclust estimate` reads the absolute x_realtime from throughput_cpu.json: keep a loaded run out of it.
         print(f"note: load average above the {os.cpu_count()} CPUs: compare the ratios within this run; the absolute rates are "
               "the machine's share, not its speed (write them elsewhere with --out)")
-    print("stage seconds:", result["stage_seconds"], "load average", result["load_average_before"], "->", result["load_average_after"])
+    print("stage seconds:", result["stage_seconds"], "CPU seconds:", result["stage_cpu_seconds"],
+          "ceiling with perfect overlap:", result["ceiling_over_fastest_decode"],
+          "load average", result["load_average_before"], "->", result["load_average_after"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
