@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 
-def one_row(footage: Path, out: Path, wave: int) -> dict[str, object]:
+def one_row(footage: Path, out: Path, wave: int, overrides: list[str]) -> dict[str, object]:
     """Runs in the child: one local Ray instance over ``footage`` in waves of ``wave`` clips."""
     import resource
     import threading
@@ -46,7 +46,7 @@ def one_row(footage: Path, out: Path, wave: int) -> dict[str, object]:
 
     cfg = load_config(None, ["runner=ray", "progress=false", "pose.enabled=false", "ray.num_cpus=2",
                              "ray.object_store_memory_mb=1000", "ray.actor_num_cpus=0.3", "decode.width=96",
-                             f"ray.clips_per_wave={wave}"])
+                             f"ray.clips_per_wave={wave}", *overrides])
     clips = find_clips(footage, cfg.phase.pattern)
     ray.init(address="local", num_cpus=2, object_store_memory=1000 * 2**20, include_dashboard=False, log_to_driver=False)
     state = internal_api.get_state_from_address(ray.get_runtime_context().gcs_address)
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--wave", type=int, default=4)
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--long", type=int, default=2, help="also K long clips with the footage of the most short ones (0: none)")
+    ap.add_argument("--set", action="append", default=[], help="config override for every row, e.g. ray.data_memory_mb=40")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_memory_cpu.json")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child mode: footage dir
     ap.add_argument("--run-out", type=Path, help=argparse.SUPPRESS)
@@ -91,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.one:
-        print("ROW " + json.dumps(one_row(args.one, args.run_out, args.one_wave)))
+        print("ROW " + json.dumps(one_row(args.one, args.run_out, args.one_wave, args.set)))
         return
 
     from handclust.synthetic import render_clip
@@ -113,10 +114,12 @@ def main() -> None:
             shutil.copy(clip, footage / f"{i + 1:03d}_production.mp4")
         for wave in waves:
             r = subprocess.run([sys.executable, __file__, "--one", str(footage), "--run-out", str(work / f"out_{n}_{minutes:g}_{wave}"),
-                                "--one-wave", str(wave)], capture_output=True, text=True, env={**os.environ, "RAY_TMPDIR": str(work)})
+                                "--one-wave", str(wave), *[f"--set={o}" for o in args.set]],
+                               capture_output=True, text=True, env={**os.environ, "RAY_TMPDIR": str(work)})
             if r.returncode != 0:
                 raise SystemExit(f"{n} clips, waves of {wave}: the child failed:\n{r.stderr[-3000:]}")
-            row = {**json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("ROW "))[4:]), "clip_minutes": minutes}
+            row = {**json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("ROW "))[4:]), "clip_minutes": minutes,
+                   "overrides": args.set}
             rows.append(row)
             print(f"{n:3d} clips of {minutes:g} min, waves of {wave:3d}: object store peak {row['object_store_peak_mib']:6.1f} MiB, driver RSS "
                   f"{row['driver_rss_peak_mib']:6.0f} MiB, commits at {row['first_commit_s']:.0f}-{row['last_commit_s']:.0f} s "

@@ -289,6 +289,10 @@ class RayConfig(_Frozen):
         default_factory=dict,
         description="actors per stage name (scene, motion, ...): n, or (min, max) to autoscale; default 1")
     decode_concurrency: int | None = Field(None, ge=1, description="most clips decoding at once (None: as many as fit)")
+    data_memory_mb: int | None = Field(
+        None, ge=16, description="object-store memory Ray Data's backpressure aims to keep the clip pipeline under (None: "
+        "its default share of the store). Long clips decode ahead of the stages; a target, not a hard cap: 48 MiB set, "
+        "2 x 8 min clips peaked at 99 MiB instead of 144 (benchmarks/ray_memory.py), 40 % slower")
     decode_num_cpus: float = Field(1.0, gt=0)
     clips_per_wave: int | None = Field(
         None, ge=1,

@@ -470,6 +470,10 @@ class RayRunner:
         ctx.max_consecutive_actor_init_deaths = rc.max_restarts
         # A clip whose decode task died past its retries loses only its own rows; its status says why.
         ctx.max_errored_blocks = -1
+        if rc.data_memory_mb is not None:
+            from ray.data import ExecutionResources
+
+            ctx.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=rc.data_memory_mb * 2**20)
         out = self.store.uri if "://" in self.store.uri else self.store.root
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(decode_clips, batch_size=1, batch_format="numpy", num_cpus=rc.decode_num_cpus,
