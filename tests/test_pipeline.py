@@ -159,6 +159,7 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
     assert len(calls) == 3
 
 
+@pytest.mark.slow
 def test_same_files_in_another_folder_give_the_same_activities(tmp_path: Path):
     """Clip ids hash the absolute path; the clustering's random draws must not follow them, or moving
     the footage changes the fusion weights and the activities (it did: ego 0.92 vs 1.05)."""

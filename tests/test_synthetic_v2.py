@@ -244,6 +244,7 @@ def test_two_trades_at_half_a_frame_per_second_separate_and_timelines_do_not_fli
     assert unmeasured["segments"]["rhythm"] == r.segments.num_rows  # a 2 s hold is not a rhythm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [1, 2])
 def test_same_seed_gives_the_same_bytes_every_call(tmp_path: Path, version: int):
     """Sample footage is a fixture for users and tests: one seed is one set of files, whatever the
