@@ -106,8 +106,6 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
     (``has_prev`` False, ``motion_dt`` NaN, ``prev_grey`` zeros). Freshness is followed across
     chunks, so the rows never depend on ``decode.chunk_frames``.
     """
-    import cv2
-
     tracker = HeldFrameTracker()
     for chunk in source.chunks():
         n = len(chunk.frames)
@@ -118,7 +116,7 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
         for i in range(n):
             fresh[i], prev, dt = tracker.step(chunk.frames[i], float(chunk.t[i]))
             if prev is not None:
-                prev_grey[i], has_prev[i], motion_dt[i] = cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY), True, dt
+                prev_grey[i], has_prev[i], motion_dt[i] = prev, True, dt
         yield {
             "clip_id": np.full(n, clip.clip_id, dtype=object),
             "frame_idx": chunk.frame_idx,

@@ -19,15 +19,14 @@ def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
     ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(DONE_STATES))
     ids = clips_tbl.filter(ok).column("clip_id")
     seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
-    rank = clip_order(clips_tbl)
-    seg = seg.append_column("_rank", pa.array([rank[c] for c in seg.column("clip_id").to_pylist()], pa.int64()))
-    return seg.sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
+    rank = pc.index_in(seg.column("clip_id"), value_set=pa.array(clip_order(clips_tbl), pa.string()))
+    return seg.append_column("_rank", rank).sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
 
 
-def clip_order(clips_tbl: pa.Table) -> dict[str, int]:
-    """Rank of each clip id: by file name, then id. Clustering draws random samples over the rows in
-    this order, so it must not depend on where the footage sits: clip ids hash the absolute path,
-    and ordering by them gave other fusion weights for the same files in another folder."""
+def clip_order(clips_tbl: pa.Table) -> list[str]:
+    """Clip ids by file name, then id. Clustering draws random samples over the rows in this order,
+    so it must not depend on where the footage sits: clip ids hash the absolute path, and ordering
+    by them gave other fusion weights for the same files in another folder."""
     ids = clips_tbl.column("clip_id").to_pylist()
     names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in clips_tbl.column("path").to_pylist()]
-    return {c: i for i, (_, c) in enumerate(sorted(zip(names, ids, strict=True)))}
+    return [c for _, c in sorted(zip(names, ids, strict=True))]

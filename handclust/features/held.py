@@ -41,10 +41,15 @@ def held_signature(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """The small grey image two frames are compared by: ``(H, W, 3)`` RGB -> ``(h, HELD_WIDTH)`` float32."""
     import cv2
 
-    h, w = frame.shape[:2]
+    return _grey_signature(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY))
+
+
+def _grey_signature(grey: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    import cv2
+
+    h, w = grey.shape[:2]
     tw = min(HELD_WIDTH, w)
     th = max(1, round(h * tw / max(w, 1)))
-    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, (tw, th), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
@@ -71,22 +76,26 @@ class HeldFrameTracker:
     def __init__(self, max_diff: float = HELD_MAX_DIFF):
         self.max_diff = max_diff
         self._sig: npt.NDArray[np.float32] | None = None
-        self._frame: npt.NDArray[np.uint8] | None = None
+        self._grey: npt.NDArray[np.uint8] | None = None
         self._t = float("nan")
 
     def step(self, frame: npt.NDArray[np.uint8], t: float) -> tuple[bool, npt.NDArray[np.uint8] | None, float]:
-        """``(fresh, previous distinct frame or None, seconds since it)`` for the next frame.
+        """``(fresh, previous distinct frame in grey or None, seconds since it)`` for the next frame.
 
-        The previous distinct frame is None for a held frame (nothing new to measure) and for the
-        clip's first frame, or when the frame size changes.
+        The previous distinct frame (``(H, W)`` uint8 grey: what optical flow compares) is None for
+        a held frame (nothing new to measure) and for the clip's first frame, or when the frame size
+        changes. Each frame is turned grey once, for the freshness test and as the next one's previous.
         """
-        sig = held_signature(frame)
+        import cv2
+
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        sig = _grey_signature(grey)
         if not is_fresh(sig, self._sig, self.max_diff):
             return False, None, float("nan")
-        prev, dt = self._frame, t - self._t
-        if prev is not None and prev.shape != frame.shape:
+        prev, dt = self._grey, t - self._t
+        if prev is not None and prev.shape != grey.shape:
             prev = None
-        self._sig, self._frame, self._t = sig, frame.copy(), t  # a copy: not the whole chunk kept alive
+        self._sig, self._grey, self._t = sig, grey, t  # its own array: not the whole chunk kept alive
         return True, prev, (dt if prev is not None else float("nan"))
 
 
