@@ -15,7 +15,7 @@ references on the same set.
 
 Writes ``benchmarks/results/footage_features.json``::
 
-    python benchmarks/footage_features.py [--seeds 20 21 22] [--clips 5] [--minutes 2]
+    python benchmarks/footage_features.py [--seeds 20 21 22] [--clips 5] [--minutes 2] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -84,6 +84,22 @@ def make_set(seed: int, clips: int, minutes: float, dim: int = 64) -> tuple[Path
     return d, {"frames": int(len(x)), "raw_dims": int(x.shape[1]), "dims": dim, "fps": sample_fps}
 
 
+def cached_set(cache: Path | None, seed: int, clips: int, minutes: float) -> tuple[Path, dict[str, Any]]:
+    """:func:`make_set`, or the copy kept under ``cache`` by an earlier call with the same arguments."""
+    if cache is None:
+        return make_set(seed, clips, minutes)
+    d = cache / f"set{seed}-{clips}x{minutes:g}"
+    if (d / "info.json").is_file():
+        return d, json.loads((d / "info.json").read_text())
+    import shutil
+
+    made, info = make_set(seed, clips, minutes)
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(made, d)
+    (d / "info.json").write_text(json.dumps(info))  # written last: its presence marks a complete copy
+    return d, info
+
+
 def score(d: Path, fps: float) -> list[dict[str, Any]]:
     from handclust.config import load_config
     from handclust.metrics import segmentation_scores
@@ -123,11 +139,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[20, 21, 22])
     ap.add_argument("--clips", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--cache", type=Path, help="keep each rendered set under CACHE/set<seed>-<clips>x<minutes> and reuse "
+                    "it on the next call (rendering and the frame stages take minutes per seed)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rows = []
     for seed in args.seeds:
-        d, info = make_set(seed, args.clips, args.minutes)
+        d, info = cached_set(args.cache, seed, args.clips, args.minutes)
         for r in score(d, info["fps"]):
             rows.append({"seed": seed, **info, **r})
             print(f"seed {seed} {r['method']:32s} k={r['k']}/{r['k_true']} per-video MoF {r['per_video']['mof']:.3f} "

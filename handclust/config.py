@@ -196,6 +196,12 @@ class ClusterConfig(_Frozen):
                               "continuing (left out of the confidence and fingerprint scores)")
     weight_prior_segments: float = Field(30.0, ge=0, description="confidence scores are shrunk towards the mean by this many "
                                          "pseudo-segments, so a handful of segments gives near-equal weights")
+    scaling: dict[str, Literal["columns", "whole"]] = Field(
+        default_factory=dict, description="per modality, how its descriptor is scaled before PCA and fusion: columns "
+        "(default): each column standardised, for hand-made descriptors whose columns are in different units; whole: one "
+        "scale for all columns, geometry kept, for an embedding whose dims share one unit and carry unequal variance "
+        "(PCA-reduced features such as the literature's 64-d Fisher vectors, where standardising each column lifts the "
+        "noise components to the weight of the signal ones). segment-features sets features=whole")
     stability: bool = Field(False, description="choose min_cluster_size (and so the number of activities) by agreement of "
                             "HDBSCAN across a range of sizes; false (default): 0.5 x sqrt(n), which grows with the data, "
                             "with the agreement of its k with 0.7x and 1.4x that size reported in run.json. Selection "
@@ -216,6 +222,16 @@ class ClusterConfig(_Frozen):
     def _yaml_onoff(cls, v: Any) -> Any:
         # YAML reads a bare on / off as a boolean: `--set cluster.clip_normalise=off` must still mean "off".
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("scaling")
+    @classmethod
+    def _scaled_known(cls, v: dict[str, str]) -> dict[str, str]:
+        # "features": the one modality of segment-features, which is not a registered video modality.
+        unknown = [m for m in v if m not in MODALITY_SECTIONS and m != "features"]
+        if unknown:
+            raise ValueError(f"cluster.scaling names unknown modality {', '.join(map(repr, unknown))}; registered: "
+                             f"{', '.join(MODALITY_SECTIONS)} (and features, in segment-features)")
+        return v
 
     @field_validator("modalities")
     @classmethod

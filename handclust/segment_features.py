@@ -49,7 +49,12 @@ class FeatureDirError(ValueError):
 # whole-set MoF 0.46 -> 0.74 on the person-style synthetic sets). Footage clips hold different
 # subsets of the work, so the video default leaves it off.
 # The CLI applies these before the user's --config / --set; segment_features(config=None) too.
-FEATURE_DEFAULTS = ("segment.min_segment_s=1", "segment.max_segment_s=4", "cluster.merge_single_clip=true")
+# The features are one embedding whose dims share a unit (in the literature's sets, principal
+# components of Fisher vectors or I3D): scaled as a whole, not column by column (see
+# clustering.fusion.fit_modality; per-video MoF 0.63 -> 0.75 on benchmarks/footage_features.py's
+# dev sets). Hand-made per-frame descriptors in mixed units want --set cluster.scaling.features=columns.
+FEATURE_DEFAULTS = ("segment.min_segment_s=1", "segment.max_segment_s=4", "cluster.merge_single_clip=true",
+                    "cluster.scaling.features=whole")
 
 # Real releases sometimes have a frame or two more features than labels (or fewer); more than
 # this is a different video, frame rate or orientation, and trimming would hide it.

@@ -17,7 +17,9 @@ Hard in the ways the real sets are hard:
 - **slow drift** within each action and over the whole video, and temporally correlated frame noise;
 - **look-alike actions**: pouring milk shares most of its features with pouring coffee;
 - **background** at the start and end of every video;
-- optionally, **people who do each action their own way** (``person_sd``).
+- optionally, **people who do each action their own way** (``person_sd``);
+- optionally, **features given as principal components** (``principal_components``), the form
+  of the literature's reduced features, whose dims carry very unequal variance.
 
 ``make_features`` returns the set in memory (for benchmarks and tests), ``make_feature_set``
 writes it to disk; both are deterministic from ``seed``.
@@ -99,7 +101,8 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
                   skip_prob: float = 0.25, swap_prob: float = 0.1, min_actions: int = 3,
                   action_sd: float = 1.0, confusable: tuple[tuple[str, str], ...] = (("pour_coffee", "pour_milk"),),
                   confusable_mix: float = 0.6, style_strength: float = 1.0, style_dims: int = 16,
-                  drift: float = 0.4, noise: float = 0.8, person_sd: float = 0.0) -> FeatureSet:
+                  drift: float = 0.4, noise: float = 0.8, person_sd: float = 0.0,
+                  principal_components: bool = False) -> FeatureSet:
     """A feature set of one scripted task, in memory.
 
     Per frame: ``scale_v * R_v(action_prototype + drift) + offset_v + noise``, where the action
@@ -115,6 +118,10 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
     ``style_strength=0`` removes every per-video effect. ``person_sd`` > 0: each person does each
     action their own way, a ``N(0, person_sd)`` per-dim deviation of every prototype per video, which
     no per-video transform removes (the real sets' people differ in how, not only in camera and light).
+
+    ``principal_components``: every frame is expressed in the principal axes of the whole set
+    (centred, not whitened), as the literature's reduced Fisher vectors are (PCA to 64 dims): the
+    same geometry, with the variance falling from the first dim to the last.
     """
     if len(typical_s) != len(script):
         raise ValueError(f"typical_s has {len(typical_s)} lengths for {len(script)} actions")
@@ -155,6 +162,12 @@ def make_features(n_videos: int = 5, seed: int = 0, fps: float = 15.0, dim: int 
         x = scales[vi] * x + offsets[vi] + _ar1(rng, len(x), dim, noise)
         videos.append(FeatureVideo(f"P{vi + 1:02d}_{task}", x.astype(np.float32), labels, task))
         sequences.append(tuple(script[a] for a in seq))
+    if principal_components:
+        x = np.vstack([v.features for v in videos]).astype(np.float64)
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        for v in videos:
+            v.features = ((v.features - mean) @ vt.T).astype(np.float32)
     return FeatureSet(videos, task, tuple(script), BACKGROUND, fps, sequences, offsets, scales, style_dims)
 
 
