@@ -56,11 +56,15 @@ HARD_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 # Harder than the sets the design was tuned on, one way each: frame noise 5x, drift across an action
-# almost 4x, and actions closer together with each person doing them their own way.
-STRESS: dict[str, dict[str, float]] = {
+# almost 4x, actions closer together with each person doing them their own way, and the set given
+# as principal components (as reduced Fisher vectors are), alone and with the noise.
+STRESS: dict[str, dict[str, Any]] = {
     "frame noise 4.0 (default 0.8)": {"noise": 4.0},
     "drift 1.5 (default 0.4)": {"drift": 1.5},
     "actions closer (action_sd 0.5), noise 1.5, person_sd 0.5": {"action_sd": 0.5, "noise": 1.5, "person_sd": 0.5},
+    # The form of the literature's features: principal components, variance falling along the dims.
+    "features given as principal components": {"principal_components": True},
+    "principal components and frame noise 4.0": {"principal_components": True, "noise": 4.0},
 }
 
 
