@@ -113,7 +113,13 @@ class PoseConfig(_Frozen):
     body: bool = Field(True, description="body landmarks (33 points)")
     max_hands: int = Field(2, ge=1, le=4)
     min_detection_confidence: float = Field(0.5, gt=0, lt=1)
-    fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at (at most decode.sample_fps); ~30 ms per frame on CPU")
+    fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at for hands where hands are (at most "
+                       "decode.sample_fps); ~30 ms per frame on CPU")
+    idle_fps: float | None = Field(0.5, gt=0, le=60, description="frames per second looked at everywhere else, and for the "
+                                   "body everywhere: the hand model looks at pose.fps only within 1 / idle_fps s of a look "
+                                   "that found a hand (re-decoded in the per-clip hand pass). None: hands and body at "
+                                   "pose.fps everywhere. 0.5 took the CPU pipeline from 0.61 to 0.81 of decode-only speed on "
+                                   "footage without hands (benchmarks/throughput.py)")
     fuse: bool = Field(True, description="add desc_pose to the clustering fusion (weighted by how many segments saw a hand or body)")
     # Anchored propagation (features/hands.py): detected hands carried to nearby looked-at frames the detector missed.
     propagate: bool = Field(True, description="carry detected hands forward and backward with Lucas-Kanade optical flow")

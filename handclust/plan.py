@@ -81,7 +81,8 @@ def apply_hand_tracks(stage: Any, frames: Batch, status: dict[str, Any]) -> Batc
 
     t0 = time.perf_counter()
     frames = stage(frames, status["path"], status["frame_size"], backend=status.get("backend") or "auto")
-    status["hands"] = {**hand_coverage(frames, stage.cfg.fps, stage.sample_fps), "seconds": time.perf_counter() - t0}
+    status["hands"] = {**hand_coverage(frames, stage.cfg.fps, stage.sample_fps, stage.idle_step),
+                       "seconds": time.perf_counter() - t0}
     return frames
 
 

@@ -256,3 +256,54 @@ def test_clip_pass_re_decodes_the_frames_the_first_pass_saw(cfg, tmp_path):
     for k in ("hand_landmarks", "hand_source", "hand_age", "hand_motion"):
         np.testing.assert_array_equal(decoded[k], in_memory[k], err_msg=k)
     assert (decoded["hand_source"][[*range(2, 12), *range(13, 23)]] == PROPAGATED).all()
+
+
+def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path):
+    """pose.idle_fps: the frame stage looked every 10th frame; where it found a hand (frame 10) the
+    clip pass re-decodes the pose.fps frames within 10 of it and runs the hand model on them, and
+    nowhere else. The frames it gets are the ones the first pass decoded."""
+    from handclust.features.hands import hand_coverage
+    from handclust.pipeline import frame_batches
+    from handclust.synthetic import Mp4Writer
+    from handclust.video import open_video
+
+    pose = load_config(None, []).pose  # pose.fps 2.5, idle_fps 0.5: steps 2 and 10 at 5 fps
+    n, world = 40, cv2.cvtColor(_texture(8), cv2.COLOR_GRAY2RGB)
+    path = tmp_path / "idle.mp4"
+    with Mp4Writer(path, FPS, (W, H)) as out:
+        for k in range(n):
+            out.write(_render(world, _camera(k, (2.0, 0.0), 0.0)))
+    source = open_video(path, FPS, W, 8, "pyav")
+
+    class _Clip:
+        clip_id = "idle"
+
+    rgb = np.concatenate([b["frame"] for b in frame_batches(_Clip(), load_config(None, []), source)])  # type: ignore[arg-type]
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
+    truth = np.stack([_apply(_camera(k, (2.0, 0.0), 0.0), _hand_world()) for k in range(n)])
+    rows = np.full((n, 2 * HAND_SLOT), np.nan, np.float32)
+    for k in range(0, n, 10):  # what the frame stage looked at: a hand on frame 10 only
+        rows[k] = _row(truth[k] if k == 10 else None)
+    asked: list[np.ndarray] = []
+
+    def model(imgs: list[np.ndarray]) -> np.ndarray:
+        asked.extend(imgs)
+        return np.stack([_row(None) for _ in imgs])
+
+    stage = HandTracks(pose, FPS, W, 8, hand_model=model)
+    frames = {"frame_idx": np.arange(n), "hand_landmarks": rows, **_motion_frames(grey)}
+    out = stage(frames, str(path), (H, W), backend=source.backend)
+    dense = [2, 4, 6, 8, 12, 14, 16, 18]
+    assert len(asked) == len(dense)
+    for img, k in zip(asked, dense):
+        np.testing.assert_array_equal(img, rgb[k])
+    looked = ~np.isnan(out["hand_landmarks"][:, 0])
+    assert np.flatnonzero(looked).tolist() == sorted([0, 10, 20, 30, *dense])
+    assert out["hand_source"][10] == DETECTED
+    cov = hand_coverage(out, pose.fps, FPS, stage.idle_step)
+    assert cov["looked"] == 12 and cov["idle_looks"] == 4 and cov["idle_coverage"] == pytest.approx(0.25)
+    # No hand found on the idle looks: the hand model is never run and nothing is re-decoded.
+    rows[10] = _row(None)
+    asked.clear()
+    quiet = stage({**frames, "hand_landmarks": rows}, "/nonexistent.mp4", (H, W))
+    assert not asked and np.flatnonzero(~np.isnan(quiet["hand_landmarks"][:, 0])).tolist() == [0, 10, 20, 30]

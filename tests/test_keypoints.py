@@ -44,7 +44,7 @@ def _batch(frames: np.ndarray, start: int = 0) -> dict[str, np.ndarray]:
 
 
 def test_body_keypoints_found_on_a_real_photo_and_batching_changes_nothing(portrait: np.ndarray):
-    cfg = load_config(None, ["pose.fps=5"]).pose
+    cfg = load_config(None, ["pose.fps=5", "pose.idle_fps=null"]).pose
     stage = HandPoseKeypoints(cfg, sample_fps=5.0)
     frames = np.stack([portrait, portrait[:, ::-1], portrait, np.zeros_like(portrait)])
     out = stage(_batch(frames))
@@ -71,7 +71,7 @@ def test_body_keypoints_found_on_a_real_photo_and_batching_changes_nothing(portr
 def test_body_beside_hands_in_a_thread_gives_the_same_rows(portrait: np.ndarray, monkeypatch: pytest.MonkeyPatch):
     """With 2 threads allowed the body model runs beside the hand model; held to 1 (a Ray actor's
     limit) they run in turn: the rows are the same either way."""
-    stage = HandPoseKeypoints(load_config(None, ["pose.fps=5"]).pose, sample_fps=5.0)
+    stage = HandPoseKeypoints(load_config(None, ["pose.fps=5", "pose.idle_fps=null"]).pose, sample_fps=5.0)
     frames = np.stack([portrait, portrait[:, ::-1], np.zeros_like(portrait), portrait])
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     both = stage(_batch(frames))
@@ -83,11 +83,23 @@ def test_body_beside_hands_in_a_thread_gives_the_same_rows(portrait: np.ndarray,
 
 
 def test_frames_between_looks_are_not_looked_at(portrait: np.ndarray):
-    cfg = load_config(None, ["pose.fps=2.5"]).pose  # every 2nd frame at 5 fps sampling
+    cfg = load_config(None, ["pose.fps=2.5", "pose.idle_fps=null"]).pose  # every 2nd frame at 5 fps sampling
     out = HandPoseKeypoints(cfg, sample_fps=5.0)(_batch(np.stack([portrait] * 4), start=10))
     looked = ~np.isnan(out["body_landmarks"][:, 0])
     assert looked.tolist() == [True, False, True, False]
     assert np.isnan(out["hand_landmarks"][1]).all()
+
+
+def test_by_default_the_frame_stage_looks_at_the_idle_rate(portrait: np.ndarray):
+    """pose.idle_fps 0.5 at 5 fps sampling: every 10th frame, hands and body; the hand pass adds the
+    pose.fps looks around found hands (tests/test_hands.py)."""
+    cfg = load_config(None, []).pose
+    stage = HandPoseKeypoints(cfg, sample_fps=5.0)
+    assert (stage.step, stage.idle_step) == (2, 10)
+    out = stage(_batch(np.stack([portrait] * 12), start=8))
+    for col in ("body_landmarks", "hand_landmarks"):
+        assert (~np.isnan(out[col][:, 0])).tolist() == [i in (10, 20) for i in range(8, 20)], col
+    assert out["body_landmarks"][2, 0] == 1.0  # frame 10: the person found
 
 
 def _hand_frames(n: int, present: list[int], x0: float, dx: float) -> np.ndarray:
@@ -181,13 +193,19 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     hands, body = schema.vectors(frames, "hand_landmarks"), schema.vectors(frames, "body_landmarks")
     assert hands.shape == (frames.num_rows, 2 * HAND_SLOT) and body.shape == (frames.num_rows, BODY_WIDTH)
     looked = ~np.isnan(body[:, 0])
-    assert 0.4 < looked.mean() < 0.6  # pose.fps 2.5 of 5 sampled per second
+    # pose.idle_fps 0.5 of 5 sampled per second; MediaPipe finds no hand on the synthetic gloves,
+    # so the hand model looked nowhere else either.
+    assert looked.tolist() == (frames.column("frame_idx").to_numpy() % 10 == 0).tolist()
+    np.testing.assert_array_equal(~np.isnan(hands[:, 0]), looked)
     desc = schema.vectors(demo_run.segments, "desc_pose")
     assert desc.shape == (demo_run.segments.num_rows, len(POSE_DESCRIPTOR))
     run = json.loads((Path(demo_run.out) / "run.json").read_text())
     assert run["encoders"]["pose"]["encoder"] == "mediapipe" and run["encoders"]["pose"]["version"].startswith("0.10.")
-    # run.json says the rate keypoints really ran at: every 2nd of the 5 sampled frames a second.
+    # run.json says the rates keypoints really ran at: every 10th of the 5 sampled frames a second,
+    # every 2nd near a found hand.
     assert run["encoders"]["pose"]["every_nth_frame"] == 2 and run["encoders"]["pose"]["frames_per_s"] == 2.5
+    assert run["encoders"]["pose"]["idle_every_nth_frame"] == 10 and run["encoders"]["pose"]["idle_frames_per_s"] == 0.5
+    assert "within 10 frames of a found hand" in run["encoders"]["pose"]["looks"]
     pose = run["clustering"]["modality_scores"]["pose"]
     weight = run["clustering"]["fusion_weights"]["pose"]
     observed = float((desc[:, 0] > 0).mean())
@@ -223,3 +241,13 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
     assert total["coverage_after"] == pytest.approx((det.sum() + prop.sum()) / looked_n.sum(), abs=1e-4)
     assert all("propagated_share" in v for v in ev["keypoints"].values())
     assert 'id="hand-coverage"' in html and "propagated" in html
+
+
+def test_the_hand_pass_runs_mediapipe_itself_for_its_dense_looks(portrait: np.ndarray):
+    """The dense looks around a found hand use the real hand model (built on first use, body off)."""
+    from handclust.features.hands import HandTracks
+
+    stage = HandTracks(load_config(None, []).pose, 5.0, 320, 8)
+    rows = stage.hand_model()([portrait, np.zeros_like(portrait)])
+    assert rows.shape == (2, 2 * HAND_SLOT)
+    assert (rows[:, ::HAND_SLOT] == 0).all() and np.isnan(rows[:, 1:HAND_SLOT]).all()  # looked at, no hand

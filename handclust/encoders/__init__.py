@@ -58,8 +58,14 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
         from handclust.features.keypoints import check_mediapipe
         from handclust.stages import frame_step
 
+        from handclust.features.keypoints import idle_step
+
         step = frame_step(cfg.pose.fps, cfg.decode.sample_fps)  # the rate keypoints really run at
-        records["pose"] = {**check_mediapipe(cfg.pose), "every_nth_frame": step, "frames_per_s": cfg.decode.sample_fps / step}
+        idle = idle_step(cfg.pose, cfg.decode.sample_fps)
+        records["pose"] = {**check_mediapipe(cfg.pose), "every_nth_frame": step, "frames_per_s": cfg.decode.sample_fps / step,
+                           "idle_every_nth_frame": idle, "idle_frames_per_s": cfg.decode.sample_fps / idle,
+                           "looks": (f"hands and body every {idle} sampled frames; hands every {step} within {idle} frames "
+                                     "of a found hand" if idle > step else f"hands and body every {step} sampled frames")}
     for name, stage in encoder_stages(cfg).items():
         rec = stage.check()
         section = getattr(cfg, name)

@@ -322,6 +322,13 @@ def grey_frames(path: str, needed: npt.NDArray[np.bool_], sample_fps: float, wid
                 backend: str) -> Iterator[tuple[int, Grey]]:
     """``(frame_idx, grey)`` of the sampled frames marked in ``needed`` ``(n_frames,)``, re-decoded the
     way the first pass decoded them; stops decoding after the last one needed."""
+    return sampled_frames(path, needed, sample_fps, width, chunk_frames, backend, grey=True)
+
+
+def sampled_frames(path: str, needed: npt.NDArray[np.bool_], sample_fps: float, width: int, chunk_frames: int,
+                   backend: str, grey: bool = False) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    """``(frame_idx, frame)`` of the sampled frames marked in ``needed``, RGB (or ``grey``), re-decoded
+    the way the first pass decoded them; stops decoding after the last one needed."""
     import cv2
 
     from handclust.video import open_video
@@ -335,11 +342,24 @@ def grey_frames(path: str, needed: npt.NDArray[np.bool_], sample_fps: float, wid
         for chunk in chunks:
             for i, fi in enumerate(chunk.frame_idx):
                 if fi < len(needed) and needed[fi]:
-                    yield int(fi), cv2.cvtColor(chunk.frames[i], cv2.COLOR_RGB2GRAY)
+                    yield int(fi), cv2.cvtColor(chunk.frames[i], cv2.COLOR_RGB2GRAY) if grey else chunk.frames[i]
             if int(chunk.frame_idx[-1]) >= last:
                 break
     finally:
         chunks.close()  # type: ignore[attr-defined]
+
+
+def dense_looks(hands: npt.NDArray[np.float32], step: int, idle_step: int) -> npt.NDArray[np.bool_]:
+    """``(n,)`` frames the hand model should also look at: on the ``pose.fps`` grid (``frame_idx %
+    step == 0``), not looked at yet, and within ``idle_step`` frames of a look that found a hand, so
+    every stretch between two idle looks next to a found hand is looked at densely."""
+    n = len(hands)
+    if idle_step <= step or not n:
+        return np.zeros(n, bool)
+    looked = ~np.isnan(hands[:, 0])
+    found = looked & (np.nan_to_num(hands.reshape(n, -1, HAND_SLOT)[:, :, 0]) > 0).any(axis=1)
+    grid = np.arange(n) % step == 0
+    return grid & ~looked & needed_frames(found, idle_step)
 
 
 def needed_frames(anchor: npt.NDArray[np.bool_], max_age: int) -> npt.NDArray[np.bool_]:
@@ -352,19 +372,37 @@ class HandTracks:
     """Per-clip pass (after the frame stages, before segmentation; both runners): anchored
     propagation and ego-compensated wrist motion on one clip's frame columns (module docstring).
 
+    First, where the frame stage looked at the idle rate (``pose.idle_fps``) and found a hand, the
+    hand model looks at ``pose.fps`` around it (:func:`dense_looks`, re-decoded RGB frames).
+
     ``anchor_sources``: detectors whose hands are anchors (default: MediaPipe's ``hand_landmarks``).
     ``read_grey``: ``(needed) -> iterable of (frame_idx, grey)``; default re-decodes ``path``.
+    ``hand_model``: ``(RGB frames) -> hand rows`` for the dense looks; default MediaPipe Hands
+    (:meth:`~handclust.features.keypoints.HandPoseKeypoints.hand_rows`), built on first use.
     """
 
     name = "hand_tracks"
 
     def __init__(self, cfg: PoseConfig, sample_fps: float, width: int, chunk_frames: int,
-                 anchor_sources: Sequence[AnchorSource] = ()):
+                 anchor_sources: Sequence[AnchorSource] = (),
+                 hand_model: Callable[[list[npt.NDArray[np.uint8]]], npt.NDArray[np.float32]] | None = None):
+        from handclust.features.keypoints import idle_step
+
         self.cfg = cfg
         self.sample_fps = sample_fps
         self.width = width
         self.chunk_frames = chunk_frames
         self.anchor_sources = list(anchor_sources) or [MediaPipeAnchors()]
+        self.step = frame_step(cfg.fps, sample_fps)
+        self.idle_step = idle_step(cfg, sample_fps)
+        self._hand_model = hand_model
+
+    def hand_model(self) -> Callable[[list[npt.NDArray[np.uint8]]], npt.NDArray[np.float32]]:
+        if self._hand_model is None:
+            from handclust.features.keypoints import HandPoseKeypoints
+
+            self._hand_model = HandPoseKeypoints(self.cfg.model_copy(update={"body": False}), self.sample_fps).hand_rows
+        return self._hand_model
 
     def setup(self) -> None:
         import cv2
@@ -383,6 +421,21 @@ class HandTracks:
             out["hand_source"] = np.zeros(n, np.int8)
             out["hand_age"] = out["hand_motion"] = np.zeros((n, 0), np.float32)
             return out
+        dense = dense_looks(hands, self.step, self.idle_step)
+        if dense.any():
+            fi = np.asarray(frames["frame_idx"], np.int64)
+            if not np.array_equal(fi, np.arange(n)):
+                raise ValueError(f"{path}: the hand pass needs the clip's frames in order from 0 (got frame_idx "
+                                 f"{fi[:3].tolist()}...); this is a bug in the runner")
+            got = list(sampled_frames(path, dense, self.sample_fps, self.width, self.chunk_frames, backend))
+            if got:
+                idx = np.array([i for i, _ in got], np.int64)
+                hands = hands.copy()
+                hands[idx] = self.hand_model()([img for _, img in got])
+                frames = out = {**out, "hand_landmarks": hands}
+            if len(got) < int(dense.sum()):
+                log.warning("%s: re-decoding for the hand model ended at frame %d of %d", path,
+                            int(idx[-1]) if got else -1, int(np.flatnonzero(dense)[-1]))
         anchors = merge_anchor_rows([src(frames) for src in self.anchor_sources], self.cfg.max_hands)
         has = np.array([len(_hands_in(r)) > 0 for r in anchors])
         looked = ~np.isnan(hands[:, 0])
@@ -434,9 +487,12 @@ def _detected_ages(rows: npt.NDArray[np.float32], max_hands: int) -> npt.NDArray
     return np.where(np.nan_to_num(slots[:, :max_hands, 0]) > 0, 0.0, np.nan).astype(np.float32)
 
 
-def hand_coverage(frames: Batch, pose_fps: float, sample_fps: float) -> dict[str, Any]:
+def hand_coverage(frames: Batch, pose_fps: float, sample_fps: float, idle_every: int | None = None) -> dict[str, Any]:
     """A clip's hand coverage for its status record: looked-at frames, and the share of them with a
-    detected hand (before propagation) and with any hand (after)."""
+    detected hand (before propagation) and with any hand (after). Looks are denser around hands
+    (``pose.idle_fps``), so these shares are of the frames looked at, not of the clip; ``idle_looks``
+    counts the looks on the idle grid (every ``idle_every``-th frame) and ``idle_coverage`` the share
+    of those with a detected hand, an even sample of the clip."""
     src = np.asarray(frames.get("hand_source", np.zeros(0, np.int8)))
     hands = np.asarray(frames.get("hand_landmarks", np.zeros((0, 0))), np.float32)
     if not len(src) or hands.ndim != 2 or not hands.shape[1]:
@@ -445,8 +501,13 @@ def hand_coverage(frames: Batch, pose_fps: float, sample_fps: float) -> dict[str
     n = int(looked.sum())
     det = int((src[looked] == DETECTED).sum())
     prop = int((src[looked] == PROPAGATED).sum())
+    every = idle_every or frame_step(pose_fps, sample_fps)
+    idle = looked & (np.arange(len(looked)) % every == 0)
+    n_idle = int(idle.sum())
     return {"looked": n, "detected": det, "propagated": prop, "coverage_before": det / n if n else 0.0,
-            "coverage_after": (det + prop) / n if n else 0.0, "every_nth_frame": frame_step(pose_fps, sample_fps)}
+            "coverage_after": (det + prop) / n if n else 0.0, "every_nth_frame": frame_step(pose_fps, sample_fps),
+            "idle_every_nth_frame": every, "idle_looks": n_idle,
+            "idle_coverage": int((src[idle] == DETECTED).sum()) / n_idle if n_idle else 0.0}
 
 
 def coverage_by(groups: npt.NDArray[Any], looked: npt.NDArray[np.integer], detected: npt.NDArray[np.integer],

@@ -17,7 +17,10 @@ Column layout (``max_hands`` hand slots, ordered left to right by wrist x in the
 
 - ``hand_landmarks`` ``(n, max_hands * 64)``: per slot ``[score, x0, y0, z0, ..., x20, y20, z20]``,
   x/y in [0, 1] of the frame. A looked-at frame with no hand in a slot has score 0 and NaN
-  coordinates; a frame not looked at (``pose.fps`` below ``decode.sample_fps``) is all NaN.
+  coordinates; a frame not looked at is all NaN. The frame stage looks at every ``idle_step``-th
+  frame (``pose.idle_fps``, hands and body); the per-clip hand pass
+  (:class:`handclust.features.hands.HandTracks`) then looks for hands at ``pose.fps`` around the
+  looks that found one, so the hand model's cost follows where hands are.
 - ``body_landmarks`` ``(n, 1 + 33 * 4)``: ``[found, x0, y0, z0, visibility0, ...]``, same convention.
 """
 
@@ -50,6 +53,15 @@ POSE_DESCRIPTOR = (
 )
 INSTALL_HINT = ("pip install 'handclust[hands]' && pip install --no-deps mediapipe==0.10.14 (what `make` does), "
                 "or set pose.enabled=false")
+
+
+def idle_step(cfg: PoseConfig, sample_fps: float) -> int:
+    """Every how many sampled frames the pose stage looks (``pose.idle_fps``): a multiple of the
+    ``pose.fps`` step, so the looks the hand pass adds around a hand lie on the same grid."""
+    step = frame_step(cfg.fps, sample_fps)
+    if cfg.idle_fps is None or cfg.idle_fps >= cfg.fps:
+        return step
+    return step * max(1, round(frame_step(cfg.idle_fps, sample_fps) / step))
 
 
 class KeypointModelError(ModelLoadError):
@@ -91,12 +103,13 @@ class HandPoseKeypoints:
     def __init__(self, cfg: PoseConfig, sample_fps: float):
         self.cfg = cfg
         self.step = frame_step(cfg.fps, sample_fps)  # pose.fps out of decode.sample_fps
+        self.idle_step = idle_step(cfg, sample_fps)  # what this stage looks at; a multiple of step
         self._hands: Any = None
         self._body: Any = None
         self._ready = False
 
     def check(self) -> dict[str, Any]:
-        return {**check_mediapipe(self.cfg), "every_nth_frame": self.step}
+        return {**check_mediapipe(self.cfg), "every_nth_frame": self.step, "idle_every_nth_frame": self.idle_step}
 
     def setup(self) -> None:
         if self._ready:
@@ -119,7 +132,7 @@ class HandPoseKeypoints:
         n = len(frames)
         hands = np.full((n, self.cfg.max_hands * HAND_SLOT if self.cfg.hands else 0), np.nan, np.float32)
         body = np.full((n, BODY_WIDTH if self.cfg.body else 0), np.nan, np.float32)
-        looked = np.flatnonzero(np.asarray(batch["frame_idx"]) % self.step == 0)
+        looked = np.flatnonzero(np.asarray(batch["frame_idx"]) % self.idle_step == 0)
         imgs = [np.ascontiguousarray(frames[i]) for i in looked]
 
         def body_rows() -> None:
@@ -139,14 +152,21 @@ class HandPoseKeypoints:
                 body_rows()
         try:
             if self._hands is not None:
-                for i, img in zip(looked, imgs, strict=True):
-                    hands[i] = self._hand_row(self._hands.process(img))
+                hands[looked] = self.hand_rows(imgs)
         finally:
             if side is not None:
                 side.join()
         out = dict(batch)
         out["hand_landmarks"], out["body_landmarks"] = hands, body
         return out
+
+    def hand_rows(self, imgs: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """``(len(imgs), max_hands * HAND_SLOT)`` hand rows of RGB frames, one frame at a time."""
+        self.setup()
+        rows = np.full((len(imgs), self.cfg.max_hands * HAND_SLOT), np.nan, np.float32)
+        for i, img in enumerate(imgs):
+            rows[i] = self._hand_row(self._hands.process(np.ascontiguousarray(img)))
+        return rows
 
     @staticmethod
     def _threads() -> int:
