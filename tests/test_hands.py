@@ -228,25 +228,32 @@ def test_clip_pass_reads_only_frames_near_anchors_and_marks_rows(cfg):
     assert len(asked) == 1 and (plain["hand_source"] == DETECTED).sum() == 2  # no propagation, no re-decode
 
 
-def test_clip_pass_re_decodes_the_frames_the_first_pass_saw(cfg, tmp_path):
-    """In a run the pass re-decodes the file (frames are never kept): same backend, rate and size
-    as the first pass, so the frames it tracks on are the ones the detector saw."""
+def _clip_file(path, n: int, seed: int, shift: tuple[float, float], turn: float):
+    """A clip of ``n`` frames of a textured world under a moving camera, written to ``path``; its
+    source and the RGB frames the first pass decodes from it."""
     from handclust.pipeline import frame_batches
     from handclust.synthetic import Mp4Writer
     from handclust.video import open_video
 
-    n, world = 30, cv2.cvtColor(_texture(7), cv2.COLOR_GRAY2RGB)
-    path = tmp_path / "planted.mp4"
+    world = cv2.cvtColor(_texture(seed), cv2.COLOR_GRAY2RGB)
     with Mp4Writer(path, FPS, (W, H)) as out:
         for k in range(n):
-            out.write(_render(world, _camera(k, (2.0, 1.0), 0.3)))
+            out.write(_render(world, _camera(k, shift, turn)))
     source = open_video(path, FPS, W, 8, "pyav")
 
     class _Clip:
-        clip_id = "planted"
+        clip_id = path.stem
 
-    batches = list(frame_batches(_Clip(), load_config(None, []), source))  # type: ignore[arg-type]
-    grey = np.concatenate([[cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in b["frame"]] for b in batches])
+    batches = frame_batches(_Clip(), load_config(None, []), source)  # type: ignore[arg-type]
+    return source, np.concatenate([b["frame"] for b in batches])
+
+
+def test_clip_pass_re_decodes_the_frames_the_first_pass_saw(cfg, tmp_path):
+    """In a run the pass re-decodes the file (frames are never kept): same backend, rate and size
+    as the first pass, so the frames it tracks on are the ones the detector saw."""
+    path = tmp_path / "planted.mp4"
+    source, rgb = _clip_file(path, 30, 7, (2.0, 1.0), 0.3)
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
     truth = np.stack([_apply(_camera(k, (2.0, 1.0), 0.3), _hand_world()) for k in range(len(grey))])
     rows = np.stack([_row(truth[k] if k == 12 else None) for k in range(len(grey))])
     frames = {"frame_idx": np.arange(len(grey)), "hand_landmarks": rows, **_motion_frames(grey)}
@@ -263,22 +270,10 @@ def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path):
     clip pass re-decodes the pose.fps frames within 10 of it and runs the hand model on them, and
     nowhere else. The frames it gets are the ones the first pass decoded."""
     from handclust.features.hands import hand_coverage
-    from handclust.pipeline import frame_batches
-    from handclust.synthetic import Mp4Writer
-    from handclust.video import open_video
 
     pose = load_config(None, []).pose  # pose.fps 2.5, idle_fps 0.5: steps 2 and 10 at 5 fps
-    n, world = 40, cv2.cvtColor(_texture(8), cv2.COLOR_GRAY2RGB)
-    path = tmp_path / "idle.mp4"
-    with Mp4Writer(path, FPS, (W, H)) as out:
-        for k in range(n):
-            out.write(_render(world, _camera(k, (2.0, 0.0), 0.0)))
-    source = open_video(path, FPS, W, 8, "pyav")
-
-    class _Clip:
-        clip_id = "idle"
-
-    rgb = np.concatenate([b["frame"] for b in frame_batches(_Clip(), load_config(None, []), source)])  # type: ignore[arg-type]
+    n, path = 40, tmp_path / "idle.mp4"
+    source, rgb = _clip_file(path, n, 8, (2.0, 0.0), 0.0)
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])
     truth = np.stack([_apply(_camera(k, (2.0, 0.0), 0.0), _hand_world()) for k in range(n)])
     rows = np.full((n, 2 * HAND_SLOT), np.nan, np.float32)
