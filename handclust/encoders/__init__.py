@@ -55,10 +55,8 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
     if cfg.scene.encoder == "histogram":
         records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}
     if cfg.pose.enabled:  # MediaPipe: bundled models, CPU only, nothing to resolve
-        from handclust.features.keypoints import check_mediapipe
+        from handclust.features.keypoints import check_mediapipe, idle_step
         from handclust.stages import frame_step
-
-        from handclust.features.keypoints import idle_step
 
         step = frame_step(cfg.pose.fps, cfg.decode.sample_fps)  # the rate keypoints really run at
         idle = idle_step(cfg.pose, cfg.decode.sample_fps)
