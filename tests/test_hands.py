@@ -265,10 +265,12 @@ def test_clip_pass_re_decodes_the_frames_the_first_pass_saw(cfg, tmp_path):
     assert (decoded["hand_source"][[*range(2, 12), *range(13, 23)]] == PROPAGATED).all()
 
 
-def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path):
+def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """pose.idle_fps: the frame stage looked every 10th frame; where it found a hand (frame 10) the
     clip pass re-decodes the pose.fps frames within 10 of it and runs the hand model on them, and
-    nowhere else. The frames it gets are the ones the first pass decoded."""
+    nowhere else. The frames it gets are the ones the first pass decoded; one re-decode serves the
+    dense looks and the propagation of the hands they find."""
+    import handclust.video
     from handclust.features.hands import hand_coverage
 
     pose = load_config(None, []).pose  # pose.fps 2.5, idle_fps 0.5: steps 2 and 10 at 5 fps
@@ -282,23 +284,36 @@ def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path):
     asked: list[np.ndarray] = []
 
     def model(imgs: list[np.ndarray]) -> np.ndarray:
+        # The hand model finds the hand again on frame 14 only (as a detector misses most frames).
+        found = [next((k for k in range(n) if np.array_equal(img, rgb[k])), -1) == 14 for img in imgs]
         asked.extend(imgs)
-        return np.stack([_row(None) for _ in imgs])
+        return np.stack([_row(truth[14] if f else None) for f in found])
 
+    opened: list[str] = []
+    real_open = handclust.video.open_video
+    monkeypatch.setattr(handclust.video, "open_video", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
     stage = HandTracks(pose, FPS, W, 8, hand_model=model)
     frames = {"frame_idx": np.arange(n), "hand_landmarks": rows, **_motion_frames(grey)}
     out = stage(frames, str(path), (H, W), backend=source.backend)
     dense = [2, 4, 6, 8, 12, 14, 16, 18]
-    assert len(asked) == len(dense)
+    assert len(asked) == len(dense) and opened == [str(path)]  # one re-decode for looks and propagation
     for img, k in zip(asked, dense):
         np.testing.assert_array_equal(img, rgb[k])
     looked = ~np.isnan(out["hand_landmarks"][:, 0])
     assert np.flatnonzero(looked).tolist() == sorted([0, 10, 20, 30, *dense])
-    assert out["hand_source"][10] == DETECTED
+    assert out["hand_source"][[10, 14]].tolist() == [DETECTED, DETECTED]
+    # Missed looks next to them carry the hand (Lucas-Kanade), within pixels of where it is.
+    for k in (12, 16, 18):
+        assert out["hand_source"][k] == PROPAGATED, k
+        got = out["hand_landmarks"][k, 1:HAND_SLOT].reshape(HAND_POINTS, 3)[:, :2] * [W, H]
+        assert np.median(np.linalg.norm(got - truth[k], axis=1)) < 1.5, k
     cov = hand_coverage(out, pose.fps, FPS, stage.idle_step)
     assert cov["looked"] == 12 and cov["idle_looks"] == 4 and cov["idle_coverage"] == pytest.approx(0.25)
+    assert cov["detected"] == 2
     # No hand found on the idle looks: the hand model is never run and nothing is re-decoded.
     rows[10] = _row(None)
     asked.clear()
+    opened.clear()
     quiet = stage({**frames, "hand_landmarks": rows}, "/nonexistent.mp4", (H, W))
-    assert not asked and np.flatnonzero(~np.isnan(quiet["hand_landmarks"][:, 0])).tolist() == [0, 10, 20, 30]
+    assert not asked and not opened
+    assert np.flatnonzero(~np.isnan(quiet["hand_landmarks"][:, 0])).tolist() == [0, 10, 20, 30]

@@ -422,63 +422,84 @@ class HandTracks:
             out["hand_age"] = out["hand_motion"] = np.zeros((n, 0), np.float32)
             return out
         dense = dense_looks(hands, self.step, self.idle_step)
-        if dense.any():
-            fi = np.asarray(frames["frame_idx"], np.int64)
-            if not np.array_equal(fi, np.arange(n)):
-                raise ValueError(f"{path}: the hand pass needs the clip's frames in order from 0 (got frame_idx "
-                                 f"{fi[:3].tolist()}...); this is a bug in the runner")
-            got = list(sampled_frames(path, dense, self.sample_fps, self.width, self.chunk_frames, backend))
-            if got:
-                idx = np.array([i for i, _ in got], np.int64)
-                hands = hands.copy()
-                hands[idx] = self.hand_model()([img for _, img in got])
-                frames = out = {**out, "hand_landmarks": hands}
-            if len(got) < int(dense.sum()):
-                log.warning("%s: re-decoding for the hand model ended at frame %d of %d", path,
-                            int(idx[-1]) if got else -1, int(np.flatnonzero(dense)[-1]))
         anchors = merge_anchor_rows([src(frames) for src in self.anchor_sources], self.cfg.max_hands)
         has = np.array([len(_hands_in(r)) > 0 for r in anchors])
         looked = ~np.isnan(hands[:, 0])
         result = {"hand_landmarks": anchors, "hand_source": np.where(has, DETECTED, NO_HAND).astype(np.int8),
                   "hand_age": _detected_ages(anchors, self.cfg.max_hands)}
-        if self.cfg.propagate and has.any():
+        # One re-decode serves both: the dense looks, and propagation around every anchor they may add
+        # (anchors lie within idle_step of a found hand, so max_age around them covers their tracks).
+        need = dense.copy()
+        if self.cfg.propagate and (has.any() or dense.any()):
+            need |= needed_frames(has | dense, self.cfg.max_age_frames)
+        if need.any():
             fi = np.asarray(frames["frame_idx"], np.int64)
             if not np.array_equal(fi, np.arange(n)):
-                raise ValueError(f"{path}: hand propagation needs the clip's frames in order from 0 (got frame_idx "
+                raise ValueError(f"{path}: the hand pass needs the clip's frames in order from 0 (got frame_idx "
                                  f"{fi[:3].tolist()}...); this is a bug in the runner")
-            need = needed_frames(has, self.cfg.max_age_frames)
-            reader = read_grey or (lambda m: grey_frames(path, m, self.sample_fps, self.width, self.chunk_frames, backend))
-            result = self._propagate(anchors, looked, need, reader, int(frame_size[0]), int(frame_size[1]), result)
+            if read_grey is not None:
+                if dense.any():
+                    raise ValueError("read_grey gives grey frames, and the dense hand looks need colour: leave it "
+                                     "unset (the pass re-decodes the clip) or set pose.idle_fps=null")
+                grey_in = read_grey
+
+                def reader(m: npt.NDArray[np.bool_]) -> Iterator[tuple[int, Any, Grey]]:
+                    return ((i, None, g) for i, g in grey_in(m))
+            else:
+                import cv2
+
+                def reader(m: npt.NDArray[np.bool_]) -> Iterator[tuple[int, Any, Grey]]:
+                    for i, rgb in sampled_frames(path, m, self.sample_fps, self.width, self.chunk_frames, backend):
+                        yield i, rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+            result = self._pass(frames, hands.copy(), dense, looked, need, reader, int(frame_size[0]),
+                                int(frame_size[1]), result)
         out.update(result)
         h, w = frame_size
         out["hand_motion"] = compensated_hand_motion(out["hand_landmarks"], frames, float(h) / float(w), self.sample_fps)
         return out
 
-    def _propagate(self, anchors: npt.NDArray[np.float32], looked: npt.NDArray[np.bool_], need: npt.NDArray[np.bool_],
-                   reader: Callable[[npt.NDArray[np.bool_]], Iterable[tuple[int, Grey]]], h: int, w: int,
-                   result: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        # Runs of consecutive needed frames are independent (no track crosses a frame nobody needs):
-        # each is propagated as soon as its frames are in, so only one run's pixels are held.
+    def _pass(self, frames: Batch, hands: npt.NDArray[np.float32], dense: npt.NDArray[np.bool_],
+              looked: npt.NDArray[np.bool_], need: npt.NDArray[np.bool_],
+              reader: Callable[[npt.NDArray[np.bool_]], Iterable[tuple[int, Any, Grey]]], h: int, w: int,
+              result: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        # Runs of consecutive needed frames are independent (no look window and no track crosses a
+        # frame nobody needs): each run's dense looks are made as its frames arrive, then its anchors
+        # are propagated, so only one run's grey pixels are held.
+        n = len(hands)
         starts = np.flatnonzero(need & ~np.r_[False, need[:-1]])
         ends = np.flatnonzero(need & ~np.r_[need[1:], False]) + 1
         run = 0
         buf: list[Grey] = []
-        for fi, grey in reader(need):
+        for fi, rgb, grey in reader(need):
             if run >= len(starts):
                 break
             if grey.shape != (h, w):
                 raise ValueError(f"re-decoded frame {fi} is {grey.shape}, the first pass gave {(h, w)}")
+            if dense[fi]:
+                hands[fi] = self.hand_model()([rgb])[0]
             buf.append(grey)
             if fi == ends[run] - 1:
                 a, b = int(starts[run]), int(ends[run])
                 if len(buf) != b - a:
                     raise ValueError(f"re-decoding gave {len(buf)} frames for frames {a}..{b - 1}")
-                part = propagate_hands(np.stack(buf), anchors[a:b], self.cfg, looked[a:b])
-                for k, v in part.items():
-                    result[k][a:b] = v
+                if dense[a:b].any():  # the run's anchors again, with the dense looks' hands
+                    part = {k: v[a:b] if isinstance(v, np.ndarray) and len(v) == n else v for k, v in frames.items()}
+                    part["hand_landmarks"] = hands[a:b]
+                    rows = merge_anchor_rows([src(part) for src in self.anchor_sources], self.cfg.max_hands)
+                    found = np.array([len(_hands_in(r)) > 0 for r in rows])
+                    result["hand_landmarks"][a:b] = rows
+                    result["hand_source"][a:b] = np.where(found, DETECTED, NO_HAND)
+                    result["hand_age"][a:b] = _detected_ages(rows, self.cfg.max_hands)
+                    looked[a:b] |= dense[a:b]
+                if self.cfg.propagate and (result["hand_source"][a:b] == DETECTED).any():
+                    tracked = propagate_hands(np.stack(buf), result["hand_landmarks"][a:b].copy(), self.cfg, looked[a:b])
+                    for k, v in tracked.items():
+                        result[k][a:b] = v
                 buf, run = [], run + 1
         if run < len(starts):
-            log.warning("hand propagation: re-decoding ended before frame %d; later anchors not propagated", int(starts[run]))
+            log.warning("hand pass: re-decoding ended before frame %d; later hands not looked for or propagated",
+                        int(starts[run]))
         return result
 
 
