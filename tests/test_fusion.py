@@ -138,3 +138,16 @@ def test_the_number_of_activities_holds_on_small_data_and_says_how_stable_it_is(
     k0 = group_segments({"m": x}, cids, np.full(len(cids), 6.0), cfg).clustering.k
     k1 = group_segments({"m": x + rng.normal(0, 1e-3, x.shape)}, cids, np.full(len(cids), 6.0), cfg).clustering.k
     assert k0 == k1
+
+
+def test_weights_do_not_depend_on_how_clip_ids_sort():
+    """Clip ids hash the footage's path, so the same files in another folder get ids that sort
+    differently. Rows in the same order must give the same weights and fused vectors: random draws
+    made clip by clip (the null shuffles) follow the rows' clip order, not the ids' sort order."""
+    x, cids, _ = clips_of(np.random.default_rng(0), 4, 15, [[0, 1, 2], [1, 2, 3]], style=1.0, noise=2.0)
+    renamed = np.asarray([{"clip0": "z", "clip1": "y", "clip2": "x", "clip3": "w"}[c] for c in cids], dtype=object)
+    a = fuse({"m": x, "n": x[:, ::-1] + 0.5 * np.random.default_rng(5).normal(size=x.shape)}, cids, CFG)
+    b = fuse({"m": x, "n": x[:, ::-1] + 0.5 * np.random.default_rng(5).normal(size=x.shape)}, renamed, CFG)
+    assert {m: s.weight for m, s in a.scores.items()} == {m: s.weight for m, s in b.scores.items()}
+    np.testing.assert_array_equal(a.fused, b.fused)
+    assert 0 < a.scores["m"].clusteredness < 1  # scored against the null, not clipped (where the order showed)

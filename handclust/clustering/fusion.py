@@ -44,6 +44,14 @@ def clip_positions(clip_ids: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
     return pos
 
 
+def clip_groups(clip_ids: npt.NDArray[np.object_]) -> list[npt.NDArray[np.int64]]:
+    """Row indices of each clip, clips in order of first appearance (the runners' file-name order).
+    Random draws made clip by clip follow this order, so they do not depend on how clip ids sort:
+    ids hash the footage's path, and the same files in another folder must cluster the same."""
+    _, first, inv = np.unique(np.asarray(clip_ids, dtype=object), return_index=True, return_inverse=True)
+    return [np.flatnonzero(inv == g) for g in np.argsort(first)]
+
+
 def normalise_within_clips(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_],
                            rows: npt.NDArray[np.bool_] | None = None, prior: float = 2.0) -> npt.NDArray[np.float64]:
     """Remove each clip's style: subtract the clip's mean and divide by its overall spread.
@@ -200,7 +208,7 @@ def within_clip_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: np
         return 0.0, 0
     # Null: every column shuffled within its clip keeps each clip's spread but no structure; the
     # k nearest of a few dozen random points are closer than random pairs too, by chance alone.
-    groups = [np.flatnonzero(clip_ids == c) for c in np.unique(clip_ids)]
+    groups = clip_groups(clip_ids)
     c_null = float(np.mean([_near_vs_random(l2_normalise(_shuffle_columns(x, groups, rng)), clip_ids, pos, k, gap, rng,
                                             max_per_clip)[0] for _ in range(n_null)]))
     return float(np.clip((c_obs - c_null) / max(1.0 - c_null, 1e-9), 0.0, 1.0)), count
@@ -218,8 +226,7 @@ def _shuffle_columns(x: npt.NDArray[np.floating], groups: list[npt.NDArray[np.in
 def _near_vs_random(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], k: int, gap: int,
                     rng: np.random.Generator, max_per_clip: int) -> tuple[float, int]:
     near_sum, rand_sum, count = 0.0, 0.0, 0
-    for c in np.unique(clip_ids):
-        idx = np.flatnonzero(clip_ids == c)
+    for idx in clip_groups(clip_ids):
         if len(idx) > max_per_clip:
             idx = np.sort(rng.choice(idx, max_per_clip, replace=False))
         if len(idx) < 2 * gap + 3:
