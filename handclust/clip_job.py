@@ -39,7 +39,7 @@ from handclust import schema
 from handclust.config import ConfigError, RunConfig
 from handclust.encoders import DeviceError, ModelLoadError
 from handclust.footage import Clip
-from handclust.plan import apply_hand_tracks, apply_segment_stages, frame_batches, partial_message, source_rate
+from handclust.plan import apply_hand_tracks, apply_segment_stages, frame_batches, partial_message, source_rate, video_model_input
 from handclust.stages import Batch
 from handclust.storage import OutputStore
 from handclust.video import REENCODE_HINT, VideoError, open_video
@@ -120,7 +120,8 @@ class ClipJob:
         """
         d = cfg.decode
         self.status["t_decode_start"] = time.time()
-        self.source = source = open_video(self.path, d.sample_fps, d.width, d.chunk_frames, d.backend)
+        self.source = source = open_video(self.path, d.sample_fps, d.width, d.chunk_frames, d.backend,
+                                          video_model_input(cfg))
         self.status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
                            width=source.info.width, height=source.info.height, backend=source.backend)
         clip = Clip(self.clip_id, self.path, int(self.status["size_bytes"]), self.status.get("phase"))

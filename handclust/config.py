@@ -62,18 +62,19 @@ class SceneConfig(_Frozen):
 
 
 class VideoConfig(_Frozen):
-    """V-JEPA-2 embedding per segment, from frames re-decoded from the segment's time range."""
+    """V-JEPA-2 embedding per window of consecutive sampled frames, on the frames the run decodes
+    (at the model's input size); a segment's vector is the mean over its frames' windows."""
 
     enabled: bool = False
     model: str = Field("facebook/vjepa2-vitl-fpc64-256", description=f"V-JEPA-2: {_MODEL_HELP}")
     revision: str | None = None
     frames_per_window: int = Field(16, ge=2, le=64, description="frames per model window (even: tubelets are 2 frames)")
-    fps: float = Field(8.0, gt=0, le=60, description="frame rate inside a window; a window spans frames_per_window / fps s")
-    max_windows: int = Field(8, ge=1, description="most windows per segment (longer segments get sparser windows)")
+    fps: float | None = Field(None, gt=0, le=60, description="frame rate inside a window, at most decode.sample_fps "
+                              "(every round(sample_fps / fps)-th sampled frame); null: every sampled frame")
     device: EncoderDevice = Field("auto", description=_DEVICE_HELP)
     dtype: EncoderDtype = Field("auto", description=_DTYPE_HELP)
     batch_size: int = Field(4, ge=1, description="windows per forward pass")
-    num_gpus: float = Field(1.0, gt=0, le=1, description="GPU share per Ray task when on cuda")
+    num_gpus: float = Field(0.5, gt=0, le=1, description="GPU share per Ray actor when on cuda")
     fuse: bool = Field(True, description="add desc_video to the clustering fusion when enabled")
 
     @model_validator(mode="after")
@@ -355,6 +356,9 @@ class RunConfig(_Frozen):
                 raise ValueError(f"cluster.modalities names {name!r} but {section}.enabled is false; set {section}.enabled=true")
         if self.tools.enabled and self.tools.fps > self.decode.sample_fps:
             raise ValueError(f"tools.fps ({self.tools.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
+        if self.video.enabled and self.video.fps is not None and self.video.fps > self.decode.sample_fps:
+            raise ValueError(f"video.fps ({self.video.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps}): "
+                             "V-JEPA-2 windows take the decoded frames; null takes every one")
         if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
             raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self
@@ -391,11 +395,20 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Keys earlier versions took, and what replaced them (a config that still names one gets this line).
+REMOVED_KEYS = {
+    "video.max_windows": "V-JEPA-2 now embeds every window of the decoded frames (no second decode, no cap per "
+                         "segment); delete the key, and set video.fps lower to embed fewer frames",
+}
+
+
 def _explain(err: ValidationError, source: str) -> ConfigError:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and key in REMOVED_KEYS:
+            lines.append(f"config key {key!r} was removed: {REMOVED_KEYS[key]}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"unknown config key {key!r} (see `handclust config` for valid keys)")
         else:
             lines.append(f"config key {key!r}: {e['msg']} (got {e.get('input')!r})")

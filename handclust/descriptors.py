@@ -177,6 +177,16 @@ def describe_tools(seg: SegmentFrames) -> Description | None:
     return Description(tool_presence(seg.frames["tool_scores"], seg.a, seg.b))
 
 
+def describe_video(seg: SegmentFrames) -> Description | None:
+    """``desc_video``: the unit-length mean of the segment's rows' V-JEPA-2 window vectors (each
+    window weighted by how many of its frames the segment holds); None when V-JEPA-2 did not run."""
+    v = seg.frames.get("video_emb")
+    if v is None or not np.shape(v)[-1]:
+        return None
+    desc = np.asarray(v[seg.a:seg.b], np.float64).mean(axis=0)
+    return Description(desc / max(float(np.linalg.norm(desc)), 1e-9))
+
+
 def describe_pose(seg: SegmentFrames) -> Description | None:
     """``desc_pose`` (:func:`handclust.features.keypoints.pose_descriptor`) and the segment's hand
     coverage (``hand_looked``, ``hand_detected``, ``hand_propagated``); None when MediaPipe did not run."""

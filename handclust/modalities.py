@@ -42,6 +42,7 @@ from handclust.descriptors import (
     describe_rhythm,
     describe_scene,
     describe_tools,
+    describe_video,
 )
 from handclust.profiles import pose_profile, tools_profile
 
@@ -62,7 +63,7 @@ class Modality:
       ``cluster.modalities``.
     - ``frame_stage``: ``RunConfig -> stage`` adding the frame columns it reads (a modality that
       reads another one's columns has none); ``segment_stage``: a stage on a clip's segment rows
-      that writes the column itself (V-JEPA-2 re-decodes the segment), instead of ``describe``.
+      that writes the column itself (e.g. one that needs the segment's time range), instead of ``describe``.
     - ``observed_index``: sparse modality: the vector element that is 0 where the segment saw
       nothing of it; fusion weighs it by the share of segments that saw something. None: dense
       (rows it could not measure are listed in ``unmeasured`` instead).
@@ -121,9 +122,9 @@ def _motion_stage(cfg: RunConfig) -> Any:
 
 
 def _video_stage(cfg: RunConfig) -> Any:
-    from handclust.encoders.vjepa2 import VJEPASegmentEncoder
+    from handclust.encoders.vjepa2 import VJEPAWindowEncoder
 
-    return VJEPASegmentEncoder(cfg.video)
+    return VJEPAWindowEncoder(cfg.video, cfg.decode.sample_fps)
 
 
 def _tools_stage(cfg: RunConfig) -> Any:
@@ -148,8 +149,8 @@ BUILTIN: tuple[Modality, ...] = (
              doc="log flow speed, direction histogram and flow grid: mean and std over measured frames"),
     Modality("ego", describe_ego, doc="head motion (ego-motion fit on the flow): mean and std over measured frames"),
     Modality("rhythm", describe_rhythm, doc="flow-rhythm band powers, strength, strength x log period"),
-    Modality("video", section="video", segment_stage=_video_stage,
-             doc="V-JEPA-2, mean over the segment's windows; empty when video is off"),
+    Modality("video", describe_video, section="video", frame_stage=_video_stage,
+             doc="V-JEPA-2, mean over the segment's frames of their window's vector; empty when video is off"),
     Modality("tools", describe_tools, section="tools", frame_stage=_tools_stage, profile=tools_profile,
              doc="mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off"),
     Modality("pose", describe_pose, section="pose", frame_stage=_pose_stage, observed_index=0, profile=pose_profile,

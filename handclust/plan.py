@@ -29,7 +29,7 @@ from handclust.stages import Batch
 
 log = logging.getLogger(__name__)
 
-PIXEL_COLUMNS = ("frame", "prev_grey")
+PIXEL_COLUMNS = ("frame", "prev_grey", "video_px")
 FEATURE_SECTIONS = ("decode", "flow", "scene", "segment", "descriptor")
 # How decoding runs, not what it gives: changing these keeps resume valid.
 RUN_ONLY_DECODE_KEYS = ("prefetch_chunks",)
@@ -69,6 +69,15 @@ def hand_tracks(cfg: RunConfig) -> Any:
     return HandTracks(cfg.pose, d.sample_fps, d.width, d.chunk_frames)
 
 
+def video_model_input(cfg: RunConfig) -> tuple[int, int] | None:
+    """The size decoding also gives each frame in for V-JEPA-2 (:func:`handclust.encoders.vjepa2.model_input`), or None when video is off."""
+    if not cfg.video.enabled:
+        return None
+    from handclust.encoders.vjepa2 import model_input
+
+    return model_input(cfg.video)
+
+
 def apply_hand_tracks(stage: Any, frames: Batch, status: dict[str, Any]) -> Batch:
     """Run the hand pass on one clip's ordered frame columns; records its coverage in ``status["hands"]``.
 
@@ -87,7 +96,7 @@ def apply_hand_tracks(stage: Any, frames: Batch, status: dict[str, Any]) -> Batc
 
 
 def apply_segment_stages(stages: list[Any], segments: Batch, path: str) -> Batch:
-    """Run segment stages (V-JEPA-2) on one clip's segment rows; they re-decode from ``path``."""
+    """Run segment stages (registered modalities' ``segment_stage``) on one clip's segment rows, with the clip's ``path``."""
     if not stages or not len(segments.get("segment_id", ())):
         return segments
     batch = {**segments, "path": np.full(len(segments["segment_id"]), path, dtype=object)}
@@ -118,7 +127,7 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
             fresh[i], prev, dt = tracker.step(chunk.frames[i], float(chunk.t[i]))
             if prev is not None:
                 prev_grey[i], has_prev[i], motion_dt[i] = prev, True, dt
-        yield {
+        batch = {
             "clip_id": np.full(n, clip.clip_id, dtype=object),
             "frame_idx": chunk.frame_idx,
             "t": chunk.t,
@@ -128,6 +137,9 @@ def frame_batches(clip: Clip, cfg: RunConfig, source: Any) -> Iterator[Batch]:
             "fresh": fresh,
             "motion_dt": motion_dt,
         }
+        if chunk.model is not None:  # the frames at the video model's input size (encoders/vjepa2.py)
+            batch["video_px"] = chunk.model
+        yield batch
 
 
 def source_rate(frames: Batch, segments: Batch, sample_fps: float, path: str) -> dict[str, Any]:

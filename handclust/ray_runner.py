@@ -168,8 +168,8 @@ def write_clip(frames: Batch, record: str, describer: SegmentDescriber, out: str
     """Ray task: one clip's feature rows (all of them, ``frame_idx`` order) in, the clip finished and
     committed (:meth:`ClipJob.finish`, :meth:`ClipJob.commit`); returns its status record.
 
-    ``hands`` (the per-clip hand pass) re-decodes around anchors; ``segment_stages`` (V-JEPA-2)
-    re-decode their segments. An error of the clip's own is recorded as its error
+    ``hands`` (the per-clip hand pass) re-decodes around anchors; ``segment_stages`` (registered
+    modalities' stages on segment rows) get the clip's path. An error of the clip's own is recorded as its error
     (:meth:`ClipJob.fail`); the run's errors (outputs not writable, a model that cannot load) raise.
     """
     limit_threads(threads)
@@ -492,7 +492,8 @@ class RayRunner:
                 # Bounded, unlike Ray Data's default (-1), so a batch that always kills its actor ends.
                 **_retry_args(rc.max_restarts, rc.max_task_retries))
         if not self.stages:
-            ds = ds.drop_columns(list(PIXEL_COLUMNS))
+            # video_px exists only with V-JEPA-2 on, which is a stage: never here.
+            ds = ds.drop_columns([c for c in PIXEL_COLUMNS if c != "video_px"])
         self._commit_as_clips_complete(ds, out)
 
     def _commit_as_clips_complete(self, ds: Any, out: str) -> None:

@@ -55,11 +55,14 @@ class FrameChunk:
     """Consecutive sampled frames of one clip.
 
     frames: ``(n, H, W, 3)`` uint8 RGB; t: ``(n,)`` seconds; frame_idx: ``(n,)`` sample index.
+    model: the same frames at a video model's input size (:func:`model_frame_size`), decoded from the
+    source frame, not enlarged from ``frames``; None unless the source was opened with ``model_input``.
     """
 
     frames: npt.NDArray[np.uint8]
     t: npt.NDArray[np.float64]
     frame_idx: npt.NDArray[np.int32]
+    model: npt.NDArray[np.uint8] | None = None
 
 
 def truncation_tolerance_s(source_fps: float) -> float:
@@ -83,6 +86,24 @@ def output_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     w = min(target_width, width) if width > 0 else target_width
     h = round(height * w / max(width, 1))
     return max(2, w - w % 2), max(2, h - h % 2)
+
+
+def model_frame_size(width: int, height: int, model_input: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """For a display size and ``model_input`` = (short side, long side kept): the size to resize to
+    (short side = the model's resize, aspect kept; not above the source) and the centred crop
+    ``(width, height)`` kept of it (the long side cut to what the model's centre crop can reach)."""
+    short, keep = model_input
+    scale = min(short / max(min(width, height), 1), 1.0)
+    rw, rh = max(2, round(width * scale)), max(2, round(height * scale))
+    cw, ch = (min(rw, keep), rh) if rw >= rh else (rw, min(rh, keep))
+    return (rw, rh), (cw, ch)
+
+
+def _centre_crop(frame: npt.NDArray[np.uint8], crop: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    h, w = frame.shape[:2]
+    cw, ch = crop
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(frame[y:y + ch, x:x + cw])
 
 
 def _rotate(frame: npt.NDArray[np.uint8], rotation: int) -> npt.NDArray[np.uint8]:
@@ -159,11 +180,15 @@ class VideoSource:
 
     backend = "base"
 
-    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int):
+    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int,
+                 model_input: tuple[int, int] | None = None):
         self.info = info
         self.sample_fps = sample_fps
         self.size = output_size(info.width, info.height, width)
         self.chunk_frames = chunk_frames
+        # Chunks also carry each frame at a video model's input size (FrameChunk.model).
+        self.model_input = model_input
+        self.model_size = model_frame_size(info.width, info.height, model_input) if model_input else None
         self.truncated_at: float | None = None  # set when decoding stopped early
         self.gap: tuple[float, float] | None = None  # (last frame before, first frame after) a timestamp gap
         self.decoded_s = 0.0  # seconds of footage actually sampled
@@ -185,6 +210,10 @@ class PyAVSource(VideoSource):
         buf_f: list[npt.NDArray[np.uint8]] = []
         buf_t: list[float] = []
         buf_i: list[int] = []
+        buf_m: list[npt.NDArray[np.uint8]] = []
+        if self.model_size is not None:
+            (mw, mh), model_crop = self.model_size
+            mw, mh = (mh, mw) if self.info.rotation in (90, 270) else (mw, mh)
         k = 0  # next sample index; sample k is at time k / fps
         half = 0.5 / max(self.info.source_fps, 1.0)
         prev = None  # (time, av frame) on screen until the next frame's timestamp
@@ -193,18 +222,23 @@ class PyAVSource(VideoSource):
 
         def emit(frame: object, until: float) -> Iterator[FrameChunk]:
             # The frame on screen at sample time s is the last one starting at or before s (+ half a frame).
-            nonlocal k, buf_f, buf_t, buf_i
-            img = None
+            nonlocal k, buf_f, buf_t, buf_i, buf_m
+            img = model = None
             while k / fps < until:
                 if img is None:
                     img = _rotate(frame.to_ndarray(width=dec_w, height=dec_h, format="rgb24"), self.info.rotation)  # type: ignore[attr-defined]
+                    if self.model_size is not None:
+                        model = _centre_crop(_rotate(frame.to_ndarray(width=mw, height=mh, format="rgb24"),  # type: ignore[attr-defined]
+                                                     self.info.rotation), model_crop)
                 buf_f.append(img)
                 buf_t.append(k / fps)
                 buf_i.append(k)
+                if model is not None:
+                    buf_m.append(model)
                 k += 1
                 if len(buf_f) >= self.chunk_frames:
-                    yield self._flush(buf_f, buf_t, buf_i)
-                    buf_f, buf_t, buf_i = [], [], []
+                    yield self._flush(buf_f, buf_t, buf_i, buf_m)
+                    buf_f, buf_t, buf_i, buf_m = [], [], [], []
 
         try:
             with av.open(self.info.path) as container:
@@ -234,7 +268,7 @@ class PyAVSource(VideoSource):
         if prev is not None:
             yield from emit(prev[1], last_t + period - 1e-9)
         if buf_f:
-            yield self._flush(buf_f, buf_t, buf_i)
+            yield self._flush(buf_f, buf_t, buf_i, buf_m)
         self.decoded_s = k / fps
         if self.gap is not None:
             self.truncated_at = self.gap[0]
@@ -242,8 +276,9 @@ class PyAVSource(VideoSource):
             self.truncated_at = max(last_t, 0.0)
 
     @staticmethod
-    def _flush(f: list[npt.NDArray[np.uint8]], t: list[float], i: list[int]) -> FrameChunk:
-        return FrameChunk(np.stack(f), np.asarray(t, dtype=np.float64), np.asarray(i, dtype=np.int32))
+    def _flush(f: list[npt.NDArray[np.uint8]], t: list[float], i: list[int], m: list[npt.NDArray[np.uint8]]) -> FrameChunk:
+        return FrameChunk(np.stack(f), np.asarray(t, dtype=np.float64), np.asarray(i, dtype=np.int32),
+                          np.stack(m) if m else None)
 
 
 class DecordSource(VideoSource):
@@ -254,11 +289,19 @@ class DecordSource(VideoSource):
 
         w, h = self.size
         dec_w, dec_h = (h, w) if self.info.rotation in (90, 270) else (w, h)
+        read_w, read_h = dec_w, dec_h
+        if self.model_size is not None:
+            # One decode for both sizes: the reader gives the larger, the other is resized from it here
+            # (so with a video model on, decode-size frames are resized by OpenCV, not in the decoder).
+            (mw, mh), model_crop = self.model_size
+            mw, mh = (mh, mw) if self.info.rotation in (90, 270) else (mw, mh)
+            if mw * mh > dec_w * dec_h:
+                read_w, read_h = mw, mh
         # decord's resizer fails on very small outputs; there, decode full size and resize here.
-        in_decoder = dec_w >= 64 and dec_h >= 36
+        in_decoder = read_w >= 64 and read_h >= 36
         try:
             if in_decoder:
-                vr = decord.VideoReader(self.info.path, width=dec_w, height=dec_h, num_threads=1)
+                vr = decord.VideoReader(self.info.path, width=read_w, height=read_h, num_threads=1)
             else:
                 vr = decord.VideoReader(self.info.path, num_threads=1)
         except decord.DECORDError as exc:
@@ -296,14 +339,22 @@ class DecordSource(VideoSource):
                 log.warning("%s: decord stopped at %.1f s: %s", self.info.path, targets[lo], exc)
                 self.truncated_at = float(targets[lo])
                 return
-            if not in_decoder:
+            model = None
+            if self.model_size is not None:
+                import cv2
+
+                big = frames
+                if big.shape[1:3] != (mh, mw):
+                    big = np.stack([cv2.resize(f, (mw, mh), interpolation=cv2.INTER_AREA) for f in frames])
+                model = np.stack([_centre_crop(_rotate(f, self.info.rotation), model_crop) for f in big])
+            if frames.shape[1:3] != (dec_h, dec_w):
                 import cv2
 
                 frames = np.stack([cv2.resize(f, (dec_w, dec_h), interpolation=cv2.INTER_AREA) for f in frames])
             if self.info.rotation:
                 frames = np.stack([_rotate(f, self.info.rotation) for f in frames])
             yield FrameChunk(frames, targets[lo : lo + self.chunk_frames].copy(),
-                             np.arange(lo, lo + len(sel), dtype=np.int32))
+                             np.arange(lo, lo + len(sel), dtype=np.int32), model)
             self.decoded_s = (lo + len(sel)) / self.sample_fps
 
 
@@ -328,8 +379,9 @@ class FallbackSource(VideoSource):
     next one; one that fails later has already passed frames on, so the clip ends there (truncated).
     """
 
-    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int, order: list[str], why: str):
-        super().__init__(info, sample_fps, width, chunk_frames)
+    def __init__(self, info: VideoInfo, sample_fps: float, width: int, chunk_frames: int, order: list[str], why: str,
+                 model_input: tuple[int, int] | None = None):
+        super().__init__(info, sample_fps, width, chunk_frames, model_input)
         self.order = order
         self.backend = order[0]
         self.why = why  # how the backend was chosen, and any fallback (status records keep it)
@@ -337,7 +389,7 @@ class FallbackSource(VideoSource):
     def chunks(self) -> Iterator[FrameChunk]:
         problems: list[str] = []
         for name in self.order:
-            src = BACKENDS[name](self.info, self.sample_fps, self.size[0], self.chunk_frames)
+            src = BACKENDS[name](self.info, self.sample_fps, self.size[0], self.chunk_frames, self.model_input)
             src.size = self.size
             self.backend = name
             yielded = False
@@ -365,8 +417,12 @@ class FallbackSource(VideoSource):
 
 
 def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chunk_frames: int = 64,
-               backend: str = "auto") -> VideoSource:
-    """Probe a clip and open it with ``backend`` (``"auto"``: PyAV, then decord), falling back to the other."""
+               backend: str = "auto", model_input: tuple[int, int] | None = None) -> VideoSource:
+    """Probe a clip and open it with ``backend`` (``"auto"``: PyAV, then decord), falling back to the other.
+
+    ``model_input`` (short side, long side kept): chunks also carry each sampled frame at that size
+    (:attr:`FrameChunk.model`), for a video model fed from this decode instead of decoding again.
+    """
     info = probe(path)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {sorted(BACKENDS)} or 'auto'")
@@ -378,7 +434,7 @@ def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chun
         # decord ignores the display matrix of rotated (phone) footage; PyAV honours it.
         order = [b for b in order if b != "decord"] or ["pyav"]
         why += f"; decord skipped (it ignores the {info.rotation} degree rotation)"
-    return FallbackSource(info, sample_fps, width, chunk_frames, order, why)
+    return FallbackSource(info, sample_fps, width, chunk_frames, order, why, model_input)
 
 
 def read_range(path: str | Path, t_start: float, t_end: float, n_frames: int, width: int = 256) -> npt.NDArray[np.uint8]:

@@ -182,28 +182,59 @@ def test_owlv2_tool_scores_match_the_full_model_and_skip_unscored_frames(enc_cfg
     np.testing.assert_allclose(one.score(frames[:4]), stage.score(frames[:4]), atol=1e-5)
 
 
-def test_vjepa2_segment_vectors_from_re_decoded_windows(enc_cfg, short_clip: Path):
-    from handclust.encoders.vjepa2 import VJEPASegmentEncoder, n_windows
-    from handclust.video import read_range
+def test_vjepa2_windows_on_the_frames_the_run_decodes(enc_cfg, short_clip: Path):
+    from handclust.descriptors import SegmentFrames, describe_video
+    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input, window_seconds
+    from handclust.footage import Clip
+    from handclust.plan import concat_batches, frame_batches
+    from handclust.video import open_video
 
-    batch = {"path": np.array([str(short_clip)] * 3, dtype=object), "segment_id": np.array(["a", "b", "c"], dtype=object),
-             "t_start": np.array([0.0, 3.0, 5.5]), "t_end": np.array([3.0, 5.5, 12.0])}
-    assert [n_windows(d, enc_cfg.video) for d in (3.0, 2.5, 6.5)] == [2, 1, 3]  # 2 s windows at 2 fps x 4 frames
-    stage = VJEPASegmentEncoder(enc_cfg.video)  # batch_size 4: windows of several segments share a pass
-    out = stage(batch)
-    vec = out["desc_video"]
-    assert vec.shape == (3, 32) and vec.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(stage(batch)["desc_video"], vec)
-    one = VJEPASegmentEncoder(enc_cfg.video.model_copy(update={"batch_size": 1}))
-    np.testing.assert_allclose(one(batch)["desc_video"], vec, atol=1e-5)
+    sample_fps = enc_cfg.decode.sample_fps  # 5 fps; video.fps=2: every 2nd sampled frame, 4 per window
+    assert model_input(enc_cfg.video) == (36, 36)  # the tiny checkpoint: crop 32, resize 32 x 256/224
+    assert window_seconds(enc_cfg.video, sample_fps) == pytest.approx(1.6)
+    clip = Clip("c1", str(short_clip), short_clip.stat().st_size, "production")
+    decoded = {}
+    for backend in ("pyav", "decord"):
+        src = open_video(short_clip, sample_fps, 64, 16, backend, model_input(enc_cfg.video))
+        decoded[backend] = concat_batches(list(frame_batches(clip, enc_cfg, src)))
+    rows = decoded["pyav"]
+    n = len(rows["t"])
+    # Decoded at the model's size from the source (not enlarged from the 64 px rows), by either backend.
+    assert rows["video_px"].shape == (n, 36, 36, 3) and rows["frame"].shape[2] == 64
+    assert decoded["decord"]["video_px"].shape == rows["video_px"].shape
+    assert np.abs(decoded["decord"]["video_px"].astype(int) - rows["video_px"]).mean() < 8
 
-    # The last segment is the normalised mean of its 3 windows of 4 frames re-decoded from the file.
-    frames = read_range(short_clip, 5.5, 12.0, 12, width=stage._width(str(short_clip)))
-    windows = stage.embed_windows(frames.reshape(3, 4, *frames.shape[1:]))
-    mean = windows.mean(axis=0)
-    np.testing.assert_allclose(vec[2], mean / np.linalg.norm(mean), atol=1e-5)
-    assert stage.info()["dim"] == 32
+    stage = VJEPAWindowEncoder(enc_cfg.video, sample_fps)  # batch_size 4: windows share forward passes
+    assert stage.resources.batch_size == 4 * 8
+    out = stage(rows)
+    emb = out["video_emb"]
+    assert "video_px" not in out and emb.shape == (n, 32) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    window = rows["frame_idx"] // 8
+    assert all(np.ptp(emb[window == w], axis=0).max() == 0 for w in np.unique(window))  # one vector per window
+    # Window 1 is frames 8, 10, 12, 14 of the decoded rows.
+    np.testing.assert_allclose(emb[8], stage.embed_windows(rows["video_px"][[8, 10, 12, 14]][None])[0], atol=1e-5)
+    one = VJEPAWindowEncoder(enc_cfg.video.model_copy(update={"batch_size": 1}), sample_fps)
+    np.testing.assert_allclose(one(rows)["video_emb"], emb, atol=1e-5)
+    # Batches that cut no window give the same rows; a cut window is embedded per part.
+    parts = [stage({k: v[lo:hi] for k, v in rows.items()}) for lo, hi in ((0, 16), (16, n))]
+    np.testing.assert_allclose(np.concatenate([p["video_emb"] for p in parts]), emb, atol=1e-5)
+
+    # A segment's vector: its rows' window vectors, each window weighted by its rows in the segment.
+    seg = SegmentFrames({**rows, "video_emb": emb}, 4, 16, sample_fps, enc_cfg.descriptor)
+    mean = emb[4:16].astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(describe_video(seg).vector, mean / np.linalg.norm(mean), atol=1e-6)
+    assert describe_video(SegmentFrames(dict(rows), 0, 4, sample_fps, enc_cfg.descriptor)) is None
+    assert stage.info()["dim"] == 32 and stage.info()["window_s"] == pytest.approx(1.6)
+
+
+def test_removed_video_keys_name_what_replaced_them():
+    from handclust.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"video\.max_windows' was removed: .*no second decode"):
+        load_config(None, ["video.max_windows=8"])
+    with pytest.raises(ConfigError, match=r"video\.fps \(8\.0\) must not exceed decode\.sample_fps \(5\.0\)"):
+        load_config(None, ["video.enabled=true", "video.fps=8"])
 
 
 def test_missing_or_wrong_model_stops_with_the_key_and_the_fix(enc_cfg, tiny_models, tmp_path: Path):
@@ -280,8 +311,8 @@ def test_importing_the_encoders_loads_no_torch():
             "stages = frame_stages(cfg) + segment_stages(cfg)\n"
             "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    # Frame stages in modality-registry order (handclust/modalities.py), then the segment stage.
-    assert out.stdout.strip() == "['scene', 'motion', 'tools', 'pose', 'video']", out.stdout
+    # Frame stages in modality-registry order (handclust/modalities.py); V-JEPA-2 is one of them.
+    assert out.stdout.strip() == "['scene', 'motion', 'video', 'tools', 'pose']", out.stdout
 
 
 def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_path: Path):

@@ -29,9 +29,9 @@ def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
 
         out["scene"] = DinoFrameEncoder(cfg.scene)
     if cfg.video.enabled:
-        from handclust.encoders.vjepa2 import VJEPASegmentEncoder
+        from handclust.encoders.vjepa2 import VJEPAWindowEncoder
 
-        out["video"] = VJEPASegmentEncoder(cfg.video)
+        out["video"] = VJEPAWindowEncoder(cfg.video, cfg.decode.sample_fps)
     if cfg.tools.enabled:
         from handclust.encoders.owlv2 import OwlToolPresence
 

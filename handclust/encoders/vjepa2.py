@@ -1,16 +1,21 @@
-"""V-JEPA-2 video embedding per segment, from frames re-decoded from the segment's time range.
+"""V-JEPA-2 video embedding, on the frames the run already decodes (no second decode).
 
-Frames are never kept from the frame stage (they are sampled for flow, at the decode width):
-each segment's ``[t_start, t_end)`` is decoded again with :func:`handclust.video.read_range`,
-``frames_per_window`` frames per window at about ``video.fps``. A segment longer than one window
-gets several consecutive windows (at most ``video.max_windows``; beyond that they spread out).
-Each window's encoder tokens are mean-pooled and L2-normalised; a segment's vector is the
-normalised mean of its windows. The predictor is skipped: only the encoder is run.
+When ``video.enabled``, decoding (:func:`handclust.video.open_video` with ``model_input``) also
+gives every sampled frame at the model's input size (short side = the processor's resize, long
+side cut to what its centre crop can reach), decoded from the source frame: the ``video_px`` row
+column, dropped once this stage has used it. This frame stage cuts each clip's rows into
+consecutive windows of ``video.frames_per_window`` frames (every ``round(sample_fps / video.fps)``-th
+sampled frame; windows are fixed on the clip's sample grid, so they do not depend on batching
+except where a batch boundary cuts one: each part is then embedded on its own, padded by repeating
+its last frame), embeds windows of all the batch's clips in shared forward passes (encoder only,
+tokens mean-pooled, L2-normalised) and gives every row its window's vector (``video_emb``, not
+stored). A segment's ``desc_video`` is the normalised mean over its rows
+(:func:`handclust.descriptors.describe_video`): windows weighted by how much of them the segment holds.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import Any
 
 import numpy as np
@@ -28,9 +33,25 @@ MODEL_TYPES = ("vjepa2",)
 PROCESSOR_DEFAULTS: dict[str, Any] = {"crop_size": 256, "do_center_crop": True, "resample": 2}
 
 
-def n_windows(duration_s: float, cfg: VideoConfig) -> int:
-    """Windows for a segment: enough to cover it at ``video.fps``, at least 1, at most ``max_windows``."""
-    return int(min(max(round(duration_s * cfg.fps / cfg.frames_per_window), 1), cfg.max_windows))
+def window_stride(cfg: VideoConfig, sample_fps: float) -> int:
+    """Sampled frames per window frame: ``video.fps`` (None: every sampled frame) is at most ``sample_fps``."""
+    return max(1, round(sample_fps / cfg.fps)) if cfg.fps else 1
+
+
+def window_seconds(cfg: VideoConfig, sample_fps: float) -> float:
+    """Footage one window covers."""
+    return cfg.frames_per_window * window_stride(cfg, sample_fps) / sample_fps
+
+
+@functools.lru_cache(maxsize=8)
+def model_input(cfg: VideoConfig) -> tuple[int, int]:
+    """``(short side, long side kept)`` of the frames decoding gives this stage (:func:`handclust.video.open_video`):
+    the processor's resize of the short side, and a long side cut to no less than that (so the
+    processor's resize stays a no-op) and no less than its centre crop."""
+    t = video_transform(processor_settings(cfg.model, cfg.revision, KEY, EXAMPLE_ID, "video"))
+    crop = t.crop or (256, 256)
+    short = int(t.shortest_edge or max(crop))
+    return short, max(short, *crop)
 
 
 def video_transform(settings: dict[str, Any]) -> Any:
@@ -45,25 +66,33 @@ def video_transform(settings: dict[str, Any]) -> Any:
     return Transform.from_processor(d)
 
 
-class VJEPASegmentEncoder:
-    """Segment stage. Batch in: ``path``, ``t_start``, ``t_end`` per segment. Batch out: adds
-    ``desc_video`` ``(n_segments, hidden_size)`` float32 unit vectors (1024 for ViT-L).
-    """
+class VJEPAWindowEncoder:
+    """Frame stage. Batch in: ``clip_id``, ``frame_idx``, ``video_px`` ``(n, h, w, 3)`` uint8 (from
+    decoding). Batch out: ``video_px`` dropped, ``video_emb`` ``(n, hidden_size)`` float32, each row
+    its window's unit vector (1024 for ViT-L)."""
 
     name = "video"
 
-    def __init__(self, cfg: VideoConfig):
+    def __init__(self, cfg: VideoConfig, sample_fps: float):
         self.cfg = cfg
-        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size, 1))
+        self.sample_fps = sample_fps
+        self.stride = window_stride(cfg, sample_fps)
+        self.span = cfg.frames_per_window * self.stride  # sampled frames per window
+        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus),
+                                   batch_size=max(cfg.batch_size, 1) * self.span)
         self.model: Any = None
         self.device = ""
         self.dtype: Any = None
-        self._decode_width: dict[str, int] = {}
 
     def check(self) -> dict[str, Any]:
         rec = check_checkpoint(self.cfg.model, self.cfg.revision, KEY, EXAMPLE_ID, MODEL_TYPES, "video")
+        return {"encoder": "vjepa2", **rec, **self._windows()}
+
+    def _windows(self) -> dict[str, Any]:
         c = self.cfg
-        return {"encoder": "vjepa2", **rec, "frames_per_window": c.frames_per_window, "fps": c.fps, "max_windows": c.max_windows}
+        return {"frames_per_window": c.frames_per_window, "frames_per_s": self.sample_fps / self.stride,
+                "window_s": window_seconds(c, self.sample_fps),
+                "input": "the run's own decode: each sampled frame also decoded at the model's input size (no second decode)"}
 
     def setup(self) -> None:
         if self.model is not None:
@@ -78,36 +107,44 @@ class VJEPASegmentEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     def info(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.cfg.batch_size}
+        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.cfg.batch_size,
+                **self._windows()}
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
         out = dict(batch)
-        out["desc_video"] = self.embed_segments(batch["path"], batch["t_start"], batch["t_end"])
+        px = out.pop("video_px", None)
+        if px is None:
+            raise ValueError("the video stage got rows without video_px: decoding was not opened for V-JEPA-2 "
+                             "(ClipJob.decode does so when video.enabled)")
+        n = len(px)
+        fi = np.asarray(batch["frame_idx"], np.int64)
+        clips = np.asarray(batch["clip_id"]).astype(str)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for r in np.argsort(fi, kind="stable"):
+            groups.setdefault((clips[r], int(fi[r]) // self.span), []).append(int(r))
+        F = self.cfg.frames_per_window
+        windows: list[npt.NDArray[np.uint8]] = []
+        row_window = np.zeros(n, np.int64)
+        for w, rows in enumerate(groups.values()):
+            picked = [r for r in rows if (int(fi[r]) % self.span) % self.stride == 0] or rows[:1]
+            picked = (picked + [picked[-1]] * F)[:F]  # a cut window: pad by repeating its last frame
+            windows.append(px[picked])
+            row_window[rows] = w
+        vecs = self.embed_window_list(windows)
+        out["video_emb"] = vecs[row_window] if n else np.zeros((0, self.dim), np.float32)
         return out
 
-    def embed_segments(self, paths: Any, t_start: Any, t_end: Any) -> npt.NDArray[np.float32]:
-        """One unit vector per segment ``(n, D)``; windows of several segments share forward passes."""
-        from handclust.video import read_range
-
+    def embed_window_list(self, windows: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """Windows of any frame sizes -> ``(n, D)`` unit vectors; windows of one size share forward passes."""
         self.setup()
-        n = len(paths)
-        sums = np.zeros((n, self.dim), np.float64)
-        queue: list[tuple[int, Any]] = []  # (segment row, preprocessed window)
-        F = self.cfg.frames_per_window
-        for i in range(n):
-            path, a, b = str(paths[i]), float(t_start[i]), float(t_end[i])
-            k = n_windows(b - a, self.cfg)
-            frames = read_range(path, a, b, k * F, width=self._width(path))
-            for w in range(k):
-                queue.append((i, frames[w * F : (w + 1) * F]))
-            while len(queue) >= self.cfg.batch_size:
-                self._flush(queue[: self.cfg.batch_size], sums)
-                queue = queue[self.cfg.batch_size :]
-        if queue:
-            self._flush(queue, sums)
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        out = np.zeros((len(windows), self.dim), np.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, w in enumerate(windows):
+            by_shape.setdefault(w.shape, []).append(i)
+        for idx in by_shape.values():
+            out[idx] = self.embed_windows(np.stack([windows[i] for i in idx]))
+        return out
 
     def embed_windows(self, windows: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, frames, H, W, 3)`` uint8 windows -> ``(n, D)`` unit vectors (mean of encoder tokens)."""
@@ -117,15 +154,6 @@ class VJEPASegmentEncoder:
         for lo in range(0, len(windows), bs):
             out[lo : lo + bs] = self._forward(np.ascontiguousarray(windows[lo : lo + bs]))
         return out
-
-    def _flush(self, items: list[tuple[int, Any]], sums: npt.NDArray[np.float64]) -> None:
-        shapes = {w.shape for _, w in items}
-        if len(shapes) == 1:
-            vecs = self._forward(np.stack([w for _, w in items]))
-        else:  # windows of clips with different frame sizes
-            vecs = np.concatenate([self._forward(w[None]) for _, w in items])
-        for (row, _), v in zip(items, vecs, strict=True):
-            sums[row] += v
 
     def _forward(self, windows: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import torch
@@ -138,14 +166,3 @@ class VJEPASegmentEncoder:
             x = x.reshape(b, t, *x.shape[1:]).to(self.dtype)  # (batch, frames, 3, h, w)
             tokens = self.model(pixel_values_videos=x, skip_predictor=True).last_hidden_state.float()
             return F.normalize(tokens.mean(dim=1), dim=-1).cpu().numpy().astype(np.float32)
-
-    def _width(self, path: str) -> int:
-        """Decode width whose short side covers the model's resize (no decoding above what is used)."""
-        if path not in self._decode_width:
-            from handclust.video import probe
-
-            info = probe(path)
-            short = self.transform.shortest_edge or 256
-            w, h = max(info.width, 1), max(info.height, 1)
-            self._decode_width[path] = int(math.ceil(short * w / min(w, h) / 2) * 2)
-        return self._decode_width[path]
