@@ -1,13 +1,13 @@
-"""Learned-encoder throughput: DINOv2 frames/s, V-JEPA-2 segments/s, OWLv2 frames/s, per size and device.
+"""Learned-encoder throughput: DINOv2 frames/s, V-JEPA-2 windows/s, OWLv2 frames/s, per size and device.
 
 Real-size architectures are built from their configs with random weights (no download: the cost of
 a forward pass does not depend on the weights), saved next to the processor settings the hub
 checkpoints ship, and loaded through the same stages a run uses, so preprocessing, batching and
-(for V-JEPA-2) re-decoding the segment from the file are part of every number. Each number states
+(for V-JEPA-2) windowing the decoded rows are part of every number. Each number states
 the device, batch size and dtype it was measured with. Writes benchmarks/results/encoders_<device>.json.
 
     python benchmarks/encoders.py                                  # CPU, small counts (a few minutes)
-    python benchmarks/encoders.py --device cuda --frames 512 --segments 32 --sizes small base large
+    python benchmarks/encoders.py --device cuda --frames 512 --windows 32 --sizes small base large
 """
 
 from __future__ import annotations
@@ -84,6 +84,12 @@ def save_owlv2(root: Path) -> Path:
     return d
 
 
+def window_s(cfg: Any) -> float:
+    from handclust.encoders.vjepa2 import window_seconds
+
+    return window_seconds(cfg.video, cfg.decode.sample_fps)
+
+
 def timed(fn: Any, device: str) -> float:
     import torch
 
@@ -104,8 +110,7 @@ def main() -> None:
     ap.add_argument("--video-sizes", nargs="+", default=["vitl"], help="V-JEPA-2 sizes (vitl vith vitg); none: skip")
     ap.add_argument("--frames", type=int, default=16, help="frames timed per DINOv2 size")
     ap.add_argument("--batch-size", type=int, default=8, help="DINOv2 frames per forward pass")
-    ap.add_argument("--segments", type=int, default=1, help="segments timed for V-JEPA-2")
-    ap.add_argument("--segment-s", type=float, default=2.0, help="segment length (2 s = one 16-frame window at 8 fps)")
+    ap.add_argument("--windows", type=int, default=1, help="V-JEPA-2 windows timed (16 decoded frames each, 3.2 s at 5 fps)")
     ap.add_argument("--video-batch-size", type=int, default=2)
     ap.add_argument("--owl-frames", type=int, default=2, help="frames timed for OWLv2 (0: skip)")
     ap.add_argument("--owl-batch-size", type=int, default=1)
@@ -120,8 +125,7 @@ def main() -> None:
     from handclust.encoders.device import dtype_name, resolve_dtype
     from handclust.encoders.dinov2 import DinoFrameEncoder
     from handclust.encoders.owlv2 import OwlToolPresence
-    from handclust.encoders.vjepa2 import VJEPASegmentEncoder, n_windows
-    from handclust.synthetic import render_clip
+    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input
 
     load0 = os.getloadavg()[0]  # other work on the machine slows every number below; recorded with them
     dtype = dtype_name(resolve_dtype(args.dtype, args.device, "--dtype"))
@@ -150,26 +154,24 @@ def main() -> None:
                    params_m=round(sum(p.numel() for p in stage.model.parameters()) / 1e6, 1))
             shutil.rmtree(d)
 
-        if args.video_sizes and args.video_sizes != ["none"] and args.segments > 0:
-            clip = work / "01_production_bench.mp4"
-            render_clip(clip, "production", max(args.segments * args.segment_s + 1, 4.0), seed=5, fps=30.0, size=(w, h))
+        if args.video_sizes and args.video_sizes != ["none"] and args.windows > 0:
             for size in args.video_sizes:
                 d = save_vjepa2(work, size)
                 cfg = load_config(None, ["video.enabled=true", f"video.model={d}", f"video.device={args.device}",
                                          f"video.dtype={dtype}", f"video.batch_size={args.video_batch_size}"])
-                stage = VJEPASegmentEncoder(cfg.video)
+                stage = VJEPAWindowEncoder(cfg.video, cfg.decode.sample_fps)
                 stage.setup()
-                starts = np.arange(args.segments) * args.segment_s
-                batch = {"path": np.array([str(clip)] * args.segments, dtype=object), "t_start": starts,
-                         "t_end": starts + args.segment_s}
-                windows = args.segments * n_windows(args.segment_s, cfg.video)
-                window = np.zeros((1, cfg.video.frames_per_window, h, w, 3), np.uint8)
-                stage.embed_windows(window)  # warm-up
-                s = timed(lambda st=stage, b=batch: st(b), args.device)
-                record(model=f"vjepa2-{size}-fpc64-256", stage="video", unit="segments/s", value=round(args.segments / s, 4),
-                       n=args.segments, seconds=round(s, 2), batch_size=args.video_batch_size, windows=windows,
-                       windows_per_s=round(windows / s, 4), segment_s=args.segment_s,
-                       input=f"{cfg.video.frames_per_window} frames x 256x256 per window, re-decoded from a {w}x{h} H.264 clip",
+                side = model_input(cfg.video)[1]
+                # Rows as decoding gives them: each sampled frame also at the model's input size.
+                n = args.windows * stage.span
+                rows = {"clip_id": np.array(["bench"] * n, dtype=object), "frame_idx": np.arange(n, dtype=np.int32),
+                        "video_px": rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)}
+                stage.embed_windows(rows["video_px"][None, : cfg.video.frames_per_window])  # warm-up
+                s = timed(lambda st=stage, b=rows: st(b), args.device)
+                record(model=f"vjepa2-{size}-fpc64-256", stage="video", unit="windows/s", value=round(args.windows / s, 4),
+                       n=args.windows, seconds=round(s, 2), batch_size=args.video_batch_size, windows=args.windows,
+                       windows_per_s=round(args.windows / s, 4), window_s=window_s(cfg),
+                       input=f"{cfg.video.frames_per_window} decoded frames of {side}x{side} per window (no second decode)",
                        params_m=round(sum(p.numel() for p in stage.model.parameters()) / 1e6, 1))
                 shutil.rmtree(d)
 

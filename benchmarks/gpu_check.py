@@ -208,7 +208,7 @@ def check_encoders(models: dict[str, Path], device: str, dtype: str, clip: Path)
     from handclust.config import load_config
     from handclust.encoders.dinov2 import DinoFrameEncoder
     from handclust.encoders.owlv2 import OwlToolPresence
-    from handclust.encoders.vjepa2 import VJEPASegmentEncoder
+    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input
 
     frames = np.random.default_rng(0).integers(0, 256, (32, 180, 320, 3), dtype=np.uint8)
     out: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -228,12 +228,15 @@ def check_encoders(models: dict[str, Path], device: str, dtype: str, clip: Path)
     scores = owl.score(frames[:2])
     assert np.isfinite(scores).all(), "OWLv2 gave non-finite scores"
     out["owlv2"] = {"frames": 2, "scores_shape": list(scores.shape)}
-    vj = VJEPASegmentEncoder(cfg.video)
+    vj = VJEPAWindowEncoder(cfg.video, cfg.decode.sample_fps)
     vj.setup()
-    batch = {"path": np.array([str(clip)] * 2, dtype=object), "t_start": np.array([0.0, 2.0]), "t_end": np.array([2.0, 4.0])}
-    vec = vj(batch)["desc_video"]
-    assert np.isfinite(np.asarray(vec, np.float32)).all(), "V-JEPA-2 gave non-finite descriptors"
-    out["vjepa2"] = {"segments": 2, "dim": int(np.asarray(vec).shape[1])}
+    side = model_input(cfg.video)[1]
+    n = 2 * vj.span  # two windows of rows, as decoding gives them (video_px at the model's input size)
+    rows = {"clip_id": np.array(["c"] * n, dtype=object), "frame_idx": np.arange(n, dtype=np.int32),
+            "video_px": np.random.default_rng(1).integers(0, 256, (n, side, side, 3), dtype=np.uint8)}
+    vec = vj(rows)["video_emb"]
+    assert np.isfinite(np.asarray(vec, np.float32)).all(), "V-JEPA-2 gave non-finite window vectors"
+    out["vjepa2"] = {"windows": 2, "dim": int(np.asarray(vec).shape[1]), "input": f"{side}x{side}"}
     if device == "cuda":
         out["max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
@@ -241,10 +244,10 @@ def check_encoders(models: dict[str, Path], device: str, dtype: str, clip: Path)
 
 def check_encoders_real_size(out_json: Path, device: str) -> dict[str, Any]:
     """benchmarks/encoders.py at real sizes (random weights); its JSON feeds `handclust estimate`."""
-    args = ([sys.executable, str(HERE / "encoders.py"), "--device", "cuda", "--frames", "512", "--batch-size", "64", "--segments", "16",
+    args = ([sys.executable, str(HERE / "encoders.py"), "--device", "cuda", "--frames", "512", "--batch-size", "64", "--windows", "16",
              "--video-batch-size", "8", "--owl-frames", "32", "--owl-batch-size", "8", "--sizes", "small", "base", "--out", str(out_json)]
             if device == "cuda" else
-            [sys.executable, str(HERE / "encoders.py"), "--device", "cpu", "--frames", "2", "--batch-size", "2", "--segments", "1",
+            [sys.executable, str(HERE / "encoders.py"), "--device", "cpu", "--frames", "2", "--batch-size", "2", "--windows", "1",
              "--video-sizes", "none", "--owl-frames", "0", "--sizes", "small", "--out", str(out_json)])
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO)
     if r.returncode != 0:

@@ -32,7 +32,9 @@ GPU_NAMES = {"T4": r"\bT4\b", "A10G": r"\bA10G\b", "L4": r"\bL4\b", "A100-40GB":
 # --device cuda` on the real GPU.
 ASSUMED_GPU = {
     "dinov2_frames_per_s": {"T4": 250.0, "A10G": 600.0, "L4": 550.0, "A100-40GB": 1500.0, "H100": 2500.0},
-    "vjepa2_segments_per_s": {"T4": 1.5, "A10G": 4.0, "L4": 3.5, "A100-40GB": 10.0, "H100": 16.0},
+    # Windows of 16 frames at 256 x 256 (ViT-L). Four times the per-segment figures these replace
+    # (an 8 s segment was 4 such windows), so the assumption itself did not change.
+    "vjepa2_windows_per_s": {"T4": 6.0, "A10G": 16.0, "L4": 14.0, "A100-40GB": 40.0, "H100": 64.0},
     "owlv2_frames_per_s": {"T4": 8.0, "A10G": 20.0, "L4": 18.0, "A100-40GB": 45.0, "H100": 70.0},
 }
 # CPU cost per footage hour when benchmarks/results has none: 720p30 H.264, 5 fps sampling.
@@ -62,7 +64,7 @@ GEMINI_PRICES_CHECKED = "2025-07"
 # Tokens Gemini counts for one image: 258 per 768 x 768 tile (one tile up to 384 px on both sides).
 GEMINI_TOKENS_PER_TILE = 258
 # Which benchmark row stands for each encoder of the estimate (the default models).
-BENCH_MODEL = {"dinov2_frames_per_s": "dinov2-small", "vjepa2_segments_per_s": "vjepa2-vitl", "owlv2_frames_per_s": "owlv2"}
+BENCH_MODEL = {"dinov2_frames_per_s": "dinov2-small", "vjepa2_windows_per_s": "vjepa2-vitl", "owlv2_frames_per_s": "owlv2"}
 
 
 @dataclass
@@ -202,23 +204,18 @@ def gpu_matches(gpu: str, device_name: str | None) -> bool:
     return bool(device_name) and re.search(pattern, str(device_name), re.IGNORECASE) is not None
 
 
-def _measured_rate(key: str, row: dict[str, Any], mean_segment_s: float) -> float | None:
+def _measured_rate(key: str, row: dict[str, Any]) -> float | None:
     value = row.get("value")
     if not isinstance(value, int | float) or value <= 0:
         return None
-    if key == "vjepa2_segments_per_s":
-        # The benchmark times 2 s segments (one window each); a mean segment of the estimate needs more.
-        from handclust.config import VideoConfig
-        from handclust.encoders.vjepa2 import n_windows
-
-        per_window = row.get("windows_per_s")
-        if not isinstance(per_window, int | float) or per_window <= 0:
-            return float(value)
-        return float(per_window) / n_windows(mean_segment_s, VideoConfig())
+    if key == "vjepa2_windows_per_s":
+        # benchmarks/encoders.py writes windows/s; older results (unit segments/s) carry windows_per_s.
+        per_window = row.get("windows_per_s", value if row.get("unit") == "windows/s" else None)
+        return float(per_window) if isinstance(per_window, int | float) and per_window > 0 else None
     return float(value)
 
 
-def gpu_rates(gpu: str, sources: dict[str, str], mean_segment_s: float = 8.0) -> dict[str, float]:
+def gpu_rates(gpu: str, sources: dict[str, str]) -> dict[str, float]:
     """Encoder rates on ``gpu``: measured where ``benchmarks/results/encoders_*.json`` ran on it (as
     benchmarks/encoders.py writes them: ``device: cuda``, the GPU's name under ``gpu``, a
     ``results`` list with one row per model), assumed otherwise."""
@@ -234,7 +231,7 @@ def gpu_rates(gpu: str, sources: dict[str, str], mean_segment_s: float = 8.0) ->
             continue
         for key, model in BENCH_MODEL.items():
             rows = [r for r in data.get("results", []) if str(r.get("model", "")).startswith(model)]
-            rate = _measured_rate(key, rows[0], mean_segment_s) if rows else None
+            rate = _measured_rate(key, rows[0]) if rows else None
             if rate is not None:
                 out[key] = rate
                 sources[key] = f"measured: {p.name} ({data['gpu']}, {rows[0].get('model')}, {rows[0].get('dtype', data.get('dtype'))})"
@@ -271,9 +268,18 @@ def clustering_seconds(segments: int, sources: dict[str, str]) -> float:
     return sec
 
 
+def _default_window_s(sample_fps: float) -> float:
+    """Footage one V-JEPA-2 window covers at the default video settings (16 sampled frames: 3.2 s at 5 fps)."""
+    from handclust.config import VideoConfig
+    from handclust.encoders.vjepa2 import window_seconds
+
+    return window_seconds(VideoConfig(), sample_fps)
+
+
 def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 1, encoders: tuple[str, ...] = ("dinov2",),
              sample_fps: float = 5.0, tool_fps: float = 1.0, mean_segment_s: float = 8.0,
-             usd_per_hour: float | None = None, head: bool = True, sample: list[SourceClip] | None = None) -> Estimate:
+             usd_per_hour: float | None = None, head: bool = True, sample: list[SourceClip] | None = None,
+             video_window_s: float | None = None) -> Estimate:
     """Cost and wall time of ``hours`` of footage on ``nodes`` GPU workers of type ``node``, plus the
     CPU head (``head``) and the clustering task on one worker.
 
@@ -294,9 +300,9 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     share = decode_share(sources)
     scale = decode_scale(sample, sources) if sample else 1.0
     rates = {"cpu": base / (share * scale + 1.0 - share) * nt.vcpus}  # footage hours per node hour
-    g = gpu_rates(nt.gpu, sources, mean_segment_s) if nt.gpus > 0 else {}
+    g = gpu_rates(nt.gpu, sources) if nt.gpus > 0 else {}
     per_footage_hour = {"dinov2": ("dinov2_frames_per_s", 3600 * sample_fps),
-                        "vjepa2": ("vjepa2_segments_per_s", 3600 / mean_segment_s),
+                        "vjepa2": ("vjepa2_windows_per_s", 3600 / (video_window_s or _default_window_s(sample_fps))),
                         "owlv2": ("owlv2_frames_per_s", 3600 * tool_fps)}
     gpu_seconds = 0.0
     for enc in encoders:
@@ -419,8 +425,10 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     node: str | NodeType = cfg.cost.node if cfg.cost.node in NODES else local_node(
         int(measured["cpus"]) if resources else None, int(measured["gpus"]))
     if footage_hours > 0:
+        from handclust.encoders.vjepa2 import window_seconds
+
         e = estimate(footage_hours, node, max(1, measured["nodes"]), encs, sample_fps=cfg.decode.sample_fps,
-                     tool_fps=cfg.tools.fps, head=False)
+                     tool_fps=cfg.tools.fps, head=False, video_window_s=window_seconds(cfg.video, cfg.decode.sample_fps))
         out["estimated"] = {"node_type": e.node.name, "node_hours": e.node_hours, "wall_s": e.wall_hours * 3600,
                             "usd": e.usd if e.node.usd_per_hour else None, "bottleneck": e.bottleneck,
                             "footage_hours_per_node_hour": e.footage_hours_per_node_hour, "sources": e.sources}

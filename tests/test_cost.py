@@ -36,7 +36,7 @@ def test_heavier_encoders_make_the_gpu_the_bottleneck():
     heavy = estimate(100, "aws-g4dn.xlarge", 1, ("dinov2", "vjepa2", "owlv2"))
     assert light.bottleneck == "cpu"
     assert heavy.bottleneck == "gpu" and heavy.usd > light.usd
-    assert all(k in heavy.sources for k in ("vjepa2_segments_per_s", "owlv2_frames_per_s", "cpu", "price"))
+    assert all(k in heavy.sources for k in ("vjepa2_windows_per_s", "owlv2_frames_per_s", "cpu", "price"))
 
 
 def test_price_override_and_bad_input():
@@ -53,8 +53,7 @@ def _encoders_json(gpu: str) -> dict:
     return {"device": "cuda", "gpu": gpu, "dtype": "bfloat16", "results": [
         {**row, "model": "dinov2-small", "stage": "scene", "unit": "frames/s", "value": 1234.5},
         {**row, "model": "dinov2-base", "stage": "scene", "unit": "frames/s", "value": 400.0},
-        {**row, "model": "vjepa2-vitl-fpc64-256", "stage": "video", "unit": "segments/s", "value": 20.0, "windows": 32,
-         "windows_per_s": 20.0, "segment_s": 2.0},
+        {**row, "model": "vjepa2-vitl-fpc64-256", "stage": "video", "unit": "windows/s", "value": 20.0, "windows": 32},
         {**row, "model": "owlv2-base-patch16", "stage": "tools", "unit": "frames/s", "value": 33.0},
     ]}
 
@@ -78,7 +77,15 @@ def test_a_gpu_benchmark_file_makes_the_estimate_measured(results):
     assert all(e.sources[k].startswith("measured: encoders_cuda.json") for k in cost.ASSUMED_GPU), e.sources
     g = cost.gpu_rates("L4", {})
     assert g["dinov2_frames_per_s"] == 1234.5 and g["owlv2_frames_per_s"] == 33.0  # dinov2-small: the default model
-    assert g["vjepa2_segments_per_s"] == pytest.approx(20.0 / 4)  # an 8 s segment is 4 windows of 2 s at the defaults
+    assert g["vjepa2_windows_per_s"] == 20.0
+    # V-JEPA-2 embeds every 16-frame window of the 5 fps decode: 3600 / 3.2 = 1125 windows per footage hour.
+    only = estimate(100, "aws-g6.xlarge", 1, ("vjepa2",))
+    assert only.rates["gpu"] == pytest.approx(3600 / (1125 / 20.0)), only.rates  # footage hours per L4 hour
+    # A result written before windows were the unit (segments/s, with windows_per_s beside it) still counts.
+    old = _encoders_json("NVIDIA L4")
+    old["results"][2] = {**old["results"][2], "unit": "segments/s", "value": 5.0, "windows_per_s": 20.0}
+    (results / "encoders_cuda.json").write_text(json.dumps(old))
+    assert cost.gpu_rates("L4", {})["vjepa2_windows_per_s"] == 20.0
     # The L4 file is not a measurement of an L40S, a T4 or an A100 80GB.
     assert cost.gpu_matches("L4", "NVIDIA L4") and not cost.gpu_matches("L4", "NVIDIA L40S")
     assert not cost.gpu_matches("A100-40GB", "NVIDIA A100-SXM4-80GB") and cost.gpu_matches("A100-40GB", "NVIDIA A100-SXM4-40GB")
