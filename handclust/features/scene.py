@@ -8,6 +8,8 @@ Hellinger-mapped (square root) and L2-normalised, so cosine similarity is meanin
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -31,6 +33,7 @@ class HistogramSceneEncoder:
     def __init__(self, cfg: SceneConfig):
         self.cfg = cfg
         self.dim = scene_dim(cfg)
+        self._cell_cache: tuple[tuple[int, int], tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]] | None = None
 
     def setup(self) -> None:
         import cv2
@@ -45,32 +48,71 @@ class HistogramSceneEncoder:
         return out
 
     def encode(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """One frame's vector. Same arithmetic as the plain per-cell version kept in the tests
+        (tests/test_frame_features.py::reference_scene_vector), in fewer passes over the image: the grey
+        world scale as a per-channel lookup table, colour and orientation codes as tables, and one
+        bincount per histogram over the finest pyramid cells, summed up for the coarser ones."""
         import cv2
 
-        img = frame.astype(np.float32)
-        img *= img.mean() / np.maximum(img.reshape(-1, 3).mean(axis=0), 1.0)  # grey world
-        img8 = np.clip(img, 0, 255).astype(np.uint8)
-        hsv = cv2.cvtColor(img8, cv2.COLOR_RGB2HSV)
-        hue = (hsv[..., 0].astype(np.int32) * self.cfg.color_bins // 180).clip(0, self.cfg.color_bins - 1)
-        sat = (hsv[..., 1].astype(np.int32) * _SAT_BINS // 256).clip(0, _SAT_BINS - 1)
-        colour_code = hue * _SAT_BINS + sat
+        frame = np.ascontiguousarray(frame)
+        c = self.cfg
+        means = np.asarray(cv2.mean(frame)[:3], np.float32)
+        scale = np.float32(means.mean()) / np.maximum(means, np.float32(1.0))  # grey world
+        lut = np.clip(np.arange(256, dtype=np.float32)[:, None] * scale[None, :], 0, 255).astype(np.uint8)
+        img8 = cv2.LUT(frame, lut.reshape(256, 1, 3))
+        hue, sat, _ = cv2.split(cv2.cvtColor(img8, cv2.COLOR_RGB2HSV))
+        hue_lut, sat_lut = self._colour_luts
+        colour_code = cv2.LUT(hue, hue_lut).astype(np.int64) + cv2.LUT(sat, sat_lut)
         grey = cv2.cvtColor(img8, cv2.COLOR_RGB2GRAY).astype(np.float32)
         gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
         mag = np.sqrt(gx * gx + gy * gy)
-        ori = ((np.arctan2(gy, gx) % np.pi) / np.pi * self.cfg.orientation_bins).astype(np.int32)
-        ori = ori.clip(0, self.cfg.orientation_bins - 1)
-        n_colour = self.cfg.color_bins * _SAT_BINS
+        ang = np.arctan2(gy, gx)  # [-pi, pi] -> [0, pi), as ``ang % pi`` computes it
+        pi = np.float32(np.pi)
+        ang = np.where(ang < 0, ang + pi, ang)
+        ang = np.where(ang >= pi, ang - pi, ang)
+        ori = (ang / np.pi * c.orientation_bins).astype(np.int32).clip(0, c.orientation_bins - 1)
+        n_colour, n_ori = c.color_bins * _SAT_BINS, c.orientation_bins
+        cell, k, sizes = self._cells(grey.shape)
+        n_cells = k * k
+        ch = np.bincount((cell * n_colour + colour_code).ravel(), minlength=n_cells * n_colour).reshape(k, k, n_colour)
+        oh = np.bincount((cell * n_ori + ori).ravel(), weights=mag.ravel(), minlength=n_cells * n_ori).reshape(k, k, n_ori)
+        edges = np.bincount((cell * 2 + (mag > 40)).ravel(), minlength=n_cells * 2)[1::2].reshape(k, k).astype(np.float64)
         parts = []
-        h, w = grey.shape
-        for level in range(self.cfg.pyramid_levels):
-            k = 2**level
-            for r in range(k):
-                for c in range(k):
-                    sl = (slice(r * h // k, (r + 1) * h // k), slice(c * w // k, (c + 1) * w // k))
-                    ch = np.bincount(colour_code[sl].ravel(), minlength=n_colour).astype(np.float32)
-                    oh = np.bincount(ori[sl].ravel(), weights=mag[sl].ravel(), minlength=self.cfg.orientation_bins)
-                    edge = float((mag[sl] > 40).mean())
-                    parts += [ch / max(ch.sum(), 1.0), oh / max(oh.sum(), 1e-6), np.array([edge])]
+        for level in range(c.pyramid_levels):
+            m = 2**level
+            f = k // m  # finest cells per side of one cell at this level
+
+            def pooled(x: npt.NDArray[np.float64], m: int = m, f: int = f) -> npt.NDArray[np.float64]:
+                return x.reshape(m, f, m, f, *x.shape[2:]).sum(axis=(1, 3)) if f > 1 else x
+
+            chl, ohl, el, sl = pooled(ch), pooled(oh), pooled(edges), pooled(sizes)
+            for r in range(m):
+                for col in range(m):
+                    h = chl[r, col].astype(np.float32)
+                    o = ohl[r, col]
+                    parts += [h / max(h.sum(), 1.0), o / max(o.sum(), 1e-6),
+                              np.array([el[r, col] / max(sl[r, col], 1.0)])]
         v = np.sqrt(np.concatenate(parts).astype(np.float32))
         return v / max(float(np.linalg.norm(v)), 1e-6)
+
+    @functools.cached_property
+    def _colour_luts(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """OpenCV hue (0-179) -> hue bin x saturation bins, saturation (0-255) -> saturation bin:
+        their sum is the colour bin."""
+        hue = (np.arange(256, dtype=np.int32) * self.cfg.color_bins // 180).clip(0, self.cfg.color_bins - 1)
+        sat = (np.arange(256, dtype=np.int32) * _SAT_BINS // 256).clip(0, _SAT_BINS - 1)
+        return (hue * _SAT_BINS).astype(np.uint8), sat.astype(np.uint8)
+
+    def _cells(self, shape: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]:
+        """Finest pyramid cell of every pixel (``r * k + c``, borders at ``r * h // k`` as the coarser
+        levels' borders are), cells per side ``k``, and pixels per cell ``(k, k)``."""
+        h, w = int(shape[0]), int(shape[1])
+        if self._cell_cache is None or self._cell_cache[0] != (h, w):
+            k = 2 ** (self.cfg.pyramid_levels - 1)
+            rows = np.searchsorted(np.arange(1, k) * h // k, np.arange(h), side="right")
+            cols = np.searchsorted(np.arange(1, k) * w // k, np.arange(w), side="right")
+            cell = (rows[:, None] * k + cols[None, :]).astype(np.int64)
+            sizes = np.bincount(cell.ravel(), minlength=k * k).reshape(k, k).astype(np.float64)
+            self._cell_cache = ((h, w), (cell, k, sizes))
+        return self._cell_cache[1]
