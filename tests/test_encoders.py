@@ -343,6 +343,8 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
     enc = run["encoders"]
     assert enc["scene"]["encoder"] == "dinov2" and enc["scene"]["model"] == str(tiny_models["dinov2"])
     assert enc["video"]["encoder"] == "vjepa2" and enc["tools"]["encoder"] == "owlv2"
+    # video.fps=2 of 5 sampled: every 2nd frame, 4 per window, so a window is 1.6 s of the decoded frames.
+    assert enc["video"]["window_s"] == pytest.approx(1.6) and "no second decode" in enc["video"]["input"]
     assert all(enc[k]["device"] == "cpu" and enc[k]["dtype"] == "float32" for k in ("scene", "video", "tools"))
     assert {"video", "tools"} <= set(run["clustering"]["fusion_weights"])
     top = json.loads((out / "eval.json").read_text())["top_tools"]
@@ -360,7 +362,7 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
 @pytest.mark.ray
 def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_clip: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch):
-    """The default runner: DINOv2 / OWLv2 as actor pools, V-JEPA-2 in the per-clip writer, same rows as local."""
+    """The default runner: DINOv2 / V-JEPA-2 / OWLv2 as actor pools, same rows as local."""
     import shutil
     import tempfile
 
