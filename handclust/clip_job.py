@@ -121,7 +121,7 @@ class ClipJob:
         d = cfg.decode
         self.status["t_decode_start"] = time.time()
         self.source = source = open_video(self.path, d.sample_fps, d.width, d.chunk_frames, d.backend,
-                                          video_model_input(cfg))
+                                          video_model_input(cfg), d.hwaccel)
         self.status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
                            width=source.info.width, height=source.info.height, backend=source.backend)
         clip = Clip(self.clip_id, self.path, int(self.status["size_bytes"]), self.status.get("phase"))

@@ -25,6 +25,9 @@ class DecodeConfig(_Frozen):
     sample_fps: float = Field(5.0, gt=0, le=60, description="frames sampled per second of video")
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
     backend: Literal["auto", "decord", "pyav"] = "auto"
+    hwaccel: Literal["none", "cuda"] = Field("none", description=(
+        "cuda: decode on the GPU's video engine (NVDEC, FFmpeg's cuda device in PyAV) where the process sees a GPU; a clip "
+        "it cannot take (no GPU on that node, a stream NVDEC does not support) is decoded on CPU, and its status says why"))
     chunk_frames: int = Field(64, ge=2, description="sampled frames per chunk (memory bound)")
     prefetch_chunks: int = Field(2, ge=0, le=16, description=(
         "chunks a decode thread may run ahead of the frame stages (0: decode in the same thread); overlaps decoding "

@@ -163,6 +163,17 @@ def _retry_args(max_restarts: int, max_task_retries: int) -> dict[str, int]:
     return {"max_restarts": max_restarts, "max_task_retries": max_task_retries}
 
 
+def decode_task_options(cfg: RunConfig) -> dict[str, Any]:
+    """Ray options of the decode tasks. With ``decode.hwaccel=cuda`` they see their node's GPUs:
+    Ray hides GPUs from a task that asks for none (``CUDA_VISIBLE_DEVICES=""``), and asking for a
+    share would count the video engine, which is separate from the compute the encoders' shares
+    divide, against them (and leave decode tasks no place on CPU nodes). A decode task on a node
+    without a GPU falls back to CPU decoding (:class:`handclust.video.NvdecSource`)."""
+    if cfg.decode.hwaccel != "cuda":
+        return {}
+    return {"runtime_env": {"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}}}
+
+
 def write_clip(frames: Batch, record: str, describer: SegmentDescriber, out: str,
                segment_stages: list[Any] | tuple[Any, ...] = (), hands: Any = None, threads: float | None = None) -> dict[str, Any]:
     """Ray task: one clip's feature rows (all of them, ``frame_idx`` order) in, the clip finished and
@@ -477,7 +488,7 @@ class RayRunner:
         out = self.store.uri if "://" in self.store.uri else self.store.root
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(decode_clips, batch_size=1, batch_format="numpy", num_cpus=rc.decode_num_cpus,
-                            compute=TaskPoolStrategy(size=rc.decode_concurrency),
+                            compute=TaskPoolStrategy(size=rc.decode_concurrency), **decode_task_options(self.cfg),
                             # Bounded: Ray Data's default retries a task lost with its worker forever.
                             max_retries=rc.max_task_retries,
                             fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint, "run_id": run_id})

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -241,7 +242,7 @@ class PyAVSource(VideoSource):
                     buf_f, buf_t, buf_i, buf_m = [], [], [], []
 
         try:
-            with av.open(self.info.path) as container:
+            with self._open() as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
@@ -260,6 +261,8 @@ class PyAVSource(VideoSource):
                         yield from emit(prev[1], t - half)
                     prev, last_t = (t, frame), t
         except (av.error.FFmpegError, ValueError) as exc:
+            if prev is None and self.backend == "nvdec":  # nothing decoded: the GPU's reason, for the fallback
+                raise VideoError(self.info.path, f"NVDEC decoded no frame ({exc})", "decoded on CPU instead") from exc
             log.warning("%s: decoding stopped at %.1f s: %s", self.info.path, max(last_t, 0.0), exc)
             self.truncated_at = max(last_t, 0.0)
         # The last frame stays on screen one frame period; below 1 fps (slow sources, and clips whose
@@ -275,10 +278,39 @@ class PyAVSource(VideoSource):
         elif self.truncated_at is None and last_t + truncation_tolerance_s(self.info.source_fps) < self.info.duration_s:
             self.truncated_at = max(last_t, 0.0)
 
+    def _open(self) -> Any:
+        import av
+
+        return av.open(self.info.path)
+
     @staticmethod
     def _flush(f: list[npt.NDArray[np.uint8]], t: list[float], i: list[int], m: list[npt.NDArray[np.uint8]]) -> FrameChunk:
         return FrameChunk(np.stack(f), np.asarray(t, dtype=np.float64), np.asarray(i, dtype=np.int32),
                           np.stack(m) if m else None)
+
+
+class NvdecSource(PyAVSource):
+    """PyAV with FFmpeg's CUDA hardware decoder (NVDEC): the GPU's video engine decodes, frames come
+    back to system memory, and everything after (sampling, resizing, rotation) is PyAV's path.
+
+    Chosen over torchcodec and PyNvVideoCodec because it is the same FFmpeg (PyAV's wheels ship
+    with the ``cuda`` hardware device) and the same sampling code as the CPU decode, so the CPU twin
+    differs only in the device: nothing extra to install, the same frames on screen at each sample
+    time. No software fallback inside FFmpeg: a stream the GPU cannot decode (or a machine without
+    one: opening the device fails) raises before the first frame, and :class:`FallbackSource`
+    hands the clip to CPU PyAV, recording why.
+    """
+
+    backend = "nvdec"
+
+    def _open(self) -> Any:
+        import av
+        from av.codec.hwaccel import HWAccel
+
+        try:
+            return av.open(self.info.path, hwaccel=HWAccel("cuda", allow_software_fallback=False))
+        except (av.error.FFmpegError, OSError) as exc:  # no GPU, no driver, or the device is busy
+            raise VideoError(self.info.path, f"NVDEC could not open a CUDA device ({exc})", "decoded on CPU instead") from exc
 
 
 class DecordSource(VideoSource):
@@ -358,7 +390,7 @@ class DecordSource(VideoSource):
             self.decoded_s = (lo + len(sel)) / self.sample_fps
 
 
-BACKENDS: dict[str, type[VideoSource]] = {"decord": DecordSource, "pyav": PyAVSource}
+BACKENDS: dict[str, type[VideoSource]] = {"decord": DecordSource, "pyav": PyAVSource, "nvdec": NvdecSource}
 
 
 def available_backends() -> list[str]:
@@ -369,6 +401,11 @@ def available_backends() -> list[str]:
             out.append(name)
         except ImportError:
             pass
+    if "pyav" in out:
+        from av.codec.hwaccel import hwdevices_available
+
+        if "cuda" in hwdevices_available():  # FFmpeg built with it; whether a GPU is there shows on opening
+            out.append("nvdec")
     return out
 
 
@@ -403,7 +440,7 @@ class FallbackSource(VideoSource):
                     self.truncated_at = src.decoded_s
                     self.decoded_s = src.decoded_s
                     return
-                problems.append(f"{name}: {exc}")
+                problems.append(f"{name}: {getattr(exc, 'problem', exc)}")
             else:
                 if yielded:
                     self.truncated_at, self.gap, self.decoded_s = src.truncated_at, src.gap, src.decoded_s
@@ -417,11 +454,13 @@ class FallbackSource(VideoSource):
 
 
 def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chunk_frames: int = 64,
-               backend: str = "auto", model_input: tuple[int, int] | None = None) -> VideoSource:
+               backend: str = "auto", model_input: tuple[int, int] | None = None, hwaccel: str = "none") -> VideoSource:
     """Probe a clip and open it with ``backend`` (``"auto"``: PyAV, then decord), falling back to the other.
 
     ``model_input`` (short side, long side kept): chunks also carry each sampled frame at that size
     (:attr:`FrameChunk.model`), for a video model fed from this decode instead of decoding again.
+    ``hwaccel="cuda"`` (or ``backend="nvdec"``): NVDEC first (:class:`NvdecSource`), the CPU
+    backends after it.
     """
     info = probe(path)
     if backend != "auto" and backend not in BACKENDS:
@@ -430,6 +469,12 @@ def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chun
     first = "pyav" if backend == "auto" else backend
     order = [first] + [b for b in ("pyav", "decord") if b != first and b in names]
     why = "decode.backend=auto: PyAV first" if backend == "auto" else f"decode.backend={backend}"
+    if (hwaccel == "cuda" or backend == "nvdec") and "nvdec" in names:
+        order = ["nvdec"] + [b for b in order if b != "nvdec"] + ([] if "pyav" in order else ["pyav"])
+        why += "; decode.hwaccel=cuda: NVDEC first"
+    elif hwaccel == "cuda" or backend == "nvdec":
+        order = [b for b in order if b != "nvdec"] or ["pyav"]
+        why += "; decode.hwaccel=cuda, but this FFmpeg has no cuda device: CPU decoding"
     if info.rotation and "decord" in order:
         # decord ignores the display matrix of rotated (phone) footage; PyAV honours it.
         order = [b for b in order if b != "decord"] or ["pyav"]

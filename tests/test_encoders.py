@@ -372,8 +372,9 @@ def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_c
 
     ray_tmp = tempfile.mkdtemp(prefix="hcenc")  # short: Ray's socket paths must fit in 107 bytes
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    # decode.hwaccel=cuda as the GPU job config sets it: without a GPU both runners decode on CPU.
     common = [*encoder_overrides(tiny_models), "decode.width=160", "decode.sample_fps=5", "labels.enabled=false",
-              "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca"]
+              "report.enabled=false", "evaluation.ablations=false", "cluster.map_method=pca", "decode.hwaccel=cuda"]
     try:
         discover([short_clip], out=tmp_path / "ray", progress=False, overrides=[
             *common, "runner=ray", "ray.num_cpus=2", "ray.actor_num_cpus=0.2", "ray.object_store_memory_mb=300"])
@@ -389,3 +390,6 @@ def test_ray_runner_gives_the_local_runners_encoder_columns(tiny_models, short_c
             np.testing.assert_allclose(np.stack(a[col]), np.stack(b[col]), atol=1e-5, equal_nan=True, err_msg=col)
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert run["encoders"]["video"]["device"] == "cpu" and run["config"]["runner"] == "ray"
+    for runner in ("ray", "local"):  # each clip's status says which decoder read it, and why
+        st = json.loads(next((tmp_path / runner / "status").glob("*.json")).read_text())
+        assert st["backend"] == "pyav" and "NVDEC first" in st["backend_reason"], st

@@ -171,6 +171,34 @@ def test_a_failing_backend_falls_back_to_the_other(tmp_path: Path, caplog: pytes
     assert any("falling back to pyav" in r.getMessage() for r in caplog.records)  # logged, not silent
 
 
+def test_nvdec_decodes_the_same_frames_or_hands_the_clip_to_cpu_saying_why(short_clip: Path):
+    """decode.hwaccel=cuda: NVDEC where the process sees a GPU; without one (CI, CPU nodes of a
+    cluster) PyAV on CPU decodes the clip, and the source says what NVDEC answered."""
+    from handclust.video import available_backends
+
+    assert "nvdec" in available_backends()  # PyAV's FFmpeg ships the cuda device
+    plain = open_video(short_clip, sample_fps=5, width=64)
+    ref = np.concatenate([c.frames for c in plain.chunks()])
+    src = open_video(short_clip, sample_fps=5, width=64, hwaccel="cuda")
+    assert src.order[0] == "nvdec" and "NVDEC first" in src.why
+    got = np.concatenate([c.frames for c in src.chunks()])
+    assert got.shape == ref.shape and src.truncated_at is None
+    if src.backend == "nvdec":  # a machine with a GPU: the same pictures (NV12 instead of YUV420P out)
+        assert np.abs(got.astype(int) - ref).mean() < 2.0
+    else:
+        assert src.backend == "pyav" and np.array_equal(got, ref)
+        assert "nvdec: NVDEC could not open a CUDA device" in src.why and "so pyav decoded it" in src.why
+
+
+def test_ray_decode_tasks_see_their_nodes_gpus_only_for_nvdec():
+    from handclust.config import load_config
+    from handclust.ray_runner import decode_task_options
+
+    assert decode_task_options(load_config(None, [])) == {}
+    env = decode_task_options(load_config(None, ["decode.hwaccel=cuda"]))["runtime_env"]["env_vars"]
+    assert env == {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}  # else Ray sets CUDA_VISIBLE_DEVICES=""
+
+
 @pytest.mark.parametrize("backend", ["auto", "decord"])
 def test_clip_corrupt_in_the_middle_keeps_the_part_before(tmp_path: Path, short_clip: Path, backend: str):
     data = bytearray(short_clip.read_bytes())
