@@ -85,6 +85,12 @@ def test_rotation_metadata_is_applied(tmp_path: Path):
         assert frame.shape[:2] == (96, 64), backend
         # The top band is now along a side edge (portrait), not the top.
         assert frame[:, :6].mean() > 200 or frame[:, -6:].mean() > 200, backend
+    # The video model's copy is upright too: portrait, short side 48 (no enlarging), the long side cut to 48.
+    chunk = next(iter(open_video(rotated, sample_fps=5, width=64, model_input=(48, 48)).chunks()))
+    side = chunk.model[0]
+    assert side.shape == (48, 48, 3)
+    band = side[:, :4].mean() > 200 or side[:, -4:].mean() > 200
+    assert band and side[:4].mean() < 100  # the band runs down one side, not across the top
 
 
 def test_read_range_redecodes_a_time_span(short_clip: Path):
