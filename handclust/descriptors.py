@@ -103,10 +103,15 @@ def tool_presence(scores: npt.NDArray[np.floating], a: int, b: int) -> npt.NDArr
     return s[idx].mean(axis=0).astype(np.float32)
 
 
+def _unit_mean(rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The mean of ``(n, D)`` rows, scaled to unit length."""
+    mean = np.asarray(rows, np.float64).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-9)
+
+
 def describe_scene(seg: SegmentFrames) -> Description:
     """``desc_scene``: the unit-length mean of the segment's scene embeddings."""
-    desc = np.asarray(seg.column("scene_embedding"), np.float64).mean(axis=0)
-    return Description(desc / max(float(np.linalg.norm(desc)), 1e-9))
+    return Description(_unit_mean(seg.column("scene_embedding")))
 
 
 def describe_motion(seg: SegmentFrames) -> Description:
@@ -183,8 +188,7 @@ def describe_video(seg: SegmentFrames) -> Description | None:
     v = seg.frames.get("video_emb")
     if v is None or not np.shape(v)[-1]:
         return None
-    desc = np.asarray(v[seg.a:seg.b], np.float64).mean(axis=0)
-    return Description(desc / max(float(np.linalg.norm(desc)), 1e-9))
+    return Description(_unit_mean(v[seg.a:seg.b]))
 
 
 def describe_pose(seg: SegmentFrames) -> Description | None:

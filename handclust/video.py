@@ -261,8 +261,8 @@ class PyAVSource(VideoSource):
                         yield from emit(prev[1], t - half)
                     prev, last_t = (t, frame), t
         except (av.error.FFmpegError, ValueError) as exc:
-            if prev is None and self.backend == "nvdec":  # nothing decoded: the GPU's reason, for the fallback
-                raise VideoError(self.info.path, f"NVDEC decoded no frame ({exc})", "decoded on CPU instead") from exc
+            if prev is None:  # nothing decoded: the reason goes to FallbackSource (the next backend, or the clip's error)
+                raise VideoError(self.info.path, f"decoded no frame ({exc})") from exc
             log.warning("%s: decoding stopped at %.1f s: %s", self.info.path, max(last_t, 0.0), exc)
             self.truncated_at = max(last_t, 0.0)
         # The last frame stays on screen one frame period; below 1 fps (slow sources, and clips whose
@@ -469,12 +469,13 @@ def open_video(path: str | Path, sample_fps: float = 5.0, width: int = 320, chun
     first = "pyav" if backend == "auto" else backend
     order = [first] + [b for b in ("pyav", "decord") if b != first and b in names]
     why = "decode.backend=auto: PyAV first" if backend == "auto" else f"decode.backend={backend}"
-    if (hwaccel == "cuda" or backend == "nvdec") and "nvdec" in names:
-        order = ["nvdec"] + [b for b in order if b != "nvdec"] + ([] if "pyav" in order else ["pyav"])
-        why += "; decode.hwaccel=cuda: NVDEC first"
-    elif hwaccel == "cuda" or backend == "nvdec":
-        order = [b for b in order if b != "nvdec"] or ["pyav"]
-        why += "; decode.hwaccel=cuda, but this FFmpeg has no cuda device: CPU decoding"
+    if hwaccel == "cuda" or backend == "nvdec":
+        order = [b for b in order if b != "nvdec"] or ["pyav"]  # the CPU backends, after NVDEC where there is one
+        if "nvdec" in names:
+            order.insert(0, "nvdec")
+            why += "; decode.hwaccel=cuda: NVDEC first"
+        else:
+            why += "; decode.hwaccel=cuda, but this FFmpeg has no cuda device: CPU decoding"
     if info.rotation and "decord" in order:
         # decord ignores the display matrix of rotated (phone) footage; PyAV honours it.
         order = [b for b in order if b != "decord"] or ["pyav"]
