@@ -46,7 +46,7 @@ EncoderDevice = Literal["auto", "cuda", "mps", "cpu"]
 EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_HELP = "auto: cuda, then mps, then cpu; a named device that is missing is an error"
 _DTYPE_HELP = "auto: bfloat16 on cuda GPUs that have it (compute capability >= 8.0), float16 on older ones (T4, V100), float32 elsewhere"
-_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see README, Learned encoders)"
+_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see docs/user-guide.md, Learned encoders)"
 
 
 class SceneConfig(_Frozen):
