@@ -124,7 +124,7 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     try:
         cfg = load_config(config_path, list(overrides))
     except ConfigError as exc:
-        # Recorded where the run would have written (README: a failed start says why in run.json).
+        # Recorded where the run would have written (docs/user-guide.md: a failed start says why in run.json).
         record_failure(OutputStore(out), None, footage, exc, overrides=list(overrides))
         _fail(str(exc))
         return

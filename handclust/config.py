@@ -24,7 +24,9 @@ class _Frozen(BaseModel):
 class DecodeConfig(_Frozen):
     sample_fps: float = Field(5.0, gt=0, le=60, description="frames sampled per second of video")
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
-    backend: Literal["auto", "decord", "pyav"] = "auto"
+    backend: Literal["auto", "decord", "pyav"] = Field("auto", description=(
+        "auto: PyAV, then decord if PyAV decodes no frame; decord: decord first, PyAV as its fallback; pyav: PyAV first, "
+        "decord as its fallback"))
     hwaccel: Literal["none", "cuda"] = Field("none", description=(
         "cuda: decode on the GPU's video engine (NVDEC, FFmpeg's cuda device in PyAV) where the process sees a GPU; a clip "
         "it cannot take (no GPU on that node, a stream NVDEC does not support) is decoded on CPU, and its status says why"))
@@ -35,10 +37,10 @@ class DecodeConfig(_Frozen):
 
 
 class FlowConfig(_Frozen):
-    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    preset: Literal["ultrafast", "fast", "medium"] = Field("fast", description="OpenCV DIS optical-flow preset (speed against accuracy)")
     grid: int = Field(4, ge=1, le=16, description="spatial grid of mean flow is grid x grid")
-    direction_bins: int = Field(8, ge=4, le=36)
-    ransac_threshold_px: float = Field(1.0, gt=0)
+    direction_bins: int = Field(8, ge=4, le=36, description="bins of the flow-direction histogram")
+    ransac_threshold_px: float = Field(1.0, gt=0, description="inlier threshold (px) of the ego-motion (RANSAC similarity) fit")
     max_points: int = Field(400, ge=16, description="flow vectors sampled for the ego-motion fit")
 
 
@@ -46,7 +48,7 @@ EncoderDevice = Literal["auto", "cuda", "mps", "cpu"]
 EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_HELP = "auto: cuda, then mps, then cpu; a named device that is missing is an error"
 _DTYPE_HELP = "auto: bfloat16 on cuda GPUs that have it (compute capability >= 8.0), float16 on older ones (T4, V100), float32 elsewhere"
-_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see README, Learned encoders)"
+_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see docs/user-guide.md, Learned encoders)"
 
 
 class SceneConfig(_Frozen):
@@ -68,9 +70,9 @@ class VideoConfig(_Frozen):
     """V-JEPA-2 embedding per window of consecutive sampled frames, on the frames the run decodes
     (at the model's input size); a segment's vector is the mean over its frames' windows."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="V-JEPA-2 video embedding (desc_video); needs the [encoders] extra and weights")
     model: str = Field("facebook/vjepa2-vitl-fpc64-256", description=f"V-JEPA-2: {_MODEL_HELP}")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub branch, tag or commit of video.model")
     frames_per_window: int = Field(16, ge=2, le=64, description="frames per model window (even: tubelets are 2 frames)")
     fps: float | None = Field(None, gt=0, le=60, description="frame rate inside a window, at most decode.sample_fps "
                               "(every round(sample_fps / fps)-th sampled frame); null: every sampled frame")
@@ -95,9 +97,9 @@ MASONRY_TOOLS = ("trowel", "mortar bucket", "brick", "concrete block", "rubber m
 class ToolsConfig(_Frozen):
     """OWLv2 open-vocabulary tool presence on a subset of frames."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="OWLv2 tool scores per frame (tool_scores, desc_tools); needs the [encoders] extra and weights")
     model: str = Field("google/owlv2-base-patch16-ensemble", description=f"OWLv2: {_MODEL_HELP}")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub branch, tag or commit of tools.model")
     fps: float = Field(1.0, gt=0, le=60, description="frames per second scored (at most decode.sample_fps)")
     prompts: tuple[str, ...] = Field(MASONRY_TOOLS, min_length=1, description="what to look for, one name each")
     prompt_template: str = Field("a photo of a {}", description="each prompt is put into this text ({} = prompt)")
@@ -115,8 +117,8 @@ class PoseConfig(_Frozen):
     enabled: bool = Field(True, description="run MediaPipe Hands / Pose (needs mediapipe 0.10.14, installed by `make`)")
     hands: bool = Field(True, description="hand landmarks (21 points per hand)")
     body: bool = Field(True, description="body landmarks (33 points)")
-    max_hands: int = Field(2, ge=1, le=4)
-    min_detection_confidence: float = Field(0.5, gt=0, lt=1)
+    max_hands: int = Field(2, ge=1, le=4, description="hand slots per frame (left to right in the image)")
+    min_detection_confidence: float = Field(0.5, gt=0, lt=1, description="MediaPipe's detection threshold, hands and body")
     fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at for hands where hands are (at most "
                        "decode.sample_fps); ~30 ms per frame on CPU")
     idle_fps: float | None = Field(0.5, gt=0, le=60, description="frames per second looked at everywhere else, and for the "
@@ -141,14 +143,14 @@ class PoseConfig(_Frozen):
 
 
 class SegmentConfig(_Frozen):
-    min_segment_s: float = Field(3.0, gt=0)
+    min_segment_s: float = Field(3.0, gt=0, description="boundaries are at least this far apart (s)")
     max_segment_s: float = Field(15.0, gt=0, description="longer segments are split evenly")
     window_s: float = Field(2.0, gt=0, description="half-window of the motion/appearance detectors")
     smooth_s: float = Field(1.0, gt=0, description="width of the vote kernel around a proposal")
     vote_threshold: float = Field(1.2, gt=0, description="fused vote a boundary must reach")
     detector_weights: dict[Literal["motion", "appearance", "statistical"], float] = Field(
-        default_factory=lambda: {"motion": 1.0, "appearance": 1.0, "statistical": 1.0}
-    )
+        default_factory=lambda: {"motion": 1.0, "appearance": 1.0, "statistical": 1.0},
+        description="weight of each boundary detector's vote: motion novelty, appearance novelty, change points (ruptures)")
     cpd_dims: int = Field(8, ge=1, description="PCA dims fed to ruptures")
     cpd_penalty: float = Field(3.0, gt=0, description="ruptures penalty per change point, x log(n)")
 
@@ -160,9 +162,10 @@ class SegmentConfig(_Frozen):
 
 
 class DescriptorConfig(_Frozen):
-    min_period_s: float = Field(0.8, gt=0)
-    max_period_s: float = Field(6.0, gt=0)
-    rhythm_bands: int = Field(6, ge=2, le=32)
+    min_period_s: float = Field(0.8, gt=0, description="shortest repetition period looked for (s); a segment with fewer "
+                                "than 2 distinct frames per this period leaves rhythm unmeasured")
+    max_period_s: float = Field(6.0, gt=0, description="longest repetition period looked for (s)")
+    rhythm_bands: int = Field(6, ge=2, le=32, description="frequency bands of the flow-rhythm descriptor (windowed FFT)")
     repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
 
 
@@ -175,25 +178,29 @@ MODALITY_SECTIONS: dict[str, str | None] = {}
 class ClusterConfig(_Frozen):
     modalities: tuple[str, ...] = Field(("scene", "motion", "ego", "rhythm"),
                                         description="modalities fused for clustering (handclust/modalities.py)")
-    weighting: Literal["confidence", "equal"] = "confidence"
+    weighting: Literal["confidence", "equal"] = Field("confidence", description="fusion weight of each modality: confidence "
+                                                      "(its structure within clips, against chance) or equal")
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
-    min_samples: int | None = Field(None, ge=1)
+    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; None: half of min_cluster_size (at least 2)")
     reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
     hdbscan_dims: int | None = Field(16, ge=2, description="from hdbscan_reduce_from fitted segments on, HDBSCAN runs on this "
                                      "many principal components of the fused descriptors (its trees slow down past ~20 "
                                      "dims); None: always on all of them")
     hdbscan_reduce_from: int = Field(10_000, ge=2, description="fewer fitted segments than this: HDBSCAN on every fused "
                                      "dim (fast there, and PCA of a few dozen segments is noisy)")
-    assign_noise: bool = True
-    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    assign_noise: bool = Field(True, description="give noise segments the activity of their nearest neighbours' clusters "
+                               "(the activity column; cluster keeps -1)")
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu: cuML / CuPy / FAISS-GPU (the [gpu] extra); cpu: "
+                                                   "scikit-learn / umap-learn / faiss-cpu; auto: gpu when importable with a "
+                                                   "CUDA device. run.json says what ran and why")
     where: Literal["auto", "driver", "ray_task"] = Field(
         "auto", description="where the joint clustering, kNN graph and 2-D map run: ray_task: one Ray task with cluster.num_gpus "
         "GPUs on a worker (the head may be CPU-only); auto: ray_task when runner=ray and backend=gpu, else the driver")
     num_gpus: float = Field(1.0, ge=0, description="GPUs the clustering task asks of Ray (where=ray_task)")
     num_cpus: int | None = Field(None, ge=1, description="threads for faiss / OpenMP / BLAS while clustering, and the CPUs "
                                  "the clustering task asks for; None: 4 in a Ray task, no limit on the driver")
-    map_method: Literal["umap", "pca"] = "umap"
-    knn_k: int = Field(10, ge=2)
+    map_method: Literal["umap", "pca"] = Field("umap", description="2-D map of all segments (embedding_2d.parquet, the report)")
+    knn_k: int = Field(10, ge=2, description="neighbours per segment in the kNN graph (neighbours.parquet, votes, scores)")
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
                                   "and place the rest by a kNN vote")
     clip_normalise: Literal["auto", "on", "off"] = Field(
@@ -225,7 +232,7 @@ class ClusterConfig(_Frozen):
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
-    seed: int = 0
+    seed: int = Field(0, description="fixes every random draw of the clustering")
 
     @field_validator("clip_normalise", mode="before")
     @classmethod
@@ -260,16 +267,17 @@ class ClusterConfig(_Frozen):
 
 class LabelConfig(_Frozen):
     enabled: bool = Field(True, description="name activities with Gemini when an API key is set")
-    model: str = "gemini-2.5-flash"
-    api_key_env: str = "GEMINI_API_KEY"
+    model: str = Field("gemini-2.5-flash", description="Gemini model that names activities (google-genai)")
+    api_key_env: str = Field("GEMINI_API_KEY", description="environment variable holding the API key (GEMINI_API_KEY and "
+                             "GOOGLE_API_KEY are also read)")
     base_url: str | None = Field(None, description="API endpoint override (proxies, tests)")
     n_segments: int = Field(3, ge=1, le=10, description="typical segments shown per activity")
-    frames_per_segment: int = Field(2, ge=1, le=8)
-    image_width: int = Field(384, ge=64, le=1536)
-    concurrency: int = Field(4, ge=1, le=64)
-    max_retries: int = Field(4, ge=0, le=10)
-    backoff_s: float = Field(2.0, ge=0)
-    timeout_s: float = Field(60.0, gt=0)
+    frames_per_segment: int = Field(2, ge=1, le=8, description="keyframes sent from each typical segment")
+    image_width: int = Field(384, ge=64, le=1536, description="keyframes are re-decoded at this width (px)")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    max_retries: int = Field(4, ge=0, le=10, description="retries of a 429, time-out or 5xx (exponential backoff)")
+    backoff_s: float = Field(2.0, ge=0, description="first backoff (s), doubled per retry; a 429's Retry-After waits longer")
+    timeout_s: float = Field(60.0, gt=0, description="time-out of one request (s)")
     # The budget: labelling stops before the request that could take it past either limit; the
     # clusters left get status "budget" and are named by a rerun with a bigger budget.
     max_requests: int | None = Field(200, ge=0, description="most Gemini requests per run, retries included (None: no limit)")
@@ -280,7 +288,8 @@ class LabelConfig(_Frozen):
 
 
 class PhaseConfig(_Frozen):
-    pattern: str = r"(production|prep|transit|downtime)"
+    pattern: str = Field(r"(production|prep|transit|downtime)", description="regular expression whose match in a file "
+                         "name is the clip's phase (clips.parquet, the phase score in eval.json)")
 
 
 class EvaluationConfig(_Frozen):
@@ -319,7 +328,7 @@ class RayConfig(_Frozen):
         None, ge=16, description="object-store memory Ray Data's backpressure aims to keep the clip pipeline under (None: "
         "its default share of the store). Long clips decode ahead of the stages; a target, not a hard cap: 48 MiB set, "
         "2 x 8 min clips peaked at 99 MiB instead of 144 (benchmarks/ray_memory.py), 40 % slower")
-    decode_num_cpus: float = Field(1.0, gt=0)
+    decode_num_cpus: float = Field(1.0, gt=0, description="CPUs each decode task (and each clip's write task) asks of Ray")
     clips_per_wave: int | None = Field(
         None, ge=1,
         description="None: all clips in one streaming pipeline (each clip is committed as soon as it is done); N: "
@@ -344,12 +353,13 @@ class RunConfig(_Frozen):
     labels: LabelConfig = LabelConfig()
     # Ray by default (DESIGN.md): a local instance, or the cluster in RAY_ADDRESS. The in-process
     # runner gives the same tables with no start-up cost: tests, notebooks, a few clips.
-    runner: Literal["local", "ray"] = "ray"
+    runner: Literal["local", "ray"] = Field("ray", description="ray: a Ray Data pipeline (a local instance, or the cluster in "
+                                        "ray.address / RAY_ADDRESS); local: in-process, no Ray start-up, same tables")
     ray: RayConfig = RayConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     cost: CostConfig = CostConfig()
-    progress: bool = True
+    progress: bool = Field(True, description="print progress lines while running")
 
     @model_validator(mode="after")
     def _encoders(self) -> RunConfig:

@@ -155,7 +155,7 @@ timeout 300 {sys.executable} {tmp}/driver.py {clips} {tmp_path / 'after'} || ech
 
 
 def test_job_submitted_as_the_readme_shows_writes_the_local_tables(can_unshare, short_clip: Path, tmp_path: Path):
-    """README "Scale out on Ray": token auth set up, `ray start --head`, then `ray job submit ...
+    """docs/user-guide.md "Scale out on Ray" (the README links it): token auth set up, `ray start --head`, then `ray job submit ...
     -- python jobs/discover.py` through the Jobs API (needs ray[default]); the job's tables equal
     the local runner's (issue 13: the documented submit path failed without ray[default] and a token)."""
     from handclust import discover
