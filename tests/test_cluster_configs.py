@@ -47,7 +47,7 @@ def test_dockerfile_builds_python_311_with_gpu_extra_mediapipe_and_ffmpeg():
     text = (CONFIGS / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM nvidia/cuda:12" in text
     assert "python3.11 -m venv" in text and "ffmpeg" in text and "mediapipe==0.10.14" in text
-    assert '".[gpu,' in text and "-c constraints.txt" in text
+    assert '".[gpu,' in text and "-c constraints-gpu.txt" in text
     ignore = (CONFIGS.parent / ".dockerignore").read_text().split()
     assert all(x in ignore for x in (".venv", ".git", "runs", "sample_footage"))
 
