@@ -216,6 +216,7 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
     """Estimate node hours, wall time and cost of a cluster run before submitting it; with --deadline-h or
     --budget-usd, recommend the worker type and count of a cluster config."""
     from handclust.cost import HEADS, NODES, RESULTS, Overheads, estimate, load_cluster, probe_sample, recommend, render, render_recommendation
+    from handclust.prices import NodeType
 
     if list_nodes:
         for n in NODES.values():
@@ -242,7 +243,7 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
             r = recommend(hours, cluster, encs, deadline_h=deadline_h, budget_usd=budget_usd, sample=probed)
             click.echo(json.dumps(r.to_dict(), indent=2) if as_json else render_recommendation(r))
             return
-        head: bool | object = not no_head
+        head: bool | NodeType = not no_head
         overheads = None
         if cluster_config is not None:
             cluster = load_cluster(cluster_config)
@@ -256,8 +257,7 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
             head = (cluster.head or False) if not no_head else False
             overheads = Overheads.assumed(cluster.provider, cluster.idle_timeout_min, cluster.upscaling_speed)
         probed = probe_sample(sample, sample_clips) if sample else None
-        e = estimate(hours, node or "aws-g6.xlarge", nodes, encs, usd_per_hour=price, head=head, sample=probed,  # type: ignore[arg-type]
-                     overheads=overheads)
+        e = estimate(hours, node or "aws-g6.xlarge", nodes, encs, usd_per_hour=price, head=head, sample=probed, overheads=overheads)
     except ValueError as exc:
         _fail(str(exc))
         return
