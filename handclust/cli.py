@@ -195,7 +195,7 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
 @cli.command("estimate")
 @click.option("--hours", type=float, help="Hours of footage to process (required unless --list).")
-@click.option("--node", default="aws-g6.xlarge", show_default=True, help="Node type (see --list).")
+@click.option("--node", default=None, help="Node type (see --list) [default: aws-g6.xlarge; with --config its first worker type].")
 @click.option("--nodes", default=1, show_default=True, help="Number of GPU worker nodes.")
 @click.option("--encoders", default="dinov2", show_default=True, help="Comma list: dinov2,vjepa2,owlv2 (or 'none').")
 @click.option("--price", type=float, help="Your USD per node hour (spot, committed use).")
@@ -205,14 +205,23 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--sample", metavar="MANIFEST_OR_DIR",
               help="Probe a few clips of your footage: decode cost scales with their pixels per second and codec.")
 @click.option("--sample-clips", default=5, show_default=True, help="How many clips --sample probes (spread over the list).")
-def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
-                 no_head: bool, sample: str | None, sample_clips: int) -> None:
-    """Estimate GPU node hours, wall time and cost of a cluster run before submitting it."""
-    from handclust.cost import HEADS, NODES, estimate, probe_sample, render
+@click.option("--config", "cluster_config", type=click.Path(dir_okay=False),
+              help="A cluster-launcher YAML (cluster_configs/aws.yaml, gcp.yaml): its worker types, max_workers, head and "
+                   "idle timeout; node boot, image pull, idle and post-processing time are then counted.")
+@click.option("--deadline-h", type=float, help="Recommend the cheapest worker mix of --config that finishes within this many hours.")
+@click.option("--budget-usd", type=float, help="Recommend the fastest worker mix of --config that costs at most this.")
+def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
+                 no_head: bool, sample: str | None, sample_clips: int, cluster_config: str | None, deadline_h: float | None,
+                 budget_usd: float | None) -> None:
+    """Estimate node hours, wall time and cost of a cluster run before submitting it; with --deadline-h or
+    --budget-usd, recommend the worker type and count of a cluster config."""
+    from handclust.cost import HEADS, NODES, RESULTS, Overheads, estimate, load_cluster, probe_sample, recommend, render, render_recommendation
+    from handclust.prices import NodeType
 
     if list_nodes:
         for n in NODES.values():
-            click.echo(f"{n.name:22s} {n.gpus} x {n.gpu:10s} {n.vcpus:4d} vCPU  ${n.usd_per_hour:.3f}/h")
+            kind = f"{n.gpus} x {n.gpu:10s}" if n.gpus else "CPU worker  "
+            click.echo(f"{n.name:22s} {kind} {n.vcpus:4d} vCPU  ${n.usd_per_hour:.3f}/h")
         for h in HEADS.values():
             click.echo(f"{h.name:22s} CPU head    {h.vcpus:4d} vCPU  ${h.usd_per_hour:.3f}/h")
         return
@@ -221,8 +230,34 @@ def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, pric
         return
     encs = tuple(e.strip() for e in encoders.split(",") if e.strip() and e.strip() != "none")
     try:
+        if deadline_h is not None or budget_usd is not None:
+            if cluster_config is None:
+                shipped = RESULTS.parent.parent / "cluster_configs" / "aws.yaml"
+                if not shipped.is_file():
+                    raise ValueError("--deadline-h / --budget-usd need --config CLUSTER_YAML (e.g. cluster_configs/gcp.yaml)")
+                cluster_config = str(shipped)
+            if price is not None or node is not None:
+                raise ValueError("--deadline-h / --budget-usd choose the node type and count from --config: drop --node / --price")
+            cluster = load_cluster(cluster_config)
+            probed = probe_sample(sample, sample_clips) if sample else None
+            r = recommend(hours, cluster, encs, deadline_h=deadline_h, budget_usd=budget_usd, sample=probed)
+            click.echo(json.dumps(r.to_dict(), indent=2) if as_json else render_recommendation(r))
+            return
+        head: bool | NodeType = not no_head
+        overheads = None
+        if cluster_config is not None:
+            cluster = load_cluster(cluster_config)
+            types = {w.node.name: w for w in cluster.workers}
+            node = node or cluster.workers[0].node.name
+            if node not in types:
+                raise ValueError(f"{cluster_config} has no worker type {node}; its worker types: {', '.join(types)}")
+            if nodes > min(types[node].max_workers, cluster.max_workers):
+                raise ValueError(f"--nodes {nodes} is more than {cluster_config} allows for {node} "
+                                 f"(max_workers {types[node].max_workers}); raise it there or ask for fewer")
+            head = (cluster.head or False) if not no_head else False
+            overheads = Overheads.assumed(cluster.provider, cluster.idle_timeout_min, cluster.upscaling_speed)
         probed = probe_sample(sample, sample_clips) if sample else None
-        e = estimate(hours, node, nodes, encs, usd_per_hour=price, head=not no_head, sample=probed)
+        e = estimate(hours, node or "aws-g6.xlarge", nodes, encs, usd_per_hour=price, head=head, sample=probed, overheads=overheads)
     except ValueError as exc:
         _fail(str(exc))
         return
