@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -118,19 +119,23 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     """
     from handclust.encoders import DeviceError, ModelLoadError
     from handclust.pipeline import RunnerError, discover, record_failure
+    from handclust.run_lock import OutputBusyError, hold
     from handclust.storage import OutputStore
 
     _check_out(out)
     try:
         cfg = load_config(config_path, list(overrides))
     except ConfigError as exc:
-        # Recorded where the run would have written (README: a failed start says why in run.json).
-        record_failure(OutputStore(out), None, footage, exc, overrides=list(overrides))
+        # Recorded where the run would have written (README: a failed start says why in run.json),
+        # unless another command is writing there.
+        store = OutputStore(out)
+        with contextlib.suppress(OutputBusyError), hold(store, "run"):
+            record_failure(store, None, footage, exc, overrides=list(overrides))
         _fail(str(exc))
         return
     try:
         result = discover(footage, out=out, config=cfg, progress=not no_progress)
-    except (ConfigError, FootageError, ModelLoadError, DeviceError) as exc:
+    except (ConfigError, FootageError, ModelLoadError, DeviceError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     except RunnerError as exc:
@@ -235,10 +240,11 @@ def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, pric
 def report(out: str, no_reel: bool) -> None:
     """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
     from handclust.report import write_report
+    from handclust.run_lock import OutputBusyError
 
     try:
         path = write_report(out, reel=not no_reel, progress=True)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     click.echo(f"report       {path}")
@@ -254,11 +260,12 @@ def report(out: str, no_reel: bool) -> None:
 def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...], no_progress: bool) -> None:
     """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
     from handclust.assign import ModelError, assign
+    from handclust.run_lock import OutputBusyError
 
     _check_out(out)
     try:
         result = assign(model_run, footage, out, overrides=list(overrides), progress=not no_progress)
-    except (ConfigError, FootageError, ModelError) as exc:
+    except (ConfigError, FootageError, ModelError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     s = result.summary
@@ -290,10 +297,11 @@ def _print_gt(gt: dict) -> None:
 def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], footage: str | None, no_ablations: bool) -> None:
     """Recompute OUT/eval.json and OUT/ablations.parquet from a finished run's stored features."""
     from handclust.evaluation import evaluate
+    from handclust.run_lock import OutputBusyError
 
     try:
         ev = evaluate(out, config=config_path, overrides=list(overrides), footage=footage, ablations=not no_ablations)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     phase = ev.get("phase", {}).get("duration_weighted")

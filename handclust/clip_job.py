@@ -169,6 +169,10 @@ class ClipJob:
         clip leaves this behind, which the Ray runner counts against the clip."""
         self.status["started_at"] = time.time()
         store.write_json(status_rel(self.clip_id), self._public())
+        # Tables of an earlier attempt (another feature config) must not outlive this one: a status
+        # that is not ok/partial never has tables beside it, so globs agree with clips.parquet.
+        for rel in (f"frames/{self.clip_id}.parquet", f"segments/{self.clip_id}.parquet"):
+            store.delete(rel)
 
     def commit(self, store: OutputStore, frames: Batch, segments: Batch) -> dict[str, Any]:
         """Write the clip's frames and segments, then its status ``ok`` (or ``partial``): the clip is done.

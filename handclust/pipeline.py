@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from handclust import schema
+from handclust import run_lock, schema
 from handclust.activities import build_activities
 from handclust.clip_job import ClipJob, is_committed, status_rel
 from handclust.clustering import SubModels
@@ -146,6 +146,7 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         runner = LocalRunner(cfg, store, prog)
     t0 = time.perf_counter()
     try:
+        keep_only_these_clips(store, clips, prog)
         todo = [c for c in clips if not runner.is_done(c)]
         if len(todo) < len(clips):
             prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
@@ -162,6 +163,22 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         release_runner(runner)
         raise
     return clips_tbl, runner
+
+
+def keep_only_these_clips(store: OutputStore, clips: list[Clip], prog: Progress) -> None:
+    """Per-clip files of clips that are no longer in the footage, or were replaced (a changed file has
+    a new id), go to ``OUT/.removed/``; clips that are back get theirs again (:func:`set_aside_other_clips`)."""
+    from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
+
+    ids = [c.clip_id for c in clips]
+    restored = restore_clips(store, [c.clip_id for c in clips if not store.exists(status_rel(c.clip_id))])
+    if restored:
+        prog.say(f"{len(restored)} clip(s) are back in the footage unchanged: their earlier results restored")
+    moved = set_aside_other_clips(store, set(ids))
+    if moved:
+        log.warning("%d clip(s) of an earlier run into %s are no longer in the footage or were replaced: their frames, "
+                    "segments, status and timelines moved to %s (delete it to free the space)", len(moved), store.uri,
+                    store.uri_of(SET_ASIDE))
 
 
 def release_runner(runner: Any) -> None:
@@ -186,11 +203,17 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     else:
         cfg = load_config(config, overrides)
     store = OutputStore(out)
+    with run_lock.hold(store, "run"):  # one writer per output folder (run_lock); refused before anything is read
+        return _discover(footage, store, cfg, config, progress, models)
+
+
+def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: RunConfig, config: Any,
+              progress: bool | None, models: SubModels | None) -> RunResult:
     prog = Progress(enabled=cfg.progress if progress is None else progress)
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
     try:
-        clips = find_clips(footage, cfg.phase.pattern)
+        clips = find_clips(footage, cfg.phase.pattern, skip=[store.uri])  # never its own outputs
         # A model that cannot load stops the run here, before any clip is decoded.
         t0 = time.perf_counter()
         # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance

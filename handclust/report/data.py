@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from handclust import schema
 from handclust.labelling import labels_summary, typical_segments
+from handclust.run_tables import check_segments_cover
 from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ def load_run(store: OutputStore) -> RunData:
     seg = seg.sort_values(["clip_id", "seg_idx"], kind="stable").reset_index(drop=True)
     clusters = _pandas(_read_optional(store, "clusters.parquet", problems))
     if clusters is not None and len(clusters):
+        check_segments_cover(store, clusters.segment_id.tolist(), seg.segment_id.tolist(), "the report")
         seg = seg.merge(clusters.drop(columns=["clip_id"]), on="segment_id", how="left")
     for col, default in (("cluster", -1), ("activity", -1), ("probability", 0.0), ("reassigned", False)):
         if col not in seg:
