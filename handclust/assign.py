@@ -27,7 +27,7 @@ from handclust.pipeline import process_footage, versions
 from handclust.plan import FEATURE_SECTIONS, feature_fingerprint
 from handclust.progress import Progress
 from handclust.result import RunResult
-from handclust.run_record import update_run
+from handclust.run_record import read_run, update_run
 from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
 from handclust.timeline import write_timelines
@@ -67,7 +67,7 @@ def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -
     for modality, t in fusion.transforms.items():
         theirs = len(t.mean)
         if modality in ours and ours[modality] != theirs:
-            made_by = (model.read_json("run.json").get("versions") or {}).get("handclust", "unknown")
+            made_by = (read_run(model).get("versions") or {}).get("handclust", "unknown")
             raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: its {modality} descriptors have {theirs} dims, this "
                              f"version of handclust makes {ours[modality]} with that run's config (the run was made by "
                              f"handclust {made_by}): assign with that version, or rerun `handclust run` with this one")
@@ -92,7 +92,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         if not model.exists(rel):
             raise ModelError(f"{model.uri}/{rel} not found: assign needs a finished run made by this version of "
                              f"handclust (`handclust run FOOTAGE --out {model_run}`)")
-    model_run_json = model.read_json("run.json")
+    model_run_json = read_run(model)
     try:
         cfg = RunConfig.model_validate(model_run_json["config"])
     except (ValidationError, KeyError, TypeError) as exc:
@@ -115,12 +115,13 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
 
     fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
     _check_descriptor_dims(fusion, cfg, model)
+    # The footage is checked before --out is created: a refused assign leaves no empty folder behind.
+    clips = find_clips(footage, cfg.phase.pattern, skip=[str(out)])  # never its own outputs
     store = OutputStore(out)
     with run_lock.hold(store, "assign"):  # one writer per output folder
         prog = Progress(enabled=cfg.progress if progress is None else progress)
         timings: dict[str, float] = {}
         t_run = time.perf_counter()
-        clips = find_clips(footage, cfg.phase.pattern, skip=[store.uri])  # never its own outputs
         clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
         segments = ok_segments(store, clips_tbl)
 

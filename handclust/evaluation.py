@@ -206,12 +206,13 @@ def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, over
 def _evaluate(store: Any, out: str | Path, config: RunConfig | str | Path | None, overrides: list[str] | None,
               footage: Any, ablations: bool) -> dict[str, Any]:
     from handclust.config import ConfigError, RunConfig, load_config, with_overrides
+    from handclust.run_record import read_run
     from handclust.run_tables import check_segments_cover, ok_segments
 
     if not store.exists("clusters.parquet") or not store.exists("clips.parquet"):
         raise FileNotFoundError(f"{store.uri}: no finished run here (clusters.parquet / clips.parquet missing); "
                                 f"run `handclust run FOOTAGE --out {out}` first")
-    run = store.read_json("run.json") if store.exists("run.json") else {}
+    run = read_run(store)
     if isinstance(config, RunConfig):
         cfg = config
     elif config is not None:

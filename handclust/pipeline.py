@@ -233,7 +233,10 @@ def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: R
             result.summary["ray_cluster"] = runner.cluster
         timings["total"] = time.perf_counter() - t_run
         result.summary["wall_time_s"] = timings["total"]
-        update_run(store, status="ok", config=config_to_dict(cfg),
+        # A run in which no clip could be processed has no result: run.json says failed, as the exit code does.
+        none_ok = result.summary.get("clips_ok", 0) == 0
+        update_run(store, status="failed" if none_ok else "ok", error=no_clip_message(result.summary) if none_ok else None,
+                   config=config_to_dict(cfg),
                    footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
                    versions=versions(), timings=timings, summary=result.summary,
                    feature_fingerprint=runner.fingerprint, encoders=encoders,
@@ -243,6 +246,14 @@ def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: R
     finally:
         release_runner(runner)
     return result
+
+
+def no_clip_message(summary: dict[str, Any]) -> str:
+    """The one line of a run (or assign) in which no clip could be processed."""
+    quarantined = len(summary.get("quarantined") or [])
+    return (f"no clip could be processed ({summary.get('clips_failed', 0)} failed"
+            + (f", {quarantined} quarantined" if quarantined else "") + f" of {summary.get('clips_total', 0)}): each clip's "
+            "reason is in clips.parquet (column error) and listed above; fix or remove those files and rerun")
 
 
 def run_cost_block(cfg: RunConfig, clips_tbl: pa.Table, wall_s: float, resources: dict[str, float] | None,

@@ -4,6 +4,7 @@ the run's own outputs are never read as footage, and evaluate/report/summary kee
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -139,3 +140,103 @@ def test_out_inside_the_footage_folder_gives_the_same_result_every_run(tmp_path:
     assert first.summary["clips_total"] == second.summary["clips_total"] == 2
     assert pd.read_parquet(out / "clips.parquet").path.str.contains("/out/").sum() == 0
     assert first.clusters.equals(second.clusters)
+
+
+# --------------------------------------------------------------------------- good outputs kept, one-line errors
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(footage, out): 3 clips of 6 s, the whole pipeline with its report."""
+    from handclust import discover
+
+    footage = tmp_path_factory.mktemp("tiny_footage")
+    for i, phase in enumerate(["production", "prep", "transit"]):
+        _render(footage / f"{i:02d}_{phase}.mp4", seed=i, phase=phase)
+    out = tmp_path_factory.mktemp("tiny_run")
+    discover(footage, out=out, progress=False, overrides=["runner=local", "labels.enabled=false", "cluster.map_method=pca"])
+    return footage, out
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from handclust.cli import cli
+
+    r = CliRunner().invoke(cli, list(args))
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)  # no traceback
+    return r
+
+
+def _one_error_line(r) -> str:
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.output
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_evaluate_and_report_keep_good_outputs_when_segments_are_missing(tiny_run, tmp_path: Path):
+    """evaluate wrote an empty eval.json (0 segments, k=0) over a good one and exited 0; the report an empty page."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[1], out)
+    kept = {name: (out / name).read_bytes() for name in ("eval.json", "ablations.parquet", "report/index.html")}
+    shutil.rmtree(out / "segments")
+    for cmd in (["evaluate", str(out)], ["report", str(out), "--no-reel"]):
+        r = _cli(*cmd)
+        assert r.exit_code == 2, r.output
+        line = _one_error_line(r)
+        assert "segments in clusters.parquet are missing" in line and "left as it was" in line, line
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+
+
+@pytest.mark.slow
+def test_a_truncated_run_json_is_one_line_everywhere(tiny_run, tmp_path: Path):
+    footage, good = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(good, out)
+    text = (out / "run.json").read_text()
+    (out / "run.json").write_text(text[: len(text) // 2])
+    new_out = tmp_path / "assigned"
+    for cmd in (["summary", str(out)], ["report", str(out), "--no-reel"], ["evaluate", str(out)],
+                ["assign", str(out), str(footage), "--out", str(new_out), "--no-progress"]):
+        r = _cli(*cmd)
+        assert r.exit_code == 2, (cmd, r.output)
+        line = _one_error_line(r)
+        assert "run.json is not valid JSON" in line and "rerun `handclust run" in line, line
+    assert not new_out.exists()  # a refused assign leaves no folder behind
+
+
+@pytest.mark.slow
+def test_a_refused_assign_leaves_no_empty_folder(tiny_run, tmp_path: Path):
+    new_out = tmp_path / "assigned"
+    r = _cli("assign", str(tiny_run[1]), str(tmp_path / "no_such_footage"), "--out", str(new_out), "--no-progress")
+    assert r.exit_code == 2 and "does not exist" in _one_error_line(r)
+    assert not new_out.exists()
+
+
+@pytest.mark.slow
+def test_a_run_where_every_clip_fails_says_so_and_records_failed(tmp_path: Path):
+    footage, out = tmp_path / "footage", tmp_path / "out"
+    footage.mkdir()
+    for name in ("01_production.mp4", "02_prep.mp4"):
+        (footage / name).write_bytes(b"\x00junk" * 100)
+    r = _cli("run", str(footage), "--out", str(out), "--no-progress", "--set", "runner=local", "--set", "labels.enabled=false")
+    assert r.exit_code == 1, r.output
+    assert "no clip could be processed (2 failed of 2)" in _one_error_line(r)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "failed" and "no clip could be processed" in record["error"]
+
+
+def test_a_clip_cut_before_its_index_gets_advice_that_can_work(tmp_path: Path):
+    """Re-encoding a file without its MP4 index fails the same way: the advice is to copy it again or repair it."""
+    from handclust.video import VideoError, open_video
+
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "01_production_cut.mp4"
+    _render(whole, seed=1, phase="production", seconds=3.0)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError) as err:
+        open_video(str(cut), 5.0, 160, 16)
+    msg = str(err.value)
+    assert "\n" not in msg and str(cut) in msg and "'moov' box" in msg and "re-encoding cannot help" in msg, msg
+    assert "ffmpeg -i" not in msg

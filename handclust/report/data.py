@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from handclust import schema
 from handclust.labelling import labels_summary, typical_segments
+from handclust.run_record import read_run
 from handclust.run_tables import check_segments_cover
 from handclust.storage import OutputStore
 
@@ -176,7 +177,7 @@ def load_run(store: OutputStore) -> RunData:
     clips = clips_tbl.to_pandas()
     clips["name"] = [Path(str(p)).name for p in clips.path]
     clips["phase"] = clips.phase.fillna(PHASE_NONE).replace("", PHASE_NONE)
-    run = store.read_json("run.json") if store.exists("run.json") else {}
+    run = read_run(store)
     evaluation = store.read_json("eval.json") if store.exists("eval.json") else None
 
     parts = [store.read_table(f"segments/{n}").select(SEGMENT_COLUMNS) for n in store.list("segments", ".parquet")]
