@@ -322,7 +322,7 @@ def _backend(store: OutputStore) -> Any:
             pass
     if not _warned_best_effort:
         _warned_best_effort = True
-        log.warning("%s: this store has no create-if-absent write here (install boto3 for s3://), so the lock on it is "
+        log.warning("%s: this store has no create-if-absent write here (install handclust[s3], i.e. boto3, for s3://), so the lock on it is "
                     "best effort: two commands started within %.0f s of each other may both write", store.uri, _SETTLE_S)
     return _StoreBackend(store)
 
