@@ -171,7 +171,8 @@ def keep_only_these_clips(store: OutputStore, clips: list[Clip], prog: Progress)
     from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
 
     ids = [c.clip_id for c in clips]
-    restored = restore_clips(store, [c.clip_id for c in clips if not store.exists(status_rel(c.clip_id))])
+    aside = {n.removesuffix(".json") for n in store.list(f"{SET_ASIDE}/status", ".json")}  # one listing, not a look per clip
+    restored = restore_clips(store, [i for i in ids if i in aside and not store.exists(status_rel(i))])
     if restored:
         prog.say(f"{len(restored)} clip(s) are back in the footage unchanged: their earlier results restored")
     moved = set_aside_other_clips(store, set(ids))

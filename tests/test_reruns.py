@@ -76,7 +76,7 @@ def test_replaced_and_removed_clips_leave_the_run(tmp_path: Path):
 
     _render(footage / "00_production.mp4", seed=11, phase="production", seconds=3.0)  # replaced: same name ...
     pad(footage / "00_production.mp4", size)  # ... and same size
-    (footage / "02_transit.mp4").unlink()
+    shutil.move(footage / "02_transit.mp4", tmp_path / "02_transit.mp4")  # keeps its modification time
 
     result = discover(footage, out=out, **args)
     clips = pd.read_parquet(out / "clips.parquet")
@@ -93,6 +93,14 @@ def test_replaced_and_removed_clips_leave_the_run(tmp_path: Path):
     for folder, suffix in (("segments", ".parquet"), ("frames", ".parquet"), ("status", ".json"), ("timelines", ".json")):
         assert _ids(out / folder, suffix) == set(clips.clip_id), folder
     assert len(_ids(out / ".removed" / "segments")) == 2  # the old 00 and 02, set aside rather than lost
+
+    # 02 comes back unchanged: its results come back too, without decoding it again.
+    shutil.move(tmp_path / "02_transit.mp4", footage / "02_transit.mp4")
+    discover(footage, out=out, **args)
+    clips = pd.read_parquet(out / "clips.parquet")
+    back = clips[clips.path.str.endswith("02_transit.mp4")].iloc[0]
+    assert back.clip_id in set(before.clip_id) and back.status == "ok" and back.attempts == 1
+    assert set(pd.read_parquet(out / "clusters.parquet").clip_id) == set(clips.clip_id) == _ids(out / "segments")
 
 
 def test_output_folders_inside_the_footage_are_not_footage(tmp_path: Path, caplog: pytest.LogCaptureFixture):
