@@ -213,50 +213,64 @@ class _S3Backend:
         self.client = boto3.client("s3", **kwargs)
         self.bucket, self.key = bucket, key
 
-    @staticmethod
-    def _precondition(exc: Exception) -> bool:
+    def _precondition(self, exc: Exception) -> bool:
+        """True for a condition that did not hold (the lock exists, changed or is gone); any other error
+        of the S3 API is raised as one ``OSError`` naming the object, as pyarrow raises its own."""
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"):
+            return True
+        raise OSError(f"s3://{self.bucket}/{self.key}: the lock object could not be written ({exc}); check the "
+                      "bucket and the store's credentials (AWS_* environment variables)") from None
 
     def create(self, body: bytes, token: str) -> str | None:
         from botocore.exceptions import ClientError
 
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
+            r = self._call(self.client.put_object, Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
         except ClientError as exc:
             if self._precondition(exc):
                 return None
-            raise
+            raise  # not reached: _precondition raises the others
         return str(r["ETag"])
 
     def read(self) -> tuple[dict[str, Any], str] | None:
         from botocore.exceptions import ClientError
 
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            r = self._call(self.client.get_object, Bucket=self.bucket, Key=self.key)
         except ClientError as exc:
             if self._precondition(exc):
                 return None
-            raise
+            raise  # not reached: _precondition raises the others
         return _parse(r["Body"].read()), str(r["ETag"])
 
     def replace(self, body: bytes, token: str, tag: str) -> str | None:
         from botocore.exceptions import ClientError
 
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfMatch=tag)
+            r = self._call(self.client.put_object, Bucket=self.bucket, Key=self.key, Body=body, IfMatch=tag)
         except ClientError as exc:
             if self._precondition(exc):
                 return None
-            raise
+            raise  # not reached: _precondition raises the others
         return str(r["ETag"])
 
     refresh = replace
 
+    def _call(self, method: Any, **kwargs: Any) -> Any:
+        """``method(**kwargs)``; errors below the S3 API (no credentials, no connection) as one ``OSError``."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return method(**kwargs)
+        except BotoCoreError as exc:
+            raise OSError(f"s3://{self.bucket}/{self.key}: {exc}; check the store's endpoint and credentials "
+                          "(AWS_* environment variables)") from None
+
     def delete(self, tag: str) -> None:
         cur = self.read()
         if cur is not None and cur[1] == tag:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key)
+            self._call(self.client.delete_object, Bucket=self.bucket, Key=self.key)
 
 
 class _StoreBackend:
@@ -279,9 +293,11 @@ class _StoreBackend:
         return self._settled(token)
 
     def read(self) -> tuple[dict[str, Any], str] | None:
+        if not self.store.exists(LOCK_NAME):
+            return None
         try:
             rec = _parse(self.store.read_bytes(LOCK_NAME))
-        except FileNotFoundError:
+        except FileNotFoundError:  # released between the two calls
             return None
         return rec, str(rec.get("token", ""))
 
@@ -312,7 +328,8 @@ _warned_best_effort = False
 def _backend(store: OutputStore) -> Any:
     global _warned_best_effort
     if store.local:
-        os.makedirs(store.root, exist_ok=True)
+        if not os.path.isdir(store.root):
+            raise FileNotFoundError(f"{store.uri} does not exist: is it the --out of an earlier `handclust run`?")
         return _LocalBackend(store.path(LOCK_NAME))
     if store.uri.startswith("s3://"):
         try:
