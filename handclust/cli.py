@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -118,19 +119,23 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     """
     from handclust.encoders import DeviceError, ModelLoadError
     from handclust.pipeline import RunnerError, discover, record_failure
+    from handclust.run_lock import OutputBusyError, hold
     from handclust.storage import OutputStore
 
     _check_out(out)
     try:
         cfg = load_config(config_path, list(overrides))
     except ConfigError as exc:
-        # Recorded where the run would have written (docs/user-guide.md: a failed start says why in run.json).
-        record_failure(OutputStore(out), None, footage, exc, overrides=list(overrides))
+        # Recorded where the run would have written (docs/user-guide.md: a failed start says why in
+        # run.json), unless another command is writing there.
+        store = OutputStore(out)
+        with contextlib.suppress(OutputBusyError), hold(store, "run"):
+            record_failure(store, None, footage, exc, overrides=list(overrides))
         _fail(str(exc))
         return
     try:
         result = discover(footage, out=out, config=cfg, progress=not no_progress)
-    except (ConfigError, FootageError, ModelLoadError, DeviceError) as exc:
+    except (ConfigError, FootageError, ModelLoadError, DeviceError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     except RunnerError as exc:
@@ -175,7 +180,9 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     elif s.get("report_error"):
         click.echo(f"report       not written ({s['report_error']}); retry with `handclust report {s['out']}`")
     if s["clips_ok"] == 0:
-        sys.exit(1)
+        from handclust.pipeline import no_clip_message
+
+        _fail(no_clip_message(s), code=1)
 
 
 @cli.command("config")
@@ -270,10 +277,12 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
 def report(out: str, no_reel: bool) -> None:
     """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
     from handclust.report import write_report
+    from handclust.run_lock import OutputBusyError
+    from handclust.run_record import RunRecordError
 
     try:
         path = write_report(out, reel=not no_reel, progress=True)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, OutputBusyError, RunRecordError) as exc:
         _fail(str(exc))
         return
     click.echo(f"report       {path}")
@@ -289,11 +298,13 @@ def report(out: str, no_reel: bool) -> None:
 def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...], no_progress: bool) -> None:
     """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
     from handclust.assign import ModelError, assign
+    from handclust.run_lock import OutputBusyError
+    from handclust.run_record import RunRecordError
 
     _check_out(out)
     try:
         result = assign(model_run, footage, out, overrides=list(overrides), progress=not no_progress)
-    except (ConfigError, FootageError, ModelError) as exc:
+    except (ConfigError, FootageError, ModelError, OutputBusyError, RunRecordError) as exc:
         _fail(str(exc))
         return
     s = result.summary
@@ -304,7 +315,9 @@ def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...
         click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f}, MoF {s['ground_truth_mof']:.2f}")
     click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
     if s["clips_ok"] == 0:
-        sys.exit(1)
+        from handclust.pipeline import no_clip_message
+
+        _fail(no_clip_message(s), code=1)
 
 
 def _print_gt(gt: dict) -> None:
@@ -325,10 +338,11 @@ def _print_gt(gt: dict) -> None:
 def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], footage: str | None, no_ablations: bool) -> None:
     """Recompute OUT/eval.json and OUT/ablations.parquet from a finished run's stored features."""
     from handclust.evaluation import evaluate
+    from handclust.run_lock import OutputBusyError
 
     try:
         ev = evaluate(out, config=config_path, overrides=list(overrides), footage=footage, ablations=not no_ablations)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     phase = ev.get("phase", {}).get("duration_weighted")
@@ -386,12 +400,18 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
 @click.argument("out", type=RUN_DIR)
 def summary(out: str) -> None:
     """Print the summary of an earlier run (a local directory or an s3:// / gs:// URI)."""
+    from handclust.run_record import RunRecordError, read_run
     from handclust.storage import OutputStore
 
     store = OutputStore(out, create=False)
     if not store.exists("run.json"):
         _fail(f"{store.path('run.json')} not found: is {out} a HandClust output directory?")
-    click.echo(json.dumps(store.read_json("run.json").get("summary", {}), indent=2))
+    try:
+        record = read_run(store)
+    except RunRecordError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(record.get("summary", {}), indent=2))
 
 
 def main() -> None:

@@ -58,6 +58,12 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
     from matplotlib.patches import Patch
 
     records = _clip_records(clips_tbl, segments, clustering)
+    # A clip without segments this time (it failed, or left the footage) keeps no timeline of an earlier run.
+    current = {rec["clip_id"] for rec in records}
+    for suffix in (".json", ".png"):
+        for name in store.list("timelines", suffix):
+            if name[: -len(suffix)] not in current and not (name == "timelines.png" and records):
+                store.delete(f"timelines/{name}")
     for rec in records:
         store.write_json(f"timelines/{rec['clip_id']}.json", rec)
     if not records:

@@ -59,10 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from handclust import discover
+    from handclust.config import ConfigError
+    from handclust.footage import FootageError
+    from handclust.pipeline import no_clip_message
+    from handclust.run_lock import OutputBusyError
 
-    result = discover(args.footage, out=args.out, config=args.config,
-                      overrides=["runner=ray", *args.overrides], progress=True)
+    try:
+        result = discover(args.footage, out=args.out, config=args.config,
+                          overrides=["runner=ray", *args.overrides], progress=True)
+    except (ConfigError, FootageError, OutputBusyError) as exc:  # refused before any work: one line, as the CLI
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.summary, indent=2, default=str))
+    if result.summary.get("clips_ok", 0) == 0:  # exit code and run.json's status agree
+        print(f"error: {no_clip_message(result.summary)}", file=sys.stderr)
+        return 1
     return 0
 
 
