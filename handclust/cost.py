@@ -449,8 +449,7 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     measured = measured_compute(wall_s, resources, cfg.cost.node)
     measured["footage_hours"] = footage_hours
     out: dict[str, Any] = {"measured": measured, "labelling": labelling or {"requests": 0, "usd": 0.0}}
-    from handclust.encoders import scene_encoder
-    from handclust.features.scene import scene_fps
+    from handclust.features.scene import scene_encoder, scene_fps
 
     scene = scene_encoder(cfg.scene).encoder
     encs = tuple(e for e, on in (("efficientnet", scene == "efficientnet"), ("dinov2", scene == "dinov2"), ("vjepa2", cfg.video.enabled),

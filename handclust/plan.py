@@ -37,8 +37,8 @@ RUN_ONLY_DECODE_KEYS = ("prefetch_chunks",)
 
 def feature_fingerprint(cfg: RunConfig) -> str:
     """Hash of the config sections that change per-clip outputs: a change invalidates resume."""
-    from handclust.encoders import fingerprint_sections, scene_encoder
-    from handclust.features.scene import scene_fps
+    from handclust.encoders import fingerprint_sections
+    from handclust.features.scene import scene_encoder, scene_fps
 
     d = config_to_dict(cfg)
     # What runs, not what was asked: installing EfficientNet under scene.encoder=auto redoes the clips.
@@ -247,9 +247,8 @@ def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
     V-JEPA-2 video) come from the checkpoint and are not listed. Computed by describing placeholder frame columns of
     the widths the frame stages write, so a change to a descriptor function changes the answer too.
     """
-    from handclust.encoders import scene_encoder
     from handclust.features.keypoints import BODY_WIDTH, HAND_SLOT
-    from handclust.features.scene import scene_dim
+    from handclust.features.scene import scene_dim, scene_encoder
 
     n, fps = 8, cfg.decode.sample_fps
     ones = np.ones(n, np.float32)

@@ -9,12 +9,12 @@ stops the run there, with the config key and the ``hf download`` command that fi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from handclust.config import RunConfig, SceneConfig
+from handclust.config import RunConfig
 from handclust.encoders.device import DeviceError
 from handclust.encoders.loading import ModelLoadError
+from handclust.features.scene import SceneChoice, scene_encoder
 
 __all__ = ["DeviceError", "ModelLoadError", "SceneChoice", "check_models", "encoder_stages", "fingerprint_sections", "scene_encoder"]
 
@@ -23,32 +23,6 @@ log = logging.getLogger(__name__)
 # Keys that change how fast, not what: left out of the resume fingerprint.
 RUNTIME_KEYS = ("batch_size", "num_gpus")
 HISTOGRAM_KEYS = ("pyramid_levels", "color_bins", "orientation_bins")
-
-
-@dataclass(frozen=True)
-class SceneChoice:
-    """The scene encoder a config runs (``scene.encoder`` with ``auto`` resolved) and why, as run.json says it."""
-
-    encoder: str  # histogram | efficientnet | dinov2
-    why: str
-
-
-def scene_encoder(cfg: SceneConfig) -> SceneChoice:
-    """``scene.encoder`` resolved: ``auto`` is EfficientNet-Lite0 when torch and its two packages are
-    installed, else the histogram, and :attr:`SceneChoice.why` names what is missing and the install that adds it.
-
-    Judged from what is installed (no import), on the machine that builds the stages (the driver).
-    """
-    if cfg.encoder != "auto":
-        names = {"histogram": "histogram", "efficientnet": "efficientnet-lite0", "dinov2": f"dinov2 ({cfg.model})"}
-        return SceneChoice(cfg.encoder, f"{names[cfg.encoder]} (scene.encoder={cfg.encoder})")
-    from handclust.extras import EFFICIENTNET_INSTALL, efficientnet_missing
-
-    missing = efficientnet_missing()
-    if not missing:
-        return SceneChoice("efficientnet", "efficientnet-lite0 (installed; scene.encoder=auto)")
-    return SceneChoice("histogram", f"histogram (efficientnet packages not installed: {', '.join(missing)}; "
-                                    f"{EFFICIENTNET_INSTALL}; scene.encoder=auto)")
 
 
 def encoder_stages(cfg: RunConfig) -> dict[str, Any]:

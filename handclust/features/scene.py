@@ -1,5 +1,6 @@
 """Model-free scene descriptor (the fallback when no learned scene encoder is installed), and what every
-scene encoder shares: the rate it runs at (``scene.fps``) and holding its vector between the frames it embeds.
+scene encoder shares: which one runs (``scene.encoder=auto`` resolved, and why), the rate it runs at
+(``scene.fps``) and holding its vector between the frames it embeds.
 
 Per cell of a spatial pyramid: a hue x saturation histogram of the grey-world normalised image
 (so a camera's white balance and exposure mostly cancel out) and a magnitude-weighted histogram
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +84,32 @@ def hold_scene_embedding(frames: Batch) -> Batch:
     out = dict(frames)
     out["scene_embedding"] = emb[last].astype(np.float32)
     return out
+
+
+@dataclass(frozen=True)
+class SceneChoice:
+    """The scene encoder a config runs (``scene.encoder`` with ``auto`` resolved) and why, as run.json says it."""
+
+    encoder: str  # histogram | efficientnet | dinov2
+    why: str
+
+
+def scene_encoder(cfg: SceneConfig) -> SceneChoice:
+    """``scene.encoder`` resolved: ``auto`` is EfficientNet-Lite0 when torch and its two packages are
+    installed, else the histogram, and :attr:`SceneChoice.why` names what is missing and the install that adds it.
+
+    Judged from what is installed (no import), on the machine that builds the stages (the driver).
+    """
+    if cfg.encoder != "auto":
+        names = {"histogram": "histogram", "efficientnet": "efficientnet-lite0", "dinov2": f"dinov2 ({cfg.model})"}
+        return SceneChoice(cfg.encoder, f"{names[cfg.encoder]} (scene.encoder={cfg.encoder})")
+    from handclust.extras import EFFICIENTNET_INSTALL, efficientnet_missing
+
+    missing = efficientnet_missing()
+    if not missing:
+        return SceneChoice("efficientnet", "efficientnet-lite0 (installed; scene.encoder=auto)")
+    return SceneChoice("histogram", f"histogram (efficientnet packages not installed: {', '.join(missing)}; "
+                                    f"{EFFICIENTNET_INSTALL}; scene.encoder=auto)")
 
 
 class HistogramSceneEncoder:
