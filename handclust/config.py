@@ -57,7 +57,8 @@ class SceneConfig(_Frozen):
     fps: float | None = Field(
         None, gt=0, le=60, description="frames per second the scene encoder embeds (every round(decode.sample_fps / fps)-th "
         "sampled frame; the frames between hold its vector); null: 1 for efficientnet (~23 ms a frame on one core), "
-        "every sampled frame for histogram and dinov2")
+        "every sampled frame for histogram and dinov2; below 1 / segment.window_s one vector spans the appearance "
+        "detector's half-window and boundaries suffer (docs/encoders.md)")
     pyramid_levels: int = Field(2, ge=1, le=4)
     color_bins: int = Field(6, ge=2, le=32)
     orientation_bins: int = Field(8, ge=4, le=36)
