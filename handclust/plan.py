@@ -244,19 +244,18 @@ def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
     Only modalities whose width follows from the config: scene with the histogram or EfficientNet-Lite0
     encoder, motion, ego, rhythm, pose (MediaPipe layout), tools (one score per prompt), and registered
     modalities that describe these frame columns. Widths of checkpoints named in the config (DINOv2 scene,
-    V-JEPA-2 video) come from the checkpoint and are not listed. Computed by describing placeholder frame columns of
-    the widths the frame stages write, so a change to a descriptor function changes the answer too.
+    V-JEPA-2 video) come from the checkpoint and are not listed. Computed by describing placeholder frame
+    columns of the widths the frame stages write, so a change to a descriptor function changes the answer too.
     """
     from handclust.features.keypoints import BODY_WIDTH, HAND_SLOT
     from handclust.features.scene import scene_dim, scene_encoder
 
     n, fps = 8, cfg.decode.sample_fps
     ones = np.ones(n, np.float32)
+    from handclust.encoders.efficientnet import DIM as EFFICIENTNET_DIM
+
     encoder = scene_encoder(cfg.scene).encoder
-    if encoder == "efficientnet":
-        from handclust.encoders.efficientnet import DIM as scene_width
-    else:
-        scene_width = scene_dim(cfg.scene)  # dinov2: a placeholder, dropped below
+    scene_width = EFFICIENTNET_DIM if encoder == "efficientnet" else scene_dim(cfg.scene)  # dinov2: a placeholder, dropped below
     frames: Frames = {
         "scene_embedding": np.ones((n, scene_width), np.float32),
         "flow_direction_hist": np.ones((n, cfg.flow.direction_bins), np.float32),
