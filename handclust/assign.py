@@ -100,6 +100,10 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                          f"({_first_problem(exc)}); assign with the handclust version that made it "
                          f"({(model_run_json.get('versions') or {}).get('handclust', 'see versions in run.json')}), "
                          "or rerun `handclust run` with this version") from None
+    ran = ((model_run_json.get("encoders") or {}).get("scene") or {}).get("encoder")
+    if cfg.scene.encoder == "auto" and ran in ("histogram", "efficientnet", "dinov2"):
+        # The scene encoder that made the model, not the one this install would pick: the vectors must match.
+        cfg = with_overrides(cfg, {"scene": {"encoder": ran}})
     if overrides:
         changed = with_overrides(cfg, overrides)
         if feature_fingerprint(changed) != feature_fingerprint(cfg):

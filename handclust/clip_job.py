@@ -154,8 +154,11 @@ class ClipJob:
 
     def finish(self, frames: Batch, describer: Any, segment_stages: list[Any] | tuple[Any, ...] = (),
                hands: Any = None) -> tuple[Batch, Batch]:
-        """The per-clip steps after the frame stages: hand pass, segments and their descriptors,
+        """The per-clip steps after the frame stages: held scene vectors, hand pass, segments and their descriptors,
         source rate. ``frames``: the clip's feature rows in ``frame_idx`` order."""
+        from handclust.features.scene import hold_scene_embedding
+
+        frames = hold_scene_embedding(frames)  # rows the scene encoder skipped (scene.fps) hold the last vector
         frames = apply_hand_tracks(hands, frames, self.status)
         segments = apply_segment_stages(list(segment_stages), describer(frames), self.path)
         self.status.update(source_rate(frames, segments, describer.fps, self.path))

@@ -52,8 +52,15 @@ _MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir D
 
 
 class SceneConfig(_Frozen):
-    encoder: Literal["histogram", "dinov2"] = Field(
-        "histogram", description="histogram: model-free, offline (default); dinov2: learned, needs weights")
+    encoder: Literal["auto", "histogram", "efficientnet", "dinov2"] = Field(
+        "auto", description="auto (default): efficientnet when its packages are installed (the [encoders] extra), else "
+        "histogram, and run.json says which ran and why; histogram: model-free; efficientnet: ImageNet EfficientNet-Lite0, "
+        "weights from a pip package, made for CPUs; dinov2: learned, the GPU choice, needs weights (docs/encoders.md)")
+    fps: float | None = Field(
+        None, gt=0, le=60, description="frames per second the scene encoder embeds (every round(decode.sample_fps / fps)-th "
+        "sampled frame; the frames between hold its vector); null: 1 for efficientnet (~23 ms a frame on one core), "
+        "every sampled frame for histogram and dinov2; below 1 / segment.window_s one vector spans the appearance "
+        "detector's half-window and boundaries suffer (docs/encoders.md)")
     pyramid_levels: int = Field(2, ge=1, le=4)
     color_bins: int = Field(6, ge=2, le=32)
     orientation_bins: int = Field(8, ge=4, le=36)
@@ -372,6 +379,8 @@ class RunConfig(_Frozen):
         if self.video.enabled and self.video.fps is not None and self.video.fps > self.decode.sample_fps:
             raise ValueError(f"video.fps ({self.video.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps}): "
                              "V-JEPA-2 windows take the decoded frames; null takes every one")
+        if self.scene.fps is not None and self.scene.fps > self.decode.sample_fps:
+            raise ValueError(f"scene.fps ({self.scene.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
             raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self

