@@ -320,19 +320,21 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--k", "n_clusters", type=int, help="Fix the number of clusters (default: found by HDBSCAN).")
 @click.option("--layout", type=click.Choice(["auto", "frames-first", "features-first"]), default="auto", show_default=True,
               help="Whether rows or columns of each feature file are frames.")
-@click.option("--time-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Weight of relative time within each video as a feature (scripted tasks; 0: off).")
+@click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="0.1",
+              help="Weight of relative time within each video as a feature (scripted tasks run in a typical order; "
+                   "0: off, for videos cut from longer recordings).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float,
+def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
                          config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
 
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
     F1@{10,25,50}, Edit, ARI and NMI in OUT/eval.json.
     """
-    from handclust.segment_features import FEATURE_DEFAULTS, FeatureDirError, segment_features
+    from handclust.segment_features import FEATURE_DEFAULTS, TIME_WEIGHT, FeatureDirError, segment_features
 
+    time_weight = TIME_WEIGHT if time_weight is None else time_weight
     try:
         cfg = load_config(config_path, [*FEATURE_DEFAULTS, *overrides])
         ev = segment_features(features_dir, out, fps, cfg, n_clusters=n_clusters, layout=layout,  # type: ignore[arg-type]

@@ -225,6 +225,16 @@ class ClusterConfig(_Frozen):
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
+    fine: bool = Field(True, description="two levels: the joint clusters are the coarse level (what separates clips: site, "
+                       "trade, phase); inside each, k-means on what is left after the cluster's and each clip's mean finds "
+                       "the fine activities that timelines, labels and the report show")
+    fine_max_k: int = Field(8, ge=2, description="most fine activities inside one coarse cluster")
+    fine_min_silhouette: float = Field(0.1, ge=-1, le=1, description="a coarse cluster is split only when k-means on it "
+                                       "reaches this silhouette (else it is one activity)")
+    fine_clip_share: float = Field(0.6, ge=0, le=1, description="a coarse cluster is split only when it holds at least "
+                                   "this share of the segments of the clips it appears in (a kind of clip: site, trade); "
+                                   "one its clips move in and out of is already an activity")
+    fine_min_segments: int = Field(5, ge=2, description="a fine activity needs at least this many segments on average")
     seed: int = 0
 
     @field_validator("clip_normalise", mode="before")
