@@ -230,8 +230,8 @@ def evaluate_set(name: str, names: list[str], feats: list[np.ndarray], truths: l
     h, km = res["handclust"], res["kmeans_at_k_found"]
     logging.getLogger("real").warning("%s: handclust MoF %.3f F1@50 %.3f whole %.3f k=%d | kmeans MoF %.3f whole %.3f%s",
                                       name, h["mof"], h["f1@50"], h["whole_set_mof"], h["k_found"], km["mof"], km["whole_set_mof"],
-                                      (" | twfinch MoF %.3f F1@50 %.3f" % (res["twfinch_k_given_per_video"]["mof"],
-                                                                           res["twfinch_k_given_per_video"]["f1@50"])) if twfinch else "")
+                                      (f" | twfinch MoF {res['twfinch_k_given_per_video']['mof']:.3f} "
+                                       f"F1@50 {res['twfinch_k_given_per_video']['f1@50']:.3f}") if twfinch else "")
     return res
 
 
@@ -317,7 +317,7 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
         truth = df["gt_label_name"].astype(str).to_numpy(object)
         w = df["duration_frames"].to_numpy()
 
-        def frame_scores(pred: np.ndarray, truth: np.ndarray = truth, w: np.ndarray = w) -> dict[str, float]:
+        def frame_scores(pred: np.ndarray, truth: np.ndarray = truth, w: np.ndarray = w, clip_ids: np.ndarray = clip_ids) -> dict[str, float]:
             t = np.repeat(truth, w)
             p = np.repeat(pred, w)
             v = np.repeat(clip_ids, w)
