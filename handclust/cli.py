@@ -320,9 +320,9 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--k", "n_clusters", type=int, help="Fix the number of clusters (default: found by HDBSCAN).")
 @click.option("--layout", type=click.Choice(["auto", "frames-first", "features-first"]), default="auto", show_default=True,
               help="Whether rows or columns of each feature file are frames.")
-@click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="0.1",
-              help="Weight of relative time within each video as a feature (scripted tasks run in a typical order; "
-                   "0: off, for videos cut from longer recordings).")
+@click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="auto",
+              help="Weight of relative time within each video as a feature. Default: 0.1 when the activities found "
+                   "without time keep an order across videos (a scripted task), else off; 0: always off.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
@@ -332,9 +332,8 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
     F1@{10,25,50}, Edit, ARI and NMI in OUT/eval.json.
     """
-    from handclust.segment_features import FEATURE_DEFAULTS, TIME_WEIGHT, FeatureDirError, segment_features
+    from handclust.segment_features import FEATURE_DEFAULTS, FeatureDirError, segment_features
 
-    time_weight = TIME_WEIGHT if time_weight is None else time_weight
     try:
         cfg = load_config(config_path, [*FEATURE_DEFAULTS, *overrides])
         ev = segment_features(features_dir, out, fps, cfg, n_clusters=n_clusters, layout=layout,  # type: ignore[arg-type]

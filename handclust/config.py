@@ -176,6 +176,13 @@ class ClusterConfig(_Frozen):
     modalities: tuple[str, ...] = Field(("scene", "motion", "ego", "rhythm"),
                                         description="modalities fused for clustering (handclust/modalities.py)")
     weighting: Literal["confidence", "equal"] = "confidence"
+    select_modalities: bool = Field(True, description="forward selection after weighting: starting from the most confident "
+                                    "modality, the next ones join the fusion only while the fused vectors grow more clustered "
+                                    "(the confidence score of the fused vectors); the rest get weight 0, with the reason in "
+                                    "run.json. Keeps the fusion from falling below its best modality")
+    select_tolerance: float = Field(0.12, ge=0, le=1, description="forward selection: a modality joins while the fused "
+                                    "vectors' clusteredness falls by less than this share (complementary modalities give "
+                                    "more, looser clusters together: -11 % in tests; weak ones on sample footage -17 to -32 %)")
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
     min_samples: int | None = Field(None, ge=1)
     reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
