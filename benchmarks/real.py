@@ -348,17 +348,17 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/real.py: HANDCLUST_DATA is not set to the fetched real sets (see ../shared/DATA.md); nothing measured")
         return 0
     root = Path(data)
-    t0 = time.perf_counter()
-    res: dict[str, Any] = {"data": "real (DATA.md); see each part's 'kind' for what is real", "quick": args.quick}
-    if "sequences" in args.sets:
-        res["sequences"] = sequences_part(root, args.quick, {})
-    if "scores" in args.sets:
-        res["scores"] = scores_part(root, {})
-    if "ikea" in args.sets:
-        res["ikea"] = ikea_part(root, args.quick)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2, default=str))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Parts not asked for keep their last result; each part is written as soon as it is done.
+    res: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    res.update({"data": "real (DATA.md); see each part's 'kind' for what is real", "quick": args.quick})
+    parts = {"sequences": lambda: sequences_part(root, args.quick, {}), "scores": lambda: scores_part(root, {}),
+             "ikea": lambda: ikea_part(root, args.quick)}
+    for name in args.sets:
+        t0 = time.perf_counter()
+        res[name] = {**parts[name](), "seconds": round(time.perf_counter() - t0, 1)}
+        out.write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps({k: v.get("summary") for k, v in res.items() if isinstance(v, dict) and "summary" in v}, indent=1))
     return 0
 

@@ -303,13 +303,15 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         fused = fusion.fused
         if weight > 0:
             fused = l2_normalise(np.hstack([fused, time_block * np.sqrt(weight)]))
-        labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=cfg.cluster.seed).fit_predict(fused).astype(np.int32)
-        activity, how = labels, f"k-means with k={n_clusters} (fixed by --k)"
+        k = min(n_clusters, len(fused))  # k-means cannot make more clusters than there are segments
+        labels = KMeans(n_clusters=k, n_init=10, random_state=cfg.cluster.seed).fit_predict(fused).astype(np.int32)
+        activity, how = labels, f"k-means with k={k} (fixed by --k)" + (
+            f"; --k {n_clusters} asked for more clusters than the {len(fused)} segments" if k < n_clusters else "")
         if cfg.cluster.temporal:
             knn_i, _, _ = knn_graph(fused, cfg.cluster.knn_k, cfg.cluster.backend)
             tl = smooth_timelines(labels, labels, knn_i, clip_ids, durations, cfg.cluster.mean_run_s)
             activity, how = tl.activity, how + "; " + tl.reason
-        return activity, n_clusters, 0.0, how, fusion
+        return activity, k, 0.0, how, fusion
 
     if time_weight is not None:
         weight = time_weight
