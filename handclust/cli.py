@@ -369,11 +369,12 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--k", "n_clusters", type=int, help="Fix the number of clusters (default: found by HDBSCAN).")
 @click.option("--layout", type=click.Choice(["auto", "frames-first", "features-first"]), default="auto", show_default=True,
               help="Whether rows or columns of each feature file are frames.")
-@click.option("--time-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Weight of relative time within each video as a feature (scripted tasks; 0: off).")
+@click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="auto",
+              help="Weight of relative time within each video as a feature. Default: 0.1 when the activities found "
+                   "without time keep an order across videos (a scripted task), else off; 0: always off.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float,
+def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
                          config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
 

@@ -187,6 +187,13 @@ class ClusterConfig(_Frozen):
                                         description="modalities fused for clustering (handclust/modalities.py)")
     weighting: Literal["confidence", "equal"] = Field("confidence", description="fusion weight of each modality: confidence "
                                                       "(its structure within clips, against chance) or equal")
+    select_modalities: bool = Field(True, description="forward selection after weighting: starting from the most confident "
+                                    "modality, the next ones join the fusion only while the fused vectors grow more clustered "
+                                    "(the confidence score of the fused vectors); the rest get weight 0, with the reason in "
+                                    "run.json. Keeps the fusion from falling below its best modality")
+    select_tolerance: float = Field(0.12, ge=0, le=1, description="forward selection: a modality joins while the fused "
+                                    "vectors' clusteredness falls by less than this share (complementary modalities give "
+                                    "more, looser clusters together: -11 % in tests; weak ones on sample footage -17 to -32 %)")
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
     min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; None: half of min_cluster_size (at least 2)")
     reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
@@ -239,6 +246,16 @@ class ClusterConfig(_Frozen):
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
+    fine: bool = Field(True, description="two levels: the joint clusters are the coarse level (what separates clips: site, "
+                       "trade, phase); inside each, k-means on what is left after the cluster's and each clip's mean finds "
+                       "the fine activities that timelines, labels and the report show")
+    fine_max_k: int = Field(8, ge=2, description="most fine activities inside one coarse cluster")
+    fine_min_silhouette: float = Field(0.1, ge=-1, le=1, description="a coarse cluster is split only when k-means on it "
+                                       "reaches this silhouette (else it is one activity)")
+    fine_clip_share: float = Field(0.6, ge=0, le=1, description="a coarse cluster is split only when it holds at least "
+                                   "this share of the segments of the clips it appears in (a kind of clip: site, trade); "
+                                   "one its clips move in and out of is already an activity")
+    fine_min_segments: int = Field(5, ge=2, description="a fine activity needs at least this many segments on average")
     seed: int = Field(0, description="fixes every random draw of the clustering")
 
     @field_validator("clip_normalise", mode="before")

@@ -151,6 +151,14 @@ EMBEDDING_2D = pa.schema(
     ]
 )
 
+# hierarchy.parquet: each activity (fine level) and the coarse group it sits in (site, trade, phase).
+HIERARCHY = pa.schema(
+    [
+        ("cluster", pa.int32()),  # the activity, as in clusters.parquet
+        ("group", pa.int32()),  # its coarse group
+    ]
+)
+
 NEIGHBOURS = pa.schema(
     [
         ("segment_id", pa.string()),
