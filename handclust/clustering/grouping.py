@@ -287,6 +287,13 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
         coarse, parent = clustering.activity.copy(), ref.parent
         clustering = replace(clustering, labels=np.where(clustering.labels >= 0, ref.fine, -1).astype(np.int32),
                              activity=ref.fine, reason=clustering.reason + "; " + ref.reason)
+    if cfg.refine == "kmeans":
+        act, moved, why = kmeans_refine(fused, clustering.activity, cfg.seed)
+        if moved:
+            clustering = replace(clustering, activity=act, labels=np.where(clustering.labels >= 0, act, -1).astype(np.int32),
+                                 reason=clustering.reason + "; " + why)
+            if parent is not None:
+                coarse = np.asarray([parent[int(a)] if a >= 0 else -1 for a in act.tolist()], np.int32)
     if not cfg.temporal:
         return Grouping(fusion, clustering, None, None, coarse, parent)
     # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote
@@ -383,3 +390,31 @@ def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floatin
     reason = ("fine activities inside each coarse cluster (k-means on what is left after the cluster's and each clip's "
               f"mean, k by silhouette >= {cfg.fine_min_silhouette:g}): " + ", ".join(parts))
     return Refinement(fine, parent, reason)
+
+
+def kmeans_refine(fused: npt.NDArray[np.floating], activity: npt.NDArray[np.int32], seed: int = 0,
+                  max_iter: int = 30) -> tuple[npt.NDArray[np.int32], int, str]:
+    """k-means started from the activities' centroids: HDBSCAN (and the fine level) choose k and
+    where the activities are, Lloyd's iterations then give every segment the nearest activity and
+    move the centroids until nothing moves. On real segments (IKEA assembly, a model's class
+    probabilities) HDBSCAN's own partition scored well below k-means at the k it found (whole-set
+    MoF 0.37 against 0.50); started from HDBSCAN's centroids, k-means keeps its k and its ids.
+    Returns the activity per segment, how many segments moved, and the reason."""
+    ids = np.unique(activity[activity >= 0])
+    if len(ids) < 2:
+        return activity, 0, "k-means refinement: fewer than 2 activities"
+    x = l2_normalise(np.asarray(fused, np.float32))
+    cent = np.stack([x[activity == a].mean(axis=0) for a in ids.tolist()])
+    if len(x) > 200_000:
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(n_clusters=len(ids), init=cent, n_init=1, max_iter=max_iter, batch_size=8192, random_state=seed)
+    else:
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=len(ids), init=cent, n_init=1, max_iter=max_iter, random_state=seed)
+    lab = km.fit_predict(x)
+    out = ids[lab].astype(np.int32)
+    moved = int((out != activity).sum())
+    return out, moved, (f"k-means from the {len(ids)} activities' centroids (cluster.refine=kmeans): {moved} of {len(x)} "
+                        "segments moved to a nearer activity")
