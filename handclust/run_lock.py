@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from handclust.storage import OutputStore
@@ -410,6 +411,20 @@ def _beat(held: _Held, uri: str) -> None:
         held.record, held.tag = rec, tag
 
 
+def _remove_stale_temp_files(store: OutputStore) -> None:
+    """Half-written files (``.<name>.<id>.tmp``, renamed into place when complete) left by a command
+    killed mid-write (SIGKILL, power loss). Readers never see them (hidden names), and with the lock
+    held no other command is writing, so every one is stale. Local folders only: object stores are
+    written in one request, without a temporary name."""
+    if not store.local:
+        return
+    root = Path(store.path(""))
+    for p in root.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            log.info("removed a half-written file a killed command left: %s", p)
+
+
 @contextlib.contextmanager
 def hold(store: OutputStore, command: str) -> Iterator[None]:
     """Hold the lock on ``store`` for ``command`` (``run``, ``assign``, ``evaluate``, ``report``).
@@ -425,6 +440,7 @@ def hold(store: OutputStore, command: str) -> Iterator[None]:
         else:
             held = _acquire(store, command)
             _HELD[key] = held
+            _remove_stale_temp_files(store)
             _HELD_TOKENS.add(held.record["token"])
             held.thread = threading.Thread(target=_beat, args=(held, store.uri), name="handclust-lock", daemon=True)
             held.thread.start()
