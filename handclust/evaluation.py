@@ -66,13 +66,20 @@ def phase_scores(seg_phase: npt.NDArray[np.object_], labels: npt.NDArray[np.int3
 
 def per_clip_stats(variant: str, labels: npt.NDArray[np.int32], clip_ids: npt.NDArray[np.object_],
                    paths: dict[str, str]) -> list[dict[str, Any]]:
-    rows = []
-    for cid in dict.fromkeys(clip_ids.tolist()):
-        lab = labels[clip_ids == cid]
-        rows.append({"clip_id": cid, "path": paths.get(cid, ""), "variant": variant,
-                     "k": int(len(np.unique(lab[lab >= 0]))), "noise_rate": float((lab < 0).mean()),
-                     "segments": int(len(lab))})
-    return rows
+    """Per clip (order of first appearance): clusters, noise rate and segments of one variant.
+    Grouped by one sort on (clip, label), not one pass over all rows per clip."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return []
+    ids, first, inv = np.unique(np.asarray(clip_ids, dtype=object), return_index=True, return_inverse=True)
+    inv = np.ravel(inv)
+    n_rows = np.bincount(inv, minlength=len(ids))
+    noise = np.bincount(inv, weights=(labels < 0).astype(np.float64), minlength=len(ids))
+    # Distinct non-noise labels per clip: unique (clip, label) pairs, counted per clip.
+    pairs = np.unique(np.stack([inv[labels >= 0], labels[labels >= 0].astype(np.int64)], axis=1), axis=0)
+    k = np.bincount(pairs[:, 0], minlength=len(ids)) if len(pairs) else np.zeros(len(ids), np.int64)
+    return [{"clip_id": ids[g], "path": paths.get(ids[g], ""), "variant": variant, "k": int(k[g]),
+             "noise_rate": float(noise[g] / n_rows[g]), "segments": int(n_rows[g])} for g in np.argsort(first).tolist()]
 
 
 def frame_sequences(segments: pa.Table, clips_tbl: pa.Table, truth_tbl: pa.Table | None, sample_fps: float,
