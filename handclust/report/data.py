@@ -178,10 +178,9 @@ def load_run(store: OutputStore) -> RunData:
     run = store.read_json("run.json") if store.exists("run.json") else {}
     evaluation = store.read_json("eval.json") if store.exists("eval.json") else None
 
-    parts = [store.read_table(f"segments/{n}").select(SEGMENT_COLUMNS) for n in store.list("segments", ".parquet")]
-    seg_tbl = pa.concat_tables(parts) if parts else schema.SEGMENTS.empty_table().select(SEGMENT_COLUMNS)
     ok = clips_tbl.filter(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).column("clip_id")
-    seg = seg_tbl.filter(pc.is_in(seg_tbl.column("clip_id"), value_set=ok)).to_pandas()
+    # The columns the report draws, of the ok clips, in one parallel dataset read (per-clip files or compacted parts).
+    seg = store.read_dataset("segments", schema.SEGMENTS, columns=SEGMENT_COLUMNS, clip_ids=ok.to_pylist()).to_pandas()
     seg = seg.sort_values(["clip_id", "seg_idx"], kind="stable").reset_index(drop=True)
     clusters = _pandas(_read_optional(store, "clusters.parquet", problems))
     if clusters is not None and len(clusters):
