@@ -79,8 +79,8 @@ class OutputStore:
         if tmp != final:
             self.fs.move(tmp, final)
 
-    def read_table(self, rel: str) -> pa.Table:
-        return pq.read_table(self.path(rel), filesystem=self.fs)
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(rel), columns=columns, filesystem=self.fs)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         tmp, final = self._atomic(rel)
