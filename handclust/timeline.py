@@ -69,8 +69,9 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
                     names: dict[int, str] | None = None, overview_max: int = OVERVIEW_MAX_CLIPS) -> None:
     """Per clip: ``timelines/<clip_id>.json`` and ``.png``; ``timelines/timelines.png``: the first
     ``overview_max`` clips (its title says how many of how many; one figure of 3,000 strips took 95 s
-    and 2.3 GB). The per-clip PNGs are drawn on one reused figure, and the files are written by a
-    pool of threads (on an object store each write is a round trip).
+    and 2.3 GB). The files are written by a
+    pool of threads (on an object store each write is a round trip); the per-clip PNGs are
+    rasterised directly (:func:`strip_png`).
 
     ``names`` maps activity ids to the labeller's names; unnamed ones show as ``activity N``.
     """
@@ -108,20 +109,62 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
             top = 0.8 / height
         fig.tight_layout(rect=(0, 0, 1, 1 - top))
         writes.append(pool.submit(store.write_bytes, "timelines/timelines.png", figure_png(fig, dpi=110)))
-        # One figure for every clip's strip: a new figure per clip cost most of the time.
-        fig, ax = plt.subplots(figsize=(12, 0.9))
-        fig.subplots_adjust(left=0.02, right=0.99, bottom=0.38, top=0.72)  # what tight_layout chose, once, not per clip
+        # Each clip's own strip is rasterised directly (strip_png): a matplotlib figure per clip took
+        # ~0.1 s, i.e. 17 minutes for 10k clips.
         for rec in records:
-            ax.clear()
-            draw_strip(ax, rec["segments"], float(rec["duration_s"] or 1.0), "")
-            ax.set_title(f"{rec['name']}  ({rec['phase'] or 'no phase'})", fontsize=9, loc="left")
-            ax.set_xlabel("s", fontsize=8)
-            writes.append(pool.submit(store.write_bytes, f"timelines/{rec['clip_id']}.png", figure_png(fig, dpi=100, close=False)))
+            png = strip_png(rec["segments"], float(rec["duration_s"] or 1.0), f"{rec['name']}  ({rec['phase'] or 'no phase'})")
+            writes.append(pool.submit(store.write_bytes, f"timelines/{rec['clip_id']}.png", png))
             while len(writes) > 4 * WRITE_THREADS and writes[0].done():  # bounded: finished writes are dropped
                 writes.pop(0).result()
-        plt.close(fig)
         for w in writes:
             w.result()  # a failed write raises here
+
+
+def _bgr(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.lstrip("#")
+    return int(h[4:6], 16), int(h[2:4], 16), int(h[0:2], 16)
+
+
+def _tick_step(duration: float, most: int = 10) -> float:
+    """A round step (1, 2, 5 x 10^k seconds) giving at most ``most`` ticks over ``duration``."""
+    raw = max(duration, 1e-6) / most
+    base = 10 ** np.floor(np.log10(raw))
+    return float(next(m * base for m in (1, 2, 5, 10) if m * base >= raw))
+
+
+def strip_png(segs: list[dict[str, Any]], duration: float, title: str, width: int = 1200, height: int = 90) -> bytes:
+    """One clip's timeline as a ``width`` x ``height`` PNG: the title, a bar per segment in its
+    activity's colour (hatched white where noise was given its nearest activity), seconds below.
+    Drawn with numpy and OpenCV (about a millisecond), the colours of :func:`activity_colour`."""
+    import cv2
+
+    img = np.full((height, width, 3), 255, np.uint8)
+    x0, x1, y0, y1 = 10, width - 10, 26, 62
+    scale = (x1 - x0) / max(duration, 1e-6)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    hatch = ((xx + yy) % 8) < 2
+    for sg in segs:
+        a = x0 + int(round(max(sg["t_start"], 0.0) * scale))
+        b = max(a + 1, min(x1, x0 + int(round(sg["t_end"] * scale))))
+        if a >= x1:
+            continue
+        img[y0:y1, a:b] = _bgr(activity_colour(sg["activity"]))
+        if sg["reassigned"]:
+            block = img[y0:y1, a:b]
+            block[hatch[:, a - x0:b - x0]] = 255
+        img[y0:y1, a] = 255  # the boundary, as the figures' white edges
+    text = title.encode("ascii", "replace").decode()
+    cv2.putText(img, text, (x0, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    step = _tick_step(duration)
+    for t in np.arange(0.0, duration + 1e-9, step):
+        x = x0 + int(round(t * scale))
+        img[y1:y1 + 4, x] = 0
+        cv2.putText(img, f"{t:g}", (min(x, x1 - 40), y1 + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "s", (x1 - 6, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise RuntimeError(f"could not encode the timeline of {title} as PNG")
+    return buf.tobytes()
 
 
 WRITE_THREADS = 8  # concurrent small-object writes (timelines, status): object stores answer each in ~10-50 ms

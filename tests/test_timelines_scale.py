@@ -82,3 +82,20 @@ def test_per_clip_stats_match_the_loop_definition():
     assert [g["clip_id"] for g in got] == [w["clip_id"] for w in want]
     for g, w in zip(got, want, strict=True):
         assert g == {**w, "noise_rate": g["noise_rate"]} and abs(g["noise_rate"] - w["noise_rate"]) < 1e-12
+
+
+def test_a_clips_strip_shows_its_activities_in_the_report_colours(tmp_path):
+    import cv2
+
+    from handclust.colours import activity_colour
+    from handclust.timeline import strip_png
+
+    segs = [{"t_start": 0.0, "t_end": 50.0, "activity": 3, "reassigned": False},
+            {"t_start": 50.0, "t_end": 100.0, "activity": 12, "reassigned": True}]
+    img = cv2.imdecode(np.frombuffer(strip_png(segs, 100.0, "clip.mp4  (a)"), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (90, 1200, 3)
+    want = [tuple(int(activity_colour(a).lstrip("#")[i:i + 2], 16) for i in (4, 2, 0)) for a in (3, 12)]
+    left, right = img[30:60, 100:500].reshape(-1, 3), img[30:60, 700:1100].reshape(-1, 3)
+    assert (left == want[0]).all(axis=1).mean() > 0.95  # the first half in activity 3's colour
+    share = (right == want[1]).all(axis=1).mean()
+    assert 0.5 < share < 0.9  # the second in 12's, hatched white: noise given its nearest activity
