@@ -91,3 +91,51 @@ def test_normalise_within_clips_is_one_pass_over_the_rows():
     t0 = time.perf_counter()
     normalise_within_clips(x, clip_ids)
     assert time.perf_counter() - t0 < 3.0
+
+
+def loop_vote_labels(ref_labels, idx, dist):
+    w = 1.0 / (dist.astype(np.float64) + 1e-3)
+    lab = ref_labels[idx]
+    classes = np.unique(lab)
+    scores = np.stack([(w * (lab == c)).sum(axis=1) for c in classes], axis=1)
+    best = scores.argmax(axis=1)
+    share = scores[np.arange(len(best)), best] / np.maximum(scores.sum(axis=1), 1e-12)
+    return classes[best].astype(np.int32), share.astype(np.float32)
+
+
+def loop_assign_noise(labels, knn_idx, knn_dist, x):
+    from handclust.clustering.neighbours import l2_normalise
+
+    out = labels.copy()
+    moved = np.zeros(len(labels), bool)
+    clusters = np.unique(labels[labels >= 0])
+    if len(clusters) == 0:
+        return out, moved
+    centroids = l2_normalise(np.stack([x[labels == c].mean(axis=0) for c in clusters]))
+    for i in np.flatnonzero(labels < 0):
+        votes: dict[int, float] = {}
+        for j, d in zip(knn_idx[i], knn_dist[i], strict=True):
+            if labels[j] >= 0:
+                votes[int(labels[j])] = votes.get(int(labels[j]), 0.0) + 1.0 / (float(d) + 1e-3)
+        out[i] = max(votes, key=votes.__getitem__) if votes else int(clusters[np.argmax(centroids @ x[i])])
+        moved[i] = True
+    return out, moved
+
+
+def test_votes_and_noise_assignment_match_the_loop_definitions():
+    from handclust.clustering.neighbours import assign_noise, l2_normalise, vote_labels
+
+    rng = np.random.default_rng(5)
+    n, k = 3000, 8
+    x = l2_normalise(rng.normal(size=(n, 12)))
+    labels = rng.integers(-1, 7, n).astype(np.int32)
+    labels[rng.random(n) < 0.3] = -1  # plenty of noise, some with only noise neighbours
+    idx = rng.integers(0, n, (n, k))
+    dist = np.round(rng.random((n, k)), 1).astype(np.float32)  # rounded: many exact ties
+    idx[:50] = np.flatnonzero(labels < 0)[:k]  # rows whose neighbours are all noise: nearest centroid
+    new_l, new_s = vote_labels(labels, idx, dist)
+    old_l, old_s = loop_vote_labels(labels, idx, dist)
+    assert np.array_equal(new_l, old_l) and np.allclose(new_s, old_s, atol=1e-6)
+    new_a, new_m = assign_noise(labels, idx, dist, x)
+    old_a, old_m = loop_assign_noise(labels, idx, dist, x)
+    assert np.array_equal(new_a, old_a) and np.array_equal(new_m, old_m)
