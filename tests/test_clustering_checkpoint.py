@@ -95,3 +95,26 @@ def test_ablation_sample_takes_every_segment_below_the_cap_and_whole_clips_above
     rows, s = ablation_sample(ids, 45)
     assert s["sampled"] and len(rows) == 50 and len(set(ids[rows])) == 5
     assert np.array_equal(rows, np.sort(rows))
+
+
+@pytest.mark.ray
+def test_the_clustering_task_reads_the_segments_itself_and_writes_the_tables(run_dir):
+    """cluster.where=ray_task: the task gets the output root and the clips table, not descriptor arrays."""
+    import tempfile
+
+    import ray
+
+    store, clips_tbl = run_dir
+    ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="hcray"))
+    try:
+        cfg = config("runner=ray", "cluster.where=ray_task", "cluster.num_gpus=0", "cluster.num_cpus=1",
+                     "evaluation.ablation_max_segments=300")
+        res = build_activities(store, cfg, clips_tbl, None, Progress(enabled=False), {})
+    finally:
+        ray.shutdown()
+    run = json.loads(open(store.path("run.json")).read())
+    assert run["clustering"]["ran_on"].startswith("ray task (0 GPU, 1 CPU)")
+    assert res.clusters.num_rows == 900 and res.summary["activities"] >= 2
+    ev = json.loads(open(store.path("eval.json")).read())
+    assert ev["ablation_sample"]["sampled"] and len(ev["ablations"]) > 3
