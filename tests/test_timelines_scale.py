@@ -99,3 +99,29 @@ def test_a_clips_strip_shows_its_activities_in_the_report_colours(tmp_path):
     assert (left == want[0]).all(axis=1).mean() > 0.95  # the first half in activity 3's colour
     share = (right == want[1]).all(axis=1).mean()
     assert 0.5 < share < 0.9  # the second in 12's, hatched white: noise given its nearest activity
+
+
+def test_report_matches_ablation_clusters_to_fused_ones_as_the_pair_loop_did():
+    import pandas as pd
+    from scipy.optimize import linear_sum_assignment
+
+    from handclust.report.data import align_to_fused
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    seg = pd.DataFrame({"segment_id": [f"s{i}" for i in range(n)], "t_start": np.zeros(n), "t_end": rng.uniform(1, 9, n),
+                        "cluster": rng.integers(-1, 9, n)})
+    ab = pd.DataFrame({"segment_id": seg.segment_id.tolist()[: n - 100] + ["missing"] * 100, "variant": "scene only",
+                       "cluster": rng.integers(-1, 11, n)})
+    got = align_to_fused(ab, seg)
+    # The definition before: shared seconds per pair by a mask over all segments, then Hungarian.
+    f = seg.set_index("segment_id").cluster.reindex(ab.segment_id).to_numpy()
+    w = seg.set_index("segment_id").eval("t_end - t_start").reindex(ab.segment_id).fillna(0.0).to_numpy()
+    own = ab.cluster.to_numpy()
+    ids_v, ids_f = np.unique(own[own >= 0]), np.unique(f[np.isfinite(f) & (f >= 0)]).astype(int)
+    overlap = np.array([[w[(own == a) & (f == b)].sum() for b in ids_f] for a in ids_v])
+    rows, cols = linear_sum_assignment(-overlap)
+    want = {int(ids_v[r]): int(ids_f[c]) for r, c in zip(rows, cols, strict=True) if overlap[r, c] > 0}
+    for a, b in want.items():
+        assert set(got.shown[got.cluster == a]) == {b}
+    assert set(got.shown[got.cluster < 0]) == {-1}
