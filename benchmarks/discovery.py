@@ -111,7 +111,7 @@ def features_part(seeds: list[int], person_sd: float = 0.0,
             k = n_true if v.get("k") == "true" else None
             t0 = time.perf_counter()
             ev = segment_features(d, tempfile.mkdtemp(prefix="hc-feat-out-"), 15.0, cfg, n_clusters=k,
-                                  time_weight=v.get("time_weight", 0.0))
+                                  time_weight=v.get("time_weight"))
             runs.append((name, ev["k"], ev["ground_truth"] | {"segments": ev["segments"]}, round(time.perf_counter() - t0, 2)))
         t0 = time.perf_counter()
         for name, gt in _references(d, per_video):

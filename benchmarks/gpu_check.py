@@ -5,8 +5,9 @@ On a machine with a CUDA GPU (and the [gpu,encoders] extras), in well under 8 mi
     python benchmarks/gpu_check.py                  # writes benchmarks/results/gpu_check_<gpu>.json
     python benchmarks/gpu_check.py --skip encoders_real_size ray_gpu_run   # fewer paths
 
-Paths: the device and dtype resolution; cuML HDBSCAN and UMAP, FAISS-GPU kNN and the whole joint
-clustering with ``cluster.backend=gpu`` (each checked against the CPU backend on the same data);
+Paths: the device and dtype resolution; the installed stack against constraints-gpu.txt (one CUDA
+major); cuML HDBSCAN and UMAP, FAISS-GPU kNN and the whole joint clustering with
+``cluster.backend=gpu`` (each checked against the CPU backend on the same data);
 DINOv2 / V-JEPA-2 / OWLv2 stages with tiny random models in float16 and bfloat16 (bfloat16 only
 where the GPU has it); the real-size encoder throughput (``benchmarks/encoders.py --device cuda``,
 which writes ``encoders_cuda.json`` for ``handclust estimate``); and a Ray run with GPU actor pools
@@ -126,6 +127,32 @@ def check_device(gpu_mode: bool) -> dict[str, Any]:
         out["faiss_gpus"] = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     except Exception:
         pass
+    return out
+
+
+def check_stack(gpu_mode: bool) -> dict[str, Any]:
+    """The installed GPU stack against constraints-gpu.txt (what cluster_configs/Dockerfile pins), and on a
+    GPU one CUDA major across torch and CuPy (a CUDA 13 torch beside cuML for CUDA 12 is issue 22's clash)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    text = (HERE.parent / "constraints-gpu.txt").read_text()
+    pins = {n.lower(): v for n, v in (line.split("==", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+    got: dict[str, str | None] = {}
+    for dist in ("torch", "cuml-cu12", "cupy-cuda12x", "faiss-gpu-cu12", "numba", "pandas", "numpy", "ray", "boto3", "google-api-python-client"):
+        try:
+            got[dist] = version(dist)
+        except PackageNotFoundError:
+            got[dist] = None
+    differ = {d: {"pinned": pins.get(d), "installed": v} for d, v in got.items() if pins.get(d) != v}
+    out: dict[str, Any] = {"installed": got, "differs_from_constraints_gpu": differ}
+    if gpu_mode:
+        import cupy
+        import torch
+
+        majors = {"torch": int(str(torch.version.cuda).split(".")[0]), "cupy": int(cupy.cuda.runtime.runtimeGetVersion()) // 1000}
+        out["cuda_majors"] = majors
+        assert len(set(majors.values())) == 1, f"torch and CuPy are built for different CUDA majors: {majors}"
+        assert not differ, f"this is not the stack constraints-gpu.txt pins: {differ}"
     return out
 
 
@@ -334,6 +361,7 @@ def main() -> int:
     load0 = os.getloadavg()[0]
 
     c.run("device", lambda: check_device(big))
+    c.run("stack", lambda: check_stack(big))
     c.run("hdbscan", lambda: check_hdbscan(backend, 20_000 if big else 3_000))
     c.run("hdbscan_cpu_same_data", lambda: check_hdbscan("cpu", 20_000 if big else 3_000))
     c.run("umap", lambda: check_umap(backend, 50_000 if big else 1_000))

@@ -88,11 +88,15 @@ def main() -> None:
         print(f"rendered {clip.name} in {time.perf_counter() - t0:.1f} s")
     info = probe(clip)
     cfg = load_config(None, ["progress=false"])
+    from handclust.encoders import scene_encoder
+
     pose = HandPoseKeypoints(cfg.pose, cfg.decode.sample_fps)
     result: dict[str, object] = {
         "clip": {"duration_s": info.duration_s, "source_fps": info.source_fps, "size": f"{info.width}x{info.height}", "codec": info.codec,
                  "bitrate_mbit_s": round(clip.stat().st_size * 8 / info.duration_s / 1e6, 2)},
         "sample_fps": cfg.decode.sample_fps, "decode_width": cfg.decode.width,
+        # handclust.cost adds EfficientNet-Lite0's CPU time to this pipeline's unless it is the encoder that ran here.
+        "scene_encoder": scene_encoder(cfg.scene).encoder,
         "defaults": {"decode.prefetch_chunks": cfg.decode.prefetch_chunks, "pose.fps": cfg.pose.fps,
                      "pose.idle_fps": cfg.pose.idle_fps, "keypoints_every_nth_frame": pose.step,
                      "keypoints_every_nth_frame_idle": pose.idle_step},

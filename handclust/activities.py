@@ -98,9 +98,20 @@ def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32])
         tree = z.tolist()
         why = (f"average-linkage of {len(clusters)} activity centroids cut at the widest gap in merge heights "
                f"({heights[cut]:.3f} -> {heights[cut + 1]:.3f}): {len(np.unique(groups))} groups")
-    table = pa.table({"cluster": pa.array(clusters, pa.int32()), "group": pa.array(groups, pa.int32())})
+    table = schema.table({"cluster": clusters, "group": groups}, schema.HIERARCHY)
     return table, {"groups": int(len(np.unique(groups))) if len(groups) else 0, "reason": why, "linkage": tree,
                    "clusters": clusters.tolist()}
+
+
+def two_levels(parent: dict[int, int], reason: str) -> tuple[pa.Table, dict[str, Any]]:
+    """``hierarchy.parquet`` rows (activity, coarse group) and run.json's record when the fine level
+    split the joint clusters (``cluster.fine``): the coarse groups are the joint clusters themselves."""
+    acts = sorted(parent)
+    groups = [parent[a] for a in acts]
+    table = schema.table({"cluster": acts, "group": groups}, schema.HIERARCHY)
+    why = reason[reason.find("fine activities"):] if "fine activities" in reason else reason
+    return table, {"groups": len(set(groups)), "reason": f"two levels: {len(set(groups))} coarse groups (the joint clusters), "
+                   f"{len(acts)} activities inside them; {why}", "linkage": [], "clusters": acts}
 
 
 def clustering_place(cfg: RunConfig) -> str:
@@ -213,7 +224,10 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
     }, schema.CLUSTERS))
     save_model(store, fusion, seg_ids, clip_ids, clustering)
-    hierarchy, hierarchy_run = coarse_groups(fusion.fused, clustering.labels)
+    if grouping.parent is not None:  # cluster.fine split the joint clusters: they are the coarse level
+        hierarchy, hierarchy_run = two_levels(grouping.parent, clustering.reason)
+    else:
+        hierarchy, hierarchy_run = coarse_groups(fusion.fused, clustering.labels)
     store.write_table("hierarchy.parquet", hierarchy)
     store.write_table("embedding_2d.parquet", schema.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,

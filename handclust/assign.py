@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from handclust import modalities, schema
+from handclust import modalities, run_lock, schema
 from handclust.activities import MODEL_DIR
 from handclust.clustering import Clustering, Fusion, vote_labels
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
@@ -27,7 +27,7 @@ from handclust.pipeline import process_footage, versions
 from handclust.plan import FEATURE_SECTIONS, feature_fingerprint
 from handclust.progress import Progress
 from handclust.result import RunResult
-from handclust.run_record import update_run
+from handclust.run_record import read_run, update_run
 from handclust.run_tables import ok_segments
 from handclust.storage import OutputStore
 from handclust.timeline import write_timelines
@@ -67,7 +67,7 @@ def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -
     for modality, t in fusion.transforms.items():
         theirs = len(t.mean)
         if modality in ours and ours[modality] != theirs:
-            made_by = (model.read_json("run.json").get("versions") or {}).get("handclust", "unknown")
+            made_by = (read_run(model).get("versions") or {}).get("handclust", "unknown")
             raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: its {modality} descriptors have {theirs} dims, this "
                              f"version of handclust makes {ours[modality]} with that run's config (the run was made by "
                              f"handclust {made_by}): assign with that version, or rerun `handclust run` with this one")
@@ -92,7 +92,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         if not model.exists(rel):
             raise ModelError(f"{model.uri}/{rel} not found: assign needs a finished run made by this version of "
                              f"handclust (`handclust run FOOTAGE --out {model_run}`)")
-    model_run_json = model.read_json("run.json")
+    model_run_json = read_run(model)
     try:
         cfg = RunConfig.model_validate(model_run_json["config"])
     except (ValidationError, KeyError, TypeError) as exc:
@@ -100,6 +100,10 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                          f"({_first_problem(exc)}); assign with the handclust version that made it "
                          f"({(model_run_json.get('versions') or {}).get('handclust', 'see versions in run.json')}), "
                          "or rerun `handclust run` with this version") from None
+    ran = ((model_run_json.get("encoders") or {}).get("scene") or {}).get("encoder")
+    if cfg.scene.encoder == "auto" and ran in ("histogram", "efficientnet", "dinov2"):
+        # The scene encoder that made the model, not the one this install would pick: the vectors must match.
+        cfg = with_overrides(cfg, {"scene": {"encoder": ran}})
     if overrides:
         changed = with_overrides(cfg, overrides)
         if feature_fingerprint(changed) != feature_fingerprint(cfg):
@@ -115,69 +119,71 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
 
     fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
     _check_descriptor_dims(fusion, cfg, model)
+    # The footage is checked before --out is created: a refused assign leaves no empty folder behind.
+    clips = find_clips(footage, cfg.phase.pattern, skip=[str(out)])  # never its own outputs
     store = OutputStore(out)
-    prog = Progress(enabled=cfg.progress if progress is None else progress)
-    timings: dict[str, float] = {}
-    t_run = time.perf_counter()
-    clips = find_clips(footage, cfg.phase.pattern)
-    clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
-    segments = ok_segments(store, clips_tbl)
+    with run_lock.hold(store, "assign"):  # one writer per output folder
+        prog = Progress(enabled=cfg.progress if progress is None else progress)
+        timings: dict[str, float] = {}
+        t_run = time.perf_counter()
+        clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
+        segments = ok_segments(store, clips_tbl)
 
-    t0 = time.perf_counter()
-    reference = model.read_table(f"{MODEL_DIR}/reference.parquet")
-    ref_cluster = np.asarray(reference.column("cluster"), np.int32)
-    ref_activity = np.asarray(reference.column("activity"), np.int32)
-    n = segments.num_rows
-    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    if n:
-        try:
-            vectors, measured = modalities.fusion_inputs(segments, list(fusion.transforms))
-            fused = fusion.transform(vectors, clip_ids, measured)
-        except ValueError as exc:  # a learned encoder's width, known only once it ran
-            raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: {exc}; assign with the handclust version and "
-                             "models that made the run, or rerun `handclust run`") from None
-        index = _load_index(model)
-        sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
-        dist = (1.0 - sim).astype(np.float32)
-        labels, share = vote_labels(ref_cluster, idx, dist)
-        activity, _ = vote_labels(ref_activity, idx, dist)
-    else:
-        labels = activity = np.zeros(0, np.int32)
-        share = np.zeros(0, np.float32)
-    timings["assign"] = time.perf_counter() - t0
-    seg_ids = segments.column("segment_id").to_pylist()
-    clusters = schema.table({
-        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": labels,
-        "probability": np.where(labels >= 0, share, 0.0), "activity": activity, "reassigned": labels < 0,
-    }, schema.CLUSTERS)
-    store.write_table("clusters.parquet", clusters)
-    if model.exists("labels.parquet"):
-        store.write_table("labels.parquet", model.read_table("labels.parquet"))
-    names = {int(c): str(lab) for c, lab in (model_run_json.get("summary", {}).get("activity_names") or {}).items()}
+        t0 = time.perf_counter()
+        reference = model.read_table(f"{MODEL_DIR}/reference.parquet")
+        ref_cluster = np.asarray(reference.column("cluster"), np.int32)
+        ref_activity = np.asarray(reference.column("activity"), np.int32)
+        n = segments.num_rows
+        clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+        if n:
+            try:
+                vectors, measured = modalities.fusion_inputs(segments, list(fusion.transforms))
+                fused = fusion.transform(vectors, clip_ids, measured)
+            except ValueError as exc:  # a learned encoder's width, known only once it ran
+                raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: {exc}; assign with the handclust version and "
+                                 "models that made the run, or rerun `handclust run`") from None
+            index = _load_index(model)
+            sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
+            dist = (1.0 - sim).astype(np.float32)
+            labels, share = vote_labels(ref_cluster, idx, dist)
+            activity, _ = vote_labels(ref_activity, idx, dist)
+        else:
+            labels = activity = np.zeros(0, np.int32)
+            share = np.zeros(0, np.float32)
+        timings["assign"] = time.perf_counter() - t0
+        seg_ids = segments.column("segment_id").to_pylist()
+        clusters = schema.table({
+            "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": labels,
+            "probability": np.where(labels >= 0, share, 0.0), "activity": activity, "reassigned": labels < 0,
+        }, schema.CLUSTERS)
+        store.write_table("clusters.parquet", clusters)
+        if model.exists("labels.parquet"):
+            store.write_table("labels.parquet", model.read_table("labels.parquet"))
+        names = {int(c): str(lab) for c, lab in (model_run_json.get("summary", {}).get("activity_names") or {}).items()}
 
-    summary: dict[str, Any] = {
-        "assigned_from": model.uri, "clips_total": clips_tbl.num_rows,
-        "clips_ok": int(sum(s in ("ok", "partial") for s in clips_tbl.column("status").to_pylist())),
-        "clips_failed": int(sum(s == "error" for s in clips_tbl.column("status").to_pylist())),
-        "segments": n, "activities": int(len(np.unique(labels[labels >= 0]))),
-        "noise_rate": float((labels < 0).mean()) if n else None, "out": store.uri,
-        "activity_names": names,
-    }
-    evaluation: dict[str, Any] = {}
-    if n:
-        evaluation, _ = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False)
-        store.write_json("eval.json", evaluation)
-        placed = Clustering(labels, share, activity, labels < 0, np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32),
-                            0, 0, {"assign": "faiss vote"}, f"assigned to the clusters of {model.uri}")
-        write_timelines(store, clips_tbl, segments, placed, prog, names=names or None)
-        if "ground_truth" in evaluation:
-            summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
-            summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
-            summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
-    timings["total"] = time.perf_counter() - t_run
-    summary["wall_time_s"] = timings["total"]
-    update_run(store, fresh=True, mode="assign", assigned_from=model.uri, config=config_to_dict(cfg),
-               footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
-               versions=versions(), timings=timings, summary=summary, feature_fingerprint=runner.fingerprint)
-    return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)
+        summary: dict[str, Any] = {
+            "assigned_from": model.uri, "clips_total": clips_tbl.num_rows,
+            "clips_ok": int(sum(s in ("ok", "partial") for s in clips_tbl.column("status").to_pylist())),
+            "clips_failed": int(sum(s == "error" for s in clips_tbl.column("status").to_pylist())),
+            "segments": n, "activities": int(len(np.unique(labels[labels >= 0]))),
+            "noise_rate": float((labels < 0).mean()) if n else None, "out": store.uri,
+            "activity_names": names,
+        }
+        evaluation: dict[str, Any] = {}
+        if n:
+            evaluation, _ = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False)
+            store.write_json("eval.json", evaluation)
+            placed = Clustering(labels, share, activity, labels < 0, np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32),
+                                0, 0, {"assign": "faiss vote"}, f"assigned to the clusters of {model.uri}")
+            write_timelines(store, clips_tbl, segments, placed, prog, names=names or None)
+            if "ground_truth" in evaluation:
+                summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
+                summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
+                summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
+        timings["total"] = time.perf_counter() - t_run
+        summary["wall_time_s"] = timings["total"]
+        update_run(store, fresh=True, mode="assign", assigned_from=model.uri, config=config_to_dict(cfg),
+                   footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+                   versions=versions(), timings=timings, summary=summary, feature_fingerprint=runner.fingerprint)
+        return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -118,19 +119,23 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     """
     from handclust.encoders import DeviceError, ModelLoadError
     from handclust.pipeline import RunnerError, discover, record_failure
+    from handclust.run_lock import OutputBusyError, hold
     from handclust.storage import OutputStore
 
     _check_out(out)
     try:
         cfg = load_config(config_path, list(overrides))
     except ConfigError as exc:
-        # Recorded where the run would have written (README: a failed start says why in run.json).
-        record_failure(OutputStore(out), None, footage, exc, overrides=list(overrides))
+        # Recorded where the run would have written (docs/user-guide.md: a failed start says why in
+        # run.json), unless another command is writing there.
+        store = OutputStore(out)
+        with contextlib.suppress(OutputBusyError), hold(store, "run"):
+            record_failure(store, None, footage, exc, overrides=list(overrides))
         _fail(str(exc))
         return
     try:
         result = discover(footage, out=out, config=cfg, progress=not no_progress)
-    except (ConfigError, FootageError, ModelLoadError, DeviceError) as exc:
+    except (ConfigError, FootageError, ModelLoadError, DeviceError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     except RunnerError as exc:
@@ -175,7 +180,9 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     elif s.get("report_error"):
         click.echo(f"report       not written ({s['report_error']}); retry with `handclust report {s['out']}`")
     if s["clips_ok"] == 0:
-        sys.exit(1)
+        from handclust.pipeline import no_clip_message
+
+        _fail(no_clip_message(s), code=1)
 
 
 @cli.command("config")
@@ -195,9 +202,9 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
 @cli.command("estimate")
 @click.option("--hours", type=float, help="Hours of footage to process (required unless --list).")
-@click.option("--node", default="aws-g6.xlarge", show_default=True, help="Node type (see --list).")
+@click.option("--node", default=None, help="Node type (see --list) [default: aws-g6.xlarge; with --config its first worker type].")
 @click.option("--nodes", default=1, show_default=True, help="Number of GPU worker nodes.")
-@click.option("--encoders", default="dinov2", show_default=True, help="Comma list: dinov2,vjepa2,owlv2 (or 'none').")
+@click.option("--encoders", default="dinov2", show_default=True, help="Comma list: efficientnet,dinov2,vjepa2,owlv2 (or 'none'); efficientnet is CPU work.")
 @click.option("--price", type=float, help="Your USD per node hour (spot, committed use).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--list", "list_nodes", is_flag=True, help="List known node types and prices.")
@@ -205,14 +212,23 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--sample", metavar="MANIFEST_OR_DIR",
               help="Probe a few clips of your footage: decode cost scales with their pixels per second and codec.")
 @click.option("--sample-clips", default=5, show_default=True, help="How many clips --sample probes (spread over the list).")
-def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
-                 no_head: bool, sample: str | None, sample_clips: int) -> None:
-    """Estimate GPU node hours, wall time and cost of a cluster run before submitting it."""
-    from handclust.cost import HEADS, NODES, estimate, probe_sample, render
+@click.option("--config", "cluster_config", type=click.Path(dir_okay=False),
+              help="A cluster-launcher YAML (cluster_configs/aws.yaml, gcp.yaml): its worker types, max_workers, head and "
+                   "idle timeout; node boot, image pull, idle and post-processing time are then counted.")
+@click.option("--deadline-h", type=float, help="Recommend the cheapest worker mix of --config that finishes within this many hours.")
+@click.option("--budget-usd", type=float, help="Recommend the fastest worker mix of --config that costs at most this.")
+def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: str, price: float | None, as_json: bool, list_nodes: bool,
+                 no_head: bool, sample: str | None, sample_clips: int, cluster_config: str | None, deadline_h: float | None,
+                 budget_usd: float | None) -> None:
+    """Estimate node hours, wall time and cost of a cluster run before submitting it; with --deadline-h or
+    --budget-usd, recommend the worker type and count of a cluster config."""
+    from handclust.cost import HEADS, NODES, RESULTS, Overheads, estimate, load_cluster, probe_sample, recommend, render, render_recommendation
+    from handclust.prices import NodeType
 
     if list_nodes:
         for n in NODES.values():
-            click.echo(f"{n.name:22s} {n.gpus} x {n.gpu:10s} {n.vcpus:4d} vCPU  ${n.usd_per_hour:.3f}/h")
+            kind = f"{n.gpus} x {n.gpu:10s}" if n.gpus else "CPU worker  "
+            click.echo(f"{n.name:22s} {kind} {n.vcpus:4d} vCPU  ${n.usd_per_hour:.3f}/h")
         for h in HEADS.values():
             click.echo(f"{h.name:22s} CPU head    {h.vcpus:4d} vCPU  ${h.usd_per_hour:.3f}/h")
         return
@@ -221,8 +237,34 @@ def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, pric
         return
     encs = tuple(e.strip() for e in encoders.split(",") if e.strip() and e.strip() != "none")
     try:
+        if deadline_h is not None or budget_usd is not None:
+            if cluster_config is None:
+                shipped = RESULTS.parent.parent / "cluster_configs" / "aws.yaml"
+                if not shipped.is_file():
+                    raise ValueError("--deadline-h / --budget-usd need --config CLUSTER_YAML (e.g. cluster_configs/gcp.yaml)")
+                cluster_config = str(shipped)
+            if price is not None or node is not None:
+                raise ValueError("--deadline-h / --budget-usd choose the node type and count from --config: drop --node / --price")
+            cluster = load_cluster(cluster_config)
+            probed = probe_sample(sample, sample_clips) if sample else None
+            r = recommend(hours, cluster, encs, deadline_h=deadline_h, budget_usd=budget_usd, sample=probed)
+            click.echo(json.dumps(r.to_dict(), indent=2) if as_json else render_recommendation(r))
+            return
+        head: bool | NodeType = not no_head
+        overheads = None
+        if cluster_config is not None:
+            cluster = load_cluster(cluster_config)
+            types = {w.node.name: w for w in cluster.workers}
+            node = node or cluster.workers[0].node.name
+            if node not in types:
+                raise ValueError(f"{cluster_config} has no worker type {node}; its worker types: {', '.join(types)}")
+            if nodes > min(types[node].max_workers, cluster.max_workers):
+                raise ValueError(f"--nodes {nodes} is more than {cluster_config} allows for {node} "
+                                 f"(max_workers {types[node].max_workers}); raise it there or ask for fewer")
+            head = (cluster.head or False) if not no_head else False
+            overheads = Overheads.assumed(cluster.provider, cluster.idle_timeout_min, cluster.upscaling_speed)
         probed = probe_sample(sample, sample_clips) if sample else None
-        e = estimate(hours, node, nodes, encs, usd_per_hour=price, head=not no_head, sample=probed)
+        e = estimate(hours, node or "aws-g6.xlarge", nodes, encs, usd_per_hour=price, head=head, sample=probed, overheads=overheads)
     except ValueError as exc:
         _fail(str(exc))
         return
@@ -235,10 +277,12 @@ def estimate_cmd(hours: float | None, node: str, nodes: int, encoders: str, pric
 def report(out: str, no_reel: bool) -> None:
     """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
     from handclust.report import write_report
+    from handclust.run_lock import OutputBusyError
+    from handclust.run_record import RunRecordError
 
     try:
         path = write_report(out, reel=not no_reel, progress=True)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, OutputBusyError, RunRecordError) as exc:
         _fail(str(exc))
         return
     click.echo(f"report       {path}")
@@ -254,11 +298,13 @@ def report(out: str, no_reel: bool) -> None:
 def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...], no_progress: bool) -> None:
     """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
     from handclust.assign import ModelError, assign
+    from handclust.run_lock import OutputBusyError
+    from handclust.run_record import RunRecordError
 
     _check_out(out)
     try:
         result = assign(model_run, footage, out, overrides=list(overrides), progress=not no_progress)
-    except (ConfigError, FootageError, ModelError) as exc:
+    except (ConfigError, FootageError, ModelError, OutputBusyError, RunRecordError) as exc:
         _fail(str(exc))
         return
     s = result.summary
@@ -269,7 +315,9 @@ def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...
         click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f}, MoF {s['ground_truth_mof']:.2f}")
     click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")
     if s["clips_ok"] == 0:
-        sys.exit(1)
+        from handclust.pipeline import no_clip_message
+
+        _fail(no_clip_message(s), code=1)
 
 
 def _print_gt(gt: dict) -> None:
@@ -290,10 +338,11 @@ def _print_gt(gt: dict) -> None:
 def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], footage: str | None, no_ablations: bool) -> None:
     """Recompute OUT/eval.json and OUT/ablations.parquet from a finished run's stored features."""
     from handclust.evaluation import evaluate
+    from handclust.run_lock import OutputBusyError
 
     try:
         ev = evaluate(out, config=config_path, overrides=list(overrides), footage=footage, ablations=not no_ablations)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OutputBusyError) as exc:
         _fail(str(exc))
         return
     phase = ev.get("phase", {}).get("duration_weighted")
@@ -320,11 +369,12 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--k", "n_clusters", type=int, help="Fix the number of clusters (default: found by HDBSCAN).")
 @click.option("--layout", type=click.Choice(["auto", "frames-first", "features-first"]), default="auto", show_default=True,
               help="Whether rows or columns of each feature file are frames.")
-@click.option("--time-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Weight of relative time within each video as a feature (scripted tasks; 0: off).")
+@click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="auto",
+              help="Weight of relative time within each video as a feature. Default: 0.1 when the activities found "
+                   "without time keep an order across videos (a scripted task), else off; 0: always off.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float,
+def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
                          config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
 
@@ -351,12 +401,18 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
 @click.argument("out", type=RUN_DIR)
 def summary(out: str) -> None:
     """Print the summary of an earlier run (a local directory or an s3:// / gs:// URI)."""
+    from handclust.run_record import RunRecordError, read_run
     from handclust.storage import OutputStore
 
     store = OutputStore(out, create=False)
     if not store.exists("run.json"):
         _fail(f"{store.path('run.json')} not found: is {out} a HandClust output directory?")
-    click.echo(json.dumps(store.read_json("run.json").get("summary", {}), indent=2))
+    try:
+        record = read_run(store)
+    except RunRecordError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(record.get("summary", {}), indent=2))
 
 
 def main() -> None:

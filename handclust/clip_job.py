@@ -106,6 +106,18 @@ def clip_error_message(path: str, what: str, exc: BaseException) -> str:
             "same way, report it with this line")
 
 
+def too_short(path: str, n_frames: int, sample_fps: float, duration_s: float) -> VideoError:
+    """The error of a clip that gave fewer than the 2 sampled frames a clip needs (segmentation and
+    flow need a pair), saying what length works and how to use shorter clips."""
+    shortest = 2.0 / sample_fps
+    if n_frames == 0 and duration_s <= 0:
+        return VideoError(path, "decoded no frames (the file holds no readable video frames)")
+    return VideoError(path, f"too short: {n_frames} sampled frame{'s' if n_frames != 1 else ''} ({duration_s:.2f} s at "
+                      f"decode.sample_fps={sample_fps:g})",
+                      f"a clip needs at least 2 sampled frames ({shortest:.2f} s at this rate); join it to the clip "
+                      f"before it, or raise decode.sample_fps (e.g. decode.sample_fps={sample_fps * 2:g}) to use shorter clips")
+
+
 class ClipJob:
     """One clip's status record and the steps that fill it (see the module docstring)."""
 
@@ -164,7 +176,7 @@ class ClipJob:
         self.status.update(backend=source.backend, backend_reason=getattr(source, "why", None), n_frames=n)
         self.status["duration_s"] = max(source.decoded_s, 0.0) or source.info.duration_s
         if n < 2:
-            raise VideoError(self.path, "decoded fewer than 2 frames", "the clip is too short or unreadable; re-encode or remove it")
+            raise too_short(self.path, n, d.sample_fps, float(self.status.get("duration_s") or 0.0))
         if source.truncated_at is not None:
             self.status.update(truncated_at=source.truncated_at, full_duration_s=source.info.duration_s, gap=source.gap)
 
@@ -172,8 +184,11 @@ class ClipJob:
 
     def finish(self, frames: Batch, describer: Any, segment_stages: list[Any] | tuple[Any, ...] = (),
                hands: Any = None) -> tuple[Batch, Batch]:
-        """The per-clip steps after the frame stages: hand pass, segments and their descriptors,
+        """The per-clip steps after the frame stages: held scene vectors, hand pass, segments and their descriptors,
         source rate. ``frames``: the clip's feature rows in ``frame_idx`` order."""
+        from handclust.features.scene import hold_scene_embedding
+
+        frames = hold_scene_embedding(frames)  # rows the scene encoder skipped (scene.fps) hold the last vector
         frames = apply_hand_tracks(hands, frames, self.status)
         segments = apply_segment_stages(list(segment_stages), describer(frames), self.path)
         self.status.update(source_rate(frames, segments, describer.fps, self.path))
@@ -187,6 +202,10 @@ class ClipJob:
         clip leaves this behind, which the Ray runner counts against the clip."""
         self.status["started_at"] = time.time()
         store.write_json(status_rel(self.clip_id), self._public())
+        # Tables of an earlier attempt (another feature config) must not outlive this one: a status
+        # that is not ok/partial never has tables beside it, so globs agree with clips.parquet.
+        for rel in (f"frames/{self.clip_id}.parquet", f"segments/{self.clip_id}.parquet"):
+            store.delete(rel)
 
     def commit(self, store: OutputStore, frames: Batch, segments: Batch) -> dict[str, Any]:
         """Write the clip's frames and segments, then its status ``ok`` (or ``partial``): the clip is done.

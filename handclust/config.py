@@ -24,7 +24,9 @@ class _Frozen(BaseModel):
 class DecodeConfig(_Frozen):
     sample_fps: float = Field(5.0, gt=0, le=60, description="frames sampled per second of video")
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
-    backend: Literal["auto", "decord", "pyav"] = "auto"
+    backend: Literal["auto", "decord", "pyav"] = Field("auto", description=(
+        "auto: PyAV, then decord if PyAV decodes no frame; decord: decord first, PyAV as its fallback; pyav: PyAV first, "
+        "decord as its fallback"))
     hwaccel: Literal["none", "cuda"] = Field("none", description=(
         "cuda: decode on the GPU's video engine (NVDEC, FFmpeg's cuda device in PyAV) where the process sees a GPU; a clip "
         "it cannot take (no GPU on that node, a stream NVDEC does not support) is decoded on CPU, and its status says why"))
@@ -35,10 +37,10 @@ class DecodeConfig(_Frozen):
 
 
 class FlowConfig(_Frozen):
-    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    preset: Literal["ultrafast", "fast", "medium"] = Field("fast", description="OpenCV DIS optical-flow preset (speed against accuracy)")
     grid: int = Field(4, ge=1, le=16, description="spatial grid of mean flow is grid x grid")
-    direction_bins: int = Field(8, ge=4, le=36)
-    ransac_threshold_px: float = Field(1.0, gt=0)
+    direction_bins: int = Field(8, ge=4, le=36, description="bins of the flow-direction histogram")
+    ransac_threshold_px: float = Field(1.0, gt=0, description="inlier threshold (px) of the ego-motion (RANSAC similarity) fit")
     max_points: int = Field(400, ge=16, description="flow vectors sampled for the ego-motion fit")
 
 
@@ -46,12 +48,19 @@ EncoderDevice = Literal["auto", "cuda", "mps", "cpu"]
 EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
 _DEVICE_HELP = "auto: cuda, then mps, then cpu; a named device that is missing is an error"
 _DTYPE_HELP = "auto: bfloat16 on cuda GPUs that have it (compute capability >= 8.0), float16 on older ones (T4, V100), float32 elsewhere"
-_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see README, Learned encoders)"
+_MODEL_HELP = "hub id or a local directory made by `hf download ID --local-dir DIR` (see docs/user-guide.md, Learned encoders)"
 
 
 class SceneConfig(_Frozen):
-    encoder: Literal["histogram", "dinov2"] = Field(
-        "histogram", description="histogram: model-free, offline (default); dinov2: learned, needs weights")
+    encoder: Literal["auto", "histogram", "efficientnet", "dinov2"] = Field(
+        "auto", description="auto (default): efficientnet when its packages are installed (the [encoders] extra), else "
+        "histogram, and run.json says which ran and why; histogram: model-free; efficientnet: ImageNet EfficientNet-Lite0, "
+        "weights from a pip package, made for CPUs; dinov2: learned, the GPU choice, needs weights (docs/encoders.md)")
+    fps: float | None = Field(
+        None, gt=0, le=60, description="frames per second the scene encoder embeds (every round(decode.sample_fps / fps)-th "
+        "sampled frame; the frames between hold its vector); null: 1 for efficientnet (~23 ms a frame on one core), "
+        "every sampled frame for histogram and dinov2; below 1 / segment.window_s one vector spans the appearance "
+        "detector's half-window and boundaries suffer (docs/encoders.md)")
     pyramid_levels: int = Field(2, ge=1, le=4)
     color_bins: int = Field(6, ge=2, le=32)
     orientation_bins: int = Field(8, ge=4, le=36)
@@ -68,9 +77,9 @@ class VideoConfig(_Frozen):
     """V-JEPA-2 embedding per window of consecutive sampled frames, on the frames the run decodes
     (at the model's input size); a segment's vector is the mean over its frames' windows."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="V-JEPA-2 video embedding (desc_video); needs the [encoders] extra and weights")
     model: str = Field("facebook/vjepa2-vitl-fpc64-256", description=f"V-JEPA-2: {_MODEL_HELP}")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub branch, tag or commit of video.model")
     frames_per_window: int = Field(16, ge=2, le=64, description="frames per model window (even: tubelets are 2 frames)")
     fps: float | None = Field(None, gt=0, le=60, description="frame rate inside a window, at most decode.sample_fps "
                               "(every round(sample_fps / fps)-th sampled frame); null: every sampled frame")
@@ -95,9 +104,9 @@ MASONRY_TOOLS = ("trowel", "mortar bucket", "brick", "concrete block", "rubber m
 class ToolsConfig(_Frozen):
     """OWLv2 open-vocabulary tool presence on a subset of frames."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="OWLv2 tool scores per frame (tool_scores, desc_tools); needs the [encoders] extra and weights")
     model: str = Field("google/owlv2-base-patch16-ensemble", description=f"OWLv2: {_MODEL_HELP}")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub branch, tag or commit of tools.model")
     fps: float = Field(1.0, gt=0, le=60, description="frames per second scored (at most decode.sample_fps)")
     prompts: tuple[str, ...] = Field(MASONRY_TOOLS, min_length=1, description="what to look for, one name each")
     prompt_template: str = Field("a photo of a {}", description="each prompt is put into this text ({} = prompt)")
@@ -115,8 +124,8 @@ class PoseConfig(_Frozen):
     enabled: bool = Field(True, description="run MediaPipe Hands / Pose (needs mediapipe 0.10.14, installed by `make`)")
     hands: bool = Field(True, description="hand landmarks (21 points per hand)")
     body: bool = Field(True, description="body landmarks (33 points)")
-    max_hands: int = Field(2, ge=1, le=4)
-    min_detection_confidence: float = Field(0.5, gt=0, lt=1)
+    max_hands: int = Field(2, ge=1, le=4, description="hand slots per frame (left to right in the image)")
+    min_detection_confidence: float = Field(0.5, gt=0, lt=1, description="MediaPipe's detection threshold, hands and body")
     fps: float = Field(2.5, gt=0, le=60, description="frames per second looked at for hands where hands are (at most "
                        "decode.sample_fps); ~30 ms per frame on CPU")
     idle_fps: float | None = Field(0.5, gt=0, le=60, description="frames per second looked at everywhere else, and for the "
@@ -141,14 +150,14 @@ class PoseConfig(_Frozen):
 
 
 class SegmentConfig(_Frozen):
-    min_segment_s: float = Field(3.0, gt=0)
+    min_segment_s: float = Field(3.0, gt=0, description="boundaries are at least this far apart (s)")
     max_segment_s: float = Field(15.0, gt=0, description="longer segments are split evenly")
     window_s: float = Field(2.0, gt=0, description="half-window of the motion/appearance detectors")
     smooth_s: float = Field(1.0, gt=0, description="width of the vote kernel around a proposal")
     vote_threshold: float = Field(1.2, gt=0, description="fused vote a boundary must reach")
     detector_weights: dict[Literal["motion", "appearance", "statistical"], float] = Field(
-        default_factory=lambda: {"motion": 1.0, "appearance": 1.0, "statistical": 1.0}
-    )
+        default_factory=lambda: {"motion": 1.0, "appearance": 1.0, "statistical": 1.0},
+        description="weight of each boundary detector's vote: motion novelty, appearance novelty, change points (ruptures)")
     cpd_dims: int = Field(8, ge=1, description="PCA dims fed to ruptures")
     cpd_penalty: float = Field(3.0, gt=0, description="ruptures penalty per change point, x log(n)")
 
@@ -160,9 +169,10 @@ class SegmentConfig(_Frozen):
 
 
 class DescriptorConfig(_Frozen):
-    min_period_s: float = Field(0.8, gt=0)
-    max_period_s: float = Field(6.0, gt=0)
-    rhythm_bands: int = Field(6, ge=2, le=32)
+    min_period_s: float = Field(0.8, gt=0, description="shortest repetition period looked for (s); a segment with fewer "
+                                "than 2 distinct frames per this period leaves rhythm unmeasured")
+    max_period_s: float = Field(6.0, gt=0, description="longest repetition period looked for (s)")
+    rhythm_bands: int = Field(6, ge=2, le=32, description="frequency bands of the flow-rhythm descriptor (windowed FFT)")
     repetition_agreement: float = Field(0.3, gt=0, lt=1, description="relative tolerance")
 
 
@@ -175,25 +185,38 @@ MODALITY_SECTIONS: dict[str, str | None] = {}
 class ClusterConfig(_Frozen):
     modalities: tuple[str, ...] = Field(("scene", "motion", "ego", "rhythm"),
                                         description="modalities fused for clustering (handclust/modalities.py)")
-    weighting: Literal["confidence", "equal"] = "confidence"
+    weighting: Literal["confidence", "equal"] = Field("confidence", description="fusion weight of each modality: confidence "
+                                                      "(its structure within clips, against chance) or equal")
+    select_modalities: bool = Field(False, description="forward selection after weighting: starting from the most confident "
+                                    "modality, the next ones join the fusion only while the fused vectors stay about as "
+                                    "clustered; the rest get weight 0, with the reason in run.json. Off by default: it lifted "
+                                    "the demo footage (ARI 0.34 -> 0.52, scene alone 0.54) but lowered held-out sample seeds "
+                                    "(0.25 -> 0.17) and, on real IKEA segments described by four models, kept one model "
+                                    "(AMI 0.173) where fusing all four gave 0.195")
+    select_tolerance: float = Field(0.12, ge=0, le=1, description="forward selection: a modality joins while the fused "
+                                    "vectors' clusteredness falls by less than this share (complementary modalities give "
+                                    "more, looser clusters together: -11 % in tests; weak ones on sample footage -17 to -32 %)")
     min_cluster_size: int | None = Field(None, ge=2, description="None: chosen from the data")
-    min_samples: int | None = Field(None, ge=1)
+    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; None: half of min_cluster_size (at least 2)")
     reduce_dims: int = Field(12, ge=2, description="PCA dims per modality before fusion")
     hdbscan_dims: int | None = Field(16, ge=2, description="from hdbscan_reduce_from fitted segments on, HDBSCAN runs on this "
                                      "many principal components of the fused descriptors (its trees slow down past ~20 "
                                      "dims); None: always on all of them")
     hdbscan_reduce_from: int = Field(10_000, ge=2, description="fewer fitted segments than this: HDBSCAN on every fused "
                                      "dim (fast there, and PCA of a few dozen segments is noisy)")
-    assign_noise: bool = True
-    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    assign_noise: bool = Field(True, description="give noise segments the activity of their nearest neighbours' clusters "
+                               "(the activity column; cluster keeps -1)")
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu: cuML / CuPy / FAISS-GPU (the [gpu] extra); cpu: "
+                                                   "scikit-learn / umap-learn / faiss-cpu; auto: gpu when importable with a "
+                                                   "CUDA device. run.json says what ran and why")
     where: Literal["auto", "driver", "ray_task"] = Field(
         "auto", description="where the joint clustering, kNN graph and 2-D map run: ray_task: one Ray task with cluster.num_gpus "
         "GPUs on a worker (the head may be CPU-only); auto: ray_task when runner=ray and backend=gpu, else the driver")
     num_gpus: float = Field(1.0, ge=0, description="GPUs the clustering task asks of Ray (where=ray_task)")
     num_cpus: int | None = Field(None, ge=1, description="threads for faiss / OpenMP / BLAS while clustering, and the CPUs "
                                  "the clustering task asks for; None: 4 in a Ray task, no limit on the driver")
-    map_method: Literal["umap", "pca"] = "umap"
-    knn_k: int = Field(10, ge=2)
+    map_method: Literal["umap", "pca"] = Field("umap", description="2-D map of all segments (embedding_2d.parquet, the report)")
+    knn_k: int = Field(10, ge=2, description="neighbours per segment in the kNN graph (neighbours.parquet, votes, scores)")
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
                                   "and place the rest by a kNN vote")
     clip_normalise: Literal["auto", "on", "off"] = Field(
@@ -225,7 +248,20 @@ class ClusterConfig(_Frozen):
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
-    seed: int = 0
+    fine: bool = Field(True, description="two levels: the joint clusters are the coarse level (what separates clips: site, "
+                       "trade, phase); inside each, k-means on what is left after the cluster's and each clip's mean finds "
+                       "the fine activities that timelines, labels and the report show")
+    fine_max_k: int = Field(8, ge=2, description="most fine activities inside one coarse cluster")
+    fine_min_silhouette: float = Field(0.1, ge=-1, le=1, description="a coarse cluster is split only when k-means on it "
+                                       "reaches this silhouette (else it is one activity)")
+    fine_clip_share: float = Field(0.6, ge=0, le=1, description="a coarse cluster is split only when it holds at least "
+                                   "this share of the segments of the clips it appears in (a kind of clip: site, trade); "
+                                   "one its clips move in and out of is already an activity")
+    refine: Literal["kmeans", "none"] = Field("kmeans", description="after HDBSCAN (and the fine level) chose k and where "
+                                              "the activities are: k-means started from their centroids gives every segment "
+                                              "its nearest activity (HDBSCAN noise included); none: HDBSCAN's own partition")
+    fine_min_segments: int = Field(5, ge=2, description="a fine activity needs at least this many segments on average")
+    seed: int = Field(0, description="fixes every random draw of the clustering")
 
     @field_validator("clip_normalise", mode="before")
     @classmethod
@@ -260,16 +296,17 @@ class ClusterConfig(_Frozen):
 
 class LabelConfig(_Frozen):
     enabled: bool = Field(True, description="name activities with Gemini when an API key is set")
-    model: str = "gemini-2.5-flash"
-    api_key_env: str = "GEMINI_API_KEY"
+    model: str = Field("gemini-2.5-flash", description="Gemini model that names activities (google-genai)")
+    api_key_env: str = Field("GEMINI_API_KEY", description="environment variable holding the API key (GEMINI_API_KEY and "
+                             "GOOGLE_API_KEY are also read)")
     base_url: str | None = Field(None, description="API endpoint override (proxies, tests)")
     n_segments: int = Field(3, ge=1, le=10, description="typical segments shown per activity")
-    frames_per_segment: int = Field(2, ge=1, le=8)
-    image_width: int = Field(384, ge=64, le=1536)
-    concurrency: int = Field(4, ge=1, le=64)
-    max_retries: int = Field(4, ge=0, le=10)
-    backoff_s: float = Field(2.0, ge=0)
-    timeout_s: float = Field(60.0, gt=0)
+    frames_per_segment: int = Field(2, ge=1, le=8, description="keyframes sent from each typical segment")
+    image_width: int = Field(384, ge=64, le=1536, description="keyframes are re-decoded at this width (px)")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    max_retries: int = Field(4, ge=0, le=10, description="retries of a 429, time-out or 5xx (exponential backoff)")
+    backoff_s: float = Field(2.0, ge=0, description="first backoff (s), doubled per retry; a 429's Retry-After waits longer")
+    timeout_s: float = Field(60.0, gt=0, description="time-out of one request (s)")
     # The budget: labelling stops before the request that could take it past either limit; the
     # clusters left get status "budget" and are named by a rerun with a bigger budget.
     max_requests: int | None = Field(200, ge=0, description="most Gemini requests per run, retries included (None: no limit)")
@@ -280,7 +317,8 @@ class LabelConfig(_Frozen):
 
 
 class PhaseConfig(_Frozen):
-    pattern: str = r"(production|prep|transit|downtime)"
+    pattern: str = Field(r"(production|prep|transit|downtime)", description="regular expression whose match in a file "
+                         "name is the clip's phase (clips.parquet, the phase score in eval.json)")
 
 
 class EvaluationConfig(_Frozen):
@@ -321,7 +359,7 @@ class RayConfig(_Frozen):
         None, ge=16, description="object-store memory Ray Data's backpressure aims to keep the clip pipeline under (None: "
         "its default share of the store). Long clips decode ahead of the stages; a target, not a hard cap: 48 MiB set, "
         "2 x 8 min clips peaked at 99 MiB instead of 144 (benchmarks/ray_memory.py), 40 % slower")
-    decode_num_cpus: float = Field(1.0, gt=0)
+    decode_num_cpus: float = Field(1.0, gt=0, description="CPUs each decode task (and each clip's write task) asks of Ray")
     clips_per_wave: int | None = Field(
         None, ge=1,
         description="None: all clips in one streaming pipeline (each clip is committed as soon as it is done); N: "
@@ -346,12 +384,13 @@ class RunConfig(_Frozen):
     labels: LabelConfig = LabelConfig()
     # Ray by default (DESIGN.md): a local instance, or the cluster in RAY_ADDRESS. The in-process
     # runner gives the same tables with no start-up cost: tests, notebooks, a few clips.
-    runner: Literal["local", "ray"] = "ray"
+    runner: Literal["local", "ray"] = Field("ray", description="ray: a Ray Data pipeline (a local instance, or the cluster in "
+                                        "ray.address / RAY_ADDRESS); local: in-process, no Ray start-up, same tables")
     ray: RayConfig = RayConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     cost: CostConfig = CostConfig()
-    progress: bool = True
+    progress: bool = Field(True, description="print progress lines while running")
 
     @model_validator(mode="after")
     def _encoders(self) -> RunConfig:
@@ -364,6 +403,8 @@ class RunConfig(_Frozen):
         if self.video.enabled and self.video.fps is not None and self.video.fps > self.decode.sample_fps:
             raise ValueError(f"video.fps ({self.video.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps}): "
                              "V-JEPA-2 windows take the decoded frames; null takes every one")
+        if self.scene.fps is not None and self.scene.fps > self.decode.sample_fps:
+            raise ValueError(f"scene.fps ({self.scene.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
             raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self

@@ -270,15 +270,24 @@ def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, over
     The run's own resolved config (``run.json``) is the base; ``config``/``overrides`` change it
     (e.g. ``phase.pattern``). Ground truth is looked for next to the run's footage, or ``footage``.
     """
-    from handclust.config import ConfigError, RunConfig, load_config, with_overrides
-    from handclust.run_tables import ok_segments
+    from handclust import run_lock
     from handclust.storage import OutputStore
 
-    store = OutputStore(out)
+    store = OutputStore(out, create=False)
+    with run_lock.hold(store, "evaluate"):
+        return _evaluate(store, out, config, overrides, footage, ablations)
+
+
+def _evaluate(store: Any, out: str | Path, config: RunConfig | str | Path | None, overrides: list[str] | None,
+              footage: Any, ablations: bool) -> dict[str, Any]:
+    from handclust.config import ConfigError, RunConfig, load_config, with_overrides
+    from handclust.run_record import read_run
+    from handclust.run_tables import check_segments_cover, ok_segments
+
     if not store.exists("clusters.parquet") or not store.exists("clips.parquet"):
         raise FileNotFoundError(f"{store.uri}: no finished run here (clusters.parquet / clips.parquet missing); "
                                 f"run `handclust run FOOTAGE --out {out}` first")
-    run = store.read_json("run.json") if store.exists("run.json") else {}
+    run = read_run(store)
     if isinstance(config, RunConfig):
         cfg = config
     elif config is not None:
@@ -294,6 +303,9 @@ def evaluate(out: str | Path, config: RunConfig | str | Path | None = None, over
     clips_tbl = store.read_table("clips.parquet")
     segments = ok_segments(store, clips_tbl)
     clusters = store.read_table("clusters.parquet")
+    # Checked before anything is written: a run whose segments/ went missing gave an empty eval.json over a good one.
+    check_segments_cover(store, clusters.column("segment_id").to_pylist(), segments.column("segment_id").to_pylist(),
+                         "eval.json and ablations.parquet")
     order = {s: i for i, s in enumerate(clusters.column("segment_id").to_pylist())}
     idx = [order[s] for s in segments.column("segment_id").to_pylist() if s in order]
     if len(idx) != segments.num_rows:

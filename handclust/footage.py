@@ -1,18 +1,27 @@
 """Find the clips of a run: a directory (recursive) or a manifest (CSV / Parquet / TXT of paths).
 
-A clip's id is a stable hash of its resolved path and size, so the same file keeps its id across
-runs (resume) and a replaced file gets a new one.
+A clip's id is a stable hash of what makes it this clip: its resolved path, size, modification
+time and a fingerprint of a few sampled byte ranges (:func:`content_fingerprint`: 3 reads of 16 KiB,
+range requests on object stores). The same file keeps its id across runs (resume; copies that keep
+the modification time too, e.g. ``cp -p``, ``rsync -a``), and a file replaced by another, even of the
+same size, gets a new one, so it is processed again and its old rows leave the run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from handclust.remote import is_uri
 from handclust.video import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".txt")
 
@@ -29,11 +38,52 @@ class Clip:
     path: str
     size_bytes: int
     phase: str | None
+    mtime_ns: int = 0  # modification time when found (0: unknown)
+    fingerprint: str = ""  # content_fingerprint when found ("" for a missing file)
 
 
-def clip_id_for(path: str | Path, size_bytes: int) -> str:
+SAMPLE_BYTES = 16 << 10  # per sampled range
+
+
+def sample_offsets(size: int) -> list[int]:
+    """Where the fingerprint reads: the start, the middle and the end (the MP4 header and index live at the ends)."""
+    if size <= 3 * SAMPLE_BYTES:
+        return [0]
+    return [0, size // 2 - SAMPLE_BYTES // 2, size - SAMPLE_BYTES]
+
+
+def fingerprint_of(size: int, ranges: list[bytes]) -> str:
+    h = hashlib.blake2b(str(size).encode(), digest_size=10)
+    for r in ranges:
+        h.update(r)
+    return h.hexdigest()
+
+
+def content_fingerprint(path: str | Path) -> tuple[int, int, str]:
+    """``(size, mtime_ns, fingerprint)`` of a local file or an object-store URI; ``(0, 0, "")`` when
+    it does not exist. Reads :data:`SAMPLE_BYTES` at each of :func:`sample_offsets` (whole files up
+    to 48 KiB), so it costs three small reads (range requests on a store) whatever the clip's size."""
+    if is_uri(path):
+        from handclust import remote
+
+        return remote.content_fingerprint(str(path), sample_offsets, SAMPLE_BYTES, fingerprint_of)
+    p = Path(path)
+    try:
+        st = p.stat()
+        with p.open("rb") as f:
+            ranges = []
+            for off in sample_offsets(st.st_size):
+                f.seek(off)
+                ranges.append(f.read(SAMPLE_BYTES if st.st_size > 3 * SAMPLE_BYTES else st.st_size))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return 0, 0, ""
+    return st.st_size, st.st_mtime_ns, fingerprint_of(st.st_size, ranges)
+
+
+def clip_id_for(path: str | Path, size_bytes: int, mtime_ns: int = 0, fingerprint: str = "") -> str:
     name = str(path) if is_uri(path) else str(Path(path).resolve())
-    return uuid.uuid5(_NAMESPACE, f"{name}|{size_bytes}").hex[:16]
+    key = f"{name}|{size_bytes}" + (f"|{mtime_ns}|{fingerprint}" if fingerprint else "")
+    return uuid.uuid5(_NAMESPACE, key).hex[:16]
 
 
 def parse_phase(path: str | Path, pattern: str) -> str | None:
@@ -97,7 +147,7 @@ def _manifest_paths(manifest: str | Path) -> list[str]:
     return out
 
 
-def _uri_footage(footage: str) -> list[str]:
+def _uri_footage(footage: str, skip: Sequence[str] = ()) -> list[str]:
     from handclust import remote
 
     if PurePosixPath(footage.split("?", 1)[0]).suffix.lower() in MANIFEST_SUFFIXES:
@@ -106,9 +156,13 @@ def _uri_footage(footage: str) -> list[str]:
         except FileNotFoundError as exc:
             raise FootageError(f"manifest {footage} does not exist on the store") from exc
     try:
-        listed = remote.list_files(footage, VIDEO_EXTENSIONS)
+        every = remote.list_files(footage, ())
     except OSError as exc:
         raise FootageError(str(exc)) from exc
+    listed = None
+    if every is not None:
+        videos = [u for u in every if PurePosixPath(u.split("?", 1)[0]).suffix.lower() in VIDEO_EXTENSIONS]
+        listed = without_outputs(videos, output_folders(every, [s.split("?", 1)[0] for s in skip if is_uri(s)]), footage)
     if listed is None:
         if PurePosixPath(footage).suffix.lower() in VIDEO_EXTENSIONS:
             return [footage]
@@ -118,21 +172,52 @@ def _uri_footage(footage: str) -> list[str]:
     return listed
 
 
-def find_clips(footage: str | Path | list[str | Path], phase_pattern: str) -> list[Clip]:
+# A folder holding one of these is a HandClust output folder (run.json beside clips.parquet, or a run's
+# lock): its report reel and excerpts are not footage.
+OUTPUT_MARKERS = (".handclust-lock.json", "clips.parquet")
+
+
+def output_folders(files: list[str], skip: Sequence[str] = ()) -> list[str]:
+    """The folders among the parents of ``files`` (all files of a footage folder, '/'-separated)
+    that are HandClust output folders (:data:`OUTPUT_MARKERS`), plus those in ``skip`` (this run's ``--out``)."""
+    names = set(files)
+    found = {f.rsplit("/", 1)[0] for f in files if f.rsplit("/", 1)[-1] in OUTPUT_MARKERS
+             and (f.endswith(OUTPUT_MARKERS[0]) or f"{f.rsplit('/', 1)[0]}/run.json" in names)}
+    return sorted(found | {s.rstrip("/") for s in skip})
+
+
+def without_outputs(paths: list[str], folders: list[str], footage: str) -> list[str]:
+    """``paths`` less those inside ``folders``, saying once what was left out and why."""
+    inside = [p for p in paths if any(p.startswith(f + "/") for f in folders)]
+    if inside:
+        where = sorted({f for f in folders if any(p.startswith(f + "/") for p in inside)})
+        log.warning("%s: skipped %d video file(s) under %s: HandClust output (report reel and excerpts), not footage",
+                    footage, len(inside), ", ".join(where))
+    return [p for p in paths if p not in set(inside)]
+
+
+def find_clips(footage: str | Path | list[str | Path], phase_pattern: str, skip: Sequence[str] = ()) -> list[Clip]:
     """Clips under a directory, in a manifest, or in an explicit list of paths; sorted by path.
 
     Any of these may be a URI (s3://, gs://): folders are listed recursively, manifests are read
     from the store, and clips named by URIs are fetched when they are decoded (:mod:`handclust.remote`).
     Paths that do not exist are still returned (size 0) so the run records them as errors.
+    Under a folder, HandClust output folders (this run's ``skip``, i.e. its ``--out``, and any other
+    run's, :func:`output_folders`) are left out with a warning: a run never reads its own reel as a clip.
     """
     if isinstance(footage, list | tuple):
         paths = [str(p) for p in footage]
     elif is_uri(footage):
-        paths = _uri_footage(str(footage))
+        paths = _uri_footage(str(footage), skip)
     else:
         root = Path(footage)
         if root.is_dir():
-            paths = [str(p) for p in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)]
+            files = sorted(str(p) for p in root.resolve().rglob("*") if p.is_file())
+            outputs = output_folders(files, [str(Path(s).resolve()) for s in skip if not is_uri(s)])
+            if str(root.resolve()) in outputs:
+                raise FootageError(f"{root} is a HandClust output folder (it holds a run's clips.parquet or lock), not a "
+                                   "footage folder: give the folder of the clips, and an --out outside it or in a subfolder")
+            paths = without_outputs([p for p in files if Path(p).suffix.lower() in VIDEO_EXTENSIONS], outputs, str(root))
             if not paths:
                 raise FootageError(f"no video files under {root} (looked for {', '.join(VIDEO_EXTENSIONS)}); "
                                    "point at the folder with the clips, or pass a manifest")
@@ -144,15 +229,12 @@ def find_clips(footage: str | Path | list[str | Path], phase_pattern: str) -> li
             paths = [str(root)]
         else:
             raise FootageError(f"{root} does not exist: pass a folder of clips or a manifest (.csv/.parquet/.txt)")
+    # The identity reads are small but one round trip each on a store: many at once there.
+    with ThreadPoolExecutor(max_workers=16 if any(is_uri(p) for p in paths) else 1) as pool:
+        identities = list(pool.map(content_fingerprint, paths))
     clips = {}
-    for raw in paths:
-        if is_uri(raw):
-            from handclust import remote
-
-            size, name = remote.size_of(raw), raw
-        else:
-            p = Path(raw)
-            size, name = (p.stat().st_size if p.exists() else 0), str(p.resolve())
-        c = Clip(clip_id_for(raw, size), name, size, parse_phase(raw, phase_pattern))
+    for raw, (size, mtime_ns, fp) in zip(paths, identities, strict=True):
+        name = raw if is_uri(raw) else str(Path(raw).resolve())
+        c = Clip(clip_id_for(raw, size, mtime_ns, fp), name, size, parse_phase(raw, phase_pattern), mtime_ns, fp)
         clips[c.clip_id] = c
     return sorted(clips.values(), key=lambda c: c.path)

@@ -35,6 +35,8 @@ from handclust.config import LabelConfig, RayConfig
 from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
+# CPUs one labelling Ray task asks for: it mostly waits on the API (tests/test_cluster_configs.py places it).
+TASK_CPUS = 0.25
 
 LABELS = schema.LABELS  # every table schema lives in handclust.schema
 SPEND = ("requests", "input_tokens", "output_tokens", "usd")
@@ -154,7 +156,7 @@ def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_
 
     started, _ = connect(ray_config)
     try:
-        task = ray.remote(num_cpus=0.25, max_retries=2)(_ray_name_cluster)
+        task = ray.remote(num_cpus=TASK_CPUS, max_retries=2)(_ray_name_cluster)
         budget = ray.remote(num_cpus=0)(Budget).remote(cfg)  # one budget for every task of the run
         answers: dict[int, dict[str, Any]] = {}
         running: dict[Any, int] = {}

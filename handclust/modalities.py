@@ -106,13 +106,20 @@ class Modality:
 
 
 def _scene_stage(cfg: RunConfig) -> Any:
-    if cfg.scene.encoder == "dinov2":  # learned: no torch import until setup()
+    from handclust.features.scene import scene_encoder
+
+    encoder = scene_encoder(cfg.scene).encoder  # scene.encoder=auto resolved (on the driver, where stages are built)
+    if encoder == "efficientnet":  # learned: no torch import until setup()
+        from handclust.encoders.efficientnet import EfficientNetFrameEncoder
+
+        return EfficientNetFrameEncoder(cfg.scene, cfg.decode.sample_fps)
+    if encoder == "dinov2":
         from handclust.encoders.dinov2 import DinoFrameEncoder
 
-        return DinoFrameEncoder(cfg.scene)
+        return DinoFrameEncoder(cfg.scene, cfg.decode.sample_fps)
     from handclust.features.scene import HistogramSceneEncoder
 
-    return HistogramSceneEncoder(cfg.scene)
+    return HistogramSceneEncoder(cfg.scene, cfg.decode.sample_fps)
 
 
 def _motion_stage(cfg: RunConfig) -> Any:
@@ -144,7 +151,7 @@ def _pose_stage(cfg: RunConfig) -> Any:
 # In this order: the segments table's desc_* columns, the ablation table, `unmeasured`.
 BUILTIN: tuple[Modality, ...] = (
     Modality("scene", describe_scene, frame_stage=_scene_stage,
-             doc="mean scene embedding of the segment, unit length (histogram pyramid or DINOv2)"),
+             doc="mean scene embedding of the segment, unit length (EfficientNet-Lite0, histogram pyramid or DINOv2)"),
     Modality("motion", describe_motion, frame_stage=_motion_stage,
              doc="log flow speed, direction histogram and flow grid: mean and std over measured frames"),
     Modality("ego", describe_ego, doc="head motion (ego-motion fit on the flow): mean and std over measured frames"),

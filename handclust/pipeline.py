@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from handclust import schema
+from handclust import run_lock, schema
 from handclust.activities import build_activities
 from handclust.clip_job import ClipJob, Ledger, is_committed, status_rel
 from handclust.clustering import SubModels
@@ -163,6 +163,9 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         runner = LocalRunner(cfg, store, prog)
     t0 = time.perf_counter()
     try:
+        # Removed or replaced clips' files go aside (and returning ones come back) before the ledger is
+        # read, so that the ledger sees the folders as this run will use them.
+        keep_only_these_clips(store, clips, prog)
         # One ledger (statuses and tables read in bulk) instead of four requests per clip.
         ledger = Ledger.read(store, [c.clip_id for c in clips])
         todo = [c for c in clips if not runner.is_done(c, ledger)]
@@ -189,6 +192,23 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
     return clips_tbl, runner
 
 
+def keep_only_these_clips(store: OutputStore, clips: list[Clip], prog: Progress) -> None:
+    """Per-clip files of clips that are no longer in the footage, or were replaced (a changed file has
+    a new id), go to ``OUT/.removed/``; clips that are back get theirs again (:func:`set_aside_other_clips`)."""
+    from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
+
+    ids = [c.clip_id for c in clips]
+    aside = {n.removesuffix(".json") for n in store.list(f"{SET_ASIDE}/status", ".json")}  # one listing, not a look per clip
+    restored = restore_clips(store, [i for i in ids if i in aside and not store.exists(status_rel(i))])
+    if restored:
+        prog.say(f"{len(restored)} clip(s) are back in the footage unchanged: their earlier results restored")
+    moved = set_aside_other_clips(store, set(ids))
+    if moved:
+        log.warning("%d clip(s) of an earlier run into %s are no longer in the footage or were replaced: their frames, "
+                    "segments, status and timelines moved to %s (delete it to free the space)", len(moved), store.uri,
+                    store.uri_of(SET_ASIDE))
+
+
 def release_runner(runner: Any) -> None:
     """Shut down a Ray instance the runner kept alive for the rest of the run (no-op for the local runner)."""
     release = getattr(runner, "release", None)
@@ -211,18 +231,24 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     else:
         cfg = load_config(config, overrides)
     store = OutputStore(out)
+    with run_lock.hold(store, "run"):  # one writer per output folder (run_lock); refused before anything is read
+        return _discover(footage, store, cfg, config, progress, models)
+
+
+def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: RunConfig, config: Any,
+              progress: bool | None, models: SubModels | None) -> RunResult:
     prog = Progress(enabled=cfg.progress if progress is None else progress)
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
     try:
-        clips = find_clips(footage, cfg.phase.pattern)
+        clips = find_clips(footage, cfg.phase.pattern, skip=[store.uri])  # never its own outputs
         # A model that cannot load stops the run here, before any clip is decoded.
         t0 = time.perf_counter()
         # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance
         # the runner starts); workers of a remote Ray cluster resolve their own.
         remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         encoders = check_models(cfg, resolve_devices=not remote)
-        if cfg.scene.encoder != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
+        if encoders.get("scene", {}).get("encoder") != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
             timings["model_check"] = time.perf_counter() - t0
         clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
     except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:
@@ -235,7 +261,10 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
             result.summary["ray_cluster"] = runner.cluster
         timings["total"] = time.perf_counter() - t_run
         result.summary["wall_time_s"] = timings["total"]
-        update_run(store, status="ok", config=config_to_dict(cfg),
+        # A run in which no clip could be processed has no result: run.json says failed, as the exit code does.
+        none_ok = result.summary.get("clips_ok", 0) == 0
+        update_run(store, status="failed" if none_ok else "ok", error=no_clip_message(result.summary) if none_ok else None,
+                   config=config_to_dict(cfg),
                    footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
                    versions=versions(), timings=timings, summary=result.summary,
                    feature_fingerprint=runner.fingerprint, encoders=encoders,
@@ -245,6 +274,14 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     finally:
         release_runner(runner)
     return result
+
+
+def no_clip_message(summary: dict[str, Any]) -> str:
+    """The one line of a run (or assign) in which no clip could be processed."""
+    quarantined = len(summary.get("quarantined") or [])
+    return (f"no clip could be processed ({summary.get('clips_failed', 0)} failed"
+            + (f", {quarantined} quarantined" if quarantined else "") + f" of {summary.get('clips_total', 0)}): each clip's "
+            "reason is in clips.parquet (column error) and listed above; fix or remove those files and rerun")
 
 
 def run_cost_block(cfg: RunConfig, clips_tbl: pa.Table, wall_s: float, resources: dict[str, float] | None,

@@ -38,8 +38,12 @@ RUN_ONLY_DECODE_KEYS = ("prefetch_chunks",)
 def feature_fingerprint(cfg: RunConfig) -> str:
     """Hash of the config sections that change per-clip outputs: a change invalidates resume."""
     from handclust.encoders import fingerprint_sections
+    from handclust.features.scene import scene_encoder, scene_fps
 
     d = config_to_dict(cfg)
+    # What runs, not what was asked: installing EfficientNet under scene.encoder=auto redoes the clips.
+    encoder = scene_encoder(cfg.scene).encoder
+    d["scene"] = {**d["scene"], "encoder": encoder, "fps": scene_fps(cfg.scene, encoder)}
     d["decode"] = {k: v for k, v in d["decode"].items() if k not in RUN_ONLY_DECODE_KEYS}
     blob: dict[str, Any] = {**{k: d[k] for k in FEATURE_SECTIONS}, **fingerprint_sections(d, modalities.switch_sections())}
     extra = modalities.extra_names(cfg)
@@ -237,19 +241,23 @@ class SegmentDescriber:
 def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
     """Width of each ``desc_*`` column this version writes under ``cfg``, without any footage.
 
-    Only modalities whose width follows from the config: scene with the histogram encoder, motion,
-    ego, rhythm, pose (MediaPipe layout), tools (one score per prompt), and registered modalities
-    that describe these frame columns. Widths of learned encoders (DINOv2 scene, V-JEPA-2 video) come
-    from their checkpoints and are not listed. Computed by describing placeholder frame columns of
-    the widths the frame stages write, so a change to a descriptor function changes the answer too.
+    Only modalities whose width follows from the config: scene with the histogram or EfficientNet-Lite0
+    encoder, motion, ego, rhythm, pose (MediaPipe layout), tools (one score per prompt), and registered
+    modalities that describe these frame columns. Widths of checkpoints named in the config (DINOv2 scene,
+    V-JEPA-2 video) come from the checkpoint and are not listed. Computed by describing placeholder frame
+    columns of the widths the frame stages write, so a change to a descriptor function changes the answer too.
     """
     from handclust.features.keypoints import BODY_WIDTH, HAND_SLOT
-    from handclust.features.scene import scene_dim
+    from handclust.features.scene import scene_dim, scene_encoder
 
     n, fps = 8, cfg.decode.sample_fps
     ones = np.ones(n, np.float32)
+    from handclust.encoders.efficientnet import DIM as EFFICIENTNET_DIM
+
+    encoder = scene_encoder(cfg.scene).encoder
+    scene_width = EFFICIENTNET_DIM if encoder == "efficientnet" else scene_dim(cfg.scene)  # dinov2: a placeholder, dropped below
     frames: Frames = {
-        "scene_embedding": np.ones((n, scene_dim(cfg.scene)), np.float32),
+        "scene_embedding": np.ones((n, scene_width), np.float32),
         "flow_direction_hist": np.ones((n, cfg.flow.direction_bins), np.float32),
         "flow_grid": np.ones((n, cfg.flow.grid * cfg.flow.grid * 2), np.float32),
         "motion_dt": np.full(n, 1.0 / fps, np.float32),
@@ -269,6 +277,6 @@ def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
             continue
         if f"desc_{name}" in d:
             widths[name] = int(np.shape(d[f"desc_{name}"])[-1])
-    if cfg.scene.encoder != "histogram":
+    if encoder == "dinov2":
         widths.pop("scene")
     return widths

@@ -25,8 +25,12 @@ NODES: dict[str, NodeType] = {n.name: n for n in [
     NodeType("aws-p4d.24xlarge", "A100-40GB", 8, 96, 32.77),
     NodeType("aws-p5.48xlarge", "H100", 8, 192, 98.32),
     NodeType("gcp-g2-standard-8", "L4", 1, 8, 0.854),
+    NodeType("gcp-g2-standard-16", "L4", 1, 16, 1.147),
     NodeType("gcp-a2-highgpu-1g", "A100-40GB", 1, 12, 3.673),
     NodeType("gcp-a3-highgpu-8g", "H100", 8, 208, 88.25),
+    # CPU workers (cluster_configs' cpu_worker types): decode, flow, pose; every stage of job-cpu.yaml.
+    NodeType("aws-c7i.8xlarge", "none", 0, 32, 1.428),
+    NodeType("gcp-n2-standard-32", "none", 0, 32, 1.554),
 ]}
 
 # The CPU head node of each provider's cluster config (cluster_configs/aws.yaml, gcp.yaml): driver,

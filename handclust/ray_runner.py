@@ -136,17 +136,58 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
 
 
 class StageActor:
-    """Ray Data callable class around one stage: ``setup()`` once per actor, then ``__call__`` per batch."""
+    """Ray Data callable class around one stage: ``setup()`` once per actor, then ``__call__`` per batch.
 
-    def __init__(self, stage: Any, drop: tuple[str, ...] = (), threads: float | None = None):
+    A stage that raises on a batch gets the local runner's error policy (:meth:`ClipJob.fail`): the
+    clip whose rows it fails on is recorded as ``computing frame features failed (...)``, once, and
+    its rows leave the stream; the other clips of the batch go on. (Raising here instead dropped the
+    whole block, and the clip was settled as "the worker processing it died".) The run's errors
+    (:data:`RUN_ERRORS`) still raise.
+    """
+
+    def __init__(self, stage: Any, drop: tuple[str, ...] = (), threads: float | None = None, out: str | None = None):
         limit_threads(threads)  # before setup(): libraries loaded there start with the limit
         self.stage = stage
         self.drop = drop
+        self.out = out
         self.stage.setup()
 
     def __call__(self, batch: Batch) -> Batch:
-        out = self.stage(batch)
+        try:
+            out = self.stage(batch)
+        except RUN_ERRORS:
+            raise
+        except Exception as exc:
+            out = self._per_clip(batch, exc)
         return {k: v for k, v in out.items() if k not in self.drop}
+
+    def _per_clip(self, batch: Batch, exc: Exception) -> Batch:
+        """The batch again one clip at a time: the clips the stage fails on are recorded as errors."""
+        ids = np.asarray(batch["clip_id"]).astype(str)
+        clip_ids = list(dict.fromkeys(ids.tolist()))
+        done: list[Batch] = []
+        if len(clip_ids) == 1:
+            self._fail(clip_ids[0], exc)
+        else:
+            for clip_id in clip_ids:
+                try:
+                    done.append(self.stage({k: np.asarray(v)[ids == clip_id] for k, v in batch.items()}))
+                except RUN_ERRORS:
+                    raise
+                except Exception as clip_exc:
+                    self._fail(clip_id, clip_exc)
+        if done:
+            return concat_batches(done)
+        return {k: np.asarray(v)[:0] for k, v in batch.items()}  # no rows left: the failed clips' are dropped
+
+    def _fail(self, clip_id: str, exc: Exception) -> None:
+        if self.out is None:
+            raise exc
+        store = OutputStore(self.out)
+        rel = status_rel(clip_id)
+        status = store.read_json(rel) if store.exists(rel) else {}
+        if status.get("status") == "running":  # once per attempt: later batches of the clip find it failed
+            ClipJob(status).fail(store, exc, "computing frame features")
 
 
 def _pool(size: int | tuple[int, int]) -> Any:
@@ -503,7 +544,8 @@ class RayRunner:
             last = i == len(self.stages) - 1
             cpus = self._actor_cpus(stage)
             ds = ds.map_batches(
-                StageActor, fn_constructor_kwargs={"stage": stage, "drop": PIXEL_COLUMNS if last else (), "threads": cpus},
+                StageActor, fn_constructor_kwargs={"stage": stage, "drop": PIXEL_COLUMNS if last else (), "threads": cpus,
+                                                   "out": out},
                 batch_size=stage.resources.batch_size, batch_format="numpy",
                 compute=_pool(rc.concurrency.get(stage.name, 1)),
                 num_cpus=cpus, num_gpus=stage.resources.num_gpus or None,

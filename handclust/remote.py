@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,30 @@ def size_of(uri: str) -> int:
     return int(info.size or 0) if info.type == pafs.FileType.File else 0
 
 
+def content_fingerprint(uri: str, offsets: Callable[[int], list[int]], sample: int,
+                        digest: Callable[[int, list[bytes]], str]) -> tuple[int, int, str]:
+    """``(size, mtime_ns, fingerprint)`` of an object: one HEAD and a range read per offset
+    (:func:`handclust.footage.content_fingerprint`); ``(0, 0, "")`` when it does not exist."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return 0, 0, ""
+    size = int(info.size or 0)
+    mtime_ns = int(info.mtime_ns or 0)
+    with fs.open_input_file(path) as f:
+        ranges = [f.read_at(min(sample, size) if size > 3 * sample else size, off) for off in offsets(size)]
+    return size, mtime_ns, digest(size, [bytes(r) for r in ranges])
+
+
 def _scheme_prefix(uri: str) -> str:
     return uri.split("://", 1)[0] + "://"
 
 
 def list_files(uri: str, suffixes: tuple[str, ...]) -> list[str] | None:
-    """URIs of the files under the directory ``uri`` (recursive) ending in ``suffixes``; None if not a directory."""
+    """URIs of the files under the directory ``uri`` (recursive) ending in ``suffixes`` (all files for
+    ``()``); None if not a directory."""
     import pyarrow.fs as pafs
 
     fs, root = _fs(uri)
@@ -61,7 +80,7 @@ def list_files(uri: str, suffixes: tuple[str, ...]) -> list[str] | None:
     sel = pafs.FileSelector(root, recursive=True)
     prefix = _scheme_prefix(uri)
     return sorted(prefix + i.path for i in fs.get_file_info(sel)
-                  if i.type == pafs.FileType.File and PurePosixPath(i.path).suffix.lower() in suffixes)
+                  if i.type == pafs.FileType.File and (not suffixes or PurePosixPath(i.path).suffix.lower() in suffixes))
 
 
 def read_bytes(uri: str) -> bytes:

@@ -7,6 +7,7 @@ the wrong kind fails where it is written instead of surfacing as a missing field
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from handclust.schema import RUN_RECORD
@@ -14,14 +15,28 @@ from handclust.storage import OutputStore
 
 RUN_JSON = "run.json"
 
+log = logging.getLogger(__name__)
+
 
 class RunRecordError(ValueError):
     """A write to run.json with a key or value type that :data:`~handclust.schema.RUN_RECORD` does not allow."""
 
 
 def read_run(store: OutputStore) -> dict[str, Any]:
-    """The run record, or ``{}`` when the folder has none yet."""
-    return store.read_json(RUN_JSON) if store.exists(RUN_JSON) else {}
+    """The run record, or ``{}`` when the folder has none yet; :class:`RunRecordError` (one line) when
+    it is not a JSON object (cut short by a full disk or a partial copy, or hand-edited)."""
+    if not store.exists(RUN_JSON):
+        return {}
+    try:
+        record = store.read_json(RUN_JSON)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise RunRecordError(f"{store.uri_of(RUN_JSON)} is not valid JSON ({exc}): it was cut short (a full disk, a "
+                             "partial copy?) or edited; rerun `handclust run FOOTAGE --out` into this folder to write it "
+                             "again (finished clips are kept)") from None
+    if not isinstance(record, dict):
+        raise RunRecordError(f"{store.uri_of(RUN_JSON)} holds a JSON {type(record).__name__}, not a run record; rerun "
+                             "`handclust run FOOTAGE --out` into this folder to write it again")
+    return record
 
 
 def check_run(record: dict[str, Any]) -> None:
@@ -39,7 +54,12 @@ def update_run(store: OutputStore, fresh: bool = False, **fields: Any) -> dict[s
     """Set ``fields`` in the run record (written atomically) and return it. ``fresh``: start from an
     empty record instead of the one on disk (a new run's first write)."""
     check_run(fields)
-    record = {} if fresh else read_run(store)
+    try:
+        record = {} if fresh else read_run(store)
+    except RunRecordError as exc:  # a writer rewrites it; the broken one is kept beside for a look
+        log.warning("%s; starting a new one (the old one kept as %s.broken)", exc, RUN_JSON)
+        store.move(RUN_JSON, f"{RUN_JSON}.broken")
+        record = {}
     record.update(fields)
     store.write_json(RUN_JSON, record)
     return record

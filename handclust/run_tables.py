@@ -1,7 +1,10 @@
 """Reading a run's per-clip tables back as one: what the activities step, evaluation and
-``assign`` share about which clips count."""
+``assign`` share about which clips count; and keeping the per-clip files to the clips of the run
+(:func:`set_aside_other_clips`), so every table and glob agrees with ``clusters.parquet``."""
 
 from __future__ import annotations
+
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,3 +35,55 @@ def clip_order(clips_tbl: pa.Table) -> list[str]:
     ids = clips_tbl.column("clip_id").to_pylist()
     names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in clips_tbl.column("path").to_pylist()]
     return [c for _, c in sorted(zip(names, ids, strict=True))]
+
+
+# The files kept per clip, as (folder, suffix); the file name is the clip id.
+PER_CLIP_FILES = (("status", ".json"), ("frames", ".parquet"), ("segments", ".parquet"), ("timelines", ".json"),
+                  ("timelines", ".png"))
+SET_ASIDE = ".removed"  # hidden: pandas/pyarrow datasets and `OUT/segments/*.parquet` globs never read it
+_CLIP_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def set_aside_other_clips(store: OutputStore, keep: set[str]) -> list[str]:
+    """Move the per-clip files of every clip not in ``keep`` (removed from the footage, or replaced:
+    a changed file has a new id) to ``OUT/.removed/<folder>/``; returns their clip ids.
+
+    Moved aside rather than deleted: a clip that comes back unchanged (a folder unmounted for one
+    run, a manifest edited by mistake) is restored by :func:`restore_clips` instead of decoded again.
+    """
+    moved: set[str] = set()
+    for folder, suffix in PER_CLIP_FILES:
+        for name in store.list(folder, suffix):
+            cid = name[: -len(suffix)]
+            if cid in keep or not _CLIP_ID.fullmatch(cid):  # timelines/timelines.png is the run's, not a clip's
+                continue
+            store.move(f"{folder}/{name}", f"{SET_ASIDE}/{folder}/{name}")
+            moved.add(cid)
+    return sorted(moved)
+
+
+def restore_clips(store: OutputStore, clip_ids: list[str]) -> list[str]:
+    """Move back the files :func:`set_aside_other_clips` set aside for ``clip_ids``; returns those restored."""
+    restored = []
+    for cid in clip_ids:
+        if not store.exists(f"{SET_ASIDE}/status/{cid}.json"):
+            continue
+        # The status last, as a commit writes it: a status always has its tables beside it.
+        for folder, suffix in [*PER_CLIP_FILES[1:], PER_CLIP_FILES[0]]:
+            rel = f"{folder}/{cid}{suffix}"
+            if store.exists(f"{SET_ASIDE}/{rel}"):
+                store.move(f"{SET_ASIDE}/{rel}", rel)
+        restored.append(cid)
+    return restored
+
+
+def check_segments_cover(store: OutputStore, clustered: list[str], segment_ids: list[str], what: str) -> None:
+    """Refuse (``FileNotFoundError``) to rebuild ``what`` from a run whose ``segments/`` lacks segments
+    that ``clusters.parquet`` has (deleted, moved, a half-copied folder): the result would be a worse
+    one written over a good one."""
+    missing = set(clustered) - set(segment_ids)
+    if missing:
+        raise FileNotFoundError(
+            f"{store.uri_of('segments')}: {len(missing)} of the {len(set(clustered))} segments in clusters.parquet are "
+            f"missing (segments/ deleted, moved or partly copied?); {what} left as it was. Restore the folder, or rerun "
+            "`handclust run FOOTAGE --out` into it to rebuild the segments")

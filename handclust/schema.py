@@ -151,6 +151,14 @@ EMBEDDING_2D = pa.schema(
     ]
 )
 
+# hierarchy.parquet: each activity (fine level) and the coarse group it sits in (site, trade, phase).
+HIERARCHY = pa.schema(
+    [
+        ("cluster", pa.int32()),  # the activity, as in clusters.parquet
+        ("group", pa.int32()),  # its coarse group
+    ]
+)
+
 NEIGHBOURS = pa.schema(
     [
         ("segment_id", pa.string()),
@@ -250,7 +258,7 @@ def durations(tbl: pa.Table) -> npt.NDArray[np.float64]:
 # top-level types below). Values inside the blocks are documented where they are made.
 RUN_RECORD: dict[str, tuple[type, ...]] = {
     "status": (str,),  # "ok" | "failed" (a failed attempt keeps the earlier run's tables and record)
-    "error": (str,),  # why the last attempt failed, one line naming the fix
+    "error": (str, type(None)),  # why the last attempt failed, one line naming the fix (null once a run succeeds)
     "failed_attempt": (dict,),  # when, config, overrides and footage of the failed attempt
     "mode": (str,),  # "assign" for `handclust assign` runs; absent for discovery runs
     "assigned_from": (str,),  # assign: the run whose activities new clips were placed into

@@ -100,6 +100,16 @@ class OutputStore:
                     self.fs.delete_file(tmp)
             raise
 
+    def move(self, rel: str, to_rel: str) -> None:
+        """Rename ``rel`` to ``to_rel`` (replacing it); on object stores a copy and a delete."""
+        self.fs.create_dir(self.path(to_rel).rsplit("/", 1)[0], recursive=True)
+        self.fs.move(self.path(rel), self.path(to_rel))
+
+    def delete(self, rel: str) -> None:
+        """Remove the file ``rel`` if it is there."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(rel))
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()

@@ -84,6 +84,14 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
     from matplotlib.patches import Patch
 
     records = _clip_records(clips_tbl, segments, clustering)
+    # A clip without segments this time (it failed, or left the footage) keeps no timeline of an earlier
+    # run; the overview goes too when no clip has one. Deleted with the writer's threads (one request each).
+    current = {rec["clip_id"] for rec in records}
+    stale = [f"timelines/{name}" for suffix in (".json", ".png") for name in store.list("timelines", suffix)
+             if name[: -len(suffix)] not in current and not (name == "timelines.png" and records)]
+    if stale:
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+            list(pool.map(store.delete, stale))  # a failed delete raises here
     if not records:
         return
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:

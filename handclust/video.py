@@ -30,6 +30,37 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mts", ".t
 REENCODE_HINT = "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or remove it from the input"
 
 
+CUT_SHORT_HINT = ("re-encoding cannot help (no tool can read it without the index): copy it again from the camera or "
+                  "source, or rebuild the index with a repair tool such as untrunc (given a good clip from the same camera), "
+                  "or remove it from the input")
+
+
+def mp4_index_missing(path: Path) -> str | None:
+    """Why an MP4/MOV (ISO-BMFF, ``ftyp`` first) cannot be opened when its top-level boxes show it was
+    cut off before its index (``moov``) was written (a recording stopped by power loss, a partial
+    copy); ``None`` for any other file."""
+    size = path.stat().st_size
+    kinds: list[bytes] = []
+    with path.open("rb") as f:
+        off = 0
+        while off + 8 <= size:
+            f.seek(off)
+            head = f.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if n == 1 and len(head) == 16:
+                n = int.from_bytes(head[8:16], "big")
+            elif n == 0:  # the box runs to the end of the file
+                n = size - off
+            if n < 8 or not kind.isalnum():
+                break
+            kinds.append(kind)
+            off += n
+    if not kinds or kinds[0] != b"ftyp" or b"moov" in kinds:
+        return None
+    return (f"cut short: the file ends ({size} bytes) before its index (the MP4 'moov' box) was written, so its frames "
+            "cannot be located")
+
+
 class VideoError(RuntimeError):
     """A clip cannot be read. The message names the file, the cause and the fix."""
 
@@ -143,6 +174,9 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         container = av.open(str(p))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
+        cut = mp4_index_missing(p)
+        if cut:  # re-encoding needs the index too: say what can help
+            raise VideoError(p, cut, CUT_SHORT_HINT) from exc
         raise VideoError(p, f"not a readable video container ({exc.__class__.__name__}: {exc})") from exc
     with container:
         if not container.streams.video:

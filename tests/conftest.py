@@ -15,8 +15,12 @@ TEST_CLIPS = 4
 TEST_MINUTES = 1.0
 TEST_SIZE = (320, 180)
 TEST_FPS = 10.0
+# The model-free scene descriptor for the shared runs whose tests are not about the scene encoder: the
+# default (EfficientNet-Lite0 when installed) adds ~25 ms a frame it embeds; tests/test_scene_encoders.py
+# runs it end to end, and every run that keeps the defaults (test_ray.py's included) runs it too.
+HISTOGRAM = "scene.encoder=histogram"
 # The in-process runner: same tables as Ray (tests/test_ray*.py), none of its start-up cost.
-LOCAL = ["runner=local"]
+LOCAL = ["runner=local", HISTOGRAM]
 
 
 REPO = Path(__file__).resolve().parent.parent

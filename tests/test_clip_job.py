@@ -128,6 +128,13 @@ def test_local_run_killed_part_way_keeps_each_finished_clip(tmp_path: Path):
     # Commits spread over the run: the first clip was committed before the second one started.
     first = min(done.values(), key=lambda s: s["committed_at"])
     assert any(s["started_at"] > first["committed_at"] for s in kept.values()), kept
+    # A SIGKILL between writing a file and renaming it into place leaves a hidden half-written file
+    # that no reader sees; the next command that takes the output's lock removes it.
+    assert all(p.name.startswith(".") for p in out.rglob("*.tmp"))
+    from handclust.run_lock import hold
+
+    with hold(OutputStore(out), "run"):
+        pass
     assert not list(out.rglob("*.tmp"))
     runner = local_runner(out)
     todo = [c for c in clips if not runner.is_done(c)]

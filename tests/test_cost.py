@@ -166,3 +166,126 @@ def test_gemini_price_table_never_undercounts_an_unknown_model():
     assert cost.gemini_price("gemini-9-ultra")[:2] == max(cost.GEMINI_USD_PER_MTOK.values(), key=lambda p: p[1])
     assert cost.gemini_price("gemini-2.5-flash", (1.0, 2.0))[:2] == (1.0, 2.0)
     assert cost.gemini_image_tokens(384, 216) == 258 and cost.gemini_image_tokens(1920, 1080) == 258 * 3 * 2
+
+
+# ---------------------------------------------------------------------------------------------- cluster configs, overheads, advice
+
+CONFIGS = Path(__file__).resolve().parent.parent / "cluster_configs"
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_every_node_type_of_the_shipped_configs_is_priced_cpu_workers_included(name):
+    from handclust.cost import load_cluster
+
+    c = load_cluster(CONFIGS / name)
+    assert c.head == HEADS[c.provider]  # the head the config starts is the one priced
+    assert {w.name for w in c.workers} == {"gpu_worker", "cpu_worker"}
+    kinds = {w.name: w.node for w in c.workers}
+    assert kinds["gpu_worker"].gpus == 1 and kinds["cpu_worker"].gpus == 0
+    assert all(w.max_workers == 16 for w in c.workers) and c.max_workers == 32 and c.idle_timeout_min == 10
+
+
+def test_a_config_that_is_not_a_launcher_config_gets_a_one_line_fix(tmp_path):
+    from handclust.cost import load_cluster
+
+    with pytest.raises(ValueError, match=r"kuberay-rayjob.yaml: not a Ray cluster-launcher config.*--node"):
+        load_cluster(CONFIGS / "kuberay-rayjob.yaml")
+    odd = tmp_path / "odd.yaml"
+    odd.write_text((CONFIGS / "aws.yaml").read_text().replace("g6.4xlarge", "x9.huge"))
+    with pytest.raises(ValueError, match=r"odd.yaml: node type gpu_worker is aws-x9.huge, which has no price"):
+        load_cluster(odd)
+
+
+def test_launch_waves_follow_rays_upscaling_limit():
+    from handclust.cost import launch_waves
+
+    # max(5, speed x running) per round: 5, 10, 20, 40 nodes after each round at speed 1
+    assert [launch_waves(n) for n in (0, 1, 5, 6, 10, 11, 16, 20, 21)] == [0, 1, 1, 2, 2, 3, 3, 3, 4]
+    assert launch_waves(16, upscaling_speed=100) == 1
+
+
+def test_boot_pull_idle_and_post_processing_are_counted_and_called_assumed():
+    from handclust.cost import Overheads
+
+    oh = Overheads.assumed("aws", idle_min=10)
+    bare = estimate(1000, "aws-g6.4xlarge", 8, ("dinov2", "vjepa2"), head=False)
+    full = estimate(1000, "aws-g6.4xlarge", 8, ("dinov2", "vjepa2"), head=False, overheads=oh)
+    setup_h = 2 * (oh.boot_min + oh.pull_min) / 60  # 8 workers: two launch waves
+    assert full.setup_hours == pytest.approx(setup_h) and full.post_hours > full.clustering_hours
+    assert full.wall_hours == pytest.approx(bare.wall_hours + setup_h + full.post_hours)
+    per_node = (oh.boot_min + oh.pull_min + oh.idle_min) / 60
+    assert full.node_hours == pytest.approx(bare.node_hours + 8 * per_node + full.post_hours)
+    for k in ("boot", "image_pull", "post"):
+        assert full.sources[k].startswith("assumed")
+    assert full.sources["idle"].startswith("given")
+    assert "boot + image pull" in cost.render(full)
+
+
+def _candidates(hours, cluster, encs):
+    from handclust.cost import Overheads
+
+    oh = Overheads.assumed(cluster.provider, cluster.idle_timeout_min, cluster.upscaling_speed)
+    gpu = next(w for w in cluster.workers if w.node.gpus)
+    return [estimate(hours, gpu.node, n, encs, head=cluster.head, overheads=oh) for n in range(1, gpu.max_workers + 1)]
+
+
+def test_a_deadline_gets_the_cheapest_mix_that_meets_it_within_max_workers():
+    from handclust.cost import load_cluster, recommend
+
+    c = load_cluster(CONFIGS / "gcp.yaml")
+    encs = ("dinov2", "vjepa2")
+    r = recommend(10_000, c, encs, deadline_h=48)
+    assert r.meets and r.best.wall_hours <= 48 and r.best.nodes <= 16 and r.best.node.gpus == 1
+    ok = [e for e in _candidates(10_000, c, encs) if e.wall_hours <= 48]
+    assert r.best.usd <= min(e.usd for e in ok) + 1e-6
+    tight = recommend(10_000, c, encs, deadline_h=2)  # not possible on 16 GPUs: say so, show the fastest
+    assert not tight.meets and "no mix" in tight.note and tight.best.nodes == 16
+    assert tight.best.wall_hours == pytest.approx(min(e.wall_hours for e in _candidates(10_000, c, encs)))
+    with pytest.raises(ValueError, match="exactly one"):
+        recommend(10, c, encs)
+
+
+def test_a_budget_gets_the_fastest_mix_within_it():
+    from handclust.cost import load_cluster, recommend
+
+    c = load_cluster(CONFIGS / "aws.yaml")
+    encs = ("dinov2",)
+    cheapest = min(_candidates(2000, c, encs), key=lambda e: e.usd)
+    r = recommend(2000, c, encs, budget_usd=cheapest.usd * 1.5)
+    assert r.meets and r.best.usd <= cheapest.usd * 1.5 and r.best.wall_hours <= cheapest.wall_hours
+    broke = recommend(2000, c, encs, budget_usd=1.0)
+    assert not broke.meets and "cheapest" in broke.note
+
+
+def test_cpu_workers_are_recommended_where_cpu_work_limits_the_gpu_nodes(results):
+    """With a GPU fast enough that the GPU node's 16 vCPUs (decode, flow, pose) are the bottleneck, the
+    advice adds CPU workers; with no GPU encoder the CPU worker type alone is a candidate."""
+    from handclust.cost import load_cluster, recommend
+
+    (results / "encoders_cuda_l4.json").write_text(json.dumps(_encoders_json("NVIDIA L4")))
+    c = load_cluster(CONFIGS / "aws.yaml")
+    gpu_only = estimate(10_000, "aws-g6.4xlarge", 16, ("dinov2",))
+    assert gpu_only.bottleneck == "cpu"
+    r = recommend(10_000, c, ("dinov2",), deadline_h=gpu_only.wall_hours * 0.8)
+    assert r.best.cpu_node is not None and r.best.cpu_node.name == "aws-c7i.8xlarge" and r.best.cpu_nodes >= 1
+    assert r.best.nodes + r.best.cpu_nodes <= c.max_workers and r.best.cpu_node_hours > 0
+    assert r.best.sources["dinov2_frames_per_s"].startswith("measured")
+    plain = recommend(10_000, c, (), deadline_h=48)
+    assert {plain.best.node.name, *(a.node.name for a in plain.alternatives)} == {"aws-g6.4xlarge", "aws-c7i.8xlarge"}
+
+
+def test_estimate_cli_recommends_for_a_deadline_and_checks_max_workers():
+    from handclust.cli import cli
+
+    cfg = str(CONFIGS / "gcp.yaml")
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "10000", "--encoders", "dinov2,vjepa2", "--config", cfg, "--deadline-h", "48"])
+    assert r.exit_code == 0, r.output
+    assert "recommendation for 10,000 h" in r.output and "gcp-g2-standard-16" in r.output and "boot + image pull" in r.output
+    assert "measured: benchmarks/results/throughput_cpu.json" in r.output or "assumed" in r.output
+    assert "image_pull: assumed" in r.output and "dinov2_frames_per_s:" in r.output
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "10000", "--config", cfg, "--budget-usd", "500", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["goal"] == "budget $500"
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--config", cfg, "--nodes", "17"])
+    assert r.exit_code != 0 and "max_workers 16" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--config", cfg, "--nodes", "4"])
+    assert r.exit_code == 0 and "4 x gcp-g2-standard-16" in r.output and "boot + image pull" in r.output, r.output

@@ -305,7 +305,10 @@ def test_fingerprint_follows_encoder_settings_not_batch_sizes(tiny_models):
 @pytest.mark.slow
 def test_importing_the_encoders_loads_no_torch():
     code = ("import sys, handclust.encoders, handclust.encoders.dinov2, handclust.encoders.vjepa2, handclust.encoders.owlv2\n"
+            "import handclust.encoders.efficientnet\n"
             "from handclust.config import load_config\n"
+            "from handclust.modalities import frame_stages as registry_stages\n"
+            "assert type(registry_stages(load_config(None, []))[0]).__name__ == 'EfficientNetFrameEncoder'  # the default\n"
             "from handclust.pipeline import frame_stages, segment_stages\n"
             "cfg = load_config(None, ['scene.encoder=dinov2', 'video.enabled=true', 'tools.enabled=true'])\n"
             "stages = frame_stages(cfg) + segment_stages(cfg)\n"

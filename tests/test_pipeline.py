@@ -125,6 +125,9 @@ def test_manifest_input(footage_dir: Path, tmp_path: Path):
 def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from handclust import pipeline
 
+    # The histogram: seven clip-minutes of runs about resuming, not about the scene encoder.
+    sets = ["runner=local", "scene.encoder=histogram"]
+
     src = tmp_path / "in"
     src.mkdir()
     for p in sorted(footage_dir.glob("*.mp4"))[:3]:
@@ -141,12 +144,12 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(pipeline.LocalRunner, "process_clip", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        discover(src, out=out, progress=False, overrides=["runner=local"])
+        discover(src, out=out, progress=False, overrides=sets)
     assert len(list((out / "segments").glob("*.parquet"))) == 2
     assert not list(out.rglob("*.tmp"))  # nothing half-written
     calls.clear()
     monkeypatch.setattr(pipeline.LocalRunner, "process_clip", lambda self, clip: calls.append(Path(clip.path).name) or real(self, clip))
-    res = discover(src, out=out, progress=False, overrides=["runner=local"])
+    res = discover(src, out=out, progress=False, overrides=sets)
     assert len(calls) == 1  # only the unfinished clip was processed again
     assert res.clips.num_rows == 3 and set(res.clips.column("status").to_pylist()) == {"ok"}
     frames = pd.read_parquet(out / "frames")
@@ -155,7 +158,7 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
     assert not seg.segment_id.duplicated().any()
     # A changed feature config invalidates resume for every clip.
     calls.clear()
-    discover(src, out=out, progress=False, overrides=["runner=local", "flow.grid=3"])
+    discover(src, out=out, progress=False, overrides=[*sets, "flow.grid=3"])
     assert len(calls) == 3
 
 

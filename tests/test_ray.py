@@ -512,3 +512,45 @@ def test_clustering_runs_as_a_ray_task_when_asked_with_the_drivers_result(ray_in
     gpu_cfg = ray_config("cluster.backend=gpu", "cluster.num_gpus=1")
     with pytest.raises(ConfigError, match="cluster.backend=cpu"):
         run_grouping("ray_task", gpu_cfg, mods, clips, durations, {})
+
+
+class FailsOnClip:
+    """Pass-through stage that raises on the rows of one clip (a stage bug that one clip's content triggers)."""
+
+    name = "fails_on_clip"
+    resources = Resources(num_cpus=0.2, batch_size=8)
+
+    def __init__(self, clip_id: str):
+        self.clip_id = clip_id
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self.clip_id in np.asarray(batch["clip_id"]).astype(str):
+            raise ValueError("operands could not be broadcast together\nsecond line")
+        return batch
+
+
+def test_a_failing_frame_stage_is_the_same_clip_error_on_both_runners(ray_instance, short_clip: Path, tmp_path: Path):
+    """One clip job, one error policy: the Ray runner dropped the block and settled the clip as 'the worker
+    processing it died'; now both record 'computing frame features failed (...)' once, and the other clip is ok."""
+    from handclust.synthetic import render_clip
+
+    other = tmp_path / "02_prep_other.mp4"
+    render_clip(other, "prep", 6.0, seed=5, fps=10.0, size=(160, 90))
+    clips = find_clips([short_clip, other], RunConfig().phase.pattern)
+    bad = clips[0].clip_id
+    cfg = ray_config("pose.enabled=false", "ray.max_attempts=3")
+    scene, motion = frame_stages(cfg)
+    ray_st = {s["clip_id"]: s for s in run_ray(cfg, clips, tmp_path / "ray", stages=[scene, FailsOnClip(bad), motion])}
+    local = LocalRunner(cfg.model_copy(update={"runner": "local"}), OutputStore(tmp_path / "local"), Progress(False))
+    local.stages = [scene, FailsOnClip(bad), motion]
+    local_st = {c.clip_id: local.process_clip(c) for c in clips}
+    for st in (ray_st, local_st):
+        assert st[bad]["status"] == "error" and st[bad]["failures"] == 1, st[bad]
+        assert "computing frame features failed (ValueError: operands could not be broadcast together)" in st[bad]["error"]
+        assert "died" not in st[bad]["error"] and "\n" not in st[bad]["error"]
+        assert st[clips[1].clip_id]["status"] == "ok"
+    assert ray_st[bad]["error"] == local_st[bad]["error"]
+    assert not (tmp_path / "ray" / "segments" / f"{bad}.parquet").exists()

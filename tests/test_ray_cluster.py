@@ -155,9 +155,10 @@ timeout 300 {sys.executable} {tmp}/driver.py {clips} {tmp_path / 'after'} || ech
 
 
 def test_job_submitted_as_the_readme_shows_writes_the_local_tables(can_unshare, short_clip: Path, tmp_path: Path):
-    """README "Scale out on Ray": token auth set up, `ray start --head`, then `ray job submit ...
+    """docs/user-guide.md "Scale out on Ray" (the README links it): token auth set up, `ray start --head`, then `ray job submit ...
     -- python jobs/discover.py` through the Jobs API (needs ray[default]); the job's tables equal
-    the local runner's (issue 13: the documented submit path failed without ray[default] and a token)."""
+    the local runner's (issue 13: the documented submit path failed without ray[default] and a token);
+    the Gemini key reaches a job's driver through `--runtime-env-json "$(python jobs/discover.py --runtime-env)"`."""
     from handclust import discover
 
     clips = tmp_path / "clips"
@@ -173,6 +174,7 @@ def test_job_submitted_as_the_readme_shows_writes_the_local_tables(can_unshare, 
     script = f"""
 set -e
 ip link set lo up
+unset GEMINI_API_KEY GOOGLE_API_KEY
 export HOME={tmp} RAY_TMPDIR={tmp} PATH={bin_dir}:$PATH PYTHONPATH={repo} RAY_USAGE_STATS_ENABLED=0
 trap stop_own EXIT
 cd {repo}
@@ -183,6 +185,12 @@ ray start --head --num-cpus=2 --object-store-memory=200000000 --node-ip-address=
 ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
     python jobs/discover.py --config cluster_configs/job-cpu.yaml --footage {clips} --out {tmp_path / 'job'} {sets}
 echo SUBMITTED_OK
+# The Gemini key reaches the job's driver from the submitter's environment only (docs/cluster-guide.md):
+# the head was started without it, and no config or image holds it.
+GEMINI_API_KEY=not-a-real-key ray job submit --address http://127.0.0.1:8265 --working-dir . \
+    --runtime-env-json "$(GEMINI_API_KEY=not-a-real-key python jobs/discover.py --runtime-env)" -- \
+    python -c "from handclust.config import load_config; from handclust.labelling import api_key; \
+print('KEY_SEEN', api_key(load_config('cluster_configs/job.yaml', []).labels))"
 RAY_AUTH_MODE=disabled ray job list --address http://127.0.0.1:8265 >/dev/null 2>&1 && echo NO_TOKEN_ACCEPTED || echo NO_TOKEN_REFUSED
 """
     try:
@@ -193,6 +201,7 @@ RAY_AUTH_MODE=disabled ray job list --address http://127.0.0.1:8265 >/dev/null 2
     assert r.returncode == 0 and "SUBMITTED_OK" in r.stdout, out[-4000:]
     assert "succeeded" in out, out[-4000:]
     assert "NO_TOKEN_REFUSED" in r.stdout, out[-4000:]  # the dashboard really asks for the token
+    assert "KEY_SEEN not-a-real-key" in out, out[-4000:]  # labelling would run on the cluster (issue 22)
     run = json.loads((tmp_path / "job" / "run.json").read_text())
     assert run["config"]["runner"] == "ray" and run["config"]["cluster"]["backend"] == "cpu"
     a = pd.read_parquet(tmp_path / "local" / "segments").sort_values("segment_id").reset_index(drop=True)

@@ -33,7 +33,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     footage = make_sample_footage(tmp_path_factory.mktemp("footage"), n_clips=3, minutes=0.5, seed=11, fps=10.0, size=(320, 180))
     out = tmp_path_factory.mktemp("run")
-    discover(footage, out=out, overrides={"cluster": {"map_method": "pca"}, "runner": "local"}, progress=False)
+    discover(footage, out=out, overrides={"cluster": {"map_method": "pca"}, "runner": "local", "scene": {"encoder": "histogram"}}, progress=False)
     return out
 
 

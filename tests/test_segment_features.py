@@ -149,3 +149,40 @@ def test_scaling_of_an_unknown_modality_is_a_config_error():
     with pytest.raises(ConfigError, match="scaling"):
         load_config(None, ["cluster.scaling.scene=columnz"])
     assert load_config(None, ["cluster.scaling.scene=whole"]).cluster.scaling == {"scene": "whole"}
+
+
+def _ordered_or_shuffled(root: Path, rng: np.random.Generator, ordered: bool) -> None:
+    """Five videos of four actions: in one fixed order (a scripted task) or in each video's own order."""
+    actions = {a: rng.normal(0, 1, 16) for a in ("take", "pour", "stir", "drink")}
+    (root / "features").mkdir(parents=True)
+    for v in range(5):
+        order = list(actions) if ordered else rng.permutation(list(actions)).tolist()
+        labels = [a for a in order for _ in range(int(rng.integers(90, 150)))]
+        x = np.stack([actions[a] for a in labels]) + rng.normal(0, 0.5, (len(labels), 16))
+        np.save(root / "features" / f"v{v}.npy", x.astype(np.float32))
+        _labels(root / "groundTruth" / f"v{v}.txt", labels)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_relative_time_joins_only_when_the_videos_keep_an_order(tmp_path: Path, ordered: bool):
+    """Time at a fixed weight split an action by when it happened in videos of no typical order;
+    by default it joins only when the activities found without it keep their place."""
+    from handclust.segment_features import segment_features
+
+    _ordered_or_shuffled(tmp_path / "set", np.random.default_rng(3), ordered)
+    ev = segment_features(tmp_path / "set", tmp_path / "out", 15.0)
+    assert ("time joins at weight 0.1" in ev["time"]) == ordered, ev["time"]
+    assert ev["time_weight"] == (0.1 if ordered else 0.0)
+    assert ev["ground_truth"]["per_video"]["mof"] > 0.85
+
+
+def test_k_above_the_number_of_segments_is_said_not_a_traceback(tmp_path: Path):
+    """A real desktop-assembly video has 22 actions in 17 segments: --k 23 must not crash."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "set" / "features").mkdir(parents=True)
+    np.save(tmp_path / "set" / "features" / "v0.npy", rng.normal(size=(120, 8)).astype(np.float32))
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "set"), "--out", str(tmp_path / "out"), "--fps", "15",
+                                 "--k", "500"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert ev["k"] <= ev["segments"] and "asked for more clusters than the" in ev["clustering"]

@@ -173,7 +173,7 @@ def test_cli_renders_v2_by_default_and_v1_on_request(tmp_path: Path):
 # runs), against 0.25 for "one activity per clip". The comparison with that baseline is made on
 # deterministic 640x360 renders in benchmarks/results/discovery.json (fused ahead on 3 of 3 sets).
 V2_ARI_BAR = 0.2
-RUN = ["runner=local", "report.enabled=false", "labels.enabled=false", "evaluation.ablations=false"]
+RUN = ["runner=local", "report.enabled=false", "labels.enabled=false", "evaluation.ablations=false", "scene.encoder=histogram"]
 
 
 def _runs_s(segments, clusters) -> list[float]:

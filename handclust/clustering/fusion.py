@@ -435,9 +435,51 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
             w = max(conf, 0.02) if cfg.weighting == "confidence" else 1.0
             # A sparse modality speaks only for the segments that saw it: its weight shrinks with coverage.
             scores[name].weight = w * scores[name].coverage
+    if cfg.select_modalities and sum(1 for s in scores.values() if s.weight > 0) > 1:
+        _select(blocks, scores, reasons, clip_ids[probe], pos[probe], probe, cfg)
     total = sum(s.weight for s in scores.values())
     active = sum(1 for s in scores.values() if s.weight > 0)
     for s in scores.values():
         s.weight = s.weight * active / total if total > 0 else 0.0
     fused = np.hstack([blocks[m] * np.sqrt(scores[m].weight) for m in blocks])
     return Fusion(l2_normalise(fused), scores, transforms, reasons)
+
+
+def fused_clusteredness(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.int64], cfg: ClusterConfig) -> float:
+    """The confidence score of a set of fused vectors, as for one modality: structure within clips
+    away from temporal neighbours, or across the corpus discounted by how clip-private it is."""
+    rng = np.random.default_rng(cfg.seed)
+    c_in, _ = within_clip_clusteredness(x, clip_ids, pos, cfg.knn_k, cfg.adjacent_gap, rng)
+    excess = clip_excess(x, clip_ids, pos, cfg.knn_k, cfg.adjacent_gap)
+    return max(c_in, global_clusteredness(x, cfg.knn_k, rng) * (1.0 - excess))
+
+
+def _select(blocks: dict[str, F32], scores: dict[str, ModalityScore], reasons: dict[str, str], clip_ids: npt.NDArray[np.object_],
+            pos: npt.NDArray[np.int64], probe: npt.NDArray[np.int64], cfg: ClusterConfig) -> None:
+    """Forward selection: start from the most confident modality and add the next ones (by weight)
+    only while the fused vectors stay about as clustered (:func:`fused_clusteredness` falls by less
+    than ``cfg.select_tolerance``: two modalities that each tell half of the work apart give more,
+    looser clusters together, 0.69 -> 0.61 in tests/test_fusion.py); the others get weight 0, with
+    the reason. Weighting alone let three weak modalities outvote a strong one: on
+    sample footage the fused run scored ARI 0.34 where scene alone scored 0.54; this score ranked
+    scene alone first among the 15 subsets (0.52; adding rhythm, motion or ego: 0.43, 0.41, 0.36).
+    It did not hold on data it was not chosen on (held-out sample seeds 0.25 -> 0.17; real IKEA
+    segments described by four models: one kept, AMI 0.173, where all four fused gave 0.195), so it
+    is off by default (``cluster.select_modalities``). In place on ``scores`` / ``reasons``."""
+    order = sorted((m for m, s in scores.items() if s.weight > 0), key=lambda m: -scores[m].weight)
+
+    def fused(mods: list[str]) -> F32:
+        return l2_normalise(np.hstack([blocks[m][probe] * np.sqrt(scores[m].weight) for m in mods]))
+
+    chosen = [order[0]]
+    best = fused_clusteredness(fused(chosen), clip_ids, pos, cfg)
+    for m in order[1:]:
+        c = fused_clusteredness(fused([*chosen, m]), clip_ids, pos, cfg)
+        if c >= best * (1.0 - cfg.select_tolerance):
+            chosen.append(m)
+            reasons[m] += f"; kept: the fused vectors' clusteredness {best:.3f} -> {c:.3f} with it"
+            best = c
+        else:
+            scores[m].weight = 0.0
+            reasons[m] += (f"; left out of the fusion (cluster.select_modalities): with it the fused vectors' clusteredness "
+                           f"fell {best:.3f} -> {c:.3f}, more than {cfg.select_tolerance:.0%}")

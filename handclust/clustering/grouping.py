@@ -242,6 +242,8 @@ class Grouping:
     clustering: Clustering
     temporal_reason: str | None
     switches: tuple[int, int] | None  # activity changes within clips before / after the temporal model
+    coarse: npt.NDArray[np.int32] | None = None  # (n,) coarse cluster per segment when cfg.fine split them
+    parent: dict[int, int] | None = None  # fine activity -> coarse cluster
 
 
 def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
@@ -279,8 +281,21 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
                 activity, moved = sm.labels.copy(), np.zeros(len(sm.labels), bool)
             clustering = replace(clustering, labels=sm.labels, activity=activity, reassigned=moved)
         clustering.reason += "; " + sm.reason
+    coarse, parent = None, None
+    if cfg.fine:
+        ref = refine_within(clustering.activity, fused, clip_ids, cfg)
+        coarse, parent = clustering.activity.copy(), ref.parent
+        clustering = replace(clustering, labels=np.where(clustering.labels >= 0, ref.fine, -1).astype(np.int32),
+                             activity=ref.fine, reason=clustering.reason + "; " + ref.reason)
+    if cfg.refine == "kmeans":
+        act, moved, why = kmeans_refine(fused, clustering.activity, cfg.seed)
+        if moved:
+            clustering = replace(clustering, activity=act, labels=np.where(clustering.labels >= 0, act, -1).astype(np.int32),
+                                 reason=clustering.reason + "; " + why)
+            if parent is not None:
+                coarse = np.asarray([parent[int(a)] if a >= 0 else -1 for a in act.tolist()], np.int32)
     if not cfg.temporal:
-        return Grouping(fusion, clustering, None, None)
+        return Grouping(fusion, clustering, None, None, coarse, parent)
     # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote
     # would let a bigger neighbouring cluster outvote the members of a small one.
     votes = clustering.knn_idx[:, : max(2, min(cfg.knn_k, clustering.min_cluster_size))]
@@ -288,4 +303,118 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
                           durations_s, cfg.mean_run_s)
     clustering.activity = tl.activity
     clustering.reassigned = tl.activity != clustering.labels
-    return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after))
+    return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after), coarse, parent)
+
+
+# --------------------------------------------------------------------------- two levels
+
+
+@dataclass
+class Refinement:
+    """Fine activities inside each coarse cluster (:func:`refine_within`)."""
+
+    fine: npt.NDArray[np.int32]  # (n,) fine activity per segment, ids unique across coarse clusters
+    parent: dict[int, int]  # fine id -> coarse cluster id
+    reason: str
+
+
+def _choose_k_silhouette(x: npt.NDArray[np.floating], max_k: int, min_silhouette: float, seed: int,
+                         sample: int = 3000) -> tuple[npt.NDArray[np.int32], int, float]:
+    """k-means (on L2-normalised rows: cosine) at k = 2..max_k; the k of the best silhouette, or 1 when
+    no k reaches ``min_silhouette`` (the group is one activity). Silhouette on a sample above ``sample`` rows."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    best: tuple[float, int, npt.NDArray[np.int32]] = (-1.0, 1, np.zeros(len(x), np.int32))
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(x), sample, replace=False)) if len(x) > sample else None
+    for k in range(2, max_k + 1):
+        lab = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x).astype(np.int32)
+        if len(np.unique(lab)) < 2:
+            continue
+        s = float(silhouette_score(x[idx] if idx is not None else x, lab[idx] if idx is not None else lab))
+        if s > best[0]:
+            best = (s, k, lab)
+    if best[0] < min_silhouette:
+        return np.zeros(len(x), np.int32), 1, best[0]
+    return best[2], best[1], best[0]
+
+
+def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_],
+                  cfg: ClusterConfig) -> Refinement:
+    """The fine level: what recurs inside each coarse cluster.
+
+    Joint clustering answers what separates clips first (site, trade, phase): its clusters are the
+    coarse level. Inside one coarse cluster, the fused vectors are centred on the cluster's mean
+    and on each clip's mean within it (with at least two clips: what is left is not where the clip
+    was filmed), L2-normalised, and split by k-means at the k with the best silhouette, 2 to
+    ``cfg.fine_max_k``, or kept whole when no k reaches ``cfg.fine_min_silhouette``. Only a coarse
+    cluster that holds at least ``cfg.fine_clip_share`` of the segments of the clips it appears in is
+    split (a kind of clip); one its clips move in and out of is already an activity. Clusters with
+    fewer than ``2 x cfg.fine_min_segments`` segments stay whole. Pure function of its inputs.
+    """
+    fine = np.full(len(activity), -1, np.int32)
+    parent: dict[int, int] = {}
+    parts: list[str] = []
+    clip_ids = np.asarray(clip_ids, dtype=object)
+    nxt = 0
+    for c in np.unique(activity[activity >= 0]).tolist():
+        rows = np.flatnonzero(activity == c)
+        max_k = min(cfg.fine_max_k, len(rows) // max(cfg.fine_min_segments, 1))
+        k, sil = 1, float("nan")
+        # A coarse cluster is a kind of clip (site, trade) when it holds most of each clip it is in;
+        # one that its clips move in and out of over time is already an activity, and splitting it
+        # again finds how one activity drifts (on single-task real sequences: whole-set MoF 0.85 -> 0.68).
+        in_clips = np.isin(clip_ids, np.unique(clip_ids[rows]))
+        share = len(rows) / max(int(in_clips.sum()), 1)
+        log.debug("coarse cluster %s holds %.2f of its clips' segments", c, share)
+        if max_k >= 2 and share >= cfg.fine_clip_share:
+            x = np.asarray(fused[rows], np.float64)
+            x = x - x.mean(0)
+            groups = clip_ids[rows]
+            if len(np.unique(groups)) >= 2:
+                _, inv = np.unique(groups, return_inverse=True)
+                cnt = np.bincount(inv).astype(np.float64)
+                means = np.zeros((cnt.size, x.shape[1]))
+                np.add.at(means, inv, x)
+                x = x - means[inv] / cnt[inv, None]
+            x = l2_normalise(x.astype(np.float32))
+            lab, k, sil = _choose_k_silhouette(x, max_k, cfg.fine_min_silhouette, cfg.seed)
+        else:
+            lab = np.zeros(len(rows), np.int32)
+        for j in range(k):
+            parent[nxt + j] = int(c)
+        fine[rows] = nxt + lab
+        nxt += k
+        parts.append(f"{c}: {k}" + (f" (silhouette {sil:.2f})" if k > 1 else "") + f" [holds {share:.0%} of its clips]")
+    reason = ("fine activities inside each coarse cluster (k-means on what is left after the cluster's and each clip's "
+              f"mean, k by silhouette >= {cfg.fine_min_silhouette:g}): " + ", ".join(parts))
+    return Refinement(fine, parent, reason)
+
+
+def kmeans_refine(fused: npt.NDArray[np.floating], activity: npt.NDArray[np.int32], seed: int = 0,
+                  max_iter: int = 30) -> tuple[npt.NDArray[np.int32], int, str]:
+    """k-means started from the activities' centroids: HDBSCAN (and the fine level) choose k and
+    where the activities are, Lloyd's iterations then give every segment the nearest activity and
+    move the centroids until nothing moves. On real segments (IKEA assembly, a model's class
+    probabilities) HDBSCAN's own partition scored well below k-means at the k it found (whole-set
+    MoF 0.37 against 0.50); started from HDBSCAN's centroids, k-means keeps its k and its ids.
+    Returns the activity per segment, how many segments moved, and the reason."""
+    ids = np.unique(activity[activity >= 0])
+    if len(ids) < 2:
+        return activity, 0, "k-means refinement: fewer than 2 activities"
+    x = l2_normalise(np.asarray(fused, np.float32))
+    cent = np.stack([x[activity == a].mean(axis=0) for a in ids.tolist()])
+    if len(x) > 200_000:
+        from sklearn.cluster import MiniBatchKMeans
+
+        km = MiniBatchKMeans(n_clusters=len(ids), init=cent, n_init=1, max_iter=max_iter, batch_size=8192, random_state=seed)
+    else:
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=len(ids), init=cent, n_init=1, max_iter=max_iter, random_state=seed)
+    lab = km.fit_predict(x)
+    out = ids[lab].astype(np.int32)
+    moved = int((out != activity).sum())
+    return out, moved, (f"k-means from the {len(ids)} activities' centroids (cluster.refine=kmeans): {moved} of {len(x)} "
+                        "segments moved to a nearer activity")

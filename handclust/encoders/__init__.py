@@ -8,13 +8,17 @@ stops the run there, with the config key and the ``hf download`` command that fi
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from handclust.config import RunConfig
 from handclust.encoders.device import DeviceError
 from handclust.encoders.loading import ModelLoadError
+from handclust.features.scene import SceneChoice, scene_encoder
 
-__all__ = ["DeviceError", "ModelLoadError", "check_models", "encoder_stages", "fingerprint_sections"]
+__all__ = ["DeviceError", "ModelLoadError", "SceneChoice", "check_models", "encoder_stages", "fingerprint_sections", "scene_encoder"]
+
+log = logging.getLogger(__name__)
 
 # Keys that change how fast, not what: left out of the resume fingerprint.
 RUNTIME_KEYS = ("batch_size", "num_gpus")
@@ -24,10 +28,15 @@ HISTOGRAM_KEYS = ("pyramid_levels", "color_bins", "orientation_bins")
 def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
     """The learned-encoder stages this config enables, by section name (not yet set up)."""
     out: dict[str, Any] = {}
-    if cfg.scene.encoder == "dinov2":
+    scene = scene_encoder(cfg.scene).encoder
+    if scene == "dinov2":
         from handclust.encoders.dinov2 import DinoFrameEncoder
 
-        out["scene"] = DinoFrameEncoder(cfg.scene)
+        out["scene"] = DinoFrameEncoder(cfg.scene, cfg.decode.sample_fps)
+    elif scene == "efficientnet":
+        from handclust.encoders.efficientnet import EfficientNetFrameEncoder
+
+        out["scene"] = EfficientNetFrameEncoder(cfg.scene, cfg.decode.sample_fps)
     if cfg.video.enabled:
         from handclust.encoders.vjepa2 import VJEPAWindowEncoder
 
@@ -52,8 +61,15 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
 
     check_install(cfg, labels_key=bool(api_key(cfg.labels)))
     records: dict[str, Any] = {}
-    if cfg.scene.encoder == "histogram":
-        records["scene"] = {"encoder": "histogram", "dim": scene_dim(cfg.scene), "device": "cpu"}
+    choice = scene_encoder(cfg.scene)
+    # No silent fallback: the log and run.json (encoders.scene.chosen) say which scene encoder runs and why.
+    (log.warning if choice.encoder == "histogram" and cfg.scene.encoder == "auto" else log.info)("scene encoder: %s", choice.why)
+    if choice.encoder == "histogram":
+        from handclust.features.scene import scene_fps, scene_step
+
+        records["scene"] = {"encoder": "histogram", "chosen": choice.why, "dim": scene_dim(cfg.scene), "device": "cpu",
+                            "fps": scene_fps(cfg.scene, "histogram"),
+                            "every_nth_frame": scene_step(cfg.scene, "histogram", cfg.decode.sample_fps)}
     if cfg.pose.enabled:  # MediaPipe: bundled models, CPU only, nothing to resolve
         from handclust.features.keypoints import check_mediapipe, idle_step
         from handclust.stages import frame_step
@@ -75,20 +91,29 @@ def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]
             rec.update(device=device, dtype=dtype_name(resolve_dtype(section.dtype, device, f"{name}.dtype")))
         else:
             rec.update(device=f"{section.device} (resolved on each Ray worker)", dtype=f"{section.dtype} (resolved on each Ray worker)")
+        if name == "scene":
+            rec["chosen"] = choice.why
         records[name] = rec
     return records
 
 
 def fingerprint_sections(d: dict[str, Any], switched: tuple[str, ...]) -> dict[str, Any]:
     """The scene section and the ``switched`` ones (sections that switch a modality on: video, tools,
-    pose) of a config dict, reduced to what changes the outputs.
+    pose) of a config dict, reduced to what changes the outputs. ``d["scene"]`` holds the encoder that
+    runs (``auto`` resolved) and the rate it runs at (``fps``, null for every frame): see
+    :func:`handclust.plan.feature_fingerprint`.
 
     Switching an encoder, its model, revision, device or dtype changes the fingerprint (and so
     recomputes on resume); batch sizes and GPU shares do not, nor do settings of a disabled encoder.
     """
     scene = {k: v for k, v in d["scene"].items() if k not in RUNTIME_KEYS}
-    if scene.get("encoder", "histogram") == "histogram":
-        scene = {k: v for k, v in scene.items() if k in ("encoder", *HISTOGRAM_KEYS)}
+    if scene.get("fps") is None:  # every sampled frame, as before scene.fps existed: those runs still resume
+        scene.pop("fps", None)
+    encoder = scene.get("encoder", "histogram")
+    if encoder == "histogram":
+        scene = {k: v for k, v in scene.items() if k in ("encoder", "fps", *HISTOGRAM_KEYS)}
+    elif encoder == "efficientnet":  # one fixed checkpoint: model, revision and pooling are DINOv2's
+        scene = {k: v for k, v in scene.items() if k in ("encoder", "fps", "device", "dtype")}
     else:
         scene = {k: v for k, v in scene.items() if k not in HISTOGRAM_KEYS}
     out = {"scene": scene}

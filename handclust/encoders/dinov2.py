@@ -18,6 +18,7 @@ import numpy.typing as npt
 from handclust.config import SceneConfig
 from handclust.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
 from handclust.encoders.loading import check_checkpoint, load_model, processor_settings
+from handclust.features.scene import embed_every, scene_step
 from handclust.stages import Batch, Resources
 
 KEY = "scene.model"
@@ -29,15 +30,17 @@ PROCESSOR_DEFAULTS: dict[str, Any] = {"size": {"shortest_edge": 256}, "crop_size
 
 
 class DinoFrameEncoder:
-    """Batch in: ``frame`` ``(n, H, W, 3)`` uint8. Batch out: adds ``scene_embedding`` ``(n, D)`` float32.
+    """Batch in: ``frame`` ``(n, H, W, 3)`` uint8, ``frame_idx``. Batch out: adds ``scene_embedding`` ``(n, D)``
+    float32 (NaN rows between the ones embedded when ``scene.fps`` is set).
 
     ``D`` is ``2 x hidden_size`` for ``pooling="cls+mean"`` (768 for dinov2-small), else ``hidden_size``.
     """
 
     name = "scene"
 
-    def __init__(self, cfg: SceneConfig):
+    def __init__(self, cfg: SceneConfig, sample_fps: float | None = None):
         self.cfg = cfg
+        self.step = scene_step(cfg, "dinov2", sample_fps)  # 1 unless scene.fps is set
         self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size, 1))
         self.model: Any = None
         self.device = ""
@@ -67,8 +70,9 @@ class DinoFrameEncoder:
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
+        frames = batch["frame"]
         out = dict(batch)
-        out["scene_embedding"] = self.embed(batch["frame"])
+        out["scene_embedding"] = embed_every(frames, batch.get("frame_idx", np.arange(len(frames))), self.step, self.dim, self.embed)
         return out
 
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

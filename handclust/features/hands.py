@@ -363,9 +363,16 @@ def dense_looks(hands: npt.NDArray[np.float32], step: int, idle_step: int) -> np
 
 
 def needed_frames(anchor: npt.NDArray[np.bool_], max_age: int) -> npt.NDArray[np.bool_]:
-    """``(n,)`` frames within ``max_age`` of an anchor: the only ones propagation looks at."""
-    kernel = np.ones(2 * max_age + 1)
-    return np.convolve(anchor.astype(np.float64), kernel, mode="same") > 0
+    """``(n,)`` frames within ``max_age`` of an anchor: the only ones propagation looks at.
+
+    A window sum over a cumulative count, not ``np.convolve(mode="same")``: that returns
+    ``max(n, kernel)`` values, so a clip shorter than the window (under ~4 s at 5 fps) failed.
+    """
+    n = len(anchor)
+    counts = np.concatenate([[0], np.cumsum(np.asarray(anchor, bool), dtype=np.int64)])
+    idx = np.arange(n)
+    lo, hi = np.clip(idx - max_age, 0, n), np.clip(idx + max_age + 1, 0, n)
+    return np.asarray(counts[hi] - counts[lo] > 0, dtype=bool)
 
 
 class HandTracks:

@@ -14,7 +14,7 @@ H.264 (libx264, 320x180, sampled at 5 fps from the decoded video):
 - repeated images: exactly 0.00 (a true 0.5 fps source decodes to the same picture; a re-encode
   codes repeats as skipped blocks), except at a keyframe inside a hold, which re-quantises the
   image: 0.3-1.0 at crf 23, up to 2-5 at crf 30-38 (such a frame is taken as fresh and measures
-  near-zero motion; see README);
+  near-zero motion; see docs/user-guide.md, How it works);
 - the sample footage's near-still ``idle`` views (head drift of a few pixels, sensor noise
   mostly coded away): 0.06-0.16 at the 1st-5th percentile, 34 % of pairs below 0.5;
 - a textured scene panned at 0.5 px/s: 0.3 and more; a still scene where only a small hand

@@ -11,7 +11,7 @@ Frames are processed independently (MediaPipe's static-image mode): a frame's ke
 depend on which frames came before it in a batch, so the local and Ray runners give the same
 columns whatever the batching. Only MediaPipe 0.10.14 - 0.10.21 bundle the hand and pose models
 (later wheels expect downloaded ``.task`` files), and 0.10.14 is the one that runs beside numpy 2;
-the Makefile installs it without its jax / opencv-contrib dependencies (README, Hands and pose).
+the Makefile installs it without its jax / opencv-contrib dependencies (docs/user-guide.md, Hands and pose).
 
 Column layout (``max_hands`` hand slots, ordered left to right by wrist x in the image):
 

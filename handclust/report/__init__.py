@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from handclust import run_lock
 from handclust.colours import activity_colour
 from handclust.config import RayConfig
 from handclust.progress import Progress
@@ -75,9 +76,14 @@ def write_report(out: str | Path, *, reel: bool = True, progress: Progress | boo
     logged, shown in the report and recorded in ``run.json`` under ``"report"``; a run without
     ``clips.parquet`` raises :class:`FileNotFoundError`.
     """
+    store = OutputStore(out)
+    with run_lock.hold(store, "report"):  # shared when `run` writes its own report
+        return _write_report(store, reel, progress)
+
+
+def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Callable[[str], None] | None) -> Path | str:
     t0 = time.perf_counter()
     prog = _as_progress(progress)
-    store = OutputStore(out)
     data = load_run(store)
     if data.missing_clips:
         names = data.clips[data.clips.clip_id.isin(data.missing_clips)].path.head(3).tolist()

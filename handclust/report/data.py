@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 
 from handclust import schema
 from handclust.labelling import labels_summary, typical_segments
+from handclust.run_record import read_run
+from handclust.run_tables import check_segments_cover
 from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -176,7 +178,7 @@ def load_run(store: OutputStore) -> RunData:
     clips = clips_tbl.to_pandas()
     clips["name"] = [Path(str(p)).name for p in clips.path]
     clips["phase"] = clips.phase.fillna(PHASE_NONE).replace("", PHASE_NONE)
-    run = store.read_json("run.json") if store.exists("run.json") else {}
+    run = read_run(store)
     evaluation = store.read_json("eval.json") if store.exists("eval.json") else None
 
     ok = clips_tbl.filter(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).column("clip_id")
@@ -185,6 +187,7 @@ def load_run(store: OutputStore) -> RunData:
     seg = seg.sort_values(["clip_id", "seg_idx"], kind="stable").reset_index(drop=True)
     clusters = _pandas(_read_optional(store, "clusters.parquet", problems))
     if clusters is not None and len(clusters):
+        check_segments_cover(store, clusters.segment_id.tolist(), seg.segment_id.tolist(), "the report")
         seg = seg.merge(clusters.drop(columns=["clip_id"]), on="segment_id", how="left")
     for col, default in (("cluster", -1), ("activity", -1), ("probability", 0.0), ("reassigned", False)):
         if col not in seg:

@@ -20,6 +20,8 @@ from handclust.config import RayConfig
 from handclust.progress import Progress
 
 log = logging.getLogger(__name__)
+# CPUs one excerpt-decoding Ray task asks for (tests/test_cluster_configs.py places it).
+TASK_CPUS = 0.5
 
 # (path, t_start, t_end, frames, width): one excerpt, the arguments of handclust.video.read_range.
 Excerpt = tuple[str, float, float, int, int]
@@ -53,7 +55,7 @@ def decode_excerpts(excerpts: list[Excerpt], ray_config: RayConfig | None = None
     started, where = connect(ray_config)
     log.info("report: decoding %d excerpts on %s", len(todo), where)
     try:
-        task = ray.remote(num_cpus=0.5, max_retries=2)(decode_one)
+        task = ray.remote(num_cpus=TASK_CPUS, max_retries=2)(decode_one)
         results: list[Any] = ray.get([task.remote(ex) for ex in todo])
     finally:
         if started:

@@ -1,0 +1,371 @@
+"""The discovery core on real data (../shared/DATA.md): real label sequences, real model scores, real segments.
+
+Every figure in ``benchmarks/results/real.json`` says what is real in it:
+
+- **sequences** (``kind: "real label sequences, rendered features"``): Breakfast (9 tasks, coffee
+  left out), 50Salads and the drilling rig. The order of actions, their bout lengths, the
+  background and the differences between people are real; the per-frame features are rendered
+  along them (one prototype per action, a per-person style, a per-person version of each action,
+  drift within a bout, AR(1) frame noise: :func:`render`). Sets of 5 videos of one task (one camera
+  per person), as the held-back scripted set is.
+- **scores** (``kind: "real model scores"``): ASOT's two example videos, a trained model's per-frame
+  action scores with per-frame truth, clustered as they are.
+- **ikea** (``kind: "real segments, real model probabilities"``): IKEA ASM test videos, one row per
+  true segment with a model's averaged 33-class probabilities; the segments are clustered jointly
+  (HandClust's clustering core with K found) and scored per frame.
+
+Each set is scored for HandClust with defaults (K found), next to k-means at the K HandClust found
+on the same features (the floor the issue sets), HandClust with K given, and TW-FINCH per video
+with K given. Tasks are split: ``dev`` tasks were looked at while choosing defaults, ``held_out``
+tasks and sets were not.
+
+    HANDCLUST_DATA=/path/to/realdata python benchmarks/real.py [--quick] [--sets sequences scores ikea]
+
+``HANDCLUST_DATA`` holds the fetched folders (see DATA.md): ``breakfast/pytorch/groundTruth``,
+``salads/Frame_Labels``, ``drilling/data/drilling/groundTruth``, ``asot/examples/data``, ``ikea/*.csv``.
+Without it the script says so in one line and exits 0 (CI has no fetched data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "real.json"
+sys.path.insert(0, str(ROOT))
+
+# Tasks looked at while choosing defaults; the rest are held out.
+DEV_TASKS = ("cereals", "friedegg", "juice", "milk")
+HELD_OUT_TASKS = ("pancake", "salat", "sandwich", "scrambledegg", "tea")
+VIDEOS_PER_SET = 5
+FPS = {"breakfast": 15.0, "salads": 30.0, "drilling": 15.0, "asot": 15.0, "ikea": 25.0}
+
+
+# --------------------------------------------------------------------------- loading real labels
+
+
+def breakfast_sets(root: Path, tasks: tuple[str, ...], per_set: int = VIDEOS_PER_SET, max_sets: int = 2,
+                   ) -> dict[str, list[tuple[str, list[str]]]]:
+    """``{"breakfast/<task>/<i>": [(video, labels at 15 fps), ...]}``: one camera per person, people in
+    file order, cut into sets of ``per_set`` videos. Coffee is never read (reserved, DATA.md)."""
+    gt = root / "breakfast" / "pytorch" / "groundTruth"
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for task in tasks:
+        if task == "coffee":
+            continue
+        seen: dict[str, Path] = {}
+        for p in sorted(gt.glob(f"*_{task}.txt")):
+            person = p.name.split("_")[0]
+            seen.setdefault(person, p)  # first camera of each person
+        vids = [(p.stem, [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]) for p in seen.values()]
+        for i in range(min(max_sets, len(vids) // per_set)):
+            out[f"breakfast/{task}/{i}"] = vids[i * per_set:(i + 1) * per_set]
+    return out
+
+
+def salads_sets(root: Path, per_set: int = VIDEOS_PER_SET, max_sets: int = 2, step: int = 2) -> dict[str, list[tuple[str, list[str]]]]:
+    """50Salads at 30 fps, every ``step``-th frame kept (15 fps): ``start,end,label,idx`` rows to per-frame labels."""
+    d = root / "salads" / "Frame_Labels"
+    vids = []
+    for p in sorted(d.glob("*.txt")):
+        labels: list[str] = []
+        for ln in p.read_text().splitlines():
+            parts = ln.strip().split(",")
+            if len(parts) < 3 or not parts[0].isdigit():
+                continue
+            a, b, lab = int(parts[0]), int(parts[1]), parts[2]
+            labels += [lab] * (b - a + 1)
+        vids.append((p.stem, labels[::step]))
+    return {f"salads/{i}": vids[i * per_set:(i + 1) * per_set] for i in range(min(max_sets, len(vids) // per_set))}
+
+
+def drilling_set(root: Path, step: int = 2) -> dict[str, list[tuple[str, list[str]]]]:
+    """The drilling rig's four recordings (01_5 and 01_6 are time-reversed copies: left out)."""
+    d = root / "drilling" / "data" / "drilling" / "groundTruth"
+    vids = []
+    for p in sorted(d.glob("*.txt")):
+        if re.match(r"01_[56]_", p.name):
+            continue
+        vids.append((p.stem, [ln.strip() for ln in p.read_text().splitlines() if ln.strip()][::step]))
+    return {"drilling": vids}
+
+
+# --------------------------------------------------------------------------- rendering features
+
+
+def render(videos: list[tuple[str, list[str]]], dim: int = 64, seed: int = 0, style_sd: float = 1.0, person_sd: float = 0.8,
+           drift_sd: float = 0.5, noise_sd: float = 3.0, rho: float = 0.9, site_sd: float = 0.0) -> list[np.ndarray]:
+    """Per-frame features ``(n_frames, dim)`` along real label sequences.
+
+    One unit-scale prototype per action shared by all videos; a per-video style (camera, person,
+    light: the clip fingerprint); a per-video version of each action; a linear drift within each bout
+    (an action changes how it looks as it progresses); AR(1) frame noise with correlation ``rho``.
+    The structure (order, bout lengths, background) is real; these feature statistics are ours.
+    ``site_sd`` > 0 adds one offset shared by all these videos (where the task was filmed: the
+    coarse level when several tasks are rendered into one corpus).
+    """
+    rng = np.random.default_rng(seed)
+    site = rng.normal(0, site_sd, dim) if site_sd > 0 else np.zeros(dim)
+    actions = sorted({lab for _, labs in videos for lab in labs})
+    proto = {a: rng.normal(0, 1, dim) for a in actions}
+    drift_dir = {a: rng.normal(0, drift_sd, dim) for a in actions}
+    out = []
+    for _, labs in videos:
+        n = len(labs)
+        style = rng.normal(0, style_sd, dim)
+        version = {a: rng.normal(0, person_sd, dim) for a in actions}
+        lab = np.asarray(labs, dtype=object)
+        x = np.stack([proto[a] + version[a] for a in labs]) + style + site
+        # drift: position within each bout in [-0.5, 0.5]
+        change = np.r_[True, lab[1:] != lab[:-1]]
+        starts = np.flatnonzero(change)
+        ends = np.r_[starts[1:], n]
+        for a, b in zip(starts, ends):
+            pos = (np.arange(b - a) + 0.5) / max(b - a, 1) - 0.5
+            x[a:b] += pos[:, None] * drift_dir[lab[a]]
+        e = rng.normal(0, noise_sd * np.sqrt(1 - rho ** 2), (n, dim))
+        for t in range(1, n):
+            e[t] += rho * e[t - 1]
+        out.append((x + e).astype(np.float32))
+    return out
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def write_feature_dir(root: Path, names: list[str], feats: list[np.ndarray], truths: list[list[str]]) -> Path:
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    (root / "groundTruth").mkdir(parents=True, exist_ok=True)
+    for name, x, t in zip(names, feats, truths):
+        np.save(root / "features" / f"{name}.npy", x)
+        (root / "groundTruth" / f"{name}.txt").write_text("\n".join(t) + "\n")
+    return root
+
+
+def scores(truths: list[list[str]], preds: list[np.ndarray], names: list[str]) -> dict[str, Any]:
+    from handclust.metrics import segmentation_scores
+
+    t = np.concatenate([np.asarray(x, dtype=object) for x in truths])
+    p = np.concatenate(preds)
+    v = np.concatenate([np.full(len(x), n, dtype=object) for x, n in zip(truths, names)])
+    s = segmentation_scores(t, p, v)
+    segs = float(np.mean([1 + int((np.diff(q) != 0).sum()) for q in preds]))
+    true_segs = float(np.mean([1 + sum(a != b for a, b in zip(x[:-1], x[1:])) for x in truths]))
+    return {"mof": round(s["per_video"]["mof"], 4), "f1@50": round(s["per_video"]["f1@50"], 4),
+            "edit": round(s["per_video"]["edit"], 4), "whole_set_mof": round(s["whole_set"]["mof"], 4),
+            "nmi": round(float(s["nmi"]), 4), "ari": round(float(s["ari"]), 4),
+            "k": int(len(np.unique(p))), "segments_per_video": round(segs, 2), "true_segments_per_video": round(true_segs, 2)}
+
+
+def run_handclust(names: list[str], feats: list[np.ndarray], truths: list[list[str]], fps: float,
+                  n_clusters: int | None = None, overrides: tuple[str, ...] = (), time_weight: float | None = None,
+                  ) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """``segment-features`` as a user runs it (defaults unless ``overrides``): per-frame ids and its eval.json."""
+    from handclust.config import load_config
+    from handclust.segment_features import FEATURE_DEFAULTS, segment_features
+
+    with tempfile.TemporaryDirectory(prefix="hc-real-") as tmp:
+        root = write_feature_dir(Path(tmp) / "set", names, feats, truths)
+        cfg = load_config(None, list(FEATURE_DEFAULTS) + list(overrides))
+        kw: dict[str, Any] = {} if time_weight is None else {"time_weight": time_weight}
+        ev = segment_features(root, Path(tmp) / "out", fps, config=cfg, n_clusters=n_clusters, **kw)
+        preds = [np.asarray([int(v) for v in (Path(tmp) / "out" / f"{n}.txt").read_text().split()]) for n in names]
+    return preds, ev
+
+
+def run_kmeans(feats: list[np.ndarray], k: int, seed: int = 0) -> list[np.ndarray]:
+    """Plain k-means on every frame of every video together (no time, no segments): the floor."""
+    from sklearn.cluster import KMeans
+
+    x = np.vstack(feats).astype(np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    lab = KMeans(n_clusters=max(k, 1), n_init=4, random_state=seed).fit_predict(x)
+    out, i = [], 0
+    for f in feats:
+        out.append(lab[i:i + len(f)])
+        i += len(f)
+    return out
+
+
+def run_twfinch(feats: list[np.ndarray], truths: list[list[str]]) -> list[np.ndarray]:
+    """TW-FINCH per video with that video's true K (benchmarks/twfinch.py), on every 3rd frame (memory: n^2)."""
+    from twfinch import tw_finch
+
+    out = []
+    for x, t in zip(feats, truths):
+        k = len(set(t))
+        sub = x[::3]
+        lab = tw_finch(sub, min(k, len(sub)))
+        out.append(np.repeat(lab, 3)[: len(x)])
+    return out
+
+
+def evaluate_set(name: str, names: list[str], feats: list[np.ndarray], truths: list[list[str]], fps: float,
+                 variants: dict[str, dict[str, Any]], twfinch: bool = True) -> dict[str, Any]:
+    true_k = len({lab for t in truths for lab in t})
+    res: dict[str, Any] = {"videos": len(names), "frames": int(sum(len(t) for t in truths)), "true_k": true_k, "fps": fps}
+    t0 = time.perf_counter()
+    preds, ev = run_handclust(names, feats, truths, fps)
+    res["handclust"] = {**scores(truths, preds, names), "k_found": int(ev["k"]), "noise_rate": round(float(ev["noise_rate"]), 3),
+                        "seconds": round(time.perf_counter() - t0, 1)}
+    k_found = int(ev["k"]) or 1
+    res["kmeans_at_k_found"] = scores(truths, run_kmeans(feats, k_found), names)
+    for vname, kw in variants.items():
+        p, e = run_handclust(names, feats, truths, fps, **kw)
+        res[vname] = {**scores(truths, p, names), "k_found": int(e["k"])}
+    if twfinch:
+        res["twfinch_k_given_per_video"] = scores(truths, run_twfinch(feats, truths), names)
+    h, km = res["handclust"], res["kmeans_at_k_found"]
+    logging.getLogger("real").warning("%s: handclust MoF %.3f F1@50 %.3f whole %.3f k=%d | kmeans MoF %.3f whole %.3f%s",
+                                      name, h["mof"], h["f1@50"], h["whole_set_mof"], h["k_found"], km["mof"], km["whole_set_mof"],
+                                      (f" | twfinch MoF {res['twfinch_k_given_per_video']['mof']:.3f} "
+                                       f"F1@50 {res['twfinch_k_given_per_video']['f1@50']:.3f}") if twfinch else "")
+    return res
+
+
+SEQUENCE_VARIANTS: dict[str, dict[str, Any]] = {
+    "handclust_k_given": {},  # filled per set with the true K
+}
+
+
+def sequences_part(data: Path, quick: bool, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    groups = {"dev": breakfast_sets(data, DEV_TASKS, max_sets=1 if quick else 2),
+              "held_out": {**breakfast_sets(data, HELD_OUT_TASKS, max_sets=1),
+                           **({} if quick else {**salads_sets(data, max_sets=2), **drilling_set(data)})}}
+    out: dict[str, Any] = {"kind": "real label sequences, rendered features (render(): prototypes, person style and version, "
+                                   "drift, AR(1) noise)", "dev_tasks": list(DEV_TASKS), "sets": {}}
+    for split, sets in groups.items():
+        for si, (sname, vids) in enumerate(sets.items()):
+            names = [re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids]
+            truths = [labs for _, labs in vids]
+            feats = render(vids, seed=si)
+            fps = FPS[sname.split("/")[0]]
+            true_k = len({lab for t in truths for lab in t})
+            var = {"handclust_k_given": {"n_clusters": true_k}, **variants}
+            out["sets"][sname] = {"split": split, **evaluate_set(sname, names, feats, truths, fps, var)}
+    out["summary"] = summarise(out["sets"])
+    return out
+
+
+def summarise(sets: dict[str, Any]) -> dict[str, Any]:
+    summ: dict[str, Any] = {}
+    for split in ("dev", "held_out"):
+        rows = [r for r in sets.values() if r.get("split") == split]
+        if not rows:
+            continue
+        methods = [m for m, v in rows[0].items() if isinstance(v, dict) and "mof" in v]
+        summ[split] = {m: {k: round(float(np.mean([r[m][k] for r in rows if m in r])), 4)
+                           for k in ("mof", "f1@50", "edit", "whole_set_mof", "nmi") if all(k in r.get(m, {}) for r in rows)}
+                       for m in methods}
+        summ[split]["sets"] = len(rows)
+    return summ
+
+
+def scores_part(data: Path, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    d = data / "asot" / "examples" / "data"
+    out: dict[str, Any] = {"kind": "real model scores (a trained model's per-frame action scores), per-frame truth", "sets": {}}
+    for npy in sorted((d / "affinity").glob("*.npy")):
+        x = np.load(npy).astype(np.float32)
+        t = [ln.strip() for ln in (d / "gt" / npy.stem).read_text().splitlines() if ln.strip()]
+        n = min(len(x), len(t))
+        names, feats, truths = [npy.stem.replace("-", "_")], [x[:n]], [t[:n]]
+        true_k = len(set(t[:n]))
+        var = {"handclust_k_given": {"n_clusters": true_k}, **variants}
+        out["sets"][npy.stem] = {"split": "held_out", **evaluate_set(npy.stem, names, feats, truths, FPS["asot"], var)}
+    out["summary"] = summarise(out["sets"])
+    return out
+
+
+def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Real segments: each true segment's model probabilities clustered jointly across videos."""
+    import pandas as pd
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
+
+    from handclust.clustering import group_segments
+    from handclust.config import load_config
+    from handclust.metrics import segmentation_scores
+
+    files = sorted((data / "ikea").glob("*.csv"))
+    if quick:
+        files = files[:2]
+    out: dict[str, Any] = {"kind": "real segments with a real model's averaged probabilities (IKEA ASM test split)", "models": {}}
+    cfg = load_config(None, ["cluster.scaling.features=whole"]).cluster
+    for f in files:
+        df = pd.read_csv(f)
+        df = df.sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
+        probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
+        clip_ids = df["case_name"].to_numpy(object)
+        dur = df["duration_frames"].to_numpy(np.float64) / FPS["ikea"]
+        g = group_segments({"features": probs}, clip_ids, dur, cfg)
+        act = g.clustering.activity
+        # Each row is a true bout here, so the temporal model's premise (a bout spans several
+        # segments) does not hold: also scored without it.
+        no_t = group_segments({"features": probs}, clip_ids, dur, cfg.model_copy(update={"temporal": False})).clustering.activity
+        k = max(g.clustering.k, 1)
+        fused = g.fusion.fused
+        km = KMeans(n_clusters=k, n_init=4, random_state=0).fit_predict(fused)
+        truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)  # pandas reads the "NA" class as missing
+        w = df["duration_frames"].to_numpy()
+
+        def frame_scores(pred: np.ndarray, truth: np.ndarray = truth, w: np.ndarray = w, clip_ids: np.ndarray = clip_ids) -> dict[str, float]:
+            t = np.repeat(truth, w)
+            p = np.repeat(pred, w)
+            v = np.repeat(clip_ids, w)
+            s = segmentation_scores(t, p, v)
+            return {"whole_set_mof": round(s["whole_set"]["mof"], 4), "mof": round(s["per_video"]["mof"], 4),
+                    "ami_segments": round(float(adjusted_mutual_info_score(truth, pred)), 4),
+                    "ari_segments": round(float(adjusted_rand_score(truth, pred)), 4)}
+
+        model = f.name.split("__test__")[1].split("__pretrained")[0]
+        out["models"][model] = {"segments": len(df), "videos": int(df["case_name"].nunique()), "true_k": int(df["gt_label"].nunique()),
+                                "k_found": int(g.clustering.k), "noise_rate": round(g.clustering.noise_rate, 3),
+                                "handclust": frame_scores(act), "handclust_temporal_off": frame_scores(no_t),
+                                "kmeans_at_k_found": frame_scores(km),
+                                "model_argmax": frame_scores(probs.argmax(1))}
+        logging.getLogger("real").warning("ikea %s: handclust %s kmeans %s k=%d", model, out["models"][model]["handclust"],
+                                          out["models"][model]["kmeans_at_k_found"], g.clustering.k)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sets (a few minutes)")
+    ap.add_argument("--sets", nargs="+", default=["sequences", "scores", "ikea"])
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    data = os.environ.get("HANDCLUST_DATA")
+    if not data or not Path(data).is_dir():
+        print("benchmarks/real.py: HANDCLUST_DATA is not set to the fetched real sets (see ../shared/DATA.md); nothing measured")
+        return 0
+    root = Path(data)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Parts not asked for keep their last result; each part is written as soon as it is done.
+    res: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    res.update({"data": "real (DATA.md); see each part's 'kind' for what is real", "quick": args.quick})
+    parts = {"sequences": lambda: sequences_part(root, args.quick, {}), "scores": lambda: scores_part(root, {}),
+             "ikea": lambda: ikea_part(root, args.quick)}
+    for name in args.sets:
+        t0 = time.perf_counter()
+        res[name] = {**parts[name](), "seconds": round(time.perf_counter() - t0, 1)}
+        out.write_text(json.dumps(res, indent=2, default=str))
+    print(json.dumps({k: v.get("summary") for k, v in res.items() if isinstance(v, dict) and "summary" in v}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
