@@ -182,7 +182,7 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         clips_tbl = clips_table(store, clips)
         store.write_table("clips.parquet", clips_tbl)
         if todo:
-            merged = compact_outputs(store)
+            merged = compact_outputs(store, COMPACT_FROM)  # read here: a test may lower it
             if any(merged.values()):
                 prog.say(f"compacted {merged['segments']} segment and {merged['frames']} frame files into parts")
         timings["clips_table_and_compaction"] = time.perf_counter() - t0

@@ -231,14 +231,7 @@ def compact_clip_tables(store: OutputStore, rel_dir: str, schema: pa.Schema, par
         clip_col = pq.read_table(store.path(rel), columns=["clip_id"], filesystem=store.fs).column("clip_id")
         stale = pc.is_in(clip_col, value_set=ids)
         if pc.any(stale).as_py():
-            keep = pq.read_table(store.path(rel), filesystem=store.fs).filter(pc.invert(stale))
-            if keep.num_rows:
-                store.write_table(rel, keep)
-                index[part] = sorted(set(keep.column("clip_id").to_pylist()))
-            else:
-                store.fs.delete_file(store.path(rel))
-                index.pop(part, None)
-            store.write_json(f"{rel_dir}/{PART_INDEX}", index)
+            _drop_from_part(store, rel_dir, part, index, pq.read_table(store.path(rel), filesystem=store.fs), stale)
     batch: list[pa.Table] = []
     held: list[str] = []
     size = 0
@@ -267,6 +260,52 @@ def compact_clip_tables(store: OutputStore, rel_dir: str, schema: pa.Schema, par
                     flush()
     flush()
     return len(singles)
+
+
+def _drop_from_part(store: OutputStore, rel_dir: str, part: str, index: dict[str, list[str]], table: pa.Table,
+                    drop: pa.ChunkedArray | pa.Array) -> None:
+    """Rewrite the compacted ``part`` of ``rel_dir`` (read as ``table``) without the rows where ``drop``
+    is true (deleting it when none are left), and record what it holds now in the part index."""
+    import pyarrow.compute as pc
+
+    rel = f"{rel_dir}/{part}"
+    keep = table.filter(pc.invert(drop))
+    if keep.num_rows:
+        store.write_table(rel, keep)
+        index[part] = sorted(set(keep.column("clip_id").to_pylist()))
+    else:
+        store.fs.delete_file(store.path(rel))
+        index.pop(part, None)
+    store.write_json(f"{rel_dir}/{PART_INDEX}", index)
+
+
+def take_clips_out_of_parts(store: OutputStore, rel_dir: str, keep: set[str], aside_dir: str,
+                            own_moved: set[str] | None = None) -> set[str]:
+    """Move the rows of every clip not in ``keep`` out of the compacted parts of ``rel_dir``: each such
+    clip's rows are written to ``aside_dir/<clip_id>.parquet`` (so that it can be restored as a
+    per-clip file), then dropped from its part, the same rewrite :func:`compact_clip_tables` does for
+    stale rows. Clips in ``own_moved`` had their own file (which wins over part rows) moved there
+    already: their part rows are only dropped. Returns the clip ids taken out.
+
+    Without this a removed clip's rows stayed in a part, and ``OUT/segments`` globs still read them."""
+    import pyarrow.compute as pc
+
+    index = read_part_index(store, rel_dir)
+    taken: set[str] = set()
+    for part, held in list(index.items()):
+        gone = sorted(set(held) - keep)
+        if not gone:
+            continue
+        table = store.read_table(f"{rel_dir}/{part}")
+        drop = pc.is_in(table.column("clip_id"), value_set=pa.array(gone, pa.string()))
+        for cid in gone:
+            if cid not in (own_moved or set()):  # written before the part loses them: an interruption loses no rows
+                rows = table.filter(pc.equal(table.column("clip_id"), cid))
+                if rows.num_rows:
+                    store.write_table(f"{aside_dir}/{cid}.parquet", rows)
+        _drop_from_part(store, rel_dir, part, index, table, drop)
+        taken.update(gone)
+    return taken
 
 
 def _with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:

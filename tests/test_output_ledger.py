@@ -139,3 +139,40 @@ def test_ledger_and_compaction_on_an_object_store(monkeypatch, tmp_path):
         assert all(is_committed(store, c, FP, ledger) for c in clips)
     finally:
         server.stop()
+
+
+def test_a_removed_clip_leaves_the_compacted_parts_and_comes_back(tmp_path):
+    """After compaction a clip's rows sit in a part; a clip that leaves the footage must leave the folder
+    globs too (set aside as its own file under .removed/), and come back whole when it returns."""
+    from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
+
+    store = OutputStore(tmp_path)
+    clips, seg = write_run(store)
+    compact_outputs(store, min_files=1)
+    gone, redone = clips[3].clip_id, clips[7].clip_id
+    # redone was processed again after compaction: its own file (3 rows) wins over its rows in the part.
+    again = seg.filter(pc.equal(seg.column("clip_id"), redone)).slice(0, 3)
+    store.write_table(f"segments/{redone}.parquet", again)
+    keep = {c.clip_id for c in clips} - {gone, redone}
+
+    moved = set_aside_other_clips(store, keep)
+    assert set(moved) == {gone, redone}
+    for folder in ("segments", "frames"):
+        left = set(pd.read_parquet(tmp_path / folder).clip_id)  # the README's glob, parts included
+        assert left == keep, folder
+        assert {gone, redone}.isdisjoint(set().union(*store.read_json(f"{folder}/{PART_INDEX}").values()))
+        aside = pd.read_parquet(tmp_path / SET_ASIDE / folder / f"{gone}.parquet")
+        assert set(aside.clip_id) == {gone} and len(aside) > 0
+    ledger = Ledger.read(store)
+    assert gone not in ledger.statuses and gone not in ledger.tables
+    # redone's own (newer) file is what was set aside, not its stale rows from the part.
+    assert sorted_ids(pd.read_parquet(tmp_path / SET_ASIDE / "segments" / f"{redone}.parquet")) == sorted_ids(again)
+
+    assert set(restore_clips(store, [gone, redone])) == {gone, redone}
+    clips_tbl = clips_table(store, clips)
+    back = ok_segments(store, clips_tbl)
+    want = sorted_ids(seg.filter(pc.invert(pc.equal(seg.column("clip_id"), redone))))
+    assert sorted_ids(back) == sorted(want + sorted_ids(again))
+    assert sorted_ids(pd.read_parquet(tmp_path / "segments")) == sorted_ids(back)
+    ledger = Ledger.read(store)
+    assert all(is_committed(store, c, FP, ledger) for c in clips)
