@@ -179,11 +179,15 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
 
 
 CHECKPOINT = f"{MODEL_DIR}/clustering.json"  # written last by the clustering step: its tables are complete
+# Raised when what the checkpoint holds, or how its tables are made, changes with the same config
+# (e.g. the hierarchy's two levels): a checkpoint of older code is then clustered again, not reused.
+CHECKPOINT_FORMAT = 2
 
 
 def clustering_key(cfg: RunConfig, clips_tbl: pa.Table) -> str:
     """What the clustering's outputs depend on: the done clips (id, status, segment count), the
-    feature fingerprint, the cluster and evaluation config. A checkpoint with this key is reused."""
+    feature fingerprint, the whole cluster config (``cluster.fine``, ``cluster.refine`` ... included)
+    and evaluation config, and :data:`CHECKPOINT_FORMAT`. A checkpoint with this key is reused."""
     import hashlib
     import json
 
@@ -193,7 +197,8 @@ def clustering_key(cfg: RunConfig, clips_tbl: pa.Table) -> str:
     d = config_to_dict(cfg)
     rows = sorted((r["clip_id"], r["status"], r["n_segments"]) for r in clips_tbl.select(["clip_id", "status", "n_segments"]).to_pylist()
                   if r["status"] in ("ok", "partial"))
-    blob = {"clips": rows, "features": feature_fingerprint(cfg), "cluster": d["cluster"], "evaluation": d["evaluation"],
+    blob = {"format": CHECKPOINT_FORMAT, "clips": rows, "features": feature_fingerprint(cfg), "cluster": d["cluster"],
+            "evaluation": d["evaluation"],
             "modalities": list(modalities.fusion_modalities(cfg))}
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

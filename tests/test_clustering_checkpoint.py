@@ -86,6 +86,14 @@ def test_a_resubmitted_run_reuses_the_clustering_checkpoint(run_dir):
                              Progress(enabled=False), timings)
     run = json.loads(open(store.path("run.json")).read())
     assert run["clustering"]["ran_on"] == "driver" and "clustering" in timings and other.summary["segments"] == 900
+    # So are the fine level and the refinement (issue 20's knobs): the checkpoint's key holds all of cluster.*.
+    for knob in ("cluster.fine=false", "cluster.refine=none"):
+        timings.clear()
+        build_activities(store, config("evaluation.ablations=false", "cluster.knn_k=12", knob), clips_tbl, None,
+                         Progress(enabled=False), timings)
+        run = json.loads(open(store.path("run.json")).read())
+        assert run["clustering"]["ran_on"] == "driver" and "clustering" in timings, knob
+        assert store.read_json(CHECKPOINT)["hierarchy"] == run["hierarchy"]
 
 
 def test_ablation_sample_takes_every_segment_below_the_cap_and_whole_clips_above():
