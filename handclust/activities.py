@@ -178,13 +178,163 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
     return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
 
 
+CHECKPOINT = f"{MODEL_DIR}/clustering.json"  # written last by the clustering step: its tables are complete
+# Raised when what the checkpoint holds, or how its tables are made, changes with the same config
+# (e.g. the hierarchy's two levels): a checkpoint of older code is then clustered again, not reused.
+CHECKPOINT_FORMAT = 2
+
+
+def clustering_key(cfg: RunConfig, clips_tbl: pa.Table) -> str:
+    """What the clustering's outputs depend on: the done clips (id, status, segment count), the
+    feature fingerprint, the whole cluster config (``cluster.fine``, ``cluster.refine`` ... included)
+    and evaluation config, and :data:`CHECKPOINT_FORMAT`. A checkpoint with this key is reused."""
+    import hashlib
+    import json
+
+    from handclust.config import config_to_dict
+    from handclust.plan import feature_fingerprint
+
+    d = config_to_dict(cfg)
+    rows = sorted((r["clip_id"], r["status"], r["n_segments"]) for r in clips_tbl.select(["clip_id", "status", "n_segments"]).to_pylist()
+                  if r["status"] in ("ok", "partial"))
+    blob = {"format": CHECKPOINT_FORMAT, "clips": rows, "features": feature_fingerprint(cfg), "cluster": d["cluster"],
+            "evaluation": d["evaluation"],
+            "modalities": list(modalities.fusion_modalities(cfg))}
+    return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, threads: int | None = None,
+                     given: SubModels | None = None) -> dict[str, Any]:
+    """The clustering step, where it runs (the driver, or the clustering Ray task on a GPU worker):
+    read the done clips' segments itself (nothing large crosses the object store), fuse, cluster,
+    map, and the ablations on a sample with the same sub-models; write ``clusters.parquet``,
+    ``embedding_2d``, ``neighbours``, ``hierarchy``, ``model/`` and, last, the checkpoint
+    ``model/clustering.json``. Returns the checkpoint (JSON-safe: what run.json and the summary need)."""
+    import platform
+
+    store = OutputStore(out)
+    t0 = time.perf_counter()
+    segments = ok_segments(store, clips_tbl)
+    read_s = time.perf_counter() - t0
+    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+    vectors, measured = modalities.fusion_inputs(segments, modalities.fusion_modalities(cfg))
+    grouping, xy, map_backend, took, _ = _group_and_map(vectors, clip_ids, schema.durations(segments), cfg, measured, threads, given)
+    del vectors
+    took["read_segments"] = read_s
+    fusion, clustering = grouping.fusion, grouping.clustering
+    t0 = time.perf_counter()
+    seg_ids = segments.column("segment_id").to_pylist()
+    store.write_table("clusters.parquet", schema.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": clustering.labels,
+        "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
+    }, schema.CLUSTERS))
+    save_model(store, fusion, seg_ids, clip_ids, clustering)
+    if grouping.parent is not None:  # cluster.fine split the joint clusters: they are the coarse level
+        hierarchy, hierarchy_run = two_levels(grouping.parent, clustering.reason)
+    else:
+        hierarchy, hierarchy_run = coarse_groups(fusion.fused, clustering.labels)
+    store.write_table("hierarchy.parquet", hierarchy)
+    store.write_table("embedding_2d.parquet", schema.table({
+        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,
+    }, schema.EMBEDDING_2D))
+    write_neighbours(store, seg_ids, clustering)
+    took["write_tables"] = time.perf_counter() - t0
+    ablations = None
+    if cfg.evaluation.ablations and segments.num_rows >= 3:
+        from handclust.evaluation import ablation_clusterings
+
+        t0 = time.perf_counter()
+        # The run's own sub-models: cluster.backend=gpu runs here, on the GPU, not on a CPU head.
+        models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
+        table, info, sample = ablation_clusterings(segments, cfg, models)
+        store.write_table(f"{MODEL_DIR}/ablations.parquet", table)
+        ablations = {"variants": info, "sample": sample}
+        took["ablations"] = time.perf_counter() - t0
+    ck = {
+        "key": key, "node": platform.node(), "took": took, "segments": segments.num_rows, "ablations": ablations,
+        "summary": {"activities": clustering.k, "noise_rate": clustering.noise_rate, "cluster_reason": clustering.reason,
+                    "backends": {**clustering.backends, "map_2d": map_backend}},
+        "clustering": {
+            "fusion_weights": {m: sc.weight for m, sc in fusion.scores.items()},
+            "modality_scores": {m: {"clusteredness": sc.clusteredness, "clip_excess": sc.clip_excess, "coverage": sc.coverage,
+                                    "clip_normalised": sc.clip_normalised, "why": fusion.reasons.get(m, "")}
+                                for m, sc in fusion.scores.items()},
+            "temporal": ({"reason": grouping.temporal_reason, "activity_changes_before": grouping.switches[0],
+                          "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
+                         if grouping.switches else None),
+            "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
+            "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
+            "backend_reasons": clustering.backend_reasons, "k": clustering.k, "noise_rate": clustering.noise_rate,
+        },
+        "hierarchy": hierarchy_run,
+    }
+    store.write_json(CHECKPOINT, ck)
+    return ck
+
+
+def write_neighbours(store: OutputStore, seg_ids: list[str], clustering: Clustering) -> None:
+    """``neighbours.parquet``: each segment's kNN ids and distances, built from flat arrays (a Python
+    list per row cost minutes at a million segments)."""
+    n, k = clustering.knn_idx.shape
+    ids = pa.array(seg_ids, pa.string())
+    offsets = pa.array(np.arange(0, n * k + 1, max(k, 1), dtype=np.int32) if k else np.zeros(n + 1, np.int32))
+    nb = pa.ListArray.from_arrays(offsets, ids.take(pa.array(clustering.knn_idx.ravel(), pa.int64())))
+    dist = pa.ListArray.from_arrays(offsets, pa.array(clustering.knn_dist.ravel().astype(np.float32), pa.float32()))
+    store.write_table("neighbours.parquet", pa.Table.from_arrays([ids, nb, dist], schema=schema.NEIGHBOURS))
+
+
+def run_clustering(where: str, cfg: RunConfig, store: OutputStore, clips_tbl: pa.Table, key: str,
+                   given: SubModels | None = None) -> tuple[dict[str, Any], str]:
+    """:func:`cluster_and_save` on the driver, or (``ray_task``) as one Ray task asking for
+    ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs; the task reads the segments
+    from the output root and writes the tables there. Returns the checkpoint and what ran where."""
+    cc = cfg.cluster
+    out = store.uri if "://" in store.uri else store.root
+    if where != "ray_task":
+        return cluster_and_save(out, cfg, clips_tbl, key, cc.num_cpus, given), "driver"
+    import ray
+
+    from handclust.ray_connect import connect
+
+    cpus = cc.num_cpus or 4
+    started, cluster = connect(cfg.ray)
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        if gpus < cc.num_gpus:
+            msg = (f"the clustering task asks for cluster.num_gpus={cc.num_gpus:g} GPU(s) but {cluster} has {gpus:g}; "
+                   "set cluster.backend=cpu (or cluster.where=driver) to cluster without one")
+            if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+                log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
+            else:
+                raise ConfigError(msg)
+        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(cluster_and_save)
+        ck = ray.get(task.remote(out, cfg, clips_tbl, key, cpus, given))
+    finally:
+        if started:
+            ray.shutdown()
+    return ck, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {ck['node']} of {cluster}"
+
+
+def driver_columns(cfg: RunConfig) -> list[str]:
+    """Segment columns the driver reads after clustering (evaluation, labelling, timelines): all but
+    the descriptors that only the clustering step reads (no per-activity profile)."""
+    heavy = {m.column for m in modalities.registered() if m.profile is None}
+    return [c for c in schema.SEGMENTS.names if c not in heavy]
+
+
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
                      timings: dict[str, float], models: SubModels | None = None) -> RunResult:
     """Cluster the segments of every finished clip jointly, then label, evaluate and draw timelines;
     writes the run-level tables and the clustering part of ``run.json``. ``models``: sub-models passed
-    in by the caller (:func:`handclust.discover`)."""
+    in by the caller (:func:`handclust.discover`).
 
-    segments = ok_segments(store, clips_tbl)
+    The clustering step (:func:`cluster_and_save`) reads the descriptors itself, where it runs, and
+    leaves a checkpoint: a resubmitted run whose labelling, evaluation or report failed reuses it
+    (same clips, features and cluster / evaluation config, and no sub-models passed in)."""
+
+    t0 = time.perf_counter()
+    segments = ok_segments(store, clips_tbl, columns=driver_columns(cfg))
+    timings["read_segments"] = time.perf_counter() - t0
     n_ok = int(pc.sum(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).as_py() or 0)
     failed = clips_tbl.filter(pc.equal(clips_tbl.column("status"), "error"))
     hours = float(np.nansum(np.asarray(clips_tbl.column("duration_s").to_numpy(zero_copy_only=False), dtype=float)[
@@ -202,57 +352,59 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         update_run(store, fresh=True, clustering=None)
         return RunResult(store.uri, clips_tbl, segments, empty, summary)
 
-    t0 = time.perf_counter()
-    prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
-    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    vectors, measured = modalities.fusion_inputs(segments, modalities.fusion_modalities(cfg))
-    where = clustering_place(cfg)
-    if where == "ray_task":
-        prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
-    grouping, xy, map_backend, took, ran_on = run_grouping(
-        where, cfg, vectors, clip_ids, schema.durations(segments), measured, models)
-    fusion, clustering = grouping.fusion, grouping.clustering
-    timings.update(took)
-
-    seg_ids = segments.column("segment_id").to_pylist()
-    clusters = schema.table({
-        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": clustering.labels,
-        "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
-    }, schema.CLUSTERS)
-    store.write_table("clusters.parquet", clusters)
-    save_model(store, fusion, seg_ids, clip_ids, clustering)
-    if grouping.parent is not None:
-        hierarchy, run["hierarchy"] = two_levels(grouping.parent, clustering.reason)
+    key = clustering_key(cfg, clips_tbl)
+    ck = store.read_json_or(CHECKPOINT, None)
+    clusters = store.read_table("clusters.parquet") if ck and store.exists("clusters.parquet") else None
+    reuse = (models is None and ck is not None and ck.get("key") == key and clusters is not None
+             and clusters.column("segment_id").equals(segments.column("segment_id")))
+    if reuse:
+        prog.say(f"clustering: reusing the checkpoint of {ck['segments']} segments ({CHECKPOINT}; delete it to cluster again)")
+        ran_on = f"checkpoint ({CHECKPOINT}, clustered on {ck.get('node')})"
     else:
-        hierarchy, run["hierarchy"] = coarse_groups(fusion.fused, clustering.labels)
-    store.write_table("hierarchy.parquet", hierarchy)
-    store.write_table("embedding_2d.parquet", schema.table({
-        "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,
-    }, schema.EMBEDDING_2D))
-    ids = np.asarray(seg_ids, dtype=object)
-    store.write_table("neighbours.parquet", pa.table({
-        "segment_id": seg_ids,
-        "neighbour_ids": [ids[r].tolist() for r in clustering.knn_idx],
-        "distances": [r.tolist() for r in clustering.knn_dist],
-    }, schema=schema.NEIGHBOURS))
+        prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
+        where = clustering_place(cfg)
+        if where == "ray_task":
+            prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
+        ck, ran_on = run_clustering(where, cfg, store, clips_tbl, key, models)
+        clusters = store.read_table("clusters.parquet")
+        timings.update({k: v for k, v in ck["took"].items()})
+    assert clusters is not None
+    if not clusters.column("segment_id").equals(segments.column("segment_id")):
+        raise RuntimeError(f"{store.uri_of('clusters.parquet')} is not in the order of the segments read back; "
+                           f"delete {store.uri_of(CHECKPOINT)} and rerun")
+    labels = np.asarray(clusters.column("cluster"), np.int32)
+    probs = np.asarray(clusters.column("probability"), np.float32)
+    clustering = Clustering(labels, probs, np.asarray(clusters.column("activity"), np.int32),
+                            np.asarray(clusters.column("reassigned"), bool), np.zeros((len(labels), 0), np.int64),
+                            np.zeros((len(labels), 0), np.float32), int(ck["clustering"]["min_cluster_size"]),
+                            int(ck["clustering"]["min_samples"]), dict(ck["clustering"]["backends"]), str(ck["clustering"]["reason"]))
+    run["hierarchy"] = ck["hierarchy"]
 
-    if cfg.labels.enabled and clustering.k > 0:
+    k = int(ck["clustering"]["k"])
+    if cfg.labels.enabled and k > 0:
         from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_spend, labels_summary
 
         t0 = time.perf_counter()
         if api_key(cfg.labels):
-            prog.say(f"naming {clustering.k} activities with {cfg.labels.model}")
-            examples = gather_examples(segments, clips_tbl, clustering.labels, clustering.probabilities, fusion.fused, cfg.labels)
+            prog.say(f"naming {k} activities with {cfg.labels.model}")
+            ref = store.read_table(f"{MODEL_DIR}/reference.parquet", columns=["fused"]).column("fused").combine_chunks()
+            fused = ref.flatten().to_numpy().reshape(len(ref), -1).astype(np.float32, copy=False)
+            examples = gather_examples(segments, clips_tbl, labels, probs, fused, cfg.labels)
+            del fused
         else:  # say why there are no names, without decoding keyframes nobody will look at
-            examples = [ClusterExamples(int(c), [], []) for c in np.unique(clustering.labels[clustering.labels >= 0])]
+            examples = [ClusterExamples(int(c), [], []) for c in np.unique(labels[labels >= 0])]
         labels_tbl = label_clusters(store, examples, cfg.labels, ray_config=cfg.ray if cfg.runner == "ray" else None)
         summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "ray tasks" if cfg.runner == "ray" else "threads",
                              "spend": labels_spend(labels_tbl, cfg.labels)}
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    prog.say("evaluating" + (" (with ablations)" if cfg.evaluation.ablations else ""))
-    evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), cfg.evaluation.ablations)
+    prog.say("evaluating" + (" (with ablations)" if ck.get("ablations") else ""))
+    computed = None
+    if ck.get("ablations"):
+        ab = ck["ablations"]
+        computed = (store.read_table(f"{MODEL_DIR}/ablations.parquet"), ab["variants"], ab["sample"])
+    evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False, computed=computed)
     if "top_tools" in evaluation:
         summary["top_tools"] = evaluation["top_tools"]
     store.write_json("eval.json", evaluation)
@@ -262,25 +414,12 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     write_timelines(store, clips_tbl, segments, clustering, prog, names=summary.get("activity_names"))
     timings["timelines"] = time.perf_counter() - t0
 
-    summary.update(activities=clustering.k, noise_rate=clustering.noise_rate, cluster_reason=clustering.reason,
-                   backends={**clustering.backends, "map_2d": map_backend})
+    summary.update(ck["summary"])
     if "ground_truth" in evaluation:
         summary["ground_truth_ari"] = evaluation["ground_truth"]["ari"]
         summary["ground_truth_nmi"] = evaluation["ground_truth"]["nmi"]
         summary["ground_truth_mof"] = evaluation["ground_truth"]["mof"]
-    run["clustering"] = {
-        "fusion_weights": {m: s.weight for m, s in fusion.scores.items()},
-        "modality_scores": {m: {"clusteredness": s.clusteredness, "clip_excess": s.clip_excess, "coverage": s.coverage,
-                                "clip_normalised": s.clip_normalised, "why": fusion.reasons.get(m, "")}
-                            for m, s in fusion.scores.items()},
-        "unmeasured": unmeasured_summary(segments, clips_tbl, cfg.decode.sample_fps),
-        "temporal": ({"reason": grouping.temporal_reason, "activity_changes_before": grouping.switches[0],
-                      "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s}
-                     if grouping.switches else None),
-        "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,
-        "reason": clustering.reason, "backends": {**clustering.backends, "map_2d": map_backend},
-        "backend_reasons": clustering.backend_reasons, "ran_on": ran_on,
-        "k": clustering.k, "noise_rate": clustering.noise_rate,
-    }
+    run["clustering"] = {**ck["clustering"], "unmeasured": unmeasured_summary(segments, clips_tbl, cfg.decode.sample_fps),
+                         "ran_on": ran_on}
     update_run(store, fresh=True, **run)
     return RunResult(store.uri, clips_tbl, segments, clusters, summary, evaluation)

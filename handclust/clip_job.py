@@ -41,7 +41,7 @@ from handclust.encoders import DeviceError, ModelLoadError
 from handclust.footage import Clip
 from handclust.plan import apply_hand_tracks, apply_segment_stages, frame_batches, partial_message, source_rate, video_model_input
 from handclust.stages import Batch
-from handclust.storage import OutputStore
+from handclust.storage import OutputStore, clips_with_table, read_part_index
 from handclust.video import REENCODE_HINT, VideoError, open_video
 
 log = logging.getLogger(__name__)
@@ -57,14 +57,44 @@ def status_rel(clip_id: str) -> str:
     return f"status/{clip_id}.json"
 
 
-def is_committed(store: OutputStore, clip: Clip, fingerprint: str) -> bool:
-    """Committed with this feature config: status ok/partial, and both tables there (resume trusts this)."""
+def is_committed(store: OutputStore, clip: Clip, fingerprint: str, ledger: Ledger | None = None) -> bool:
+    """Committed with this feature config: status ok/partial, and both tables there (resume trusts this).
+    ``ledger``: the run's statuses and tables read in bulk (:class:`Ledger`), instead of four requests."""
+    if ledger is not None:
+        return ledger.committed(clip.clip_id, fingerprint)
     rel = status_rel(clip.clip_id)
     if not store.exists(rel):
         return False
     st = store.read_json(rel)
-    return bool(st.get("status") in DONE_STATES and st.get("fingerprint") == fingerprint
-                and store.exists(f"segments/{clip.clip_id}.parquet") and store.exists(f"frames/{clip.clip_id}.parquet"))
+    tables = all(store.exists(f"{d}/{clip.clip_id}.parquet") or any(clip.clip_id in ids for ids in read_part_index(store, d).values())
+                 for d in ("segments", "frames"))
+    return bool(st.get("status") in DONE_STATES and st.get("fingerprint") == fingerprint and tables)
+
+
+class Ledger:
+    """Every clip's status record and which clips have their frames and segments, read in bulk: one
+    listing of ``status/``, ``segments/`` and ``frames/`` each, the compaction indexes, and the status
+    records in parallel (:meth:`OutputStore.read_json_many`). On an object store the per-clip checks
+    (exists, read, exists, exists) were four sequential round trips per clip before the first decode."""
+
+    def __init__(self, statuses: dict[str, dict[str, Any]], tables: set[str]):
+        self.statuses = statuses
+        self.tables = tables  # clip ids with rows in both segments/ and frames/
+
+    @classmethod
+    def read(cls, store: OutputStore, clip_ids: list[str] | None = None) -> Ledger:
+        """The statuses of ``clip_ids`` (default: every status record there)."""
+        have = {n[: -len(".json")] for n in store.list("status", ".json")}
+        want = sorted(have if clip_ids is None else have.intersection(clip_ids))
+        recs = store.read_json_many([status_rel(c) for c in want])
+        return cls({c: recs[status_rel(c)] for c in want}, clips_with_table(store, "segments") & clips_with_table(store, "frames"))
+
+    def status(self, clip_id: str) -> dict[str, Any]:
+        return self.statuses.get(clip_id, {})
+
+    def committed(self, clip_id: str, fingerprint: str) -> bool:
+        st = self.status(clip_id)
+        return bool(st.get("status") in DONE_STATES and st.get("fingerprint") == fingerprint and clip_id in self.tables)
 
 
 def clip_error_message(path: str, what: str, exc: BaseException) -> str:

@@ -323,6 +323,8 @@ class PhaseConfig(_Frozen):
 
 class EvaluationConfig(_Frozen):
     ablations: bool = Field(True, description="re-cluster on modality subsets from the stored descriptors (eval.json, ablations.parquet)")
+    ablation_max_segments: int = Field(20_000, ge=100, description="ablations re-cluster the segments of whole clips drawn at "
+                                       "random up to about this many (every segment below it); eval.json says which sample")
 
 
 class ReportConfig(_Frozen):

@@ -66,13 +66,20 @@ def phase_scores(seg_phase: npt.NDArray[np.object_], labels: npt.NDArray[np.int3
 
 def per_clip_stats(variant: str, labels: npt.NDArray[np.int32], clip_ids: npt.NDArray[np.object_],
                    paths: dict[str, str]) -> list[dict[str, Any]]:
-    rows = []
-    for cid in dict.fromkeys(clip_ids.tolist()):
-        lab = labels[clip_ids == cid]
-        rows.append({"clip_id": cid, "path": paths.get(cid, ""), "variant": variant,
-                     "k": int(len(np.unique(lab[lab >= 0]))), "noise_rate": float((lab < 0).mean()),
-                     "segments": int(len(lab))})
-    return rows
+    """Per clip (order of first appearance): clusters, noise rate and segments of one variant.
+    Grouped by one sort on (clip, label), not one pass over all rows per clip."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return []
+    ids, first, inv = np.unique(np.asarray(clip_ids, dtype=object), return_index=True, return_inverse=True)
+    inv = np.ravel(inv)
+    n_rows = np.bincount(inv, minlength=len(ids))
+    noise = np.bincount(inv, weights=(labels < 0).astype(np.float64), minlength=len(ids))
+    # Distinct non-noise labels per clip: unique (clip, label) pairs, counted per clip.
+    pairs = np.unique(np.stack([inv[labels >= 0], labels[labels >= 0].astype(np.int64)], axis=1), axis=0)
+    k = np.bincount(pairs[:, 0], minlength=len(ids)) if len(pairs) else np.zeros(len(ids), np.int64)
+    return [{"clip_id": ids[g], "path": paths.get(ids[g], ""), "variant": variant, "k": int(k[g]),
+             "noise_rate": float(noise[g] / n_rows[g]), "segments": int(n_rows[g])} for g in np.argsort(first).tolist()]
 
 
 def frame_sequences(segments: pa.Table, clips_tbl: pa.Table, truth_tbl: pa.Table | None, sample_fps: float,
@@ -112,12 +119,68 @@ def load_truth(footage: Any) -> pa.Table | None:
     return load_ground_truth(footage)
 
 
+def ablation_sample(clip_ids: npt.NDArray[np.object_], max_segments: int, seed: int = 0) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
+    """Rows ``(m,)`` (ascending) of whole clips drawn at random until about ``max_segments`` segments,
+    every row when there are no more than that; and what was drawn, for eval.json. Whole clips, so
+    per-clip normalisation and the timeline model see what they see in the run."""
+    n = len(clip_ids)
+    ids, first, inv = np.unique(np.asarray(clip_ids, dtype=object), return_index=True, return_inverse=True)
+    if n <= max_segments:
+        return np.arange(n), {"segments": n, "clips": len(ids), "of_segments": n, "of_clips": len(ids), "sampled": False}
+    inv = np.ravel(inv)
+    counts = np.bincount(inv, minlength=len(ids))
+    # Clips in file order (first appearance), then a seeded shuffle: the draw does not depend on how ids hash.
+    order = np.argsort(first)[np.random.default_rng(seed).permutation(len(ids))]
+    take = order[: int(np.searchsorted(np.cumsum(counts[order]), max_segments)) + 1]
+    rows = np.flatnonzero(np.isin(inv, take))
+    return rows, {"segments": int(len(rows)), "clips": int(len(take)), "of_segments": n, "of_clips": len(ids), "sampled": True,
+                  "why": f"evaluation.ablation_max_segments={max_segments}: ablations re-cluster whole clips drawn at random"}
+
+
+def ablation_clusterings(segments: pa.Table, cfg: RunConfig, models: Any = None,
+                         ) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
+    """Re-cluster the ablation variants (:func:`ablation_variants`) on :func:`ablation_sample` of
+    ``segments``, with ``models`` (the run's own sub-models: the clustering task passes them, so a
+    GPU backend runs where the GPU is). Returns ``ablations.parquet`` rows of the variants other
+    than the run's own (:data:`ABLATIONS`, sampled rows in row order), per variant its name,
+    modalities and weights (or ``not_computed``), and the sample description."""
+    clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+    rows, sample = ablation_sample(clip_ids, cfg.evaluation.ablation_max_segments, cfg.cluster.seed)
+    sub = segments.take(pa.array(rows, pa.int64())) if sample["sampled"] else segments
+    sub_ids = clip_ids[rows]
+    present = modalities.present(sub)
+    fused_mods = [m for m in modalities.fusion_modalities(cfg) if m in present]
+    tables, info = [], []
+    for name, mods in ablation_variants(present, fused_mods):
+        if name == "fusion (this run)":
+            continue
+        vectors, measured = modalities.fusion_inputs(sub, mods)
+        grouping = group_segments(vectors, sub_ids, schema.durations(sub), cfg.cluster, measured, models=models)
+        fusion, c = grouping.fusion, grouping.clustering
+        if all(s.weight == 0 for s in fusion.scores.values()):
+            # e.g. pose on footage where MediaPipe never found a hand or a body
+            info.append({"name": name, "modalities": list(mods), "coverage": 0.0, "not_computed": f"no segment observed {' + '.join(mods)}"})
+            continue
+        info.append({"name": name, "modalities": list(mods), "weights": {m: s.weight for m, s in fusion.scores.items()}})
+        tables.append(pa.table({"segment_id": sub.column("segment_id"), "clip_id": pa.array(sub_ids.tolist(), pa.string()),
+                                "variant": pa.array([name] * sub.num_rows, pa.string()),
+                                "cluster": pa.array(np.asarray(c.labels, np.int32))}, schema=ABLATIONS)
+                      .append_column("activity", pa.array(np.asarray(c.activity, np.int32))))
+    table = pa.concat_tables(tables) if tables else ABLATIONS.empty_table().append_column("activity", pa.array([], pa.int32()))
+    return table, info, {**sample, "present": present}
+
+
 def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table, cfg: RunConfig,
                     truth: pa.Table | None = None, ablations: bool = True,
+                    computed: tuple[pa.Table, list[dict[str, Any]], dict[str, Any]] | None = None,
                     ) -> tuple[dict[str, Any], pa.Table]:
     """All evaluation numbers of one run, and the per-segment cluster of every ablation variant.
 
-    ``segments`` and ``clusters`` must be in the same row order (one row per segment).
+    ``segments`` and ``clusters`` must be in the same row order (one row per segment). ``computed``:
+    the ablation clusterings made already (:func:`ablation_clusterings`, e.g. in the clustering task
+    with the run's own models); otherwise, with ``ablations``, they are made here with ``cfg``'s
+    backend. Ablations score a sample of whole clips above ``evaluation.ablation_max_segments``
+    segments, the run's own row on the same sample (``ablation_sample`` in eval.json).
     """
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
@@ -128,14 +191,19 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
     activity = np.asarray(clusters.column("activity"), np.int32)
     seq = frame_sequences(segments, clips_tbl, truth, cfg.decode.sample_fps)
 
-    def scores(lab: npt.NDArray[np.int32], act: npt.NDArray[np.int32], full: bool) -> dict[str, Any]:
+    def scores(lab: npt.NDArray[np.int32], act: npt.NDArray[np.int32], full: bool,
+               rows: npt.NDArray[np.int64] | None = None) -> dict[str, Any]:
+        """Scores of labels ``lab`` / ``act`` of the segments ``rows`` (default all)."""
+        ph, fr, cid = (seg_phase, frames, clip_ids) if rows is None else (seg_phase[rows], frames[rows], clip_ids[rows])
         row: dict[str, Any] = {
             "k": int(len(np.unique(lab[lab >= 0]))), "noise_rate": float((lab < 0).mean()) if len(lab) else 0.0,
-            "phase": phase_scores(seg_phase, act, frames),
-            "cross_clip": clip_mixing(lab, clip_ids),
+            "phase": phase_scores(ph, act, fr),
+            "cross_clip": clip_mixing(lab, cid),
         }
-        if seq is not None:
-            gt, seg_index, clip = seq
+        sq = seq if rows is None else (frame_sequences(segments.take(pa.array(rows, pa.int64())), clips_tbl, truth,
+                                                       cfg.decode.sample_fps) if seq is not None else None)
+        if sq is not None:
+            gt, seg_index, clip = sq
             s = segmentation_scores(gt, act[seg_index], clip)
             # Footage runs mean a cluster to be one activity in every clip: their headline MoF/F1/Edit
             # (report tables, run.json summary) are the whole-set ones; both blocks stay beside them.
@@ -150,36 +218,43 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
                           "phase_pattern": cfg.phase.pattern, **scores(labels, activity, full=True),
                           **activity_profiles(segments, labels, cfg)}
     ev["per_clip"] = per_clip_stats("fusion (this run)", labels, clip_ids, paths)
-    rows = [{"segment_id": segments.column("segment_id").to_pylist(), "clip_id": clip_ids.tolist(),
-             "variant": "fusion (this run)", "cluster": labels}]
+    tables = [pa.table({"segment_id": segments.column("segment_id"), "clip_id": pa.array(clip_ids.tolist(), pa.string()),
+                        "variant": pa.array(["fusion (this run)"] * len(clip_ids), pa.string()),
+                        "cluster": pa.array(labels)}, schema=ABLATIONS)]
     ev["ablations"] = []
-    if ablations and segments.num_rows >= 3:
-        present = modalities.present(segments)
-        fused_mods = [m for m in modalities.fusion_modalities(cfg) if m in present]
-        ev["modalities_present"] = present
-        for name, mods in ablation_variants(present, fused_mods):
-            if name == "fusion (this run)":
-                row = {"name": name, "modalities": list(mods), **{k: v for k, v in scores(labels, activity, False).items()}}
-            else:
-                vectors, measured = modalities.fusion_inputs(segments, mods)
-                grouping = group_segments(vectors, clip_ids, schema.durations(segments), cfg.cluster, measured)
-                fusion, c = grouping.fusion, grouping.clustering
-                if all(s.weight == 0 for s in fusion.scores.values()):
-                    # e.g. pose on footage where MediaPipe never found a hand or a body
-                    ev["ablations"].append({"name": name, "modalities": list(mods), "coverage": 0.0,
-                                            "not_computed": f"no segment observed {' + '.join(mods)}"})
-                    continue
-                row = {"name": name, "modalities": list(mods), **scores(c.labels, c.activity, False),
-                       "weights": {m: s.weight for m, s in fusion.scores.items()}}
-                ev["per_clip"] += per_clip_stats(name, c.labels, clip_ids, paths)
-                rows.append({"segment_id": segments.column("segment_id").to_pylist(), "clip_id": clip_ids.tolist(),
-                             "variant": name, "cluster": c.labels})
-            ev["ablations"].append(row)
-    table = pa.concat_tables([
-        pa.table({"segment_id": r["segment_id"], "clip_id": r["clip_id"], "variant": [r["variant"]] * len(r["clip_id"]),
-                  "cluster": pa.array(np.asarray(r["cluster"], np.int32))}, schema=ABLATIONS)
-        for r in rows])
-    return ev, table
+    if computed is None and ablations and segments.num_rows >= 3:
+        computed = ablation_clusterings(segments, cfg)
+    if computed is not None and segments.num_rows >= 3:
+        table, info, sample = computed
+        ev["modalities_present"] = sample.get("present", [])
+        ev["ablation_sample"] = {k: v for k, v in sample.items() if k != "present"}
+        pos = {s: i for i, s in enumerate(segments.column("segment_id").to_pylist())}
+        by_variant = {}
+        if table.num_rows:
+            v_col = np.asarray(table.column("variant").to_pylist(), dtype=object)
+            for name in dict.fromkeys(v_col.tolist()):
+                by_variant[name] = table.filter(pa.array(v_col == name))
+        rows0: npt.NDArray[np.int64] | None = None
+        if by_variant:
+            first = next(iter(by_variant.values()))
+            rows0 = np.asarray([pos[s] for s in first.column("segment_id").to_pylist()], np.int64)
+        sampled = bool(sample.get("sampled")) and rows0 is not None
+        own = (scores(labels[rows0], activity[rows0], False, rows0) if sampled and rows0 is not None
+               else scores(labels, activity, False))
+        ev["ablations"].append({"name": "fusion (this run)", "modalities": [m for m in modalities.fusion_modalities(cfg)
+                                                                           if m in ev["modalities_present"]], **own})
+        for a in info:
+            if "not_computed" in a:
+                ev["ablations"].append(a)
+                continue
+            t = by_variant[a["name"]]
+            rows = np.asarray([pos[s] for s in t.column("segment_id").to_pylist()], np.int64)
+            lab, act = np.asarray(t.column("cluster"), np.int32), np.asarray(t.column("activity"), np.int32)
+            ev["ablations"].append({"name": a["name"], "modalities": a["modalities"],
+                                    **scores(lab, act, False, rows if sampled else None), "weights": a["weights"]})
+            ev["per_clip"] += per_clip_stats(a["name"], lab, clip_ids[rows], paths)
+            tables.append(t.select(ABLATIONS.names))
+    return ev, pa.concat_tables(tables)
 
 
 def activity_profiles(segments: pa.Table, labels: npt.NDArray[np.integer], cfg: RunConfig) -> dict[str, Any]:

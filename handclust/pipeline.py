@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from handclust import run_lock, schema
 from handclust.activities import build_activities
-from handclust.clip_job import ClipJob, is_committed, status_rel
+from handclust.clip_job import ClipJob, Ledger, is_committed, status_rel
 from handclust.clustering import SubModels
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.encoders import DeviceError, ModelLoadError, check_models
@@ -67,8 +67,8 @@ class LocalRunner:
             self.describer.setup()
             self._ready = True
 
-    def is_done(self, clip: Clip) -> bool:
-        return is_committed(self.store, clip, self.fingerprint)
+    def is_done(self, clip: Clip, ledger: Ledger | None = None) -> bool:
+        return is_committed(self.store, clip, self.fingerprint, ledger)
 
     def process_clip(self, clip: Clip) -> dict[str, Any]:
         """Decode, featurise, segment, describe and commit one clip (:class:`~handclust.clip_job.ClipJob`);
@@ -101,11 +101,12 @@ class LocalRunner:
         return job.commit(self.store, frames, segments)
 
 
-def clips_table(store: OutputStore, clips: list[Clip]) -> pa.Table:
+def clips_table(store: OutputStore, clips: list[Clip], ledger: Ledger | None = None) -> pa.Table:
+    """``clips.parquet``: each clip with its status record (from ``ledger``, else read in bulk)."""
+    ledger = ledger or Ledger.read(store, [c.clip_id for c in clips])
     rows: dict[str, list[Any]] = {name: [] for name in schema.CLIPS.names}
     for clip in clips:
-        rel = f"status/{clip.clip_id}.json"
-        st = store.read_json(rel) if store.exists(rel) else {"status": "pending"}
+        st = ledger.statuses.get(clip.clip_id) or {"status": "pending"}
         rec = {"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes, "phase": clip.phase,
                "status": st.get("status"), "error": st.get("error"), "attempts": st.get("attempts", 0),
                "duration_s": st.get("duration_s"), "source_fps": st.get("source_fps"),
@@ -115,6 +116,22 @@ def clips_table(store: OutputStore, clips: list[Clip]) -> pa.Table:
         for k in rows:
             rows[k].append(rec[k])
     return schema.table(rows, schema.CLIPS)
+
+
+COMPACT_FROM = 256  # per-clip files in a folder from which a run compacts it; fewer stay one file per clip
+
+
+def compact_outputs(store: OutputStore, min_files: int = COMPACT_FROM) -> dict[str, int]:
+    """Per-clip ``frames/`` and ``segments/`` files merged into parts of ~128 MB after the stream
+    (:func:`handclust.storage.compact_clip_tables`) once a folder holds ``min_files`` of them;
+    returns how many files each folder merged (0: left as they are)."""
+    from handclust.storage import PART_PREFIX, compact_clip_tables
+
+    merged = {}
+    for d, tbl_schema in (("segments", schema.SEGMENTS), ("frames", schema.FRAMES)):
+        singles = sum(1 for n in store.list(d, ".parquet") if not n.startswith(PART_PREFIX))
+        merged[d] = compact_clip_tables(store, d, tbl_schema) if singles >= min_files else 0
+    return merged
 
 
 def versions() -> dict[str, str]:
@@ -146,19 +163,29 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         runner = LocalRunner(cfg, store, prog)
     t0 = time.perf_counter()
     try:
+        # Removed or replaced clips' files go aside (and returning ones come back) before the ledger is
+        # read, so that the ledger sees the folders as this run will use them.
         keep_only_these_clips(store, clips, prog)
-        todo = [c for c in clips if not runner.is_done(c)]
+        # One ledger (statuses and tables read in bulk) instead of four requests per clip.
+        ledger = Ledger.read(store, [c.clip_id for c in clips])
+        todo = [c for c in clips if not runner.is_done(c, ledger)]
         if len(todo) < len(clips):
             prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
         if cfg.runner == "ray":
-            runner.process_clips(todo)
+            runner.process_clips(todo, ledger)
         else:
             for i, clip in enumerate(todo, 1):
                 prog.say(f"[{i}/{len(todo)}] {clip.path}")
                 runner.process_clip(clip)
         timings["features_and_segments"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         clips_tbl = clips_table(store, clips)
         store.write_table("clips.parquet", clips_tbl)
+        if todo:
+            merged = compact_outputs(store, COMPACT_FROM)  # read here: a test may lower it
+            if any(merged.values()):
+                prog.say(f"compacted {merged['segments']} segment and {merged['frames']} frame files into parts")
+        timings["clips_table_and_compaction"] = time.perf_counter() - t0
     except BaseException:
         release_runner(runner)
         raise

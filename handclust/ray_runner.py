@@ -53,7 +53,7 @@ import numpy as np
 import ray
 
 from handclust import modalities
-from handclust.clip_job import RUN_ERRORS, ClipJob, is_committed, status_rel
+from handclust.clip_job import RUN_ERRORS, ClipJob, Ledger, is_committed, status_rel
 from handclust.config import ConfigError, RunConfig
 from handclust.footage import Clip
 from handclust.plan import (
@@ -110,7 +110,7 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
         clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
         attempts, failures = int(rec["attempts"]), int(rec.get("failures", 0))
         rel = status_rel(clip.clip_id)
-        on_disk = store.read_json(rel) if store.exists(rel) else {}
+        on_disk = store.read_json_or(rel, {})  # one request, not exists + read
         if run_id and on_disk.get("run_id") == run_id and on_disk.get("status") == "running":
             # Ray is retrying this task: the worker of the previous attempt in this run died with this clip.
             attempts, failures = int(on_disk.get("attempts", attempts)), int(on_disk.get("failures", failures)) + 1
@@ -317,12 +317,13 @@ class RayRunner:
         rel = status_rel(clip.clip_id)
         return self.store.read_json(rel) if self.store.exists(rel) else {}
 
-    def is_done(self, clip: Clip) -> bool:
-        """Finished with this feature config, or quarantined (a bad file stays bad)."""
-        st = self._status(clip)
+    def is_done(self, clip: Clip, ledger: Ledger | None = None) -> bool:
+        """Finished with this feature config, or quarantined (a bad file stays bad). ``ledger``: the
+        statuses and tables read in bulk (:class:`~handclust.clip_job.Ledger`)."""
+        st = ledger.status(clip.clip_id) if ledger is not None else self._status(clip)
         if st.get("status") == "quarantined":
             return True
-        return is_committed(self.store, clip, self.fingerprint)
+        return is_committed(self.store, clip, self.fingerprint, ledger)
 
     @staticmethod
     def _failures(st: dict[str, Any]) -> int:
@@ -343,8 +344,9 @@ class RayRunner:
     def process_clip(self, clip: Clip) -> dict[str, Any]:
         return self.process_clips([clip])[0]
 
-    def process_clips(self, clips: list[Clip]) -> list[dict[str, Any]]:
+    def process_clips(self, clips: list[Clip], ledger: Ledger | None = None) -> list[dict[str, Any]]:
         """Process ``clips`` (those not done) in one Ray Data pipeline; returns their status records.
+        ``ledger``: their statuses as read in bulk before (else read here, in bulk).
 
         Raises :class:`~handclust.result.RunnerError` when Ray cannot start or fails mid-run; clips
         it was processing are then recorded as errors that do not count against them.
@@ -354,8 +356,9 @@ class RayRunner:
         max_attempts = self.cfg.ray.max_attempts
         run_id = uuid.uuid4().hex[:12]
         items = []
+        ledger = ledger or Ledger.read(self.store, [c.clip_id for c in clips])
         for clip in clips:
-            st = self._status(clip)
+            st = dict(ledger.status(clip.clip_id))
             same = st.get("fingerprint") == self.fingerprint
             attempts = int(st.get("attempts", 0)) if same else 0
             failures = self._failures(st) if same else 0
@@ -383,8 +386,9 @@ class RayRunner:
                 cause = died or f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
                 message = (f"Ray failed mid-run ({cause}); the clips it was processing are recorded as interrupted, "
                            "which does not count against them: rerun the same command to resume")
+                now = Ledger.read(self.store, [c.clip_id for c in clips])
                 for clip in clips:
-                    st = self._status(clip)
+                    st = dict(now.status(clip.clip_id))
                     if st.get("status") == "running" and st.get("run_id") == run_id:
                         st.update(status="interrupted", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
                         self.store.write_json(status_rel(clip.clip_id), st)
@@ -398,13 +402,15 @@ class RayRunner:
                     else:
                         ray.shutdown()
         todo = {json.loads(it["clip"])["clip_id"] for it in items}
-        return [self._settle(clip, run_id, clip.clip_id in todo) for clip in clips]
+        now = Ledger.read(self.store, [c.clip_id for c in clips])  # one bulk read, not two requests per clip
+        return [self._settle(clip, run_id, clip.clip_id in todo, now.status(clip.clip_id)) for clip in clips]
 
-    def _settle(self, clip: Clip, run_id: str, todo: bool) -> dict[str, Any]:
+    def _settle(self, clip: Clip, run_id: str, todo: bool, st: dict[str, Any] | None = None) -> dict[str, Any]:
         """The clip's final status after its wave (or the run) ended normally: a clip this run was to
         do but did not finish is recorded as an error (its worker died past Ray's retries); quarantines
-        a clip that failed ``ray.max_attempts`` times. Settling a clip twice changes nothing."""
-        st = self._status(clip)
+        a clip that failed ``ray.max_attempts`` times. Settling a clip twice changes nothing. ``st``:
+        its status record as just read in bulk (else read here)."""
+        st = dict(st) if st is not None else self._status(clip)
         if todo and (st.get("run_id") != run_id or st.get("status") == "running"):
             # The run ended normally without this clip (it may have died before recording itself):
             # its worker died past Ray's retries.
@@ -494,10 +500,11 @@ class RayRunner:
             if size < len(items):
                 self.progress.say(f"ray: wave {w}: clips {done + 1}-{done + len(wave)} of {len(items)}")
             self._run(wave, run_id)
-            for item in wave:  # the clips that did not reach a commit: decode errors, dead workers
-                rec = json.loads(item["clip"])
+            recs = [json.loads(item["clip"]) for item in wave]
+            now = Ledger.read(self.store, [r["clip_id"] for r in recs])  # the wave's statuses in one bulk read
+            for rec in recs:  # the clips that did not reach a commit: decode errors, dead workers
                 clip = Clip(rec["clip_id"], rec["path"], int(rec["size_bytes"]), rec["phase"])
-                self._say_clip(self._settle(clip, run_id, True))
+                self._say_clip(self._settle(clip, run_id, True, now.status(clip.clip_id)))
             done += len(wave)
             self.progress.say(f"ray: {f'wave {w} ' if size < len(items) else ''}committed: {done}/{len(items)} clips "
                               f"({', '.join(f'{v} {k}' for k, v in sorted(self._counts.items()))}) in {time.time() - t0:.0f} s")

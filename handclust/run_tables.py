@@ -15,13 +15,15 @@ from handclust.storage import OutputStore
 DONE_STATES = ("ok", "partial")  # a clip in one of these has frames and segments to use
 
 
-def ok_segments(store: OutputStore, clips_tbl: pa.Table) -> pa.Table:
+def ok_segments(store: OutputStore, clips_tbl: pa.Table, columns: list[str] | None = None) -> pa.Table:
     """The segments of every clip whose status is ``ok`` or ``partial``, in :func:`clip_order` and
-    segment index order."""
-    seg = store.read_dataset("segments", schema.SEGMENTS)
+    segment index order; ``columns`` only, when given (``clip_id`` and ``seg_idx`` always)."""
     ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(DONE_STATES))
     ids = clips_tbl.filter(ok).column("clip_id")
-    seg = seg.filter(pc.is_in(seg.column("clip_id"), value_set=ids))
+    if columns is not None:
+        columns = list(dict.fromkeys(["clip_id", "seg_idx", *columns]))
+    # One parallel dataset read of the done clips' files and parts, not a request per file in turn.
+    seg = store.read_dataset("segments", schema.SEGMENTS, columns=columns, clip_ids=ids.to_pylist())
     rank = pc.index_in(seg.column("clip_id"), value_set=pa.array(clip_order(clips_tbl), pa.string()))
     return seg.append_column("_rank", rank).sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
 
@@ -38,6 +40,7 @@ def clip_order(clips_tbl: pa.Table) -> list[str]:
 # The files kept per clip, as (folder, suffix); the file name is the clip id.
 PER_CLIP_FILES = (("status", ".json"), ("frames", ".parquet"), ("segments", ".parquet"), ("timelines", ".json"),
                   ("timelines", ".png"))
+COMPACTED = ("frames", "segments")  # folders a large run compacts into part-*.parquet
 SET_ASIDE = ".removed"  # hidden: pandas/pyarrow datasets and `OUT/segments/*.parquet` globs never read it
 _CLIP_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -49,14 +52,20 @@ def set_aside_other_clips(store: OutputStore, keep: set[str]) -> list[str]:
     Moved aside rather than deleted: a clip that comes back unchanged (a folder unmounted for one
     run, a manifest edited by mistake) is restored by :func:`restore_clips` instead of decoded again.
     """
+    from handclust.storage import take_clips_out_of_parts
+
     moved: set[str] = set()
     for folder, suffix in PER_CLIP_FILES:
+        own: set[str] = set()
         for name in store.list(folder, suffix):
             cid = name[: -len(suffix)]
             if cid in keep or not _CLIP_ID.fullmatch(cid):  # timelines/timelines.png is the run's, not a clip's
                 continue
             store.move(f"{folder}/{name}", f"{SET_ASIDE}/{folder}/{name}")
-            moved.add(cid)
+            own.add(cid)
+        if folder in COMPACTED:  # after compaction a clip's rows may sit in a part, not in a file of its own
+            own |= take_clips_out_of_parts(store, folder, keep, f"{SET_ASIDE}/{folder}", own_moved=own)
+        moved |= own
     return sorted(moved)
 
 

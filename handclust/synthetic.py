@@ -468,3 +468,53 @@ def planted_segment_descriptors(n_segments: int, n_activities: int, seed: int = 
             x += looks[clip_idx]
         out[name] = x.astype(np.float32)
     return out, clip_ids, activity
+
+
+DEFAULT_WIDTHS = {"scene": 135, "motion": 52, "ego": 16, "rhythm": 8, "pose": 17}  # the default config's desc_* widths
+GPU_JOB_WIDTHS = {"scene": 768, "motion": 52, "ego": 16, "rhythm": 8, "video": 1024, "pose": 17}  # cluster_configs/job.yaml
+
+
+def planted_segments_table(n_segments: int, n_clips: int, n_activities: int = 12, widths: Mapping[str, int] | None = None,
+                           seed: int = 0, segment_s: float = 4.0, mean_bout: float = 5.0,
+                           ) -> tuple[pa.Table, npt.NDArray[np.int64]]:
+    """A segments table with the real schema (:data:`handclust.schema.SEGMENTS`) and planted
+    activities, for scale benchmarks and tests of the post-stream path: ``n_clips`` clips of about
+    equal length, rows of a clip in time order, bouts of one activity (geometric, mean ``mean_bout``
+    segments), each descriptor its activity's centre + noise + a per-clip style offset; ``widths``
+    per modality (default :data:`DEFAULT_WIDTHS`; modalities not registered are left out).
+
+    Returns the table (clips in id order) and the true activity per row ``(n_segments,)``.
+    """
+    widths = {m: d for m, d in (widths or DEFAULT_WIDTHS).items() if m in schema.MODALITY_COLUMNS}
+    rng = np.random.default_rng(seed)
+    per_clip = np.full(n_clips, n_segments // n_clips)
+    per_clip[: n_segments % n_clips] += 1
+    clip_idx = np.repeat(np.arange(n_clips), per_clip)
+    seg_idx = np.concatenate([np.arange(k) for k in per_clip]).astype(np.int32)
+    # Bouts: an activity switch with probability 1 / mean_bout at each segment; clips start afresh.
+    switch = (rng.random(n_segments) < 1.0 / mean_bout) | (seg_idx == 0)
+    truth = rng.integers(0, n_activities, int(switch.sum()))[np.cumsum(switch) - 1].astype(np.int64)
+    cols: dict[str, Any] = {}
+    for m, (name, d) in enumerate(widths.items()):
+        centres = np.random.default_rng([seed, m]).normal(0.0, 1.0, (n_activities, d)).astype(np.float32)
+        style = np.random.default_rng([seed, m, 1]).normal(0.0, 0.5, (n_clips, d)).astype(np.float32)
+        x = rng.standard_normal((n_segments, d), dtype=np.float32)
+        x += centres[truth]
+        x += style[clip_idx]
+        if name == "pose":
+            x[:, 0] = np.abs(x[:, 0])  # observed rate > 0: every segment saw a hand
+        cols[schema.MODALITY_COLUMNS[name]] = x
+    ids = np.array([f"{c:016x}" for c in range(n_clips)], dtype=object)
+    fps_frames = 2 * segment_s  # 2 fps sampling
+    n = n_segments
+    cols.update({
+        "clip_id": ids[clip_idx], "segment_id": [f"{ids[c]}-{i:05d}" for c, i in zip(clip_idx.tolist(), seg_idx.tolist())],
+        "seg_idx": seg_idx, "frame_start": (seg_idx * fps_frames).astype(np.int32), "frame_end": ((seg_idx + 1) * fps_frames).astype(np.int32),
+        "t_start": seg_idx * segment_s, "t_end": (seg_idx + 1) * segment_s, "boundary_detectors": np.full(n, "motion", object),
+        "boundary_score": np.ones(n, np.float32), "rhythm_period_s": np.full(n, np.nan, np.float32),
+        "rhythm_strength": np.zeros(n, np.float32), "ssm_period_s": np.full(n, np.nan, np.float32),
+        "flow_period_s": np.full(n, np.nan, np.float32), "repetition_period_s": np.full(n, np.nan, np.float32),
+        "unmeasured": [[] for _ in range(n)], "hand_looked": np.zeros(n, np.int32), "hand_detected": np.zeros(n, np.int32),
+        "hand_propagated": np.zeros(n, np.int32),
+    })
+    return schema.table({k: v for k, v in cols.items() if k in schema.SEGMENTS.names}, schema.SEGMENTS), truth

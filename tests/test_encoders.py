@@ -329,7 +329,11 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
         # Random tiny encoders on two short clips: a small fixed cluster size keeps k > 0 on any
         # machine's float rounding, so the per-activity tool lists below have clusters to describe.
         "cluster.min_cluster_size=3"])
-    seg = result.segments
+    # result.segments holds what the driver reads after clustering (no descriptors, issue 22): the stored ones.
+    from handclust.storage import OutputStore
+
+    seg = OutputStore(out).read_dataset("segments", schema.SEGMENTS)
+    assert seg.num_rows == result.segments.num_rows > 0
     assert result.summary["activities"] > 0, json.dumps(result.summary, default=str)
     n_prompts = 16  # the default masonry prompts
     assert schema.vectors(seg, "desc_video").shape == (seg.num_rows, 32)

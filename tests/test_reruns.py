@@ -103,6 +103,42 @@ def test_replaced_and_removed_clips_leave_the_run(tmp_path: Path):
     assert set(pd.read_parquet(out / "clusters.parquet").clip_id) == set(clips.clip_id) == _ids(out / "segments")
 
 
+@pytest.mark.slow
+def test_a_removed_clip_leaves_a_compacted_run_and_comes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With segments/ and frames/ compacted into parts (as a large run leaves them; the threshold lowered
+    here), a removed clip's rows leave the folder globs and come back, undecoded, when the clip does."""
+    from handclust import discover, pipeline
+
+    monkeypatch.setattr(pipeline, "COMPACT_FROM", 1)
+    footage, out = tmp_path / "footage", tmp_path / "out"
+    footage.mkdir()
+    for i, phase in enumerate(["production", "prep", "transit"]):
+        _render(footage / f"{i:02d}_{phase}.mp4", seed=i, phase=phase)
+    args = {"progress": False, "overrides": ["runner=local", "report.enabled=false", "labels.enabled=false",
+                                             "evaluation.ablations=false"]}
+    discover(footage, out=out, **args)
+    assert not _ids(out / "segments") - {p.stem for p in (out / "segments").glob("part-*.parquet")}  # compacted
+    before = pd.read_parquet(out / "segments")
+
+    shutil.move(footage / "02_transit.mp4", tmp_path / "02_transit.mp4")
+    discover(footage, out=out, **args)
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert len(clips) == 2
+    for folder in ("segments", "frames"):
+        assert set(pd.read_parquet(out / folder).clip_id) == set(clips.clip_id), folder
+    assert set(pd.read_parquet(out / "clusters.parquet").clip_id) == set(clips.clip_id)
+    gone = (set(before.clip_id) - set(clips.clip_id)).pop()
+    assert (out / ".removed" / "segments" / f"{gone}.parquet").exists()
+
+    shutil.move(tmp_path / "02_transit.mp4", footage / "02_transit.mp4")
+    discover(footage, out=out, **args)
+    clips = pd.read_parquet(out / "clips.parquet")
+    back = clips[clips.clip_id == gone].iloc[0]
+    assert back.status == "ok" and back.attempts == 1  # restored, not decoded again
+    assert sorted(pd.read_parquet(out / "segments").segment_id) == sorted(before.segment_id)
+    assert set(pd.read_parquet(out / "clusters.parquet").clip_id) == set(before.clip_id)
+
+
 def test_output_folders_inside_the_footage_are_not_footage(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """A run's reel (and a lock-held folder being written) under the footage folder is skipped, and said so."""
     from handclust.footage import FootageError

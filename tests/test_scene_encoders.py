@@ -200,7 +200,11 @@ def test_default_run_embeds_with_efficientnet_holds_between_and_records_why(shor
     last = idx - idx % 5  # every row holds the vector of the last embedded row (frame_idx % 5 == 0)
     np.testing.assert_array_equal(emb, emb[np.searchsorted(idx, last)])
     assert len(np.unique(emb, axis=0)) == len(np.unique(last))  # one vector per embedded frame
-    seg = result.segments
+    # result.segments holds what the driver reads after clustering (no descriptors, issue 22): the stored ones.
+    from handclust.storage import OutputStore
+
+    seg = OutputStore(out).read_dataset("segments", schema.SEGMENTS)
+    assert seg.num_rows == result.segments.num_rows > 0
     assert schema.vectors(seg, "desc_scene").shape == (seg.num_rows, 1280)
     for part in (out / "segments").glob("*.parquet"):
         assert pq.read_schema(part).equals(schema.SEGMENTS, check_metadata=False)

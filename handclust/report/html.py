@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from handclust import modalities
+from handclust import modalities, schema
 from handclust.colours import activity_colour
 from handclust.progress import Progress
 from handclust.report import plots, reel
@@ -279,13 +279,23 @@ def clip_sections_html(data: RunData, progress: Progress) -> tuple[Markup, Marku
     ok = data.ok_clips
     shown = ok.head(MAX_CLIPS)
     clips = []
+    by_clip: dict[str, pd.DataFrame] = {}
+    try:  # the shown clips' frames in one read (per-clip files or compacted parts)
+        frames_all = data.store.read_dataset("frames", schema.FRAMES, columns=["clip_id", "frame_idx", "t", "flow_mag_mean", "scene_embedding"],
+                                             clip_ids=[str(c) for c in shown.clip_id]).to_pandas()
+        by_clip = {str(c): g.sort_values("frame_idx").drop(columns=["clip_id", "frame_idx"]).reset_index(drop=True)
+                   for c, g in frames_all.groupby("clip_id", sort=False)}
+    except Exception as exc:  # each clip then says its frames are missing
+        log.warning("report: frames/ could not be read: %s", exc)
     for i, clip in enumerate(shown.itertuples(index=False), 1):
         clip_s = pd.Series(clip._asdict())
         c = {"name": clip.name, "strip": plots.timeline_figure(data, clip_s), "signals": None, "error": None,
              "title": render("clip_title.html.j2", name=clip.name, phase=clip.phase, seconds=fmt(clip.duration_s, ".0f"),
                              partial=clip.status == "partial")}
         try:
-            frames = data.store.read_table(f"frames/{clip.clip_id}.parquet").select(["t", "flow_mag_mean", "scene_embedding"]).to_pandas()
+            if str(clip.clip_id) not in by_clip:
+                raise FileNotFoundError("no frames of this clip in frames/")
+            frames = by_clip[str(clip.clip_id)]
             c["signals"] = plots.clip_signal_figure(data, clip_s, frames)
         except Exception as exc:  # one clip's missing frames table must not cost the report
             c["error"] = f"frames/{clip.clip_id}.parquet: {exc}"
