@@ -287,7 +287,11 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
         coarse, parent = clustering.activity.copy(), ref.parent
         clustering = replace(clustering, labels=np.where(clustering.labels >= 0, ref.fine, -1).astype(np.int32),
                              activity=ref.fine, reason=clustering.reason + "; " + ref.reason)
-    if cfg.refine == "kmeans":
+    # A clusterer the caller passed in decides the partition itself: k-means does not redo it.
+    own_clusterer = resolved.reasons.get("hdbscan", "").endswith("passed in by the caller")
+    if cfg.refine == "kmeans" and own_clusterer:
+        clustering.reason += "; no k-means refinement: the clusterer was passed in by the caller"
+    elif cfg.refine == "kmeans":
         act, moved, why = kmeans_refine(fused, clustering.activity, cfg.seed)
         if moved:
             clustering = replace(clustering, activity=act, labels=np.where(clustering.labels >= 0, act, -1).astype(np.int32),
