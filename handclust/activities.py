@@ -155,10 +155,21 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
     if where != "ray_task":
         grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus, given)
         return grouping, xy, backend, took, "driver"
+    (grouping, xy, backend, took, node), cluster, cpus = _in_gpu_task(
+        cfg, _group_and_map, lambda threads: (modalities, clip_ids, durations, cfg, measured, threads, given))
+    return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
+
+
+def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any) -> tuple[Any, str, int]:
+    """``fn(*args(cpus))`` as one Ray task asking for ``cluster.num_gpus`` GPUs and ``cluster.num_cpus``
+    (default 4) CPUs, on the cluster ``cfg.ray`` names (or a local instance). Without enough GPUs: a
+    config error on a local instance, a warning while a named cluster's autoscaler adds one.
+    Returns the task's result, the cluster in words and the CPUs asked for."""
     import ray
 
     from handclust.ray_connect import connect
 
+    cc = cfg.cluster
     cpus = cc.num_cpus or 4
     started, cluster = connect(cfg.ray)
     try:
@@ -170,12 +181,12 @@ def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[n
                 log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
             else:
                 raise ConfigError(msg)
-        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(_group_and_map)
-        grouping, xy, backend, took, node = ray.get(task.remote(modalities, clip_ids, durations, cfg, measured, cpus, given))
+        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(fn)
+        result = ray.get(task.remote(*args(cpus)))
     finally:
         if started:
             ray.shutdown()
-    return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
+    return result, cluster, cpus
 
 
 CHECKPOINT = f"{MODEL_DIR}/clustering.json"  # written last by the clustering step: its tables are complete
@@ -292,26 +303,7 @@ def run_clustering(where: str, cfg: RunConfig, store: OutputStore, clips_tbl: pa
     out = store.uri if "://" in store.uri else store.root
     if where != "ray_task":
         return cluster_and_save(out, cfg, clips_tbl, key, cc.num_cpus, given), "driver"
-    import ray
-
-    from handclust.ray_connect import connect
-
-    cpus = cc.num_cpus or 4
-    started, cluster = connect(cfg.ray)
-    try:
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        if gpus < cc.num_gpus:
-            msg = (f"the clustering task asks for cluster.num_gpus={cc.num_gpus:g} GPU(s) but {cluster} has {gpus:g}; "
-                   "set cluster.backend=cpu (or cluster.where=driver) to cluster without one")
-            if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-                log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
-            else:
-                raise ConfigError(msg)
-        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(cluster_and_save)
-        ck = ray.get(task.remote(out, cfg, clips_tbl, key, cpus, given))
-    finally:
-        if started:
-            ray.shutdown()
+    ck, cluster, cpus = _in_gpu_task(cfg, cluster_and_save, lambda threads: (out, cfg, clips_tbl, key, threads, given))
     return ck, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {ck['node']} of {cluster}"
 
 
