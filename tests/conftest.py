@@ -111,3 +111,31 @@ def _fail_on_error_logs(caplog: pytest.LogCaptureFixture):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch):
+    """A real S3 API on loopback (moto's server; moto is in the [dev] extra, so this never skips), with
+    the credentials and endpoint set as a user of an S3-compatible store sets them (Ray workers a test
+    starts inherit them). ``s3_bucket(name)`` creates the bucket and returns ``s3://name``."""
+    import socket
+
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(k, v)
+
+    def make(bucket: str) -> str:
+        fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}/?allow_bucket_creation=true")
+        fs.create_dir(bucket)
+        return f"s3://{bucket}"
+
+    yield make
+    server.stop()

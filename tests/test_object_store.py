@@ -6,7 +6,6 @@ files ``assign`` needs and the report must land there, and a rerun must resume f
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,26 +16,12 @@ import pytest
 
 from handclust import discover
 
-moto_server = pytest.importorskip("moto.server")
-
 
 @pytest.fixture
-def s3_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    # Dummy credentials (moto accepts any) and the endpoint, as a user of an S3-compatible store
-    # sets them; Ray workers started by the run inherit them.
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                 "HANDCLUST_CACHE_DIR": str(tmp_path / "clip-cache")}.items():
-        monkeypatch.setenv(k, v)
-    fs, _ = pafs.FileSystem.from_uri("s3://handclust-test/?allow_bucket_creation=true")
-    fs.create_dir("handclust-test")
-    yield lambda prefix: f"s3://handclust-test/{prefix}"
-    server.stop()
+def s3_uri(s3_bucket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("HANDCLUST_CACHE_DIR", str(tmp_path / "clip-cache"))
+    root = s3_bucket("handclust-test")
+    yield lambda prefix: f"{root}/{prefix}"
 
 
 def _files(uri: str) -> dict[str, int]:

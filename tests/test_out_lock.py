@@ -117,22 +117,9 @@ def test_heartbeat_keeps_a_long_command_holding(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.fixture
-def s3_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    moto_server = pytest.importorskip("moto.server")
-    import pyarrow.fs as pafs
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-        monkeypatch.setenv(k, v)
-    fs, _ = pafs.FileSystem.from_uri("s3://handclust-lock/?allow_bucket_creation=true")
-    fs.create_dir("handclust-lock")
-    yield lambda prefix: f"s3://handclust-lock/{prefix}"
-    server.stop()
+def s3_uri(s3_bucket):
+    root = s3_bucket("handclust-lock")
+    return lambda prefix: f"{root}/{prefix}"
 
 
 def test_lock_on_s3(s3_uri):

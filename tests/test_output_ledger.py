@@ -107,38 +107,18 @@ def test_a_clip_processed_again_after_compaction_replaces_its_rows(tmp_path):
     assert len(holders) == 1 and all((tmp_path / "segments" / p).exists() for p in index)
 
 
-def test_ledger_and_compaction_on_an_object_store(monkeypatch, tmp_path):
+def test_ledger_and_compaction_on_an_object_store(s3_bucket):
     """The same on a real S3 API (moto's server on loopback), where every request is a round trip."""
-    import pytest
-
-    moto_server = pytest.importorskip("moto.server")
-    import socket
-
-    import pyarrow.fs as pafs
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                     "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-            monkeypatch.setenv(k, v)
-        fs, _ = pafs.FileSystem.from_uri("s3://handclust-ledger/?allow_bucket_creation=true")
-        fs.create_dir("handclust-ledger")
-        store = OutputStore("s3://handclust-ledger/run")
-        assert store.read_json_or("status/none.json", {}) == {}  # a missing object is "none", in one request
-        clips, _ = write_run(store, n_segments=240, n_clips=12)
-        tbl = clips_table(store, clips)
-        before = ok_segments(store, tbl)
-        assert compact_outputs(store, min_files=1) == {"segments": 12, "frames": 12}
-        assert ok_segments(store, tbl).equals(before)
-        assert all(n.startswith("part-") for n in store.list("segments", ".parquet"))
-        ledger = Ledger.read(store)
-        assert all(is_committed(store, c, FP, ledger) for c in clips)
-    finally:
-        server.stop()
+    store = OutputStore(f"{s3_bucket('handclust-ledger')}/run")
+    assert store.read_json_or("status/none.json", {}) == {}  # a missing object is "none", in one request
+    clips, _ = write_run(store, n_segments=240, n_clips=12)
+    tbl = clips_table(store, clips)
+    before = ok_segments(store, tbl)
+    assert compact_outputs(store, min_files=1) == {"segments": 12, "frames": 12}
+    assert ok_segments(store, tbl).equals(before)
+    assert all(n.startswith("part-") for n in store.list("segments", ".parquet"))
+    ledger = Ledger.read(store)
+    assert all(is_committed(store, c, FP, ledger) for c in clips)
 
 
 def test_a_removed_clip_leaves_the_compacted_parts_and_comes_back(tmp_path):
