@@ -183,6 +183,7 @@ def main() -> None:
     import tempfile
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="handclust-scale-")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, object]]] = {"default": [], "gpu": []}
 
     def write() -> dict[str, object]:
