@@ -24,10 +24,10 @@ import numpy as np
 
 CHILD = """
 import json, resource, sys, time, tracemalloc
-from handclust.clustering import cluster_segments, fuse
+from handclust.core.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
-from handclust.metrics import agreement
-from handclust.synthetic import planted_segment_descriptors
+from handclust.core.metrics import agreement
+from handclust.synthetic.footage_v1 import planted_segment_descriptors
 n, k = int(sys.argv[1]), int(sys.argv[2])
 mods, clip_ids, truth = planted_segment_descriptors(n, k, seed=0)
 cfg = ClusterConfig(backend="cpu")

@@ -73,7 +73,7 @@ def _references(d: Path, n_true_per_video: int) -> list[tuple[str, dict[str, Any
     (the mean number of true labels per video, as the literature gives it) and one segment per video."""
     import sys
 
-    from handclust.metrics import segmentation_scores
+    from handclust.core.metrics import segmentation_scores
     from handclust.segment_features import load_feature_dir
 
     sys.path.insert(0, str(ROOT))
@@ -96,7 +96,7 @@ def features_part(seeds: list[int], person_sd: float = 0.0,
                   variants: dict[str, dict[str, Any]] | None = None, **make: float) -> list[dict[str, Any]]:
     from handclust.config import load_config
     from handclust.segment_features import FEATURE_DEFAULTS, segment_features
-    from handclust.synthetic_features import make_feature_set
+    from handclust.synthetic.features import make_feature_set
 
     rows = []
     for seed in seeds:
@@ -147,7 +147,7 @@ def _median_run_s(run: Path) -> float:
 def _trade_nmi(run: Path) -> float | None:
     import pandas as pd
 
-    from handclust.metrics import agreement
+    from handclust.core.metrics import agreement
 
     clips = pd.read_parquet(run / "clips.parquet")
     clusters = pd.read_parquet(run / "clusters.parquet")
@@ -161,7 +161,7 @@ def _trade_nmi(run: Path) -> float | None:
 def footage_part(seeds: list[int], clips: int, minutes: float) -> list[dict[str, Any]]:
     from handclust import discover
     from handclust.config import load_config
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     rows = []
     for seed in seeds:
@@ -211,7 +211,7 @@ def helmet_part(seeds: list[int], minutes: float = 6.7) -> list[dict[str, Any]]:
 
     from handclust import discover
     from handclust.config import load_config
-    from handclust.synthetic_v2 import ClipSpec, make_sample_footage_v2
+    from handclust.synthetic.footage_v2 import ClipSpec, make_sample_footage_v2
 
     rows = []
     for seed in seeds:

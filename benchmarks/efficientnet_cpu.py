@@ -67,10 +67,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from handclust.config import load_config
-    from handclust.encoders.efficientnet import CPU_BATCH, EfficientNetFrameEncoder
-    from handclust.features.scene import HistogramSceneEncoder, hold_scene_embedding, scene_step
-    from handclust.synthetic import render_clip
-    from handclust.video import open_video
+    from handclust.io.video import open_video
+    from handclust.modalities.encoders.efficientnet import CPU_BATCH, EfficientNetFrameEncoder
+    from handclust.modalities.features.scene import HistogramSceneEncoder, hold_scene_embedding, scene_step
+    from handclust.synthetic.footage_v1 import render_clip
 
     cfg = load_config(None, ["progress=false"])
     d = cfg.decode
@@ -136,9 +136,9 @@ def main() -> None:
         cos.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
 
     result = {
-        "what": "EfficientNet-Lite0 scene encoder (handclust.encoders.efficientnet) on CPU, one thread; the histogram "
+        "what": "EfficientNet-Lite0 scene encoder (handclust.modalities.encoders.efficientnet) on CPU, one thread; the histogram "
                 "descriptor on the same frames. Synthetic frames (a rendered clip, decoded as a run decodes), real weights.",
-        "data": "synthetic (handclust.synthetic.render_clip); cost does not depend on the pixels",
+        "data": "synthetic (handclust.synthetic.footage_v1.render_clip); cost does not depend on the pixels",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "load_average_before": load_before,

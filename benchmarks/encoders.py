@@ -85,7 +85,7 @@ def save_owlv2(root: Path) -> Path:
 
 
 def window_s(cfg: Any) -> float:
-    from handclust.encoders.vjepa2 import window_seconds
+    from handclust.modalities.encoders.vjepa2 import window_seconds
 
     return window_seconds(cfg.video, cfg.decode.sample_fps)
 
@@ -122,10 +122,10 @@ def main() -> None:
     import transformers
 
     from handclust.config import load_config
-    from handclust.encoders.device import dtype_name, resolve_dtype
-    from handclust.encoders.dinov2 import DinoFrameEncoder
-    from handclust.encoders.owlv2 import OwlToolPresence
-    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input
+    from handclust.modalities.encoders.device import dtype_name, resolve_dtype
+    from handclust.modalities.encoders.dinov2 import DinoFrameEncoder
+    from handclust.modalities.encoders.owlv2 import OwlToolPresence
+    from handclust.modalities.encoders.vjepa2 import VJEPAWindowEncoder, model_input
 
     load0 = os.getloadavg()[0]  # other work on the machine slows every number below; recorded with them
     dtype = dtype_name(resolve_dtype(args.dtype, args.device, "--dtype"))

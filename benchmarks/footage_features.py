@@ -50,7 +50,7 @@ def make_set(seed: int, clips: int, minutes: float, dim: int = 64) -> tuple[Path
     """Render footage, run the frame stages, write ``features/<clip>.npy`` and ``groundTruth/<clip>.txt``."""
     from handclust import discover
     from handclust.config import load_config
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     footage = make_sample_footage(tempfile.mkdtemp(prefix="hc-ff-foot-"), n_clips=clips, minutes=minutes, seed=seed,
                                   version=2)
@@ -102,7 +102,7 @@ def cached_set(cache: Path | None, seed: int, clips: int, minutes: float) -> tup
 
 def score(d: Path, fps: float) -> list[dict[str, Any]]:
     from handclust.config import load_config
-    from handclust.metrics import segmentation_scores
+    from handclust.core.metrics import segmentation_scores
     from handclust.segment_features import FEATURE_DEFAULTS, load_feature_dir, segment_features
 
     sys.path.insert(0, str(ROOT))

@@ -104,7 +104,7 @@ class Checker:
 def check_device(gpu_mode: bool) -> dict[str, Any]:
     import torch
 
-    from handclust.encoders.device import cuda_has_bf16, dtype_name, resolve_device, resolve_dtype
+    from handclust.modalities.encoders.device import cuda_has_bf16, dtype_name, resolve_device, resolve_dtype
 
     out: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
     device = resolve_device("auto", "scene.device")
@@ -159,7 +159,7 @@ def check_stack(gpu_mode: bool) -> dict[str, Any]:
 def check_hdbscan(backend: str, n: int) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score
 
-    from handclust.clustering import hdbscan_fit
+    from handclust.core.clustering import hdbscan_fit
 
     x, truth = blobs(n, 16)
     t = time.perf_counter()
@@ -172,7 +172,7 @@ def check_hdbscan(backend: str, n: int) -> dict[str, Any]:
 
 
 def check_umap(backend: str, n: int) -> dict[str, Any]:
-    from handclust.clustering import umap_fit
+    from handclust.core.clustering import umap_fit
 
     x, _ = blobs(n, 32)
     t = time.perf_counter()
@@ -184,7 +184,7 @@ def check_umap(backend: str, n: int) -> dict[str, Any]:
 
 
 def check_knn(backend: str, n: int) -> dict[str, Any]:
-    from handclust.clustering import knn_graph, l2_normalise
+    from handclust.core.clustering import knn_graph, l2_normalise
 
     x = l2_normalise(blobs(n, 64)[0])
     t = time.perf_counter()
@@ -203,8 +203,8 @@ def check_knn(backend: str, n: int) -> dict[str, Any]:
 def check_joint_clustering(backend: str, n: int) -> dict[str, Any]:
     from sklearn.metrics import adjusted_rand_score
 
-    from handclust.clustering import group_segments
     from handclust.config import load_config
+    from handclust.core.clustering import group_segments
 
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 10, n)
@@ -233,9 +233,9 @@ def check_encoders(models: dict[str, Path], device: str, dtype: str, clip: Path)
     import torch
 
     from handclust.config import load_config
-    from handclust.encoders.dinov2 import DinoFrameEncoder
-    from handclust.encoders.owlv2 import OwlToolPresence
-    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input
+    from handclust.modalities.encoders.dinov2 import DinoFrameEncoder
+    from handclust.modalities.encoders.owlv2 import OwlToolPresence
+    from handclust.modalities.encoders.vjepa2 import VJEPAWindowEncoder, model_input
 
     frames = np.random.default_rng(0).integers(0, 256, (32, 180, 320, 3), dtype=np.uint8)
     out: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -287,8 +287,8 @@ def check_encoders_real_size(out_json: Path, device: str) -> dict[str, Any]:
 def check_nvdec(work: Path, gpu: bool) -> dict[str, Any]:
     """decode.hwaccel=cuda on a 720p30 H.264 clip: NVDEC must take it on a GPU (no fallback), give the
     CPU decode's pictures, and its wall and process CPU seconds stand beside CPU PyAV's."""
-    from handclust.synthetic import render_clip
-    from handclust.video import open_video
+    from handclust.io.video import open_video
+    from handclust.synthetic.footage_v1 import render_clip
 
     clip = work / "01_production_nvdec.mp4"
     clip.parent.mkdir(parents=True, exist_ok=True)
@@ -373,7 +373,7 @@ def main() -> int:
     clip = work / "footage" / "01_production_check.mp4"
 
     def prepare() -> dict[str, Any]:
-        from handclust.synthetic import render_clip
+        from handclust.synthetic.footage_v1 import render_clip
 
         models.update(tiny_models(work / "models"))
         clip.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,7 @@ def main() -> int:
             if dtype == "bfloat16":
                 import torch
 
-                from handclust.encoders.device import cuda_has_bf16
+                from handclust.modalities.encoders.device import cuda_has_bf16
 
                 if not cuda_has_bf16(torch.cuda.get_device_capability()):
                     return {"note": "no native bfloat16 on this GPU: dtype auto uses float16, bfloat16 is refused"}

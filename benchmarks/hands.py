@@ -2,12 +2,12 @@
 
 Two measurements, both through the stages a run uses (CPU, one OpenCV thread as in a run):
 
-1. **Cost per sampled frame** of :class:`handclust.features.hands.HandTracks` on a generated
+1. **Cost per sampled frame** of :class:`handclust.modalities.features.hands.HandTracks` on a generated
    clip at the default rate (decode.sample_fps, decode.width, pose.fps, pose.max_age_frames),
    with anchors planted on ``--anchor-rate`` of the looked-at frames (real helmet footage: 3-7 %),
    split into Lucas-Kanade tracking (grey frames handed in from memory) and the re-decode the
    pass does in a run (grey frames read back from the encoded file).
-2. **Coverage before / after** on the sample footage (:mod:`handclust.synthetic`, gloved hands
+2. **Coverage before / after** on the sample footage (:mod:`handclust.synthetic.footage_v1`, gloved hands
    drawn): MediaPipe at pose.fps, then the hand pass, per clip. If MediaPipe finds no anchor there,
    the lift is 0 and the record says so.
 
@@ -36,7 +36,7 @@ def planted_clip(path: Path, n: int, fps: float, size: tuple[int, int], seed: in
     """``n`` frames of a textured scene the camera pans and turns over, written as H.264 at ``fps``."""
     import cv2
 
-    from handclust.synthetic import Mp4Writer
+    from handclust.synthetic.footage_v1 import Mp4Writer
 
     w, h = size
     rng = np.random.default_rng(seed)
@@ -55,11 +55,11 @@ def planted_clip(path: Path, n: int, fps: float, size: tuple[int, int], seed: in
 
 
 def cost_per_frame(cfg: Any, tmp: Path, n: int, anchor_rate: float, repeats: int) -> dict[str, Any]:
-    from handclust.features.hands import HandTracks, grey_frames, needed_frames
-    from handclust.features.keypoints import HAND_POINTS, HAND_SLOT
+    from handclust.io.video import open_video
+    from handclust.modalities.features.hands import HandTracks, grey_frames, needed_frames
+    from handclust.modalities.features.keypoints import HAND_POINTS, HAND_SLOT
     from handclust.pipeline import frame_batches
     from handclust.stages import frame_step
-    from handclust.video import open_video
 
     d, pose = cfg.decode, cfg.pose
     path = tmp / "planted.mp4"
@@ -80,7 +80,7 @@ def cost_per_frame(cfg: Any, tmp: Path, n: int, anchor_rate: float, repeats: int
         rows[k, 0], rows[k, 1:HAND_SLOT] = 0.9, p.ravel()
     source = open_video(path, d.sample_fps, d.width, d.chunk_frames, d.backend)
     frames_cols: dict[str, list[np.ndarray]] = {}
-    from handclust.features.motion import MotionFeatures
+    from handclust.modalities.features.motion import MotionFeatures
 
     motion = MotionFeatures(cfg.flow, d.sample_fps)
     grey: list[np.ndarray] = []
@@ -144,12 +144,12 @@ def cost_per_frame(cfg: Any, tmp: Path, n: int, anchor_rate: float, repeats: int
 
 
 def sample_footage(cfg: Any, tmp: Path, clips: int, minutes: float) -> dict[str, Any]:
-    from handclust.features.hands import hand_coverage
-    from handclust.features.keypoints import HandPoseKeypoints
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.video import open_video
+    from handclust.modalities.features.hands import hand_coverage
+    from handclust.modalities.features.keypoints import HandPoseKeypoints
     from handclust.pipeline import apply_hand_tracks, concat_batches, frame_batches, hand_tracks
-    from handclust.sample_footage import make_sample_footage
-    from handclust.video import open_video
+    from handclust.synthetic.sample import make_sample_footage
 
     d = cfg.decode
     footage = make_sample_footage(tmp / "footage", n_clips=clips, minutes=minutes, seed=3, fps=15.0, size=(640, 360))
@@ -157,7 +157,7 @@ def sample_footage(cfg: Any, tmp: Path, clips: int, minutes: float) -> dict[str,
     keypoints.setup()
     hands = hand_tracks(cfg)
     hands.setup()
-    from handclust.features.motion import MotionFeatures
+    from handclust.modalities.features.motion import MotionFeatures
 
     motion = MotionFeatures(cfg.flow, d.sample_fps)
     per_clip = []
@@ -177,7 +177,7 @@ def sample_footage(cfg: Any, tmp: Path, clips: int, minutes: float) -> dict[str,
         per_clip.append({"clip": Path(clip.path).name, "frames": int(len(frames["t"])), **cov,
                          "first_pass_s": round(first_s, 2), "hand_pass_s": round(status["hands"]["seconds"], 3)})
     anchors = sum(c["detected"] for c in per_clip)
-    return {"footage": f"handclust.synthetic v1, {clips} clips x {minutes:g} min, 640x360 at 15 fps (gloved hands drawn)",
+    return {"footage": f"handclust.synthetic.footage_v1 v1, {clips} clips x {minutes:g} min, 640x360 at 15 fps (gloved hands drawn)",
             "per_clip": per_clip, "anchors_found": anchors,
             "note": ("MediaPipe found no hand on the sample footage's drawn gloves: no anchors, so no lift and no "
                      "re-decode (the pass costs only the compensated-motion arithmetic)") if anchors == 0 else ""}

@@ -23,10 +23,10 @@ CHILD = """
 import resource, sys, time, tracemalloc
 from pathlib import Path
 from handclust.config import load_config
-from handclust.footage import find_clips
+from handclust.io.footage import find_clips
 from handclust.pipeline import LocalRunner
 from handclust.progress import Progress
-from handclust.storage import OutputStore
+from handclust.io.storage import OutputStore
 cfg = load_config(None, ["progress=false"])
 runner = LocalRunner(cfg, OutputStore(sys.argv[2]), Progress(enabled=False))
 runner._setup()
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[0.5, 2.0, 4.0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory_cpu.json")
     args = ap.parse_args()
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     work = Path(tempfile.mkdtemp(prefix="hc-mem-"))
     rows = []

@@ -39,10 +39,10 @@ def one_row(footage: Path, out: Path, wave: int, overrides: list[str]) -> dict[s
     from ray._private import internal_api
 
     from handclust.config import load_config
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
     from handclust.progress import Progress
-    from handclust.ray_runner import RayRunner
-    from handclust.storage import OutputStore
+    from handclust.runtime.ray_runner import RayRunner
 
     cfg = load_config(None, ["runner=ray", "progress=false", "pose.enabled=false", "ray.num_cpus=2",
                              "ray.object_store_memory_mb=1000", "ray.actor_num_cpus=0.3", "decode.width=96",
@@ -95,7 +95,7 @@ def main() -> None:
         print("ROW " + json.dumps(one_row(args.one, args.run_out, args.one_wave, args.set)))
         return
 
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     work = Path(tempfile.mkdtemp(prefix="hc-raymem-"))
     src = work / "source.mp4"

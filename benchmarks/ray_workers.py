@@ -28,11 +28,11 @@ def one_row(n: int, footage: Path, out: Path) -> dict[str, object]:
     """Runs in the pinned child: one Ray instance of ``n`` CPUs over ``footage``."""
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
     from handclust.config import load_config
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
     from handclust.pipeline import frame_stages
     from handclust.progress import Progress
-    from handclust.ray_runner import RayRunner
-    from handclust.storage import OutputStore
+    from handclust.runtime.ray_runner import RayRunner
 
     # Half of each worker's CPU goes to the stage actors (one pool per stage, n actors each), the
     # rest to decode tasks: n * stages * (0.5 / stages) + 0.5 <= n for every n >= 1.
@@ -63,7 +63,7 @@ def main() -> None:
         print("ROW " + json.dumps(one_row(args.one, args.footage, args.out)))
         return
 
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     work = Path(tempfile.mkdtemp(prefix="hc-raybench-"))
     w, h = (int(v) for v in args.size.split("x"))

@@ -157,7 +157,7 @@ def write_feature_dir(root: Path, names: list[str], feats: list[np.ndarray], tru
 
 
 def scores(truths: list[list[str]], preds: list[np.ndarray], names: list[str]) -> dict[str, Any]:
-    from handclust.metrics import segmentation_scores
+    from handclust.core.metrics import segmentation_scores
 
     t = np.concatenate([np.asarray(x, dtype=object) for x in truths])
     p = np.concatenate(preds)
@@ -296,9 +296,9 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-    from handclust.clustering import group_segments
     from handclust.config import load_config
-    from handclust.metrics import segmentation_scores
+    from handclust.core.clustering import group_segments
+    from handclust.core.metrics import segmentation_scores
 
     files = sorted((data / "ikea").glob("*.csv"))
     if quick:
@@ -353,8 +353,8 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
     import pandas as pd
     from sklearn.metrics import adjusted_mutual_info_score
 
-    from handclust.clustering import group_segments
     from handclust.config import load_config
+    from handclust.core.clustering import group_segments
 
     mods: dict[str, np.ndarray] = {}
     base = None

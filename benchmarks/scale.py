@@ -2,7 +2,7 @@
 committed, on synthetic descriptors (data: synthetic, planted activities; not footage).
 
 For each size a fresh subprocess writes a run as the runners leave it (per-clip ``segments/``,
-``frames/`` (4 rows per clip) and ``status/``, via :func:`handclust.synthetic.planted_segments_table`),
+``frames/`` (4 rows per clip) and ``status/``, via :func:`handclust.synthetic.footage_v1.planted_segments_table`),
 then times the steps of the real code path:
 
     ledger          clip_job.Ledger + pipeline.clips_table (statuses read in bulk), clips.parquet
@@ -50,13 +50,13 @@ import pyarrow.compute as pc
 n, n_clips, widths_name, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 from handclust import schema
 from handclust.activities import build_activities
-from handclust.clip_job import Ledger, status_rel
+from handclust.runtime.clip_job import Ledger, status_rel
 from handclust.config import load_config
-from handclust.footage import Clip
+from handclust.io.footage import Clip
 from handclust.pipeline import clips_table, compact_outputs
 from handclust.progress import Progress
-from handclust.storage import OutputStore
-from handclust.synthetic import DEFAULT_WIDTHS, GPU_JOB_WIDTHS, planted_segments_table
+from handclust.io.storage import OutputStore
+from handclust.synthetic.footage_v1 import DEFAULT_WIDTHS, GPU_JOB_WIDTHS, planted_segments_table
 
 def peak_reset():
     with open("/proc/self/clear_refs", "w") as f:
@@ -129,9 +129,9 @@ for k in ("read_segments", "clustering", "map_2d", "write_tables", "ablations", 
     if k in timings:
         steps[k] = {"s": timings[k]}
 steps["activities_total"] = {"s": total_activities, "peak_rss_mib": activities_peak}
-from handclust.report import write_report
+from handclust.reporting.report import write_report
 step("report", lambda: write_report(out, reel=False, progress=False))
-from handclust.metrics import agreement
+from handclust.core.metrics import agreement
 order = np.argsort(np.asarray(res.clusters.column("segment_id").to_pylist(), dtype=object), kind="stable")
 print(json.dumps({"segments": n, "clips": len(clips), "widths": widths_name, "dims": sum(widths.values()),
                   "planted_activities": activities, "k": res.summary.get("activities"),
@@ -191,7 +191,7 @@ def main() -> None:
         result = {
             "what": "the post-stream path (ledger, compaction, clustering step with ablations, evaluation, timelines, report) "
                     "on synthetic planted descriptors; CPU backends; labels off",
-            "data": "synthetic (handclust.synthetic.planted_segments_table), not footage",
+            "data": "synthetic (handclust.synthetic.footage_v1.planted_segments_table), not footage",
             "host": platform.node(), "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M"),
             "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
             "runs": results,

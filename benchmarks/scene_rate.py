@@ -49,11 +49,11 @@ def main() -> None:
     import pandas as pd
 
     from handclust.config import load_config
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
     from handclust.pipeline import LocalRunner
     from handclust.progress import Progress
-    from handclust.sample_footage import make_sample_footage
-    from handclust.storage import OutputStore
+    from handclust.synthetic.sample import make_sample_footage
 
     load_before = list(os.getloadavg())
     results: dict[str, Any] = {}

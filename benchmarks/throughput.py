@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def decode_only(path: Path, backend: str, sample_fps: float, width: int) -> tuple[float, int]:
-    from handclust.video import open_video
+    from handclust.io.video import open_video
 
     t0 = time.perf_counter()
     src = open_video(path, sample_fps=sample_fps, width=width, backend=backend)
@@ -42,10 +42,10 @@ def ceiling(decode_wall_s: float, cpu_s: dict[str, float], n_cpu: int) -> float:
 
 def pipeline_once(clip: Path, overrides: list[str], work: Path) -> tuple[float, dict]:
     from handclust.config import load_config
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
     from handclust.pipeline import LocalRunner
     from handclust.progress import Progress
-    from handclust.storage import OutputStore
 
     cfg = load_config(None, ["progress=false", *overrides])
     runner = LocalRunner(cfg, OutputStore(work / f"run-{time.time_ns()}"), Progress(enabled=False))
@@ -70,13 +70,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from handclust.config import load_config
-    from handclust.features.keypoints import HandPoseKeypoints
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
+    from handclust.io.video import probe
+    from handclust.modalities.features.keypoints import HandPoseKeypoints
     from handclust.pipeline import LocalRunner
     from handclust.progress import Progress
-    from handclust.storage import OutputStore
-    from handclust.synthetic import render_clip
-    from handclust.video import probe
+    from handclust.synthetic.footage_v1 import render_clip
 
     work = Path(tempfile.mkdtemp(prefix="hc-bench-"))
     clip = args.clip
@@ -88,7 +88,7 @@ def main() -> None:
         print(f"rendered {clip.name} in {time.perf_counter() - t0:.1f} s")
     info = probe(clip)
     cfg = load_config(None, ["progress=false"])
-    from handclust.encoders import scene_encoder
+    from handclust.modalities.encoders import scene_encoder
 
     pose = HandPoseKeypoints(cfg.pose, cfg.decode.sample_fps)
     result: dict[str, object] = {
@@ -134,8 +134,8 @@ def main() -> None:
     result["pipeline_over_fastest_decode"] = pipes["defaults"]["over_fastest_decode"]
     result["variants"] = {k: v for k, v in pipes.items() if k != "defaults"}
     # Where the time goes: the same stages, timed one by one (decode in this thread) on the same clip.
+    from handclust.io.video import open_video
     from handclust.pipeline import PIXEL_COLUMNS, concat_batches, frame_batches
-    from handclust.video import open_video
 
     stages: dict[str, float] = {}
     cpu: dict[str, float] = {}  # CPU seconds of the whole process (all its threads) while each stage ran

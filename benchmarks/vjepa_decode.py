@@ -6,7 +6,7 @@ On one synthetic clip (720p30 H.264 by default), in interleaved rounds:
      input size (292 x 292 for the 256 px crop): what a run with ``video.enabled`` pays now;
   3. ``decode + re-decode per segment``: the decode, then every 8 s segment's range decoded again at
      the model's size, 16 frames per 2 s window at 8 fps, as the stage did before it moved onto the
-     decoded frames (``handclust.video.read_range``, the function it used).
+     decoded frames (``handclust.io.video.read_range``, the function it used).
 CPU seconds are process CPU time (all threads). Writes benchmarks/results/vjepa_decode_cpu.json.
 
     python benchmarks/vjepa_decode.py [--minutes 1] [--size 1280x720] [--rounds 3]
@@ -45,8 +45,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from handclust.config import load_config
-    from handclust.synthetic import render_clip
-    from handclust.video import open_video, output_size, probe, read_range
+    from handclust.io.video import open_video, output_size, probe, read_range
+    from handclust.synthetic.footage_v1 import render_clip
 
     cfg = load_config(None, [])
     d = cfg.decode

@@ -14,9 +14,9 @@ __all__ = ["RunConfig", "RunResult", "__version__", "assign", "discover", "evalu
 if TYPE_CHECKING:
     from handclust.assign import assign
     from handclust.config import RunConfig, load_config
-    from handclust.evaluation import evaluate
     from handclust.pipeline import RunResult, discover
-    from handclust.sample_footage import make_sample_footage
+    from handclust.reporting.evaluation import evaluate
+    from handclust.synthetic.sample import make_sample_footage
 
 
 def __getattr__(name: str) -> Any:
@@ -33,16 +33,16 @@ def __getattr__(name: str) -> Any:
 
         return assign
     if name == "evaluate":
-        from handclust.evaluation import evaluate
+        from handclust.reporting.evaluation import evaluate
 
         return evaluate
     if name == "make_sample_footage":
-        from handclust.sample_footage import make_sample_footage
+        from handclust.synthetic.sample import make_sample_footage
 
         return make_sample_footage
     raise AttributeError(f"module 'handclust' has no attribute {name!r}")
 
 
-# The modality registry fills the tables config and schema validate against (handclust/modalities.py):
+# The modality registry fills the tables config and schema validate against (handclust/modalities/registry.py):
 # imported here so that every process that imports handclust, or any of its modules, has them.
-from handclust import modalities as _modalities  # noqa: E402, F401
+from handclust.modalities import registry as _modalities  # noqa: E402, F401

@@ -17,16 +17,17 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from handclust import modalities, schema
-from handclust.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
+from handclust import schema
 from handclust.config import ConfigError, RunConfig
-from handclust.evaluation import evaluate_tables, load_truth
+from handclust.core.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
+from handclust.io.run_record import update_run
+from handclust.io.run_tables import ok_segments
+from handclust.io.storage import OutputStore
+from handclust.modalities import registry as modalities
 from handclust.progress import Progress
+from handclust.reporting.evaluation import evaluate_tables, load_truth
+from handclust.reporting.timeline import write_timelines
 from handclust.result import RunResult
-from handclust.run_record import update_run
-from handclust.run_tables import ok_segments
-from handclust.storage import OutputStore
-from handclust.timeline import write_timelines
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32])
         tree: list[list[float]] = []
         why = "fewer than 3 activities: one group"
     else:
-        from handclust.clustering import l2_normalise
+        from handclust.core.clustering import l2_normalise
 
         cent = l2_normalise(np.stack([fused[labels == c].mean(axis=0) for c in clusters]))
         z = linkage(cent, method="average", metric="cosine")
@@ -167,7 +168,7 @@ def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any) -> tuple[Any, str, int]:
     Returns the task's result, the cluster in words and the CPUs asked for."""
     import ray
 
-    from handclust.ray_connect import connect
+    from handclust.runtime.ray_connect import connect
 
     cc = cfg.cluster
     cpus = cc.num_cpus or 4
@@ -203,7 +204,7 @@ def clustering_key(cfg: RunConfig, clips_tbl: pa.Table) -> str:
     import json
 
     from handclust.config import config_to_dict
-    from handclust.plan import feature_fingerprint
+    from handclust.runtime.plan import feature_fingerprint
 
     d = config_to_dict(cfg)
     rows = sorted((r["clip_id"], r["status"], r["n_segments"]) for r in clips_tbl.select(["clip_id", "status", "n_segments"]).to_pylist()
@@ -252,7 +253,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
     took["write_tables"] = time.perf_counter() - t0
     ablations = None
     if cfg.evaluation.ablations and segments.num_rows >= 3:
-        from handclust.evaluation import ablation_clusterings
+        from handclust.reporting.evaluation import ablation_clusterings
 
         t0 = time.perf_counter()
         # The run's own sub-models: cluster.backend=gpu runs here, on the GPU, not on a CPU head.
@@ -374,7 +375,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
 
     k = int(ck["clustering"]["k"])
     if cfg.labels.enabled and k > 0:
-        from handclust.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_spend, labels_summary
+        from handclust.reporting.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_spend, labels_summary
 
         t0 = time.perf_counter()
         if api_key(cfg.labels):

@@ -17,24 +17,23 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from handclust import modalities, run_lock, schema
+from handclust import schema
 from handclust.activities import MODEL_DIR
-from handclust.clustering import Clustering, Fusion, vote_labels
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
-from handclust.evaluation import evaluate_tables, load_truth
-from handclust.footage import find_clips
+from handclust.core.clustering import Clustering, Fusion, vote_labels
+from handclust.errors import ModelError as ModelError  # defined with every error in handclust/errors.py
+from handclust.io import run_lock
+from handclust.io.footage import find_clips
+from handclust.io.run_record import read_run, update_run
+from handclust.io.run_tables import ok_segments
+from handclust.io.storage import OutputStore
+from handclust.modalities import registry as modalities
 from handclust.pipeline import process_footage, versions
-from handclust.plan import FEATURE_SECTIONS, feature_fingerprint
 from handclust.progress import Progress
+from handclust.reporting.evaluation import evaluate_tables, load_truth
+from handclust.reporting.timeline import write_timelines
 from handclust.result import RunResult
-from handclust.run_record import read_run, update_run
-from handclust.run_tables import ok_segments
-from handclust.storage import OutputStore
-from handclust.timeline import write_timelines
-
-
-class ModelError(FileNotFoundError):
-    """The earlier run has no saved model to assign to."""
+from handclust.runtime.plan import FEATURE_SECTIONS, feature_fingerprint
 
 
 def _first_problem(exc: Exception) -> str:
@@ -61,7 +60,7 @@ def _refuse_out_in_model(model_run: str | Path, out: str | Path) -> None:
 def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -> None:
     """Refuse, before any clip is decoded, a model whose descriptors this version would not reproduce
     (a run made by another handclust version, or a damaged ``model/fusion.npz``)."""
-    from handclust.plan import descriptor_dims
+    from handclust.runtime.plan import descriptor_dims
 
     ours = descriptor_dims(cfg)
     for modality, t in fusion.transforms.items():

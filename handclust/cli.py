@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from handclust.config import ConfigError, config_to_dict, load_config
-from handclust.footage import FootageError
+from handclust.io.footage import FootageError
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -89,7 +89,7 @@ def cli(verbose: int) -> None:
               help="2: two trades, varied bouts, low-fps sources; 1: masonry only, every clip at --fps.")
 def sample_footage(out_dir: str, n_clips: int, minutes: float, seed: int, fps: float, size: str, version: str) -> None:
     """Render synthetic helmet-cam clips plus ground_truth.parquet into OUT_DIR."""
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     try:
         w, h = (int(v) for v in size.lower().split("x"))
@@ -117,10 +117,10 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
 
     Rerunning into the same --out resumes: finished clips are skipped.
     """
-    from handclust.encoders import DeviceError, ModelLoadError
+    from handclust.io.run_lock import OutputBusyError, hold
+    from handclust.io.storage import OutputStore
+    from handclust.modalities.encoders import DeviceError, ModelLoadError
     from handclust.pipeline import RunnerError, discover, record_failure
-    from handclust.run_lock import OutputBusyError, hold
-    from handclust.storage import OutputStore
 
     _check_out(out)
     try:
@@ -222,7 +222,7 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
                  budget_usd: float | None) -> None:
     """Estimate node hours, wall time and cost of a cluster run before submitting it; with --deadline-h or
     --budget-usd, recommend the worker type and count of a cluster config."""
-    from handclust.cost import HEADS, NODES, RESULTS, Overheads, estimate, load_cluster, probe_sample, recommend, render, render_recommendation
+    from handclust.cost import HEADS, NODES, Overheads, estimate, load_cluster, probe_sample, recommend, render, render_recommendation
     from handclust.prices import NodeType
 
     if list_nodes:
@@ -239,7 +239,7 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
     try:
         if deadline_h is not None or budget_usd is not None:
             if cluster_config is None:
-                shipped = RESULTS.parent.parent / "cluster_configs" / "aws.yaml"
+                shipped = Path(__file__).resolve().parent.parent / "cluster_configs" / "aws.yaml"  # a checkout
                 if not shipped.is_file():
                     raise ValueError("--deadline-h / --budget-usd need --config CLUSTER_YAML (e.g. cluster_configs/gcp.yaml)")
                 cluster_config = str(shipped)
@@ -276,9 +276,9 @@ def estimate_cmd(hours: float | None, node: str | None, nodes: int, encoders: st
 @click.option("--no-reel", is_flag=True, help="Skip the preview reel (report/reel.mp4).")
 def report(out: str, no_reel: bool) -> None:
     """Write OUT/report/index.html (and reel.mp4) for a finished run in OUT."""
-    from handclust.report import write_report
-    from handclust.run_lock import OutputBusyError
-    from handclust.run_record import RunRecordError
+    from handclust.io.run_lock import OutputBusyError
+    from handclust.io.run_record import RunRecordError
+    from handclust.reporting.report import write_report
 
     try:
         path = write_report(out, reel=not no_reel, progress=True)
@@ -298,8 +298,8 @@ def report(out: str, no_reel: bool) -> None:
 def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...], no_progress: bool) -> None:
     """Assign new FOOTAGE to the activities of an earlier run in MODEL_RUN, without refitting."""
     from handclust.assign import ModelError, assign
-    from handclust.run_lock import OutputBusyError
-    from handclust.run_record import RunRecordError
+    from handclust.io.run_lock import OutputBusyError
+    from handclust.io.run_record import RunRecordError
 
     _check_out(out)
     try:
@@ -337,8 +337,8 @@ def _print_gt(gt: dict) -> None:
 @click.option("--no-ablations", is_flag=True, help="Skip re-clustering on modality subsets.")
 def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], footage: str | None, no_ablations: bool) -> None:
     """Recompute OUT/eval.json and OUT/ablations.parquet from a finished run's stored features."""
-    from handclust.evaluation import evaluate
-    from handclust.run_lock import OutputBusyError
+    from handclust.io.run_lock import OutputBusyError
+    from handclust.reporting.evaluation import evaluate
 
     try:
         ev = evaluate(out, config=config_path, overrides=list(overrides), footage=footage, ablations=not no_ablations)
@@ -356,7 +356,7 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
         for r in ev["ablations"]:
             pa_ = (r.get("phase") or {}).get("duration_weighted", {}).get("ari", float("nan"))
             click.echo(f"{r['name']:24s} {r['k']:3d} {100 * r['noise_rate']:5.1f}% {pa_:9.3f} {r['cross_clip']['mixing_entropy']:6.2f}")
-    from handclust.storage import OutputStore
+    from handclust.io.storage import OutputStore
 
     store = OutputStore(out, create=False)
     click.echo(f"wrote        {store.uri_of('eval.json')}, {store.uri_of('ablations.parquet')}")
@@ -401,8 +401,8 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
 @click.argument("out", type=RUN_DIR)
 def summary(out: str) -> None:
     """Print the summary of an earlier run (a local directory or an s3:// / gs:// URI)."""
-    from handclust.run_record import RunRecordError, read_run
-    from handclust.storage import OutputStore
+    from handclust.io.run_record import RunRecordError, read_run
+    from handclust.io.storage import OutputStore
 
     store = OutputStore(out, create=False)
     if not store.exists("run.json"):

@@ -12,9 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names it and says what is allowed."""
+from handclust.errors import ConfigError as ConfigError  # defined with every error in handclust/errors.py
 
 
 class _Frozen(BaseModel):
@@ -24,9 +22,9 @@ class _Frozen(BaseModel):
 class DecodeConfig(_Frozen):
     sample_fps: float = Field(5.0, gt=0, le=60, description="frames sampled per second of video")
     width: int = Field(320, ge=32, le=3840, description="frames are resized to this width on decode")
-    backend: Literal["auto", "decord", "pyav"] = Field("auto", description=(
+    backend: Literal["auto", "decord", "pyav", "nvdec"] = Field("auto", description=(
         "auto: PyAV, then decord if PyAV decodes no frame; decord: decord first, PyAV as its fallback; pyav: PyAV first, "
-        "decord as its fallback"))
+        "decord as its fallback; nvdec: the GPU's video engine first, as decode.hwaccel=cuda (CPU where it cannot)"))
     hwaccel: Literal["none", "cuda"] = Field("none", description=(
         "cuda: decode on the GPU's video engine (NVDEC, FFmpeg's cuda device in PyAV) where the process sees a GPU; a clip "
         "it cannot take (no GPU on that node, a stream NVDEC does not support) is decoded on CPU, and its status says why"))
@@ -177,14 +175,14 @@ class DescriptorConfig(_Frozen):
 
 
 # Modality name -> the config section whose `enabled` computes it (None: always computed). Written
-# only by handclust.modalities (the registry sits above this module: its entries hold functions that
+# only by handclust.modalities.registry (the registry sits above this module: its entries hold functions that
 # read these config models); handclust/__init__ imports it, so this is filled before any validation.
 MODALITY_SECTIONS: dict[str, str | None] = {}
 
 
 class ClusterConfig(_Frozen):
     modalities: tuple[str, ...] = Field(("scene", "motion", "ego", "rhythm"),
-                                        description="modalities fused for clustering (handclust/modalities.py)")
+                                        description="modalities fused for clustering (handclust/modalities/registry.py)")
     weighting: Literal["confidence", "equal"] = Field("confidence", description="fusion weight of each modality: confidence "
                                                       "(its structure within clips, against chance) or equal")
     select_modalities: bool = Field(False, description="forward selection after weighting: starting from the most confident "
@@ -243,7 +241,7 @@ class ClusterConfig(_Frozen):
                                     "a cluster found in one clip only joins the "
                                     "cluster its segments' nearest neighbours in other clips vote for (a majority), unless "
                                     "they are farther from every other clip than 90 % of the shared clusters' segments "
-                                    "(that clip shows something no other does); see handclust/clustering/shared.py")
+                                    "(that clip shows something no other does); see handclust/core/clustering/shared.py")
     temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "

@@ -21,14 +21,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handclust.prices import GEMINI_PRICES_CHECKED as GEMINI_PRICES_CHECKED
+from handclust.prices import GEMINI_TOKENS_PER_TILE as GEMINI_TOKENS_PER_TILE
+from handclust.prices import GEMINI_USD_PER_MTOK as GEMINI_USD_PER_MTOK
 from handclust.prices import HEADS, NODES, NodeType
+from handclust.prices import gemini_image_tokens as gemini_image_tokens
+from handclust.prices import gemini_price as gemini_price
+from handclust.prices import gemini_usd as gemini_usd
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+# The measured rates the estimate uses: the benchmark results shipped inside the package (the same
+# numbers installed from a wheel as from a checkout; tests/test_cost.py fails when they differ from
+# benchmarks/results), or HANDCLUST_RATES_DIR (e.g. your own benchmarks/results after rerunning them).
+PACKAGED_RATES = Path(__file__).resolve().parent / "rates"
+RESULTS = Path(os.environ.get("HANDCLUST_RATES_DIR") or PACKAGED_RATES)
 
 
 # How benchmarks/encoders.py names a GPU (torch.cuda.get_device_name) for each GPU above.
@@ -73,19 +84,6 @@ ASSUMED_POST_OVER_CLUSTERING = 1.0
 # Ray's autoscaler keeps at most max(5, upscaling_speed x running nodes of a type) of that type pending.
 RAY_MIN_LAUNCH_BATCH = 5
 
-# Gemini API list prices, USD per million tokens (input incl. images, output incl. thinking), paid
-# tier, prompts <= 200k tokens. ASSUMED as published on ai.google.dev/gemini-api/docs/pricing in
-# 2025-07 (the last time this table was checked; prices change): pass labels.usd_per_mtok for yours.
-GEMINI_USD_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gemini-2.5-pro": (1.25, 10.0),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-2.0-flash-lite": (0.075, 0.30),
-}
-GEMINI_PRICES_CHECKED = "2025-07"
-# Tokens Gemini counts for one image: 258 per 768 x 768 tile (one tile up to 384 px on both sides).
-GEMINI_TOKENS_PER_TILE = 258
 # Which benchmark row stands for each encoder of the estimate (the default models).
 BENCH_MODEL = {"dinov2_frames_per_s": "dinov2-small", "vjepa2_windows_per_s": "vjepa2-vitl", "owlv2_frames_per_s": "owlv2"}
 
@@ -220,6 +218,12 @@ def load_cluster(path: str | Path) -> ClusterSpec:
 
 
 
+def rates_path(name: str) -> str:
+    """Where a measured rate was read, as the estimate reports it: ``handclust/rates/<name> (packaged)``
+    or the file under ``HANDCLUST_RATES_DIR``."""
+    return f"handclust/rates/{name} (packaged)" if RESULTS == PACKAGED_RATES else str(RESULTS / name)
+
+
 def _load(name: str) -> dict[str, Any] | None:
     p = RESULTS / name
     return json.loads(p.read_text()) if p.is_file() else None
@@ -232,7 +236,7 @@ def cpu_rate(sources: dict[str, str]) -> float:
         cores = max(1, int(bench.get("machine", {}).get("cpus") or 1))
         # The single-process pipeline uses about one core for features plus decoder threads.
         rate = float(bench["pipeline_per_clip"]["x_realtime"]) / min(cores, 2)
-        sources["cpu"] = f"measured: benchmarks/results/throughput_cpu.json ({rate:.1f} x real time per core)"
+        sources["cpu"] = f"measured: {rates_path('throughput_cpu.json')} ({rate:.1f} x real time per core)"
     else:
         rate = ASSUMED_CPU_X_REALTIME_PER_CORE
         sources["cpu"] = f"assumed: {ASSUMED_CPU_X_REALTIME_PER_CORE} x real time per core"
@@ -294,7 +298,7 @@ def bench_clip() -> SourceClip:
     clip = (_load("throughput_cpu.json") or {}).get("clip") or {}
     try:
         w, h = (int(v) for v in str(clip["size"]).lower().split("x"))
-        return SourceClip("benchmarks/results/throughput_cpu.json", w, h, float(clip["source_fps"]), str(clip.get("codec", "h264")))
+        return SourceClip(rates_path("throughput_cpu.json"), w, h, float(clip["source_fps"]), str(clip.get("codec", "h264")))
     except (KeyError, ValueError):
         a = ASSUMED_BENCH_CLIP
         return SourceClip("assumed", int(a["width"]), int(a["height"]), float(a["fps"]), str(a["codec"]))
@@ -307,8 +311,8 @@ def probe_sample(footage: str | Path, n: int = 5) -> list[SourceClip]:
     """
     import numpy as np
 
-    from handclust.footage import FootageError, find_clips
-    from handclust.video import VideoError, probe
+    from handclust.io.footage import FootageError, find_clips
+    from handclust.io.video import VideoError, probe
 
     try:
         clips = find_clips(footage, r"(?!)")
@@ -413,7 +417,7 @@ def clustering_seconds(segments: int, sources: dict[str, str]) -> float:
 def _default_window_s(sample_fps: float) -> float:
     """Footage one V-JEPA-2 window covers at the default video settings (16 sampled frames: 3.2 s at 5 fps)."""
     from handclust.config import VideoConfig
-    from handclust.encoders.vjepa2 import window_seconds
+    from handclust.modalities.encoders.vjepa2 import window_seconds
 
     return window_seconds(VideoConfig(), sample_fps)
 
@@ -634,33 +638,6 @@ def render(e: Estimate) -> str:
 # ---------------------------------------------------------------------------------------------- Gemini labelling
 
 
-def gemini_price(model: str, override: tuple[float, float] | list[float] | None = None) -> tuple[float, float, str]:
-    """``(USD per million input tokens, per million output tokens, where from)`` for ``model``.
-
-    A model missing from the table is priced as the dearest one listed, so a budget never undercounts.
-    """
-    if override is not None:
-        return float(override[0]), float(override[1]), "given (labels.usd_per_mtok)"
-    known = sorted((k for k in GEMINI_USD_PER_MTOK if model.startswith(k)), key=len, reverse=True)
-    if known:
-        i, o = GEMINI_USD_PER_MTOK[known[0]]
-        return i, o, f"assumed: {known[0]} list price as of {GEMINI_PRICES_CHECKED} (cost.GEMINI_USD_PER_MTOK)"
-    dear = max(GEMINI_USD_PER_MTOK, key=lambda k: GEMINI_USD_PER_MTOK[k][1])
-    i, o = GEMINI_USD_PER_MTOK[dear]
-    return i, o, f"assumed: {model} is not in the price table, priced as {dear} (set labels.usd_per_mtok)"
-
-
-def gemini_image_tokens(width: int, height: int) -> int:
-    """Tokens Gemini counts for one image (258 per 768 x 768 tile; one tile when both sides <= 384 px)."""
-    if width <= 384 and height <= 384:
-        return GEMINI_TOKENS_PER_TILE
-    return GEMINI_TOKENS_PER_TILE * -(-width // 768) * -(-height // 768)
-
-
-def gemini_usd(input_tokens: int, output_tokens: int, price: tuple[float, float, str]) -> float:
-    return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
-
-
 # ---------------------------------------------------------------------------------------------- after a run
 
 
@@ -693,7 +670,7 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     measured = measured_compute(wall_s, resources, cfg.cost.node)
     measured["footage_hours"] = footage_hours
     out: dict[str, Any] = {"measured": measured, "labelling": labelling or {"requests": 0, "usd": 0.0}}
-    from handclust.features.scene import scene_encoder, scene_fps
+    from handclust.modalities.features.scene import scene_encoder, scene_fps
 
     scene = scene_encoder(cfg.scene).encoder
     encs = tuple(e for e, on in (("efficientnet", scene == "efficientnet"), ("dinov2", scene == "dinov2"), ("vjepa2", cfg.video.enabled),
@@ -701,7 +678,7 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     node: str | NodeType = cfg.cost.node if cfg.cost.node in NODES else local_node(
         int(measured["cpus"]) if resources else None, int(measured["gpus"]))
     if footage_hours > 0:
-        from handclust.encoders.vjepa2 import window_seconds
+        from handclust.modalities.encoders.vjepa2 import window_seconds
 
         e = estimate(footage_hours, node, max(1, measured["nodes"]), encs, sample_fps=cfg.decode.sample_fps,
                      tool_fps=cfg.tools.fps, head=False, video_window_s=window_seconds(cfg.video, cfg.decode.sample_fps),

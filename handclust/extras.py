@@ -9,12 +9,13 @@ missing one stops at once with the command that fixes it, never half-way through
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import TYPE_CHECKING
 
-from handclust.config import ConfigError
+from handclust.errors import MissingExtraError as MissingExtraError  # defined with every error in handclust/errors.py
 
 if TYPE_CHECKING:
-    from handclust.config import RunConfig
+    from handclust.config import LabelConfig, RunConfig
 
 FAISS_HINT = ("pip install 'handclust[cpu]' (or 'handclust[gpu]' on a CUDA machine: one of the two, both install the "
               "`faiss` module)")
@@ -29,10 +30,6 @@ def efficientnet_missing() -> list[str]:
     """The distributions EfficientNet-Lite0 needs that this install lacks (torch included), judged without importing them."""
     need = {"torch": "torch", **EFFICIENTNET_PACKAGES}
     return [dist for module, dist in need.items() if not installed(module)]
-
-
-class MissingExtraError(ConfigError):
-    """The config needs an optional dependency this install lacks; the message names the extra."""
 
 
 def installed(module: str) -> bool:
@@ -52,7 +49,7 @@ def check_install(cfg: RunConfig, labels_key: bool = False) -> None:
     """Raise :class:`MissingExtraError` if ``cfg`` needs a package this install lacks.
 
     ``labels_key``: an API key is set, so labelling will call Gemini. MediaPipe is checked with its
-    bundled models by :func:`handclust.features.keypoints.check_mediapipe`.
+    bundled models by :func:`handclust.modalities.features.keypoints.check_mediapipe`.
     """
     require(("faiss",), "clustering (the kNN graph over segments)", FAISS_HINT)
     if cfg.scene.encoder == "efficientnet":  # auto falls back to the histogram instead, and says so
@@ -70,3 +67,11 @@ def check_install(cfg: RunConfig, labels_key: bool = False) -> None:
         require(("cuml", "cupy"), "cluster.backend=gpu", "pip install 'handclust[gpu]' on a CUDA machine, or set cluster.backend=cpu")
     if cfg.labels.enabled and labels_key:
         require(("google.genai",), "labels.enabled with an API key set", "pip install 'handclust[labels]', or set labels.enabled=false")
+
+
+def api_key(cfg: LabelConfig) -> str | None:
+    """The Gemini key the labelling step will use: ``labels.api_key_env``, then GEMINI_API_KEY, then GOOGLE_API_KEY."""
+    for name in (cfg.api_key_env, "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        if name and os.environ.get(name):
+            return os.environ[name]
+    return None

@@ -1,8 +1,8 @@
 """``discover(footage, out, config)``: footage in, activities and per-clip timelines out.
 
 The stages (frame features, per-clip segmentation + description, joint clustering) are the
-objects from :mod:`handclust.stages`, planned by :mod:`handclust.plan`; this module is the local runner that calls them in a
-loop, writes every table through :class:`~handclust.storage.OutputStore`, and resumes: a clip
+objects from :mod:`handclust.stages`, planned by :mod:`handclust.runtime.plan`; this module is the local runner that calls them in a
+loop, writes every table through :class:`~handclust.io.storage.OutputStore`, and resumes: a clip
 whose outputs are complete (and were made with the same feature config) is not decoded again.
 """
 
@@ -18,14 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from handclust import run_lock, schema
+from handclust import schema
 from handclust.activities import build_activities
-from handclust.clip_job import ClipJob, Ledger, is_committed, status_rel
-from handclust.clustering import SubModels
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
-from handclust.encoders import DeviceError, ModelLoadError, check_models
-from handclust.footage import Clip, FootageError, find_clips
-from handclust.plan import (  # noqa: F401  (frame_batches, frame_stages: imported from here by tests and benchmarks)
+from handclust.core.clustering import SubModels
+from handclust.io import run_lock
+from handclust.io.footage import Clip, FootageError, find_clips
+from handclust.io.run_record import read_run, update_run
+from handclust.io.storage import OutputStore
+from handclust.modalities.encoders import DeviceError, ModelLoadError, check_models
+from handclust.progress import Progress
+from handclust.result import RunnerError, RunResult
+from handclust.runtime.clip_job import ClipJob, Ledger, is_committed, status_rel
+from handclust.runtime.plan import (  # noqa: F401  (frame_batches, frame_stages: imported from here by tests and benchmarks)
     PIXEL_COLUMNS,
     SegmentDescriber,
     apply_hand_tracks,
@@ -36,11 +41,7 @@ from handclust.plan import (  # noqa: F401  (frame_batches, frame_stages: import
     hand_tracks,
     segment_stages,
 )
-from handclust.progress import Progress
-from handclust.result import RunnerError, RunResult
-from handclust.run_record import read_run, update_run
 from handclust.stages import Batch
-from handclust.storage import OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class LocalRunner:
         return is_committed(self.store, clip, self.fingerprint, ledger)
 
     def process_clip(self, clip: Clip) -> dict[str, Any]:
-        """Decode, featurise, segment, describe and commit one clip (:class:`~handclust.clip_job.ClipJob`);
+        """Decode, featurise, segment, describe and commit one clip (:class:`~handclust.runtime.clip_job.ClipJob`);
         returns its status record."""
         self._setup()
         rel = status_rel(clip.clip_id)
@@ -123,9 +124,9 @@ COMPACT_FROM = 256  # per-clip files in a folder from which a run compacts it; f
 
 def compact_outputs(store: OutputStore, min_files: int = COMPACT_FROM) -> dict[str, int]:
     """Per-clip ``frames/`` and ``segments/`` files merged into parts of ~128 MB after the stream
-    (:func:`handclust.storage.compact_clip_tables`) once a folder holds ``min_files`` of them;
+    (:func:`handclust.io.storage.compact_clip_tables`) once a folder holds ``min_files`` of them;
     returns how many files each folder merged (0: left as they are)."""
-    from handclust.storage import PART_PREFIX, compact_clip_tables
+    from handclust.io.storage import PART_PREFIX, compact_clip_tables
 
     merged = {}
     for d, tbl_schema in (("segments", schema.SEGMENTS), ("frames", schema.FRAMES)):
@@ -153,7 +154,7 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
     ``cfg.runner`` names; writes and returns ``clips.parquet`` and the runner used."""
     runner: Any
     if cfg.runner == "ray":
-        from handclust.ray_runner import RayRunner  # imports ray: only when asked for
+        from handclust.runtime.ray_runner import RayRunner  # imports ray: only when asked for
 
         runner = RayRunner(cfg, store, prog)
         # One local instance for the whole run: the clustering task, labelling and the report's
@@ -195,7 +196,7 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
 def keep_only_these_clips(store: OutputStore, clips: list[Clip], prog: Progress) -> None:
     """Per-clip files of clips that are no longer in the footage, or were replaced (a changed file has
     a new id), go to ``OUT/.removed/``; clips that are back get theirs again (:func:`set_aside_other_clips`)."""
-    from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
+    from handclust.io.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
 
     ids = [c.clip_id for c in clips]
     aside = {n.removesuffix(".json") for n in store.list(f"{SET_ASIDE}/status", ".json")}  # one listing, not a look per clip
@@ -224,7 +225,7 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
     ``config`` is a :class:`RunConfig` or a YAML path; ``overrides`` are ``key=value`` strings.
     Rerunning into the same ``out`` resumes: finished clips are not processed again. ``models``
     passes in your own clusterer, 2-D reducer or neighbour index
-    (:class:`handclust.clustering.SubModels`); the ones left ``None`` follow ``cluster.backend``.
+    (:class:`handclust.core.clustering.SubModels`); the ones left ``None`` follow ``cluster.backend``.
     """
     if isinstance(config, RunConfig):
         cfg = with_overrides(config, overrides) if overrides else config
@@ -309,7 +310,7 @@ def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc:
 def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress) -> None:
     """The HTML report and reel; a failure is logged and recorded in run.json, never loses the run."""
     try:  # the import too: a broken install (templates or jinja2 missing) must not cost the tables either
-        from handclust.report import write_report
+        from handclust.reporting.report import write_report
 
         path = str(write_report(store.uri, reel=reel, progress=prog))
     except Exception as exc:  # the tables are written by now; a broken report must not cost them

@@ -39,3 +39,47 @@ HEADS: dict[str, NodeType] = {
     "aws": NodeType("aws-m6i.4xlarge (head)", "none", 0, 16, 0.768),
     "gcp": NodeType("gcp-n2-standard-16 (head)", "none", 0, 16, 0.777),
 }
+
+
+# Gemini API list prices, USD per million tokens (input incl. images, output incl. thinking), paid
+# tier, prompts <= 200k tokens. ASSUMED as published on ai.google.dev/gemini-api/docs/pricing in
+# 2025-07 (the last time this table was checked; prices change): pass labels.usd_per_mtok for yours.
+GEMINI_USD_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gemini-2.5-pro": (1.25, 10.0),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.0-flash": (0.10, 0.40),
+    "gemini-2.0-flash-lite": (0.075, 0.30),
+}
+GEMINI_PRICES_CHECKED = "2025-07"
+
+
+def gemini_price(model: str, override: tuple[float, float] | list[float] | None = None) -> tuple[float, float, str]:
+    """``(USD per million input tokens, per million output tokens, where from)`` for ``model``.
+
+    A model missing from the table is priced as the dearest one listed, so a budget never undercounts.
+    """
+    if override is not None:
+        return float(override[0]), float(override[1]), "given (labels.usd_per_mtok)"
+    known = sorted((k for k in GEMINI_USD_PER_MTOK if model.startswith(k)), key=len, reverse=True)
+    if known:
+        i, o = GEMINI_USD_PER_MTOK[known[0]]
+        return i, o, f"assumed: {known[0]} list price as of {GEMINI_PRICES_CHECKED} (prices.GEMINI_USD_PER_MTOK)"
+    dear = max(GEMINI_USD_PER_MTOK, key=lambda k: GEMINI_USD_PER_MTOK[k][1])
+    i, o = GEMINI_USD_PER_MTOK[dear]
+    return i, o, f"assumed: {model} is not in the price table, priced as {dear} (set labels.usd_per_mtok)"
+
+
+# Tokens Gemini counts for one image: 258 per 768 x 768 tile (one tile up to 384 px on both sides).
+GEMINI_TOKENS_PER_TILE = 258
+
+
+def gemini_image_tokens(width: int, height: int) -> int:
+    """Tokens Gemini counts for one image (258 per 768 x 768 tile; one tile when both sides <= 384 px)."""
+    if width <= 384 and height <= 384:
+        return GEMINI_TOKENS_PER_TILE
+    return GEMINI_TOKENS_PER_TILE * -(-width // 768) * -(-height // 768)
+
+
+def gemini_usd(input_tokens: int, output_tokens: int, price: tuple[float, float, str]) -> float:
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1e6

@@ -9,11 +9,8 @@ from typing import Any
 import pyarrow as pa
 
 from handclust import schema
-from handclust.storage import OutputStore
-
-
-class RunnerError(RuntimeError):
-    """The runner itself failed (Ray could not start, or died mid-run); the message names the cause and the fix."""
+from handclust.errors import RunnerError as RunnerError  # defined with every error in handclust/errors.py
+from handclust.io.storage import OutputStore
 
 
 @dataclass

@@ -74,7 +74,7 @@ FRAMES = pa.schema(
 # The segment descriptor column of each registered modality (desc_<name>), in registry order, and
 # for sparse modalities the descriptor element that is 0 when the segment saw nothing of it (no
 # hand, no body: fusion weighs such a modality by the share of segments that saw something and
-# gives the others no position in it, clustering.fuse). Written only by handclust.modalities (the
+# gives the others no position in it, clustering.fuse). Written only by handclust.modalities.registry (the
 # registry, which sits above this module); handclust/__init__ imports it, so both are filled.
 MODALITY_COLUMNS: dict[str, str] = {}
 OBSERVED_INDEX: dict[str, int] = {}
@@ -108,7 +108,7 @@ _SEGMENT_KEYS: list[tuple[str, pa.DataType]] = [
     ("unmeasured", pa.list_(pa.string())),
 ]
 # Between the two: desc_<name> (list<float32>) of every registered modality, in registry order
-# (what each holds: the `doc` of its entry in handclust/modalities.py).
+# (what each holds: the `doc` of its entry in handclust/modalities/registry.py).
 _SEGMENT_TAIL: list[tuple[str, pa.DataType]] = [
     # Hand coverage of the segment's looked-at frames (pose.fps): looked at, with a detected hand,
     # with only propagated hands (features/hands.py). 0 when hands are off.
@@ -167,7 +167,7 @@ NEIGHBOURS = pa.schema(
     ]
 )
 
-# ablations.parquet: the cluster of every segment under each ablation variant (handclust.evaluation).
+# ablations.parquet: the cluster of every segment under each ablation variant (handclust.reporting.evaluation).
 ABLATIONS = pa.schema([
     ("segment_id", pa.string()),
     ("clip_id", pa.string()),
@@ -175,7 +175,7 @@ ABLATIONS = pa.schema([
     ("cluster", pa.int32()),
 ])
 
-# labels.parquet: one row per activity (handclust.labelling).
+# labels.parquet: one row per activity (handclust.reporting.labelling).
 LABELS = pa.schema([
     ("cluster", pa.int32()),
     ("label", pa.string()),
@@ -254,7 +254,7 @@ def durations(tbl: pa.Table) -> npt.NDArray[np.float64]:
 
 # ---------------------------------------------------------------------------------------- run.json
 # The run record: one JSON object per output folder, written by the runners, the activities step,
-# assign and the report, always through handclust.run_record.update_run (which checks the keys and
+# assign and the report, always through handclust.io.run_record.update_run (which checks the keys and
 # top-level types below). Values inside the blocks are documented where they are made.
 RUN_RECORD: dict[str, tuple[type, ...]] = {
     "status": (str,),  # "ok" | "failed" (a failed attempt keeps the earlier run's tables and record)

@@ -27,18 +27,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from handclust.clustering import fuse, group_segments
 from handclust.config import RunConfig, load_config
-from handclust.metrics import segmentation_scores
-from handclust.segmentation import segment_clip
+from handclust.core.clustering import fuse, group_segments
+from handclust.core.metrics import segmentation_scores
+from handclust.core.segmentation import segment_clip
+from handclust.errors import FeatureDirError as FeatureDirError  # defined with every error in handclust/errors.py
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["auto", "frames-first", "features-first"]
-
-
-class FeatureDirError(ValueError):
-    """A feature folder that cannot be read; the message names the file and the fix."""
 
 
 # Precomputed features are clustered in short units (at most 4 s, at least 1 s): a unit must be
@@ -296,8 +293,8 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
             return c.activity, c.k, c.noise_rate, c.reason + (f"; {g.temporal_reason}" if g.temporal_reason else ""), g.fusion
         from sklearn.cluster import KMeans
 
-        from handclust.clustering import knn_graph, l2_normalise
-        from handclust.clustering.temporal import smooth_timelines
+        from handclust.core.clustering import knn_graph, l2_normalise
+        from handclust.core.clustering.temporal import smooth_timelines
 
         fusion = fuse(feats, clip_ids, cfg.cluster)
         fused = fusion.fused

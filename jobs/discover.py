@@ -14,7 +14,7 @@ buckets (a forwarded personal key would override it).
 Only parses arguments and calls :func:`handclust.discover` with ``runner=ray``; Ray is joined
 through ``RAY_ADDRESS``, which ``ray job submit`` sets for the job's driver. Footage may be a local
 (shared) folder or manifest, or a URI: clips on an object store are fetched by the worker that
-decodes them (:mod:`handclust.remote`).
+decodes them (:mod:`handclust.io.remote`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 
-# What the job's driver needs from the submitter's environment: the labelling key (handclust.labelling.api_key).
+# What the job's driver needs from the submitter's environment: the labelling key (handclust.reporting.labelling.api_key).
 FORWARDED = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from handclust import discover
     from handclust.config import ConfigError
-    from handclust.footage import FootageError
+    from handclust.io.footage import FootageError
+    from handclust.io.run_lock import OutputBusyError
     from handclust.pipeline import no_clip_message
-    from handclust.run_lock import OutputBusyError
 
     try:
         result = discover(args.footage, out=args.out, config=args.config,

@@ -58,7 +58,7 @@ def _checkout_unchanged():
 
 @pytest.fixture(scope="session")
 def footage_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     out = tmp_path_factory.mktemp("footage")
     return make_sample_footage(out, n_clips=TEST_CLIPS, minutes=TEST_MINUTES, seed=7, fps=TEST_FPS, size=TEST_SIZE)
@@ -93,7 +93,7 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def short_clip(tmp_path: Path) -> Path:
     """A 12-second clip, for tests that need one real file."""
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     p = tmp_path / "01_production_short.mp4"
     render_clip(p, "production", 12.0, seed=3, fps=TEST_FPS, size=TEST_SIZE)

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from handclust.cli import cli
-from handclust.sample_footage import make_sample_footage
+from handclust.synthetic.sample import make_sample_footage
 
 
 def test_assign_places_new_clips_into_the_earlier_activities(demo_run, tmp_path: Path):

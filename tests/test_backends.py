@@ -9,7 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from handclust.clustering import (
+from handclust.config import ClusterConfig, load_config
+from handclust.core.clustering import (
     BackendError,
     ClusterFit,
     SubModels,
@@ -21,8 +22,7 @@ from handclust.clustering import (
     l2_normalise,
     resolve_models,
 )
-from handclust.clustering.backends import FaissIndex, PCAReducer, SklearnHDBSCAN, SklearnNeighbours, UmapReducer
-from handclust.config import ClusterConfig, load_config
+from handclust.core.clustering.backends import FaissIndex, PCAReducer, SklearnHDBSCAN, SklearnNeighbours, UmapReducer
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_auto_without_cuml_picks_cpu_and_says_why(no_cuml):
 
 
 def test_gpu_requested_without_a_gpu_is_an_error_naming_the_fix(no_cuml, monkeypatch):
-    import handclust.clustering.grouping as grouping
+    import handclust.core.clustering.grouping as grouping
 
     with pytest.raises(BackendError, match=r"cluster\.backend=gpu but cuML/CuPy not importable.*handclust\[gpu\].*cluster\.backend=cpu"):
         resolve_models("gpu")

@@ -189,7 +189,7 @@ find {out} -name '*.tmp' > {log}/tmp_left
 def test_quarantined_clip_is_counted_and_says_how_to_retry(tmp_path: Path):
     """A clip that failed ray.max_attempts times: the summary counts it and names the file to delete."""
     from handclust.config import load_config
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
     from handclust.pipeline import feature_fingerprint
 
     src = tmp_path / "in"

@@ -1,4 +1,4 @@
-"""The clip job both runners share (handclust/clip_job.py): its error policy, the decode thread
+"""The clip job both runners share (handclust/runtime/clip_job.py): its error policy, the decode thread
 that does not change a row, and per-clip commits that survive a run killed part-way."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from handclust.config import RunConfig, load_config
-from handclust.encoders import ModelLoadError
-from handclust.footage import find_clips
+from handclust.io.footage import find_clips
+from handclust.io.storage import OutputStore
+from handclust.modalities.encoders import ModelLoadError
 from handclust.pipeline import LocalRunner
 from handclust.progress import Progress
 from handclust.stages import Batch, Resources
-from handclust.storage import OutputStore
 
 pytestmark = pytest.mark.slow  # renders footage and runs the pipeline
 
@@ -90,7 +90,7 @@ def test_local_run_killed_part_way_keeps_each_finished_clip(tmp_path: Path):
     """`handclust run --set runner=local` killed after its first commit: every clip committed before
     the kill is kept (tables and status), commits happen while later clips have not started, and the
     rerun does only the rest."""
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     footage = tmp_path / "footage"
     footage.mkdir()
@@ -131,7 +131,7 @@ def test_local_run_killed_part_way_keeps_each_finished_clip(tmp_path: Path):
     # A SIGKILL between writing a file and renaming it into place leaves a hidden half-written file
     # that no reader sees; the next command that takes the output's lock removes it.
     assert all(p.name.startswith(".") for p in out.rglob("*.tmp"))
-    from handclust.run_lock import hold
+    from handclust.io.run_lock import hold
 
     with hold(OutputStore(out), "run"):
         pass

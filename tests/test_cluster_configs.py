@@ -106,9 +106,9 @@ def _autoscaler_view(name: str) -> tuple[dict, str, int]:
 def _demands(job: str, overrides: list[str]) -> dict[str, dict[str, float]]:
     """Every resource bundle a run with this job config asks Ray for, by what asks it (the Ray runner's rules)."""
     from handclust.activities import clustering_place
-    from handclust.labelling import TASK_CPUS as LABEL_CPUS
     from handclust.pipeline import frame_stages, segment_stages
-    from handclust.report.excerpts import TASK_CPUS as EXCERPT_CPUS
+    from handclust.reporting.labelling import TASK_CPUS as LABEL_CPUS
+    from handclust.reporting.report.excerpts import TASK_CPUS as EXCERPT_CPUS
 
     cfg = load_config(CONFIGS / job, overrides)
     rc = cfg.ray

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust.activities import CHECKPOINT, build_activities
-from handclust.clustering.backends import ClusterFit, SklearnHDBSCAN, SubModels
 from handclust.config import load_config
-from handclust.evaluation import ablation_sample
+from handclust.core.clustering.backends import ClusterFit, SklearnHDBSCAN, SubModels
+from handclust.io.storage import OutputStore
 from handclust.pipeline import clips_table
 from handclust.progress import Progress
-from handclust.storage import OutputStore
+from handclust.reporting.evaluation import ablation_sample
 from tests.test_output_ledger import write_run
 
 

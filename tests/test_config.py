@@ -67,9 +67,9 @@ def test_a_typo_in_ray_concurrency_stops_the_run_naming_the_stages(short_clip: P
 def test_ray_concurrency_for_a_stage_switched_off_is_accepted(tmp_path: Path):
     """A shared job config sizes the pose pool; a run with pose off must still start."""
     from handclust.config import RunConfig
+    from handclust.io.storage import OutputStore
     from handclust.progress import Progress
-    from handclust.ray_runner import RayRunner
-    from handclust.storage import OutputStore
+    from handclust.runtime.ray_runner import RayRunner
 
     cfg = with_overrides(RunConfig(), ["runner=ray", "pose.enabled=false", "ray.concurrency={pose: 4, scene: 2}"])
     runner = RayRunner(cfg, OutputStore(tmp_path / "out"), Progress(enabled=False))

@@ -108,7 +108,7 @@ def test_estimate_cli_list_without_hours_and_a_clear_error_without():
 def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
     import torch
 
-    from handclust.encoders.device import DeviceError, cuda_has_bf16, resolve_dtype
+    from handclust.modalities.encoders.device import DeviceError, cuda_has_bf16, resolve_dtype
 
     assert not cuda_has_bf16((7, 5)) and not cuda_has_bf16((7, 0)) and cuda_has_bf16((8, 9)) and cuda_has_bf16((9, 0))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # a T4
@@ -124,7 +124,7 @@ def test_dtype_auto_never_picks_bfloat16_without_it(monkeypatch):
 def _clip(path: Path, size: tuple[int, int], fps: int = 10) -> Path:
     import numpy as np
 
-    from handclust.synthetic import Mp4Writer
+    from handclust.synthetic.footage_v1 import Mp4Writer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with Mp4Writer(path, fps, size) as out:
@@ -289,3 +289,17 @@ def test_estimate_cli_recommends_for_a_deadline_and_checks_max_workers():
     assert r.exit_code != 0 and "max_workers 16" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["estimate", "--hours", "100", "--config", cfg, "--nodes", "4"])
     assert r.exit_code == 0 and "4 x gcp-g2-standard-16" in r.output and "boot + image pull" in r.output, r.output
+
+
+def test_the_estimate_reads_the_packaged_rates_which_match_the_benchmarks():
+    """The same command gives the same numbers installed from a wheel as from a checkout: the rates
+    ship in handclust/rates, and they are the benchmarks' current results (rerun a benchmark: copy
+    its JSON there too, or this fails)."""
+    assert cost.RESULTS == cost.PACKAGED_RATES and cost.PACKAGED_RATES.parent == Path(cost.__file__).resolve().parent
+    shipped = sorted(p.name for p in cost.PACKAGED_RATES.glob("*.json"))
+    assert {"throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json", "efficientnet_cpu.json"} <= set(shipped)
+    for name in shipped:
+        assert (cost.PACKAGED_RATES / name).read_bytes() == (REPO_RESULTS / name).read_bytes(), (
+            f"handclust/rates/{name} differs from benchmarks/results/{name}: copy the new measurement into the package")
+    e = estimate(100, "aws-g6.xlarge", 1, ("dinov2",))
+    assert "handclust/rates/throughput_cpu.json (packaged)" in e.sources["cpu"]

@@ -108,7 +108,7 @@ def frames() -> np.ndarray:
 
 
 def test_dinov2_scene_embedding_unit_vectors_deterministic_and_batch_invariant(enc_cfg, frames: np.ndarray):
-    from handclust.encoders.dinov2 import DinoFrameEncoder
+    from handclust.modalities.encoders.dinov2 import DinoFrameEncoder
 
     big = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"batch_size": 16}))
     one = DinoFrameEncoder(enc_cfg.scene.model_copy(update={"batch_size": 1}))
@@ -138,7 +138,7 @@ def test_dinov2_preprocessing_matches_the_checkpoints_own_processor(enc_cfg, tin
     import torch
     from transformers import AutoImageProcessor
 
-    from handclust.encoders.dinov2 import DinoFrameEncoder
+    from handclust.modalities.encoders.dinov2 import DinoFrameEncoder
 
     enc = DinoFrameEncoder(enc_cfg.scene)
     enc.setup()
@@ -154,7 +154,7 @@ def test_owlv2_tool_scores_match_the_full_model_and_skip_unscored_frames(enc_cfg
     import torch
     from transformers import AutoImageProcessor, AutoModelForZeroShotObjectDetection, AutoTokenizer
 
-    from handclust.encoders.owlv2 import OwlToolPresence
+    from handclust.modalities.encoders.owlv2 import OwlToolPresence
 
     stage = OwlToolPresence(enc_cfg.tools, sample_fps=5.0)
     assert stage.step == 5
@@ -183,11 +183,11 @@ def test_owlv2_tool_scores_match_the_full_model_and_skip_unscored_frames(enc_cfg
 
 
 def test_vjepa2_windows_on_the_frames_the_run_decodes(enc_cfg, short_clip: Path):
-    from handclust.descriptors import SegmentFrames, describe_video
-    from handclust.encoders.vjepa2 import VJEPAWindowEncoder, model_input, window_seconds
-    from handclust.footage import Clip
-    from handclust.plan import concat_batches, frame_batches
-    from handclust.video import open_video
+    from handclust.io.footage import Clip
+    from handclust.io.video import open_video
+    from handclust.modalities.descriptors import SegmentFrames, describe_video
+    from handclust.modalities.encoders.vjepa2 import VJEPAWindowEncoder, model_input, window_seconds
+    from handclust.runtime.plan import concat_batches, frame_batches
 
     sample_fps = enc_cfg.decode.sample_fps  # 5 fps; video.fps=2: every 2nd sampled frame, 4 per window
     assert model_input(enc_cfg.video) == (36, 36)  # the tiny checkpoint: crop 32, resize 32 x 256/224
@@ -239,7 +239,7 @@ def test_removed_video_keys_name_what_replaced_them():
 
 def test_missing_or_wrong_model_stops_with_the_key_and_the_fix(enc_cfg, tiny_models, tmp_path: Path):
     from handclust.config import load_config
-    from handclust.encoders import ModelLoadError, check_models
+    from handclust.modalities.encoders import ModelLoadError, check_models
 
     missing = tmp_path / "weights" / "dinov2-base"
     with pytest.raises(ModelLoadError) as err:
@@ -266,7 +266,7 @@ def test_missing_or_wrong_model_stops_with_the_key_and_the_fix(enc_cfg, tiny_mod
 
 def test_discover_stops_before_any_clip_work_when_a_model_is_missing(short_clip: Path, tmp_path: Path):
     from handclust import discover
-    from handclust.encoders import ModelLoadError
+    from handclust.modalities.encoders import ModelLoadError
 
     out = tmp_path / "run"
     with pytest.raises(ModelLoadError, match="video.model"):
@@ -277,7 +277,7 @@ def test_discover_stops_before_any_clip_work_when_a_model_is_missing(short_clip:
 def test_forced_device_that_is_missing_is_an_error():
     import torch
 
-    from handclust.encoders.device import DeviceError, gpu_share, resolve_device
+    from handclust.modalities.encoders.device import DeviceError, gpu_share, resolve_device
 
     assert gpu_share("cpu", 0.5) == 0.0 and gpu_share("cuda", 0.5) == 0.5
     assert resolve_device("cpu", "scene.device") == "cpu"
@@ -304,17 +304,17 @@ def test_fingerprint_follows_encoder_settings_not_batch_sizes(tiny_models):
 
 @pytest.mark.slow
 def test_importing_the_encoders_loads_no_torch():
-    code = ("import sys, handclust.encoders, handclust.encoders.dinov2, handclust.encoders.vjepa2, handclust.encoders.owlv2\n"
-            "import handclust.encoders.efficientnet\n"
+    code = ("import sys, handclust.modalities.encoders, handclust.modalities.encoders.dinov2, handclust.modalities.encoders.vjepa2, handclust.modalities.encoders.owlv2\n"
+            "import handclust.modalities.encoders.efficientnet\n"
             "from handclust.config import load_config\n"
-            "from handclust.modalities import frame_stages as registry_stages\n"
+            "from handclust.modalities.registry import frame_stages as registry_stages\n"
             "assert type(registry_stages(load_config(None, []))[0]).__name__ == 'EfficientNetFrameEncoder'  # the default\n"
             "from handclust.pipeline import frame_stages, segment_stages\n"
             "cfg = load_config(None, ['scene.encoder=dinov2', 'video.enabled=true', 'tools.enabled=true'])\n"
             "stages = frame_stages(cfg) + segment_stages(cfg)\n"
             "print([s.name for s in stages], ','.join(m for m in ('torch', 'transformers', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    # Frame stages in modality-registry order (handclust/modalities.py); V-JEPA-2 is one of them.
+    # Frame stages in modality-registry order (handclust/modalities/registry.py); V-JEPA-2 is one of them.
     assert out.stdout.strip() == "['scene', 'motion', 'video', 'tools', 'pose']", out.stdout
 
 
@@ -330,7 +330,7 @@ def test_discover_with_all_three_encoders(tiny_models, footage_dir: Path, tmp_pa
         # machine's float rounding, so the per-activity tool lists below have clusters to describe.
         "cluster.min_cluster_size=3"])
     # result.segments holds what the driver reads after clustering (no descriptors, issue 22): the stored ones.
-    from handclust.storage import OutputStore
+    from handclust.io.storage import OutputStore
 
     seg = OutputStore(out).read_dataset("segments", schema.SEGMENTS)
     assert seg.num_rows == result.segments.num_rows > 0

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from handclust.cli import cli
-from handclust.metrics import edit_score, f1_counts, hungarian_match, segmentation_scores
+from handclust.core.metrics import edit_score, f1_counts, hungarian_match, segmentation_scores
 
 
 def test_tas_metrics_match_hand_computed_values():
@@ -158,7 +158,7 @@ def test_parts_from_an_earlier_version_read_with_null_columns(tmp_path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from handclust.storage import OutputStore
+    from handclust.io.storage import OutputStore
 
     schema = pa.schema([("segment_id", pa.string()), ("hand_looked", pa.int32())])
     (tmp_path / "segments").mkdir()

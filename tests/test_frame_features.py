@@ -44,8 +44,8 @@ def reference_scene_vector(frame: np.ndarray, pyramid_levels: int, color_bins: i
 @pytest.mark.parametrize("levels,colours,orientations,width", [(2, 6, 8, 320), (1, 6, 8, 320), (3, 8, 12, 250)])
 def test_scene_vectors_match_the_per_cell_definition(short_clip: Path, levels, colours, orientations, width):
     from handclust.config import load_config
-    from handclust.features.scene import HistogramSceneEncoder, scene_dim
-    from handclust.video import open_video
+    from handclust.io.video import open_video
+    from handclust.modalities.features.scene import HistogramSceneEncoder, scene_dim
 
     cfg = load_config(None, [f"scene.pyramid_levels={levels}", f"scene.color_bins={colours}",
                              f"scene.orientation_bins={orientations}"]).scene
@@ -65,8 +65,8 @@ def test_flow_grid_is_the_mean_flow_per_cell_in_frame_widths_per_second(short_cl
     import cv2
 
     from handclust.config import load_config
-    from handclust.features.motion import MotionFeatures
-    from handclust.video import open_video
+    from handclust.io.video import open_video
+    from handclust.modalities.features.motion import MotionFeatures
 
     cfg = load_config(None, [])
     frames = next(open_video(short_clip, 5.0, 321, 64).chunks()).frames  # odd width: the grid drops the last column

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handclust.clustering import fuse, group_segments
-from handclust.clustering.temporal import smooth_timelines, viterbi
 from handclust.config import ClusterConfig
-from handclust.metrics import agreement
+from handclust.core.clustering import fuse, group_segments
+from handclust.core.clustering.temporal import smooth_timelines, viterbi
+from handclust.core.metrics import agreement
 
 CFG = ClusterConfig(backend="cpu")
 

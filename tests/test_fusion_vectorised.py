@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from handclust.clustering.fusion import clip_positions, fit_modality, normalise_within_clips
+from handclust.core.clustering.fusion import clip_positions, fit_modality, normalise_within_clips
 
 
 def loop_normalise_within_clips(x, clip_ids, rows=None, prior=2.0):
@@ -104,7 +104,7 @@ def loop_vote_labels(ref_labels, idx, dist):
 
 
 def loop_assign_noise(labels, knn_idx, knn_dist, x):
-    from handclust.clustering.neighbours import l2_normalise
+    from handclust.core.clustering.neighbours import l2_normalise
 
     out = labels.copy()
     moved = np.zeros(len(labels), bool)
@@ -123,7 +123,7 @@ def loop_assign_noise(labels, knn_idx, knn_dist, x):
 
 
 def test_votes_and_noise_assignment_match_the_loop_definitions():
-    from handclust.clustering.neighbours import assign_noise, l2_normalise, vote_labels
+    from handclust.core.clustering.neighbours import assign_noise, l2_normalise, vote_labels
 
     rng = np.random.default_rng(5)
     n, k = 3000, 8

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from handclust.config import load_config
-from handclust.features.hands import (
+from handclust.modalities.features.hands import (
     DETECTED,
     NO_HAND,
     PROPAGATED,
@@ -17,8 +17,8 @@ from handclust.features.hands import (
     propagate_hands,
     scene_cuts,
 )
-from handclust.features.keypoints import HAND_POINTS, HAND_SLOT, POSE_DESCRIPTOR, pose_descriptor
-from handclust.features.motion import MotionFeatures
+from handclust.modalities.features.keypoints import HAND_POINTS, HAND_SLOT, POSE_DESCRIPTOR, pose_descriptor
+from handclust.modalities.features.motion import MotionFeatures
 
 W, H, FPS = 320, 180, 5.0
 
@@ -231,9 +231,9 @@ def test_clip_pass_reads_only_frames_near_anchors_and_marks_rows(cfg):
 def _clip_file(path, n: int, seed: int, shift: tuple[float, float], turn: float):
     """A clip of ``n`` frames of a textured world under a moving camera, written to ``path``; its
     source and the RGB frames the first pass decodes from it."""
+    from handclust.io.video import open_video
     from handclust.pipeline import frame_batches
-    from handclust.synthetic import Mp4Writer
-    from handclust.video import open_video
+    from handclust.synthetic.footage_v1 import Mp4Writer
 
     world = cv2.cvtColor(_texture(seed), cv2.COLOR_GRAY2RGB)
     with Mp4Writer(path, FPS, (W, H)) as out:
@@ -270,8 +270,8 @@ def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path, monkeypatch
     clip pass re-decodes the pose.fps frames within 10 of it and runs the hand model on them, and
     nowhere else. The frames it gets are the ones the first pass decoded; one re-decode serves the
     dense looks and the propagation of the hands they find."""
-    import handclust.video
-    from handclust.features.hands import hand_coverage
+    import handclust.io.video
+    from handclust.modalities.features.hands import hand_coverage
 
     pose = load_config(None, []).pose  # pose.fps 2.5, idle_fps 0.5: steps 2 and 10 at 5 fps
     n, path = 40, tmp_path / "idle.mp4"
@@ -290,8 +290,8 @@ def test_hand_model_looks_densely_only_around_a_found_hand(tmp_path, monkeypatch
         return np.stack([_row(truth[14] if f else None) for f in found])
 
     opened: list[str] = []
-    real_open = handclust.video.open_video
-    monkeypatch.setattr(handclust.video, "open_video", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    real_open = handclust.io.video.open_video
+    monkeypatch.setattr(handclust.io.video, "open_video", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
     stage = HandTracks(pose, FPS, W, 8, hand_model=model)
     frames = {"frame_idx": np.arange(n), "hand_landmarks": rows, **_motion_frames(grey)}
     out = stage(frames, str(path), (H, W), backend=source.backend)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handclust.features.held import HELD_MAX_DIFF, HeldFrameTracker, fill_held, frame_difference, held_signature, is_fresh
+from handclust.core.held import HELD_MAX_DIFF, HeldFrameTracker, fill_held, frame_difference, held_signature, is_fresh
 
 W, H = 320, 180
 SPEED = 20.0  # px/s the scene pans left
@@ -72,10 +72,10 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _run(path: Path, out: Path, chunk_frames: int = 64) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One clip through the local runner: its frames and segments tables and its status."""
     from handclust.config import RunConfig, with_overrides
-    from handclust.footage import find_clips
+    from handclust.io.footage import find_clips
+    from handclust.io.storage import OutputStore
     from handclust.pipeline import LocalRunner
     from handclust.progress import Progress
-    from handclust.storage import OutputStore
 
     cfg = with_overrides(RunConfig(), [f"decode.chunk_frames={chunk_frames}", "runner=local"])
     store = OutputStore(out)

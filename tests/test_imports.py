@@ -98,9 +98,9 @@ def test_handclust_has_no_import_cycle():
     understood, tested or moved without the other, and a lazy import hides it until a refactor
     turns it into an ImportError."""
     graph = import_graph(PACKAGE)
-    assert {"handclust.pipeline", "handclust.activities", "handclust.ray_runner"} <= set(graph)
+    assert {"handclust.pipeline", "handclust.activities", "handclust.runtime.ray_runner"} <= set(graph)
     # The graph sees imports inside functions: pipeline reaches the Ray runner only when asked for.
-    assert "handclust.ray_runner" in graph["handclust.pipeline"]
+    assert "handclust.runtime.ray_runner" in graph["handclust.pipeline"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
@@ -121,3 +121,41 @@ def test_cycle_check_finds_a_cycle_hidden_in_a_function(tmp_path):
     assert find_cycle(graph) == ["pkgx.a", "pkgx.sub.b", "pkgx.c", "pkgx.a"]
     (pkg / "c.py").write_text("import os\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+# --------------------------------------------------------------------------- layers
+
+# The folders are the layers, bottom to top; a module imports only its own layer and those below
+# (function-level imports included). The base modules and the entry points sit at the top level of
+# the package: BASE below everything, every other top-level module above everything.
+LAYERS = ("base", "core", "io", "modalities", "runtime", "reporting", "app")
+BASE = {"config", "schema", "stages", "prices", "colours", "progress", "extras", "errors"}
+
+
+def layer(module: str) -> str:
+    """``handclust.io.video`` -> ``io``; top-level modules -> ``base`` or ``app``; the package -> ``app``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "app"
+    if len(parts) == 2 and (PACKAGE / f"{parts[1]}.py").is_file():
+        return "base" if parts[1] in BASE else "app"
+    return parts[1]
+
+
+def test_imports_point_down_the_layers():
+    """No module imports a layer above its own; synthetic data (test and demo footage) is imported
+    only by the entry points, never by the product's layers."""
+    graph = import_graph(PACKAGE)
+    known = {*LAYERS, "synthetic"}
+    assert {layer(m) for m in graph} == known, "a folder under handclust/ that is not a layer: add it to LAYERS"
+    upward = []
+    for mod, targets in graph.items():
+        lm = layer(mod)
+        for t in sorted(targets):
+            lt = layer(t)
+            if lt == "synthetic":
+                if lm not in ("app", "synthetic"):
+                    upward.append(f"{mod} -> {t} (synthetic data, imported by the product)")
+            elif lm != "synthetic" and LAYERS.index(lt) > LAYERS.index(lm):
+                upward.append(f"{mod} ({lm}) -> {t} ({lt})")
+    assert not upward, "imports running up the layers:\n" + "\n".join(upward)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from handclust import schema
-from handclust.clustering import fuse
 from handclust.config import load_config
-from handclust.features.keypoints import (
+from handclust.core.clustering import fuse
+from handclust.modalities.features.keypoints import (
     BODY_WIDTH,
     HAND_POINTS,
     HAND_SLOT,
@@ -245,7 +245,7 @@ def test_run_records_keypoints_per_frame_and_pose_per_segment(demo_run):
 
 def test_the_hand_pass_runs_mediapipe_itself_for_its_dense_looks(portrait: np.ndarray):
     """The dense looks around a found hand use the real hand model (built on first use, body off)."""
-    from handclust.features.hands import HandTracks
+    from handclust.modalities.features.hands import HandTracks
 
     stage = HandTracks(load_config(None, []).pose, 5.0, 320, 8)
     rows = stage.hand_model()([portrait, np.zeros_like(portrait)])

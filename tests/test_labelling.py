@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from handclust.config import LabelConfig
-from handclust.labelling import ClusterExamples, GeminiLabeller, label_clusters
-from handclust.storage import OutputStore
+from handclust.io.storage import OutputStore
+from handclust.reporting.labelling import ClusterExamples, GeminiLabeller, label_clusters
 
 
 class FakeGemini:
@@ -136,7 +136,7 @@ def test_errors_are_recorded_per_cluster_not_fatal(fake: FakeGemini, tmp_path: P
 
 def test_budget_is_never_exceeded_and_a_rerun_names_the_rest(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from handclust.cost import GEMINI_USD_PER_MTOK
-    from handclust.labelling import labels_spend, labels_summary
+    from handclust.reporting.labelling import labels_spend, labels_summary
 
     monkeypatch.setenv("GEMINI_API_KEY", "k")
     cfg = LabelConfig(base_url=fake.url, backoff_s=0.01, max_requests=2)
@@ -211,7 +211,7 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
 
     import pandas as pd
 
-    import handclust.video
+    import handclust.io.video
     from handclust import discover
 
     monkeypatch.setenv("GEMINI_API_KEY", "k")
@@ -221,7 +221,7 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
     def not_on_the_driver(*args, **kwargs):
         raise AssertionError("keyframes decoded on the driver")
 
-    monkeypatch.setattr(handclust.video, "read_range", not_on_the_driver)  # this process only, not Ray workers
+    monkeypatch.setattr(handclust.io.video, "read_range", not_on_the_driver)  # this process only, not Ray workers
     import ray
 
     starts = []
@@ -259,10 +259,10 @@ def test_ray_runner_names_each_activity_in_a_ray_task(fake: FakeGemini, footage_
 
 
 def test_typical_segments_membership_centre_then_one_per_clip():
-    """The one rule the labeller and the report's galleries / reel use (handclust.labelling.typical_segments)."""
+    """The one rule the labeller and the report's galleries / reel use (handclust.reporting.labelling.typical_segments)."""
     import pyarrow as pa
 
-    from handclust.labelling import labels_summary, typical_segments
+    from handclust.reporting.labelling import labels_summary, typical_segments
 
     labels = np.array([0, 0, 0, 0, 1, 1, -1], dtype=np.int32)
     probs = np.array([1.0, 1.0, 0.5, 1.0, 0.2, 0.9, 1.0])

@@ -1,4 +1,4 @@
-"""A modality added through the registry alone (handclust/modalities.py; no other edit) reaches every
+"""A modality added through the registry alone (handclust/modalities/registry.py; no other edit) reaches every
 place a modality goes: config validation, the segments schema and table, the resume fingerprint,
 the fusion (a weight in run.json) and the ablations. docs/ARCHITECTURE.md walks through this example."""
 
@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from handclust import modalities, schema
+from handclust import schema
 from handclust.config import ConfigError, load_config
-from handclust.descriptors import Description, SegmentFrames
-from handclust.plan import descriptor_dims, feature_fingerprint
+from handclust.modalities import registry as modalities
+from handclust.modalities.descriptors import Description, SegmentFrames
+from handclust.runtime.plan import descriptor_dims, feature_fingerprint
 
 
 def describe_head_jerk(seg: SegmentFrames) -> Description:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from handclust.run_lock import LOCK_NAME, OutputBusyError, hold
-from handclust.storage import OutputStore
+from handclust.io.run_lock import LOCK_NAME, OutputBusyError, hold
+from handclust.io.storage import OutputStore
 
 HANDCLUST = [str(Path(sys.executable).with_name("handclust"))]
 
 # A process that takes the lock on argv[1] and holds it for argv[2] seconds, or exits 3 when refused.
 HOLDER = """
 import sys, time
-from handclust.run_lock import OutputBusyError, hold
-from handclust.storage import OutputStore
+from handclust.io.run_lock import OutputBusyError, hold
+from handclust.io.storage import OutputStore
 start = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 while time.time() < start:
     time.sleep(0.001)

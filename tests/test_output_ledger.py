@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
-from handclust.clip_job import Ledger, is_committed, status_rel
-from handclust.footage import Clip
+from handclust.io.footage import Clip
+from handclust.io.run_tables import ok_segments
+from handclust.io.storage import PART_INDEX, OutputStore, compact_clip_tables
 from handclust.pipeline import clips_table, compact_outputs
-from handclust.run_tables import ok_segments
-from handclust.storage import PART_INDEX, OutputStore, compact_clip_tables
-from handclust.synthetic import planted_segments_table
+from handclust.runtime.clip_job import Ledger, is_committed, status_rel
+from handclust.synthetic.footage_v1 import planted_segments_table
 
 FP = "fingerprint-1"
 
@@ -124,7 +124,7 @@ def test_ledger_and_compaction_on_an_object_store(s3_bucket):
 def test_a_removed_clip_leaves_the_compacted_parts_and_comes_back(tmp_path):
     """After compaction a clip's rows sit in a part; a clip that leaves the footage must leave the folder
     globs too (set aside as its own file under .removed/), and come back whole when it returns."""
-    from handclust.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
+    from handclust.io.run_tables import SET_ASIDE, restore_clips, set_aside_other_clips
 
     store = OutputStore(tmp_path)
     clips, seg = write_run(store)

@@ -26,10 +26,13 @@ def metadata(built_wheel: Path) -> email.message.Message:
     with zipfile.ZipFile(wheel) as z:
         assert "handclust/cli.py" in z.namelist()
         # The report renders from package data: without its templates `handclust report` cannot work from a wheel.
-        shipped = {n for n in z.namelist() if n.startswith("handclust/report/templates/")}
-        in_tree = {f"handclust/report/templates/{f.name}" for f in (REPO / "handclust" / "report" / "templates").iterdir() if f.is_file()}
-        assert {"handclust/report/templates/index.html.j2", "handclust/report/templates/style.css"} <= shipped
+        shipped = {n for n in z.namelist() if n.startswith("handclust/reporting/report/templates/")}
+        in_tree = {f"handclust/reporting/report/templates/{f.name}" for f in (REPO / "handclust" / "reporting" / "report" / "templates").iterdir() if f.is_file()}
+        assert {"handclust/reporting/report/templates/index.html.j2", "handclust/reporting/report/templates/style.css"} <= shipped
         assert shipped == in_tree, in_tree ^ shipped
+        # The estimate's measured rates are package data: installed, `handclust estimate` gives a checkout's numbers.
+        rates = {n for n in z.namelist() if n.startswith("handclust/rates/")}
+        assert rates == {f"handclust/rates/{f.name}" for f in (REPO / "handclust" / "rates").glob("*.json")} and rates
         name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         return email.message_from_bytes(z.read(name))
 
@@ -117,7 +120,7 @@ def test_a_missing_extra_stops_the_run_before_any_clip_with_the_extra_to_install
 
 
 def test_missing_mediapipe_names_the_hands_extra_and_the_no_deps_install(monkeypatch):
-    from handclust.features.keypoints import KeypointModelError, check_mediapipe
+    from handclust.modalities.features.keypoints import KeypointModelError, check_mediapipe
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(KeypointModelError, match=r"handclust\[hands\].*--no-deps mediapipe==0\.10\.14.*pose\.enabled=false"):

@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust import discover, schema
-from handclust.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
-from handclust.evaluation import frame_sequences, load_truth
-from handclust.footage import FootageError
-from handclust.metrics import agreement
-from handclust.run_record import check_run
-from handclust.video import read_range
+from handclust.core.clustering import cluster_segments, fuse
+from handclust.core.metrics import agreement
+from handclust.io.footage import FootageError
+from handclust.io.run_record import check_run
+from handclust.io.video import read_range
+from handclust.reporting.evaluation import frame_sequences, load_truth
 
 ARI_BAR = 0.45  # frame-level ARI the fused pipeline must clear on the test footage
 
@@ -166,7 +166,7 @@ def test_resume_skips_finished_clips(footage_dir: Path, tmp_path: Path, monkeypa
 def test_same_files_in_another_folder_give_the_same_activities(tmp_path: Path):
     """Clip ids hash the absolute path; the clustering's random draws must not follow them, or moving
     the footage changes the fusion weights and the activities (it did: ego 0.92 vs 1.05)."""
-    from handclust.sample_footage import make_sample_footage
+    from handclust.synthetic.sample import make_sample_footage
 
     made = make_sample_footage(tmp_path / "made", n_clips=3, minutes=0.5, seed=11, fps=10.0, size=(320, 180))
     runs = []

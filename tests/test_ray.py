@@ -15,11 +15,11 @@ import pytest
 import ray
 
 from handclust.config import RunConfig, load_config
-from handclust.footage import Clip, find_clips
+from handclust.io.footage import Clip, find_clips
+from handclust.io.storage import OutputStore
 from handclust.pipeline import LocalRunner, frame_stages
 from handclust.progress import Progress
 from handclust.stages import Batch, Resources
-from handclust.storage import OutputStore
 
 pytestmark = pytest.mark.ray
 
@@ -42,7 +42,7 @@ def ray_config(*overrides: str) -> RunConfig:
 
 
 def run_ray(cfg: RunConfig, clips: list[Clip], out: Path, stages: list[Any] | None = None) -> list[dict[str, Any]]:
-    from handclust.ray_runner import RayRunner
+    from handclust.runtime.ray_runner import RayRunner
 
     runner = RayRunner(cfg, OutputStore(out), Progress(False), stages=stages)
     return runner.process_clips([c for c in clips if not runner.is_done(c)])
@@ -151,7 +151,7 @@ def test_corrupt_clip_is_quarantined_after_max_attempts(ray_instance, short_clip
     assert row.num_rows == 1 and row.column("attempts")[0].as_py() == 2
     assert "02_transit_corrupt.mp4" in row.column("error")[0].as_py()
     # Quarantined clips are skipped: nothing is left to do, so no Ray pipeline runs at all.
-    from handclust.ray_runner import RayRunner
+    from handclust.runtime.ray_runner import RayRunner
 
     runner = RayRunner(cfg, OutputStore(tmp_path / "out"), Progress(False))
     assert all(runner.is_done(c) for c in find_clips(src, cfg.phase.pattern))
@@ -378,7 +378,7 @@ def test_run_killed_part_way_keeps_each_committed_clip_and_the_rerun_resumes(ray
     import sys
     import time
 
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     footage = tmp_path / "footage"
     footage.mkdir()
@@ -430,7 +430,7 @@ def test_run_killed_part_way_keeps_each_committed_clip_and_the_rerun_resumes(ray
         assert len(pd.read_parquet(out / "frames" / f"{cid}.parquet")) > 0
         assert len(pd.read_parquet(out / "segments" / f"{cid}.parquet")) > 0
     # The rerun processes only the clips not committed, and the tables equal an uninterrupted run's.
-    from handclust.ray_runner import RayRunner
+    from handclust.runtime.ray_runner import RayRunner
 
     cfg = ray_config("ray.decode_concurrency=1", "ray.decode_num_cpus=0.5", "pose.enabled=false")
     runner = RayRunner(cfg, OutputStore(out), Progress(True))
@@ -473,7 +473,7 @@ class ThreadProbe:
 
 def test_stage_actors_hold_their_threads_to_their_cpus(ray_instance):
     """Per-actor thread limits (issue 13: faiss / OpenMP used every core of the node in every actor)."""
-    from handclust.ray_runner import StageActor
+    from handclust.runtime.ray_runner import StageActor
 
     actor = ray.remote(num_cpus=0.3)(StageActor).remote(ThreadProbe(), threads=0.3)
     out = ray.get(actor.__call__.remote({"x": np.zeros(1)}))
@@ -535,7 +535,7 @@ class FailsOnClip:
 def test_a_failing_frame_stage_is_the_same_clip_error_on_both_runners(ray_instance, short_clip: Path, tmp_path: Path):
     """One clip job, one error policy: the Ray runner dropped the block and settled the clip as 'the worker
     processing it died'; now both record 'computing frame features failed (...)' once, and the other clip is ok."""
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     other = tmp_path / "02_prep_other.mp4"
     render_clip(other, "prep", 6.0, seed=5, fps=10.0, size=(160, 90))

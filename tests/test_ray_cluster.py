@@ -189,7 +189,7 @@ echo SUBMITTED_OK
 # the head was started without it, and no config or image holds it.
 GEMINI_API_KEY=not-a-real-key ray job submit --address http://127.0.0.1:8265 --working-dir . \
     --runtime-env-json "$(GEMINI_API_KEY=not-a-real-key python jobs/discover.py --runtime-env)" -- \
-    python -c "from handclust.config import load_config; from handclust.labelling import api_key; \
+    python -c "from handclust.config import load_config; from handclust.reporting.labelling import api_key; \
 print('KEY_SEEN', api_key(load_config('cluster_configs/job.yaml', []).labels))"
 RAY_AUTH_MODE=disabled ray job list --address http://127.0.0.1:8265 >/dev/null 2>&1 && echo NO_TOKEN_ACCEPTED || echo NO_TOKEN_REFUSED
 """

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handclust import report as report_mod
-from handclust.report import html as report_html
-from handclust.report import write_report
+from handclust.reporting import report as report_mod
+from handclust.reporting.report import html as report_html
+from handclust.reporting.report import write_report
 
 HOSTILE_LABEL = "<script>alert(1)</script>"
 HOSTILE_FILE = "05_prep_<img src=x onerror=alert(2)>.mp4"
@@ -186,9 +186,9 @@ def test_large_runs_cap_the_per_clip_sections(small_run: Path, tmp_path: Path, m
 
 def test_report_failure_does_not_lose_the_run(small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               caplog: pytest.LogCaptureFixture):
+    from handclust.io.storage import OutputStore
     from handclust.pipeline import RunResult, write_run_report
     from handclust.progress import Progress
-    from handclust.storage import OutputStore
 
     out = _copy_run(small_run, tmp_path / "run")
 
@@ -290,8 +290,8 @@ def test_moved_footage_is_one_problem_not_a_failure(small_run: Path, tmp_path: P
 
 
 def test_one_colour_rule_for_report_and_timelines_and_no_repeats():
-    from handclust import timeline
     from handclust.colours import activity_colour
+    from handclust.reporting import timeline
 
     # timelines/ and the report drew activities >= 10 differently, and timelines/ gave 10 the colour of 5, 20 that of 0.
     assert timeline.activity_colour is activity_colour and report_mod.colour_hex is activity_colour

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from handclust.config import RunConfig
-from handclust.footage import find_clips
+from handclust.io.footage import find_clips
 
 PATTERN = RunConfig().phase.pattern
 
@@ -47,7 +47,7 @@ def _ids(folder: Path, suffix: str = ".parquet") -> set[str]:
 
 
 def _render(path: Path, seed: int, phase: str, seconds: float = 6.0) -> None:
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     render_clip(path, phase, seconds, seed=seed, fps=10.0, size=(96, 64))
 
@@ -141,7 +141,7 @@ def test_a_removed_clip_leaves_a_compacted_run_and_comes_back(tmp_path: Path, mo
 
 def test_output_folders_inside_the_footage_are_not_footage(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """A run's reel (and a lock-held folder being written) under the footage folder is skipped, and said so."""
-    from handclust.footage import FootageError
+    from handclust.io.footage import FootageError
 
     footage = tmp_path / "footage"
     (footage / "day1").mkdir(parents=True)
@@ -273,7 +273,7 @@ def test_a_run_where_every_clip_fails_says_so_and_records_failed(tmp_path: Path)
 
 def test_a_clip_cut_before_its_index_gets_advice_that_can_work(tmp_path: Path):
     """Re-encoding a file without its MP4 index fails the same way: the advice is to copy it again or repair it."""
-    from handclust.video import VideoError, open_video
+    from handclust.io.video import VideoError, open_video
 
     whole, cut = tmp_path / "whole.mp4", tmp_path / "01_production_cut.mp4"
     _render(whole, seed=1, phase="production", seconds=3.0)

@@ -1,4 +1,4 @@
-"""run.json is written through one function that checks its fields (handclust.run_record)."""
+"""run.json is written through one function that checks its fields (handclust.io.run_record)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handclust.run_record import RunRecordError, read_run, update_run
-from handclust.storage import OutputStore
+from handclust.io.run_record import RunRecordError, read_run, update_run
+from handclust.io.storage import OutputStore
 
 
 def test_update_keeps_other_fields_and_fresh_starts_over(tmp_path: Path):

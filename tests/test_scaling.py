@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from handclust.clustering import cluster_segments, fuse
 from handclust.config import ClusterConfig
-from handclust.metrics import agreement
-from handclust.synthetic import planted_segment_descriptors
+from handclust.core.clustering import cluster_segments, fuse
+from handclust.core.metrics import agreement
+from handclust.synthetic.footage_v1 import planted_segment_descriptors
 
 pytestmark = pytest.mark.slow  # clusters corpora of up to thousands of segments
 
@@ -47,7 +47,7 @@ def test_fit_on_a_sample_places_the_rest_by_neighbours():
 
 
 def test_saved_fusion_transforms_new_segments_like_the_fit(tmp_path):
-    from handclust.clustering import Fusion
+    from handclust.core.clustering import Fusion
 
     mods, clip_ids, _ = planted_segment_descriptors(600, 6, seed=2)
     fusion = fuse(mods, clip_ids, CFG)

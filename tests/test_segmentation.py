@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from handclust.config import SegmentConfig
-from handclust.segmentation import segment_clip, window_novelty
+from handclust.core.segmentation import segment_clip, window_novelty
 
 FPS = 5.0
 

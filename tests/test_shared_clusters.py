@@ -1,9 +1,9 @@
 """Single-clip clusters: a person's own version of a shared activity joins it; a clip from another
-world keeps its own activities; with two clips nothing merges (handclust/clustering/shared.py)."""
+world keeps its own activities; with two clips nothing merges (handclust/core/clustering/shared.py)."""
 
 import numpy as np
 
-from handclust.clustering.shared import merge_single_clip_clusters
+from handclust.core.clustering.shared import merge_single_clip_clusters
 
 
 def _corpus(rng, private_offset):

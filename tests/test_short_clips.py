@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from handclust.config import RunConfig, load_config
-from handclust.features.hands import needed_frames
-from handclust.footage import find_clips
+from handclust.io.footage import find_clips
+from handclust.io.storage import OutputStore
+from handclust.modalities.features.hands import needed_frames
 from handclust.pipeline import LocalRunner
 from handclust.progress import Progress
-from handclust.storage import OutputStore
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 20, 21, 50])
@@ -37,7 +37,7 @@ CASES = [(d, fps, (96, 64)) for fps in (10.0, 25.0, 30.0) for d in (0.2, 0.5, 1.
 def test_clips_of_every_length_are_processed(tmp_path: Path):
     """Default config (hands on), 5 fps sampling: every clip of 2 or more sampled frames is ok with
     segments; a 0.2 s clip (1 sampled frame) is one 'too short' error naming the length that works."""
-    from handclust.synthetic import render_clip
+    from handclust.synthetic.footage_v1 import render_clip
 
     paths = []
     for i, (d, fps, size) in enumerate(CASES):

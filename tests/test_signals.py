@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from handclust.config import DescriptorConfig, FlowConfig
-from handclust.periodicity import autocorr_period, rhythm, ssm_period
+from handclust.core.periodicity import autocorr_period, rhythm, ssm_period
 
 FPS = 5.0
 
@@ -46,7 +46,7 @@ def test_autocorrelation_and_self_similarity_give_the_repetition_period():
 def test_ego_motion_of_a_known_image_shift(dx: int, dy: int):
     """The whole image moves by (dx, dy) px between frames: the camera's translation is that shift,
     in frame widths per second, with no rotation, no zoom and almost nothing left unexplained."""
-    from handclust.features.motion import MotionFeatures
+    from handclust.modalities.features.motion import MotionFeatures
 
     rng = np.random.default_rng(2)
     w, h = 320, 180

@@ -10,9 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from handclust.metrics import label_segments
+from handclust.core.metrics import label_segments
 from handclust.segment_features import load_feature_dir, read_mapping
-from handclust.synthetic_features import BACKGROUND, SCRIPT, FeatureSet, make_feature_set, make_features
+from handclust.synthetic.features import BACKGROUND, SCRIPT, FeatureSet, make_feature_set, make_features
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from handclust import schema
-from handclust.sample_footage import make_sample_footage
-from handclust.synthetic import GROUND_TRUTH_FILE
-from handclust.synthetic_v2 import SHARED_ACTIVITIES, TRADE_ACTIVITIES, make_sample_footage_v2
-from handclust.video import open_video, probe
+from handclust.io.video import open_video, probe
+from handclust.synthetic.footage_v1 import GROUND_TRUTH_FILE
+from handclust.synthetic.footage_v2 import SHARED_ACTIVITIES, TRADE_ACTIVITIES, make_sample_footage_v2
+from handclust.synthetic.sample import make_sample_footage
 
 MINUTES = 1.0
 FPS = 10.0
@@ -137,7 +137,7 @@ def test_same_seed_same_truth_and_rerun_keeps_clips(v2_dir: Path, truth: dict[st
 
 
 def test_more_clips_repeat_the_pattern_and_fewer_drop_the_rest(tmp_path: Path):
-    from handclust.synthetic_v2 import clip_specs
+    from handclust.synthetic.footage_v2 import clip_specs
 
     names = [n for n, _ in clip_specs(8)]
     assert names[4:] == ["05_production_masonry.mp4", "06_prep_masonry.mp4", "07_production_framing.mp4",
@@ -205,8 +205,8 @@ def v2_run(v2_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_v2_activities_beat_one_activity_per_clip(v2_run, v2_dir: Path):
-    from handclust.evaluation import frame_sequences, load_truth
-    from handclust.metrics import agreement
+    from handclust.core.metrics import agreement
+    from handclust.reporting.evaluation import frame_sequences, load_truth
 
     ev = v2_run.evaluation
     gt, _, clip = frame_sequences(v2_run.segments, v2_run.clips, load_truth(v2_dir), 5.0)
@@ -225,8 +225,8 @@ def test_two_trades_at_half_a_frame_per_second_separate_and_timelines_do_not_fli
     activities must separate the trades (NMI >= 0.3, the issue's goal), and the timeline must not
     change activity more often than the work does (median run at least the true median)."""
     from handclust import discover
-    from handclust.metrics import agreement
-    from handclust.synthetic_v2 import ClipSpec
+    from handclust.core.metrics import agreement
+    from handclust.synthetic.footage_v2 import ClipSpec
 
     pattern = (ClipSpec("production", "masonry", source_fps=0.5), ClipSpec("production", "framing", source_fps=0.5))
     footage = make_sample_footage_v2(tmp_path / "footage", n_clips=2, minutes=5.0, seed=SEED, size=SIZE, pattern=pattern)

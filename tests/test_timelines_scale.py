@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from handclust.clustering import Clustering
+from handclust.core.clustering import Clustering
+from handclust.io.storage import OutputStore
 from handclust.progress import Progress
-from handclust.storage import OutputStore
-from handclust.timeline import _clip_records, write_timelines
+from handclust.reporting.timeline import _clip_records, write_timelines
 
 
 def many_clips(n_clips: int, per_clip: int, seed: int = 0) -> tuple[pa.Table, pa.Table, Clustering]:
@@ -66,7 +66,7 @@ def test_many_clips_get_their_own_timelines_and_a_capped_overview(tmp_path):
 
 
 def test_per_clip_stats_match_the_loop_definition():
-    from handclust.evaluation import per_clip_stats
+    from handclust.reporting.evaluation import per_clip_stats
 
     rng = np.random.default_rng(3)
     clip_ids = np.array([f"c{i}" for i in rng.integers(0, 25, 2000)], dtype=object)
@@ -88,7 +88,7 @@ def test_a_clips_strip_shows_its_activities_in_the_report_colours(tmp_path):
     import cv2
 
     from handclust.colours import activity_colour
-    from handclust.timeline import strip_png
+    from handclust.reporting.timeline import strip_png
 
     segs = [{"t_start": 0.0, "t_end": 50.0, "activity": 3, "reassigned": False},
             {"t_start": 50.0, "t_end": 100.0, "activity": 12, "reassigned": True}]
@@ -105,7 +105,7 @@ def test_report_matches_ablation_clusters_to_fused_ones_as_the_pair_loop_did():
     import pandas as pd
     from scipy.optimize import linear_sum_assignment
 
-    from handclust.report.data import align_to_fused
+    from handclust.reporting.report.data import align_to_fused
 
     rng = np.random.default_rng(2)
     n = 4000

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from handclust.synthetic_features import make_features
+from handclust.synthetic.features import make_features
 
 
 def _twfinch():

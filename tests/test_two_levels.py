@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-from handclust.clustering import group_segments
-from handclust.clustering.grouping import refine_within
-from handclust.clustering.temporal import smooth_timelines
 from handclust.config import ClusterConfig
+from handclust.core.clustering import group_segments
+from handclust.core.clustering.grouping import refine_within
+from handclust.core.clustering.temporal import smooth_timelines
 
 CFG = ClusterConfig(backend="cpu")
 

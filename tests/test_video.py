@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handclust.video import VideoError, open_video, probe, read_range
+from handclust.io.video import VideoError, open_video, probe, read_range
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: int = 10, pts: list[int] | None = None, rotation: int = 0) -> Path:
@@ -180,7 +180,7 @@ def test_a_failing_backend_falls_back_to_the_other(tmp_path: Path, caplog: pytes
 def test_nvdec_decodes_the_same_frames_or_hands_the_clip_to_cpu_saying_why(short_clip: Path):
     """decode.hwaccel=cuda: NVDEC where the process sees a GPU; without one (CI, CPU nodes of a
     cluster) PyAV on CPU decodes the clip, and the source says what NVDEC answered."""
-    from handclust.video import available_backends
+    from handclust.io.video import available_backends
 
     assert "nvdec" in available_backends()  # PyAV's FFmpeg ships the cuda device
     plain = open_video(short_clip, sample_fps=5, width=64)
@@ -198,7 +198,7 @@ def test_nvdec_decodes_the_same_frames_or_hands_the_clip_to_cpu_saying_why(short
 
 def test_ray_decode_tasks_see_their_nodes_gpus_only_for_nvdec():
     from handclust.config import load_config
-    from handclust.ray_runner import decode_task_options
+    from handclust.runtime.ray_runner import decode_task_options
 
     assert decode_task_options(load_config(None, [])) == {}
     env = decode_task_options(load_config(None, ["decode.hwaccel=cuda"]))["runtime_env"]["env_vars"]

@@ -1,0 +1,96 @@
+"""Reading a run's per-clip tables back as one: what the activities step, evaluation and
+``assign`` share about which clips count; and keeping the per-clip files to the clips of the run
+(:func:`set_aside_other_clips`), so every table and glob agrees with ``clusters.parquet``."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from handclust import schema
+from handclust.io.storage import OutputStore
+
+DONE_STATES = ("ok", "partial")  # a clip in one of these has frames and segments to use
+
+
+def ok_segments(store: OutputStore, clips_tbl: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """The segments of every clip whose status is ``ok`` or ``partial``, in :func:`clip_order` and
+    segment index order; ``columns`` only, when given (``clip_id`` and ``seg_idx`` always)."""
+    ok = pc.is_in(clips_tbl.column("status"), value_set=pa.array(DONE_STATES))
+    ids = clips_tbl.filter(ok).column("clip_id")
+    if columns is not None:
+        columns = list(dict.fromkeys(["clip_id", "seg_idx", *columns]))
+    # One parallel dataset read of the done clips' files and parts, not a request per file in turn.
+    seg = store.read_dataset("segments", schema.SEGMENTS, columns=columns, clip_ids=ids.to_pylist())
+    rank = pc.index_in(seg.column("clip_id"), value_set=pa.array(clip_order(clips_tbl), pa.string()))
+    return seg.append_column("_rank", rank).sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
+
+
+def clip_order(clips_tbl: pa.Table) -> list[str]:
+    """Clip ids by file name, then id. Clustering draws random samples over the rows in this order,
+    so it must not depend on where the footage sits: clip ids hash the absolute path, and ordering
+    by them gave other fusion weights for the same files in another folder."""
+    ids = clips_tbl.column("clip_id").to_pylist()
+    names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in clips_tbl.column("path").to_pylist()]
+    return [c for _, c in sorted(zip(names, ids, strict=True))]
+
+
+# The files kept per clip, as (folder, suffix); the file name is the clip id.
+PER_CLIP_FILES = (("status", ".json"), ("frames", ".parquet"), ("segments", ".parquet"), ("timelines", ".json"),
+                  ("timelines", ".png"))
+COMPACTED = ("frames", "segments")  # folders a large run compacts into part-*.parquet
+SET_ASIDE = ".removed"  # hidden: pandas/pyarrow datasets and `OUT/segments/*.parquet` globs never read it
+_CLIP_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def set_aside_other_clips(store: OutputStore, keep: set[str]) -> list[str]:
+    """Move the per-clip files of every clip not in ``keep`` (removed from the footage, or replaced:
+    a changed file has a new id) to ``OUT/.removed/<folder>/``; returns their clip ids.
+
+    Moved aside rather than deleted: a clip that comes back unchanged (a folder unmounted for one
+    run, a manifest edited by mistake) is restored by :func:`restore_clips` instead of decoded again.
+    """
+    from handclust.io.storage import take_clips_out_of_parts
+
+    moved: set[str] = set()
+    for folder, suffix in PER_CLIP_FILES:
+        own: set[str] = set()
+        for name in store.list(folder, suffix):
+            cid = name[: -len(suffix)]
+            if cid in keep or not _CLIP_ID.fullmatch(cid):  # timelines/timelines.png is the run's, not a clip's
+                continue
+            store.move(f"{folder}/{name}", f"{SET_ASIDE}/{folder}/{name}")
+            own.add(cid)
+        if folder in COMPACTED:  # after compaction a clip's rows may sit in a part, not in a file of its own
+            own |= take_clips_out_of_parts(store, folder, keep, f"{SET_ASIDE}/{folder}", own_moved=own)
+        moved |= own
+    return sorted(moved)
+
+
+def restore_clips(store: OutputStore, clip_ids: list[str]) -> list[str]:
+    """Move back the files :func:`set_aside_other_clips` set aside for ``clip_ids``; returns those restored."""
+    restored = []
+    for cid in clip_ids:
+        if not store.exists(f"{SET_ASIDE}/status/{cid}.json"):
+            continue
+        # The status last, as a commit writes it: a status always has its tables beside it.
+        for folder, suffix in [*PER_CLIP_FILES[1:], PER_CLIP_FILES[0]]:
+            rel = f"{folder}/{cid}{suffix}"
+            if store.exists(f"{SET_ASIDE}/{rel}"):
+                store.move(f"{SET_ASIDE}/{rel}", rel)
+        restored.append(cid)
+    return restored
+
+
+def check_segments_cover(store: OutputStore, clustered: list[str], segment_ids: list[str], what: str) -> None:
+    """Refuse (``FileNotFoundError``) to rebuild ``what`` from a run whose ``segments/`` lacks segments
+    that ``clusters.parquet`` has (deleted, moved, a half-copied folder): the result would be a worse
+    one written over a good one."""
+    missing = set(clustered) - set(segment_ids)
+    if missing:
+        raise FileNotFoundError(
+            f"{store.uri_of('segments')}: {len(missing)} of the {len(set(clustered))} segments in clusters.parquet are "
+            f"missing (segments/ deleted, moved or partly copied?); {what} left as it was. Restore the folder, or rerun "
+            "`handclust run FOOTAGE --out` into it to rebuild the segments")
