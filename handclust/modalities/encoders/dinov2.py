@@ -16,10 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from handclust.config import SceneConfig
-from handclust.modalities.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
-from handclust.modalities.encoders.loading import check_checkpoint, load_model, processor_settings
+from handclust.modalities.encoders.base import HFEncoderStage
 from handclust.modalities.features.scene import embed_every, scene_step
-from handclust.stages import Batch, Resources
+from handclust.stages import Batch
 
 KEY = "scene.model"
 EXAMPLE_ID = "facebook/dinov2-small"
@@ -29,7 +28,7 @@ PROCESSOR_DEFAULTS: dict[str, Any] = {"size": {"shortest_edge": 256}, "crop_size
                                       "do_center_crop": True, "resample": 3}
 
 
-class DinoFrameEncoder:
+class DinoFrameEncoder(HFEncoderStage):
     """Batch in: ``frame`` ``(n, H, W, 3)`` uint8, ``frame_idx``. Batch out: adds ``scene_embedding`` ``(n, D)``
     float32 (NaN rows between the ones embedded when ``scene.fps`` is set).
 
@@ -37,36 +36,26 @@ class DinoFrameEncoder:
     """
 
     name = "scene"
+    section = "scene"
+    key, example_id, model_types, kind = KEY, EXAMPLE_ID, MODEL_TYPES, "image"
 
     def __init__(self, cfg: SceneConfig, sample_fps: float | None = None):
-        self.cfg = cfg
+        super().__init__(cfg, cfg.batch_size)
         self.step = scene_step(cfg, "dinov2", sample_fps)  # 1 unless scene.fps is set
-        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size, 1))
-        self.model: Any = None
-        self.device = ""
-        self.dtype: Any = None
 
     def check(self) -> dict[str, Any]:
         """Cheap driver-side check that the checkpoint loads; returns what the run records."""
-        rec = check_checkpoint(self.cfg.model, self.cfg.revision, KEY, EXAMPLE_ID, MODEL_TYPES, "image")
-        return {"encoder": "dinov2", **rec, "pooling": self.cfg.pooling}
+        return {"encoder": "dinov2", **self.checkpoint_record(), "pooling": self.cfg.pooling}
 
-    def setup(self) -> None:
-        if self.model is not None:
-            return
+    def load(self) -> Any:
         from transformers import AutoModel
 
-        c = self.cfg
-        self.device = resolve_device(c.device, "scene.device")
-        self.dtype = resolve_dtype(c.dtype, self.device, "scene.dtype")
-        self.transform = _transform(processor_settings(c.model, c.revision, KEY, EXAMPLE_ID, "image"))
-        self.model = load_model(AutoModel, c.model, c.revision, KEY, EXAMPLE_ID, self.device, self.dtype)
-        self.n_register = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
-        hidden = int(self.model.config.hidden_size)
-        self.dim = 2 * hidden if c.pooling == "cls+mean" else hidden
-
-    def info(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.cfg.batch_size}
+        self.transform = _transform(self.processor())
+        model = self.load_checkpoint(AutoModel)
+        self.n_register = int(getattr(model.config, "num_register_tokens", 0) or 0)
+        hidden = int(model.config.hidden_size)
+        self.dim = 2 * hidden if self.cfg.pooling == "cls+mean" else hidden
+        return model
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
@@ -78,14 +67,9 @@ class DinoFrameEncoder:
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, H, W, 3)`` uint8 RGB -> ``(n, D)`` unit vectors, ``scene.batch_size`` frames per forward pass."""
         self.setup()
-        from handclust.modalities.encoders.preprocess import batches_by_shape
+        return self.run_batches(frames, self.dim)
 
-        out = np.zeros((len(frames), self.dim), np.float32)
-        for rows, batch in batches_by_shape(frames, self.cfg.batch_size):
-            out[rows] = self._forward(batch)
-        return out
-
-    def _forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import torch
         import torch.nn.functional as F
 

@@ -32,10 +32,10 @@ import numpy.typing as npt
 
 from handclust.config import SceneConfig
 from handclust.extras import EFFICIENTNET_INSTALL, EFFICIENTNET_PACKAGES, efficientnet_missing
-from handclust.modalities.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
+from handclust.modalities.encoders.base import EncoderStage
 from handclust.modalities.encoders.loading import cached
 from handclust.modalities.features.scene import embed_every, scene_fps, scene_step
-from handclust.stages import Batch, Resources
+from handclust.stages import Batch
 
 MODEL = "efficientnet-lite0"
 DIM = 1280
@@ -60,23 +60,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
-class EfficientNetFrameEncoder:
+class EfficientNetFrameEncoder(EncoderStage):
     """Batch in: ``frame`` ``(n, H, W, 3)`` uint8 RGB, ``frame_idx``. Batch out: adds ``scene_embedding``
     ``(n, 1280)`` float32 unit vectors on the rows it embeds (``frame_idx % step == 0``), NaN on the rows
     between, which :func:`handclust.modalities.features.scene.hold_scene_embedding` fills once the clip is together."""
 
     name = "scene"
+    section = "scene"
 
     def __init__(self, cfg: SceneConfig, sample_fps: float | None = None):
-        self.cfg = cfg
+        super().__init__(cfg, cfg.batch_size)
         self.step = scene_step(cfg, "efficientnet", sample_fps)
         self.fps = scene_fps(cfg, "efficientnet")
-        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size, 1))
         self.dim = DIM
         self.forward_batch = CPU_BATCH
-        self.model: Any = None
-        self.device = ""
-        self.dtype: Any = None
 
     def check(self) -> dict[str, Any]:
         """Cheap driver-side check that the weights are there; returns what the run records."""
@@ -93,12 +90,7 @@ class EfficientNetFrameEncoder:
         return {"encoder": "efficientnet", "model": MODEL, "weights": path, "dim": DIM, "input_px": INPUT_PX,
                 "packages": {d: _version(d) for d in EFFICIENTNET_PACKAGES.values()}, "fps": self.fps, "every_nth_frame": self.step}
 
-    def setup(self) -> None:
-        if self.model is not None:
-            return
-        c = self.cfg
-        self.device = resolve_device(c.device, "scene.device")
-        self.dtype = resolve_dtype(c.dtype, self.device, "scene.dtype")
+    def load(self) -> Any:
         if self.device == "cpu":
             import torch
 
@@ -106,23 +98,21 @@ class EfficientNetFrameEncoder:
             # a thread per core, fought the decoder and the other stages: on 2 busy cores 560 ms a frame, against
             # 76 ms wall (27 ms CPU) on one thread. Process-wide, as cv2.setNumThreads in the histogram stage is.
             torch.set_num_threads(max(1, int(self.resources.num_cpus)))
-        self.model = cached((MODEL, self.device, str(self.dtype)), self._load)
-        self.forward_batch = CPU_BATCH if self.device == "cpu" else max(c.batch_size, 1)
+        model = cached((MODEL, self.device, str(self.dtype)), self._load_weights)
+        self.forward_batch = CPU_BATCH if self.device == "cpu" else max(self.cfg.batch_size, 1)
         from handclust.modalities.encoders.preprocess import Transform
 
         # torch's antialiased bilinear resize of the uint8 frame, rounded back to integers as a uint8 resize would be.
         self.transform = Transform(shortest_edge=INPUT_PX, size=None, crop=(INPUT_PX, INPUT_PX), mode="bilinear",
                                    rescale=1.0, mean=(PIXEL_MEAN,) * 3, std=(PIXEL_STD,) * 3)
+        return model
 
-    def _load(self) -> Any:
+    def _load_weights(self) -> Any:
         from efficientnet_lite_pytorch import EfficientNet
 
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights for ..." to stdout
             model = EfficientNet.from_pretrained(MODEL, weights_path=weights_path())
         return model.to(self.device, dtype=self.dtype).eval()
-
-    def info(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.forward_batch}
 
     def __call__(self, batch: Batch) -> Batch:
         frames = batch["frame"]
@@ -133,15 +123,9 @@ class EfficientNetFrameEncoder:
     def embed(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, H, W, 3)`` uint8 RGB -> ``(n, 1280)`` unit vectors; ``forward_batch`` frames per forward pass
         (:data:`CPU_BATCH` on CPU, ``scene.batch_size`` on a GPU)."""
-        self.setup()
-        from handclust.modalities.encoders.preprocess import batches_by_shape
+        return self.run_batches(frames, DIM)
 
-        out = np.zeros((len(frames), DIM), np.float32)
-        for rows, batch in batches_by_shape(frames, self.forward_batch):
-            out[rows] = self._forward(batch)
-        return out
-
-    def _forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import torch
         import torch.nn.functional as F
 

@@ -15,9 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from handclust.config import ToolsConfig
-from handclust.modalities.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
-from handclust.modalities.encoders.loading import check_checkpoint, load_model, load_tokenizer, processor_settings
-from handclust.stages import Batch, Resources, frame_step
+from handclust.modalities.encoders.base import HFEncoderStage
+from handclust.stages import Batch, frame_step
 
 KEY = "tools.model"
 EXAMPLE_ID = "google/owlv2-base-patch16-ensemble"
@@ -27,54 +26,44 @@ PROCESSOR_DEFAULTS: dict[str, Any] = {"size": {"height": 960, "width": 960}, "do
                                       "image_std": [0.26862954, 0.26130258, 0.27577711]}
 
 
-class OwlToolPresence:
+class OwlToolPresence(HFEncoderStage):
     """Frame stage. Batch in: ``frame`` ``(n, H, W, 3)`` uint8, ``frame_idx``. Batch out: adds
     ``tool_scores`` ``(n, n_prompts)`` float32 in [0, 1], NaN on frames that are not scored.
     """
 
     name = "tools"
+    section = "tools"
+    key, example_id, model_types, kind = KEY, EXAMPLE_ID, MODEL_TYPES, "image"
 
     def __init__(self, cfg: ToolsConfig, sample_fps: float):
-        self.cfg = cfg
         self.step = frame_step(cfg.fps, sample_fps)  # tools.fps out of decode.sample_fps
-        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus), batch_size=max(cfg.batch_size * self.step, 1))
-        self.model: Any = None
-        self.device = ""
-        self.dtype: Any = None
+        super().__init__(cfg, cfg.batch_size * self.step)
+        self.dim = len(cfg.prompts)
 
     @property
     def texts(self) -> list[str]:
         return [self.cfg.prompt_template.format(p) for p in self.cfg.prompts]
 
     def check(self) -> dict[str, Any]:
-        rec = check_checkpoint(self.cfg.model, self.cfg.revision, KEY, EXAMPLE_ID, MODEL_TYPES, "image", tokenizer=True)
+        rec = self.checkpoint_record(tokenizer=True)
         return {"encoder": "owlv2", **rec, "prompts": list(self.cfg.prompts), "prompt_template": self.cfg.prompt_template,
                 "fps": self.cfg.fps, "every_nth_frame": self.step}
 
-    def setup(self) -> None:
-        if self.model is not None:
-            return
+    def load(self) -> Any:
         import torch
         from transformers import AutoModelForZeroShotObjectDetection
 
         from handclust.modalities.encoders.preprocess import Transform
 
-        c = self.cfg
-        self.device = resolve_device(c.device, "tools.device")
-        self.dtype = resolve_dtype(c.dtype, self.device, "tools.dtype")
-        self.transform = Transform.from_processor(processor_settings(c.model, c.revision, KEY, EXAMPLE_ID, "image"),
-                                                  PROCESSOR_DEFAULTS, owlv2=True)
-        tokenizer = load_tokenizer(c.model, c.revision, KEY, EXAMPLE_ID)
-        model = load_model(AutoModelForZeroShotObjectDetection, c.model, c.revision, KEY, EXAMPLE_ID, self.device, self.dtype)
+        self.transform = Transform.from_processor(self.processor(), PROCESSOR_DEFAULTS, owlv2=True)
+        tokenizer = self.load_tokenizer()
+        model = self.load_checkpoint(AutoModelForZeroShotObjectDetection)
         max_len = int(model.config.text_config.max_position_embeddings)
         tok = tokenizer(self.texts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             self.queries = model.owlv2.get_text_features(input_ids=tok["input_ids"].to(self.device),
                                                          attention_mask=tok["attention_mask"].to(self.device)).pooler_output
-        self.model = model
-
-    def info(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": len(self.cfg.prompts), "batch_size": self.cfg.batch_size}
+        return model
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
@@ -89,15 +78,9 @@ class OwlToolPresence:
 
     def score(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """``(n, H, W, 3)`` uint8 -> ``(n, n_prompts)``: each prompt's best box probability per frame."""
-        self.setup()
-        from handclust.modalities.encoders.preprocess import batches_by_shape
+        return self.run_batches(frames, len(self.cfg.prompts))
 
-        out = np.zeros((len(frames), len(self.cfg.prompts)), np.float32)
-        for rows, batch in batches_by_shape(frames, self.cfg.batch_size):
-            out[rows] = self._forward(batch)
-        return out
-
-    def _forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def forward(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         import torch
 
         with torch.inference_mode():

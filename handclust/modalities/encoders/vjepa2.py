@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from handclust.config import VideoConfig
-from handclust.modalities.encoders.device import dtype_name, gpu_share, resolve_device, resolve_dtype
-from handclust.modalities.encoders.loading import check_checkpoint, load_model, processor_settings
-from handclust.stages import Batch, Resources
+from handclust.modalities.encoders.base import HFEncoderStage
+from handclust.modalities.encoders.loading import processor_settings
+from handclust.stages import Batch
 
 KEY = "video.model"
 EXAMPLE_ID = "facebook/vjepa2-vitl-fpc64-256"
@@ -66,27 +66,23 @@ def video_transform(settings: dict[str, Any]) -> Any:
     return Transform.from_processor(d)
 
 
-class VJEPAWindowEncoder:
+class VJEPAWindowEncoder(HFEncoderStage):
     """Frame stage. Batch in: ``clip_id``, ``frame_idx``, ``video_px`` ``(n, h, w, 3)`` uint8 (from
     decoding). Batch out: ``video_px`` dropped, ``video_emb`` ``(n, hidden_size)`` float32, each row
     its window's unit vector (1024 for ViT-L)."""
 
     name = "video"
+    section = "video"
+    key, example_id, model_types, kind = KEY, EXAMPLE_ID, MODEL_TYPES, "video"
 
     def __init__(self, cfg: VideoConfig, sample_fps: float):
-        self.cfg = cfg
         self.sample_fps = sample_fps
         self.stride = window_stride(cfg, sample_fps)
         self.span = cfg.frames_per_window * self.stride  # sampled frames per window
-        self.resources = Resources(num_cpus=1, num_gpus=gpu_share(cfg.device, cfg.num_gpus),
-                                   batch_size=max(cfg.batch_size, 1) * self.span)
-        self.model: Any = None
-        self.device = ""
-        self.dtype: Any = None
+        super().__init__(cfg, max(cfg.batch_size, 1) * self.span)
 
     def check(self) -> dict[str, Any]:
-        rec = check_checkpoint(self.cfg.model, self.cfg.revision, KEY, EXAMPLE_ID, MODEL_TYPES, "video")
-        return {"encoder": "vjepa2", **rec, **self._windows()}
+        return {"encoder": "vjepa2", **self.checkpoint_record(), **self._windows()}
 
     def _windows(self) -> dict[str, Any]:
         c = self.cfg
@@ -94,21 +90,16 @@ class VJEPAWindowEncoder:
                 "window_s": window_seconds(c, self.sample_fps),
                 "input": "the run's own decode: each sampled frame also decoded at the model's input size (no second decode)"}
 
-    def setup(self) -> None:
-        if self.model is not None:
-            return
+    def load(self) -> Any:
         from transformers import VJEPA2Model
 
-        c = self.cfg
-        self.device = resolve_device(c.device, "video.device")
-        self.dtype = resolve_dtype(c.dtype, self.device, "video.dtype")
-        self.transform = video_transform(processor_settings(c.model, c.revision, KEY, EXAMPLE_ID, "video"))
-        self.model = load_model(VJEPA2Model, c.model, c.revision, KEY, EXAMPLE_ID, self.device, self.dtype)
-        self.dim = int(self.model.config.hidden_size)
+        self.transform = video_transform(self.processor())
+        model = self.load_checkpoint(VJEPA2Model)
+        self.dim = int(model.config.hidden_size)
+        return model
 
-    def info(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.cfg.batch_size,
-                **self._windows()}
+    def info_extra(self) -> dict[str, Any]:
+        return self._windows()
 
     def __call__(self, batch: Batch) -> Batch:
         self.setup()
