@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from handclust import schema
 from handclust.config import ConfigError, RunConfig
 from handclust.core.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
+from handclust.io import layout
 from handclust.io.run_record import update_run
 from handclust.io.run_tables import ok_segments
 from handclust.io.storage import OutputStore
@@ -50,7 +51,7 @@ def unmeasured_summary(segments: pa.Table, clips_tbl: pa.Table, sample_fps: floa
     return {"segments": counts, "low_rate_clips": slow, "why": why}
 
 
-MODEL_DIR = "model"
+MODEL_DIR = layout.MODEL_DIR
 
 
 def save_model(store: OutputStore, fusion: Fusion, seg_ids: list[str], clip_ids: npt.NDArray[np.object_],
@@ -64,15 +65,15 @@ def save_model(store: OutputStore, fusion: Fusion, seg_ids: list[str], clip_ids:
 
     buf = io.BytesIO()
     fusion.save(buf)
-    store.write_bytes(f"{MODEL_DIR}/fusion.npz", buf.getvalue())
-    store.write_table(f"{MODEL_DIR}/reference.parquet", pa.table({
+    store.write_bytes(layout.FUSION, buf.getvalue())
+    store.write_table(layout.REFERENCE, pa.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(),
         "cluster": pa.array(clustering.labels, pa.int32()), "activity": pa.array(clustering.activity, pa.int32()),
         "fused": pa.FixedSizeListArray.from_arrays(pa.array(fusion.fused.ravel(), pa.float32()), fusion.fused.shape[1]),
-    }))
+    }, schema=schema.reference(fusion.fused.shape[1])))
     index = faiss.IndexFlatIP(fusion.fused.shape[1])
     index.add(fusion.fused)
-    store.write_bytes(f"{MODEL_DIR}/index.faiss", faiss.serialize_index(index).tobytes())
+    store.write_bytes(layout.INDEX, faiss.serialize_index(index).tobytes())
 
 
 def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32]) -> tuple[pa.Table, dict[str, Any]]:
@@ -190,7 +191,7 @@ def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any) -> tuple[Any, str, int]:
     return result, cluster, cpus
 
 
-CHECKPOINT = f"{MODEL_DIR}/clustering.json"  # written last by the clustering step: its tables are complete
+CHECKPOINT = layout.CLUSTERING_CHECKPOINT  # written last by the clustering step: its tables are complete
 # Raised when what the checkpoint holds, or how its tables are made, changes with the same config
 # (e.g. the hierarchy's two levels): a checkpoint of older code is then clustered again, not reused.
 CHECKPOINT_FORMAT = 2
@@ -236,7 +237,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
     fusion, clustering = grouping.fusion, grouping.clustering
     t0 = time.perf_counter()
     seg_ids = segments.column("segment_id").to_pylist()
-    store.write_table("clusters.parquet", schema.table({
+    store.write_table(layout.CLUSTERS, schema.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": clustering.labels,
         "probability": clustering.probabilities, "activity": clustering.activity, "reassigned": clustering.reassigned,
     }, schema.CLUSTERS))
@@ -245,8 +246,8 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         hierarchy, hierarchy_run = two_levels(grouping.parent, clustering.reason)
     else:
         hierarchy, hierarchy_run = coarse_groups(fusion.fused, clustering.labels)
-    store.write_table("hierarchy.parquet", hierarchy)
-    store.write_table("embedding_2d.parquet", schema.table({
+    store.write_table(layout.HIERARCHY, hierarchy)
+    store.write_table(layout.EMBEDDING_2D, schema.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,
     }, schema.EMBEDDING_2D))
     write_neighbours(store, seg_ids, clustering)
@@ -259,7 +260,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         # The run's own sub-models: cluster.backend=gpu runs here, on the GPU, not on a CPU head.
         models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
         table, info, sample = ablation_clusterings(segments, cfg, models)
-        store.write_table(f"{MODEL_DIR}/ablations.parquet", table)
+        store.write_table(layout.MODEL_ABLATIONS, table)
         ablations = {"variants": info, "sample": sample}
         took["ablations"] = time.perf_counter() - t0
     ck = {
@@ -292,7 +293,7 @@ def write_neighbours(store: OutputStore, seg_ids: list[str], clustering: Cluster
     offsets = pa.array(np.arange(0, n * k + 1, max(k, 1), dtype=np.int32) if k else np.zeros(n + 1, np.int32))
     nb = pa.ListArray.from_arrays(offsets, ids.take(pa.array(clustering.knn_idx.ravel(), pa.int64())))
     dist = pa.ListArray.from_arrays(offsets, pa.array(clustering.knn_dist.ravel().astype(np.float32), pa.float32()))
-    store.write_table("neighbours.parquet", pa.Table.from_arrays([ids, nb, dist], schema=schema.NEIGHBOURS))
+    store.write_table(layout.NEIGHBOURS, pa.Table.from_arrays([ids, nb, dist], schema=schema.NEIGHBOURS))
 
 
 def run_clustering(where: str, cfg: RunConfig, store: OutputStore, clips_tbl: pa.Table, key: str,
@@ -341,13 +342,13 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     if segments.num_rows == 0:
         summary.update(activities=0, noise_rate=None, note="no segments: every clip failed; see clips.parquet")
         empty = schema.empty(schema.CLUSTERS)
-        store.write_table("clusters.parquet", empty)
+        store.write_table(layout.CLUSTERS, empty)
         update_run(store, fresh=True, clustering=None)
         return RunResult(store.uri, clips_tbl, segments, empty, summary)
 
     key = clustering_key(cfg, clips_tbl)
     ck = store.read_json_or(CHECKPOINT, None)
-    clusters = store.read_table("clusters.parquet") if ck and store.exists("clusters.parquet") else None
+    clusters = store.read_table(layout.CLUSTERS) if ck and store.exists(layout.CLUSTERS) else None
     reuse = (models is None and ck is not None and ck.get("key") == key and clusters is not None
              and clusters.column("segment_id").equals(segments.column("segment_id")))
     if reuse:
@@ -359,7 +360,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         if where == "ray_task":
             prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
         ck, ran_on = run_clustering(where, cfg, store, clips_tbl, key, models)
-        clusters = store.read_table("clusters.parquet")
+        clusters = store.read_table(layout.CLUSTERS)
         timings.update({k: v for k, v in ck["took"].items()})
     assert clusters is not None
     if not clusters.column("segment_id").equals(segments.column("segment_id")):
@@ -380,7 +381,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         t0 = time.perf_counter()
         if api_key(cfg.labels):
             prog.say(f"naming {k} activities with {cfg.labels.model}")
-            ref = store.read_table(f"{MODEL_DIR}/reference.parquet", columns=["fused"]).column("fused").combine_chunks()
+            ref = store.read_table(layout.REFERENCE, columns=["fused"]).column("fused").combine_chunks()
             fused = ref.flatten().to_numpy().reshape(len(ref), -1).astype(np.float32, copy=False)
             examples = gather_examples(segments, clips_tbl, labels, probs, fused, cfg.labels)
             del fused
@@ -396,12 +397,12 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     computed = None
     if ck.get("ablations"):
         ab = ck["ablations"]
-        computed = (store.read_table(f"{MODEL_DIR}/ablations.parquet"), ab["variants"], ab["sample"])
+        computed = (store.read_table(layout.MODEL_ABLATIONS), ab["variants"], ab["sample"])
     evaluation, ablations = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False, computed=computed)
     if "top_tools" in evaluation:
         summary["top_tools"] = evaluation["top_tools"]
-    store.write_json("eval.json", evaluation)
-    store.write_table("ablations.parquet", ablations)
+    store.write_json(layout.EVAL, evaluation)
+    store.write_table(layout.ABLATIONS, ablations)
     timings["evaluation"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     write_timelines(store, clips_tbl, segments, clustering, prog, names=summary.get("activity_names"))

@@ -18,11 +18,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from handclust import schema
-from handclust.activities import MODEL_DIR
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
 from handclust.core.clustering import Clustering, Fusion, vote_labels
 from handclust.errors import ModelError as ModelError  # defined with every error in handclust/errors.py
-from handclust.io import run_lock
+from handclust.io import layout, run_lock
 from handclust.io.footage import find_clips
 from handclust.io.run_record import read_run, update_run
 from handclust.io.run_tables import ok_segments
@@ -67,7 +66,7 @@ def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -
         theirs = len(t.mean)
         if modality in ours and ours[modality] != theirs:
             made_by = (read_run(model).get("versions") or {}).get("handclust", "unknown")
-            raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: its {modality} descriptors have {theirs} dims, this "
+            raise ModelError(f"{model.uri_of(layout.FUSION)}: its {modality} descriptors have {theirs} dims, this "
                              f"version of handclust makes {ours[modality]} with that run's config (the run was made by "
                              f"handclust {made_by}): assign with that version, or rerun `handclust run` with this one")
 
@@ -75,7 +74,7 @@ def _check_descriptor_dims(fusion: Fusion, cfg: RunConfig, model: OutputStore) -
 def _load_index(model: OutputStore) -> Any:
     import faiss
 
-    return faiss.deserialize_index(np.frombuffer(model.read_bytes(f"{MODEL_DIR}/index.faiss"), dtype=np.uint8))
+    return faiss.deserialize_index(np.frombuffer(model.read_bytes(layout.INDEX), dtype=np.uint8))
 
 
 def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: str | Path,
@@ -87,7 +86,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
     """
     _refuse_out_in_model(model_run, out)
     model = OutputStore(model_run, create=False)
-    for rel in (f"{MODEL_DIR}/fusion.npz", f"{MODEL_DIR}/reference.parquet", f"{MODEL_DIR}/index.faiss", "run.json"):
+    for rel in (layout.FUSION, layout.REFERENCE, layout.INDEX, layout.RUN):
         if not model.exists(rel):
             raise ModelError(f"{model.uri}/{rel} not found: assign needs a finished run made by this version of "
                              f"handclust (`handclust run FOOTAGE --out {model_run}`)")
@@ -116,7 +115,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         cfg = changed
     import io
 
-    fusion = Fusion.load(io.BytesIO(model.read_bytes(f"{MODEL_DIR}/fusion.npz")))
+    fusion = Fusion.load(io.BytesIO(model.read_bytes(layout.FUSION)))
     _check_descriptor_dims(fusion, cfg, model)
     # The footage is checked before --out is created: a refused assign leaves no empty folder behind.
     clips = find_clips(footage, cfg.phase.pattern, skip=[str(out)])  # never its own outputs
@@ -129,7 +128,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         segments = ok_segments(store, clips_tbl)
 
         t0 = time.perf_counter()
-        reference = model.read_table(f"{MODEL_DIR}/reference.parquet")
+        reference = model.read_table(layout.REFERENCE)
         ref_cluster = np.asarray(reference.column("cluster"), np.int32)
         ref_activity = np.asarray(reference.column("activity"), np.int32)
         n = segments.num_rows
@@ -139,7 +138,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                 vectors, measured = modalities.fusion_inputs(segments, list(fusion.transforms))
                 fused = fusion.transform(vectors, clip_ids, measured)
             except ValueError as exc:  # a learned encoder's width, known only once it ran
-                raise ModelError(f"{model.uri_of(MODEL_DIR + '/fusion.npz')}: {exc}; assign with the handclust version and "
+                raise ModelError(f"{model.uri_of(layout.FUSION)}: {exc}; assign with the handclust version and "
                                  "models that made the run, or rerun `handclust run`") from None
             index = _load_index(model)
             sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
@@ -155,9 +154,9 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
             "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "cluster": labels,
             "probability": np.where(labels >= 0, share, 0.0), "activity": activity, "reassigned": labels < 0,
         }, schema.CLUSTERS)
-        store.write_table("clusters.parquet", clusters)
-        if model.exists("labels.parquet"):
-            store.write_table("labels.parquet", model.read_table("labels.parquet"))
+        store.write_table(layout.CLUSTERS, clusters)
+        if model.exists(layout.LABELS):
+            store.write_table(layout.LABELS, model.read_table(layout.LABELS))
         names = {int(c): str(lab) for c, lab in (model_run_json.get("summary", {}).get("activity_names") or {}).items()}
 
         summary: dict[str, Any] = {
@@ -171,7 +170,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         evaluation: dict[str, Any] = {}
         if n:
             evaluation, _ = evaluate_tables(segments, clips_tbl, clusters, cfg, load_truth(footage), ablations=False)
-            store.write_json("eval.json", evaluation)
+            store.write_json(layout.EVAL, evaluation)
             placed = Clustering(labels, share, activity, labels < 0, np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32),
                                 0, 0, {"assign": "faiss vote"}, f"assigned to the clusters of {model.uri}")
             write_timelines(store, clips_tbl, segments, placed, prog, names=names or None)

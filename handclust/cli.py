@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from handclust.config import ConfigError, config_to_dict, load_config
+from handclust.io import layout
 from handclust.io.footage import FootageError
 
 
@@ -405,7 +406,7 @@ def summary(out: str) -> None:
     from handclust.io.storage import OutputStore
 
     store = OutputStore(out, create=False)
-    if not store.exists("run.json"):
+    if not store.exists(layout.RUN):
         _fail(f"{store.path('run.json')} not found: is {out} a HandClust output directory?")
     try:
         record = read_run(store)

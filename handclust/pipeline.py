@@ -22,7 +22,7 @@ from handclust import schema
 from handclust.activities import build_activities
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.core.clustering import SubModels
-from handclust.io import run_lock
+from handclust.io import layout, run_lock
 from handclust.io.footage import Clip, FootageError, find_clips
 from handclust.io.run_record import read_run, update_run
 from handclust.io.storage import OutputStore
@@ -181,7 +181,7 @@ def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog:
         timings["features_and_segments"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         clips_tbl = clips_table(store, clips)
-        store.write_table("clips.parquet", clips_tbl)
+        store.write_table(layout.CLIPS, clips_tbl)
         if todo:
             merged = compact_outputs(store, COMPACT_FROM)  # read here: a test may lower it
             if any(merged.values()):

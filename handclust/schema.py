@@ -151,6 +151,13 @@ EMBEDDING_2D = pa.schema(
     ]
 )
 
+def reference(dim: int) -> pa.Schema:
+    """The run's fused vectors (``dim`` wide) with their clusters, in model/reference.parquet: where
+    ``handclust assign`` places new segments."""
+    return pa.schema([("segment_id", pa.string()), ("clip_id", pa.string()), ("cluster", pa.int32()), ("activity", pa.int32()),
+                      ("fused", pa.list_(pa.float32(), dim))])
+
+
 # hierarchy.parquet: each activity (fine level) and the coarse group it sits in (site, trade, phase).
 HIERARCHY = pa.schema(
     [

@@ -32,6 +32,7 @@ from handclust.core.clustering import fuse, group_segments
 from handclust.core.metrics import segmentation_scores
 from handclust.core.segmentation import segment_clip
 from handclust.errors import FeatureDirError as FeatureDirError  # defined with every error in handclust/errors.py
+from handclust.io import layout as run_layout
 
 log = logging.getLogger(__name__)
 
@@ -344,5 +345,5 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         pred = np.concatenate([per_frame[v.name] for v in with_truth])
         vid = np.concatenate([np.full(len(v.truth or []), v.name, dtype=object) for v in with_truth])
         ev["ground_truth"] = segmentation_scores(truth, pred, vid)
-    (outp / "eval.json").write_text(json.dumps(ev, indent=2, default=str))
+    (outp / run_layout.EVAL).write_text(json.dumps(ev, indent=2, default=str))
     return ev

@@ -159,3 +159,14 @@ def test_imports_point_down_the_layers():
             elif lm != "synthetic" and LAYERS.index(lt) > LAYERS.index(lm):
                 upward.append(f"{mod} ({lm}) -> {t} ({lt})")
     assert not upward, "imports running up the layers:\n" + "\n".join(upward)
+
+
+def test_output_paths_live_in_the_run_layout():
+    """Every path a run writes is named in handclust/io/layout.py: no module spells a run's file name itself."""
+    import re
+
+    spelled = re.compile(r'"(clips|clusters|labels|hierarchy|embedding_2d|neighbours|ablations)\.parquet"|"(eval|run)\.json"'
+                         r'|"model/|"report/(index\.html|reel)|f"(segments|frames|status|timelines)/')
+    found = [f"{p.relative_to(PACKAGE.parent)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if p.name != "layout.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if spelled.search(line)]
+    assert not found, "output paths spelled outside handclust/io/layout.py: " + ", ".join(found)

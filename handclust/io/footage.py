@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from handclust.errors import FootageError as FootageError  # defined with every error in handclust/errors.py
+from handclust.io import layout
 from handclust.io.remote import is_uri
 from handclust.io.video import VIDEO_EXTENSIONS
 
@@ -174,7 +175,7 @@ def _uri_footage(footage: str, skip: Sequence[str] = ()) -> list[str]:
 
 # A folder holding one of these is a HandClust output folder (run.json beside clips.parquet, or a run's
 # lock): its report reel and excerpts are not footage.
-OUTPUT_MARKERS = (".handclust-lock.json", "clips.parquet")
+OUTPUT_MARKERS = (".handclust-lock.json", layout.CLIPS)
 
 
 def output_folders(files: list[str], skip: Sequence[str] = ()) -> list[str]:

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from handclust.errors import OutputBusyError as OutputBusyError  # defined with every error in handclust/errors.py
+from handclust.io import layout
 from handclust.io.storage import OutputStore
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".handclust-lock.json"
+LOCK_NAME = layout.LOCK
 DEFAULT_STALE_S = 600.0
 _SETTLE_S = 1.0  # best-effort stores: how long to wait before reading our write back
 

@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 from handclust.errors import RunRecordError as RunRecordError  # defined with every error in handclust/errors.py
+from handclust.io import layout
 from handclust.io.storage import OutputStore
 from handclust.schema import RUN_RECORD
 
-RUN_JSON = "run.json"
+RUN_JSON = layout.RUN
 
 log = logging.getLogger(__name__)
 

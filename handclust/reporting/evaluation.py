@@ -21,6 +21,7 @@ from handclust import schema
 from handclust.config import RunConfig
 from handclust.core.clustering import group_segments
 from handclust.core.metrics import agreement, clip_mixing, segmentation_scores
+from handclust.io import layout
 from handclust.modalities import registry as modalities
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def _evaluate(store: Any, out: str | Path, config: RunConfig | str | Path | None
     from handclust.io.run_record import read_run
     from handclust.io.run_tables import check_segments_cover, ok_segments
 
-    if not store.exists("clusters.parquet") or not store.exists("clips.parquet"):
+    if not store.exists(layout.CLUSTERS) or not store.exists(layout.CLIPS):
         raise FileNotFoundError(f"{store.uri}: no finished run here (clusters.parquet / clips.parquet missing); "
                                 f"run `handclust run FOOTAGE --out {out}` first")
     run = read_run(store)
@@ -301,9 +302,9 @@ def _evaluate(store: Any, out: str | Path, config: RunConfig | str | Path | None
             raise ConfigError(f"{store.uri}/run.json: its config does not validate ({exc}); pass --config") from exc
     if overrides:
         cfg = with_overrides(cfg, overrides)
-    clips_tbl = store.read_table("clips.parquet")
+    clips_tbl = store.read_table(layout.CLIPS)
     segments = ok_segments(store, clips_tbl)
-    clusters = store.read_table("clusters.parquet")
+    clusters = store.read_table(layout.CLUSTERS)
     # Checked before anything is written: a run whose segments/ went missing gave an empty eval.json over a good one.
     check_segments_cover(store, clusters.column("segment_id").to_pylist(), segments.column("segment_id").to_pylist(),
                          "eval.json and ablations.parquet")
@@ -314,6 +315,6 @@ def _evaluate(store: Any, out: str | Path, config: RunConfig | str | Path | None
     clusters = clusters.take(pa.array(idx, pa.int64()))
     truth = load_truth(footage if footage is not None else run.get("footage"))
     ev, table = evaluate_tables(segments, clips_tbl, clusters, cfg, truth, ablations=ablations)
-    store.write_json("eval.json", ev)
-    store.write_table("ablations.parquet", table)
+    store.write_json(layout.EVAL, ev)
+    store.write_table(layout.ABLATIONS, table)
     return ev

@@ -32,6 +32,7 @@ import pyarrow as pa
 from handclust import schema
 from handclust.config import LabelConfig, RayConfig
 from handclust.extras import api_key as api_key
+from handclust.io import layout
 from handclust.io.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -382,7 +383,7 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
     zero = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0}
     tbl = pa.Table.from_pylist([{k: r.get(k, zero.get(k)) if r.get(k) is not None else zero.get(k) for k in LABELS.names}
                                 for r in rows], schema=LABELS)
-    store.write_table("labels.parquet", tbl)
+    store.write_table(layout.LABELS, tbl)
     return tbl
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from handclust.colours import activity_colour
 from handclust.core.clustering import Clustering
+from handclust.io import layout
 from handclust.io.storage import OutputStore
 from handclust.progress import Progress
 
@@ -87,15 +88,15 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
     # A clip without segments this time (it failed, or left the footage) keeps no timeline of an earlier
     # run; the overview goes too when no clip has one. Deleted with the writer's threads (one request each).
     current = {rec["clip_id"] for rec in records}
-    stale = [f"timelines/{name}" for suffix in (".json", ".png") for name in store.list("timelines", suffix)
-             if name[: -len(suffix)] not in current and not (name == "timelines.png" and records)]
+    stale = [f"{layout.TIMELINES_DIR}/{name}" for suffix in (".json", ".png") for name in store.list(layout.TIMELINES_DIR, suffix)
+             if name[: -len(suffix)] not in current and not (name == layout.TIMELINES_PNG.rsplit("/", 1)[1] and records)]
     if stale:
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
             list(pool.map(store.delete, stale))  # a failed delete raises here
     if not records:
         return
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        writes = [pool.submit(store.write_json, f"timelines/{rec['clip_id']}.json", rec) for rec in records]
+        writes = [pool.submit(store.write_json, layout.timeline_json(rec['clip_id']), rec) for rec in records]
         shown = records[:overview_max]
         acts = sorted({s["activity"] for r in shown for s in r["segments"]})
         longest = max(float(r["duration_s"] or 1.0) for r in shown)
@@ -116,12 +117,12 @@ def write_timelines(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table,
                          y=1 - 0.05 / height, fontsize=9)
             top = 0.8 / height
         fig.tight_layout(rect=(0, 0, 1, 1 - top))
-        writes.append(pool.submit(store.write_bytes, "timelines/timelines.png", figure_png(fig, dpi=110)))
+        writes.append(pool.submit(store.write_bytes, layout.TIMELINES_PNG, figure_png(fig, dpi=110)))
         # Each clip's own strip is rasterised directly (strip_png): a matplotlib figure per clip took
         # ~0.1 s, i.e. 17 minutes for 10k clips.
         for rec in records:
             png = strip_png(rec["segments"], float(rec["duration_s"] or 1.0), f"{rec['name']}  ({rec['phase'] or 'no phase'})")
-            writes.append(pool.submit(store.write_bytes, f"timelines/{rec['clip_id']}.png", png))
+            writes.append(pool.submit(store.write_bytes, layout.timeline_png(rec['clip_id']), png))
             while len(writes) > 4 * WRITE_THREADS and writes[0].done():  # bounded: finished writes are dropped
                 writes.pop(0).result()
         for w in writes:

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from handclust import schema
 from handclust.config import ConfigError, RunConfig
+from handclust.io import layout
 from handclust.io.footage import Clip
 from handclust.io.storage import OutputStore, clips_with_table, read_part_index
 from handclust.io.video import REENCODE_HINT, VideoError, open_video
@@ -54,7 +55,7 @@ _IN_FLIGHT = ("truncated_at", "full_duration_s", "gap", "t_decode_start")
 
 
 def status_rel(clip_id: str) -> str:
-    return f"status/{clip_id}.json"
+    return layout.status(clip_id)
 
 
 def is_committed(store: OutputStore, clip: Clip, fingerprint: str, ledger: Ledger | None = None) -> bool:
@@ -204,7 +205,7 @@ class ClipJob:
         store.write_json(status_rel(self.clip_id), self._public())
         # Tables of an earlier attempt (another feature config) must not outlive this one: a status
         # that is not ok/partial never has tables beside it, so globs agree with clips.parquet.
-        for rel in (f"frames/{self.clip_id}.parquet", f"segments/{self.clip_id}.parquet"):
+        for rel in (layout.frames(self.clip_id), layout.segments(self.clip_id)):
             store.delete(rel)
 
     def commit(self, store: OutputStore, frames: Batch, segments: Batch) -> dict[str, Any]:
@@ -212,8 +213,8 @@ class ClipJob:
 
         An ``OSError`` here (disk full, folder read-only) is the run's, not the clip's: it propagates.
         """
-        store.write_table(f"frames/{self.clip_id}.parquet", schema.table(frames, schema.FRAMES))
-        store.write_table(f"segments/{self.clip_id}.parquet", schema.table(segments, self.segments_schema or schema.SEGMENTS))
+        store.write_table(layout.frames(self.clip_id), schema.table(frames, schema.FRAMES))
+        store.write_table(layout.segments(self.clip_id), schema.table(segments, self.segments_schema or schema.SEGMENTS))
         st = self.status
         t0 = st.get("t_decode_start") or time.time()
         st.update(status="ok", error=None, n_frames=int(len(frames["t"])), n_segments=int(len(segments["segment_id"])),

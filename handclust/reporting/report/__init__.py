@@ -30,7 +30,7 @@ from typing import Any
 
 from handclust.colours import activity_colour
 from handclust.config import RayConfig
-from handclust.io import run_lock
+from handclust.io import layout, run_lock
 from handclust.io.run_record import update_run
 from handclust.io.storage import OutputStore
 from handclust.progress import Progress
@@ -103,8 +103,8 @@ def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Ca
         remove_reel(store)
     if chapters:
         try:
-            reel_s = write_reel(data, chapters, "report/reel.mp4", prog)
-            store.write_json("report/reel.json", {"fps": REEL_FPS, "size": list(REEL_SIZE), "duration_s": reel_s,
+            reel_s = write_reel(data, chapters, layout.REEL, prog)
+            store.write_json(layout.REEL_JSON, {"fps": REEL_FPS, "size": list(REEL_SIZE), "duration_s": reel_s,
                                                   "chapters": chapters})
         except Exception as exc:  # the HTML is worth having without the reel
             reel_error = f"{exc.__class__.__name__}: {exc}"
@@ -122,12 +122,12 @@ def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Ca
         "reel": html.reel_html(chapters, reel_error),
     }
     parts["summary"] = html.summary_html(data)  # last: it lists the problems met while building the rest
-    store.write_bytes("report/index.html", html.render_page(data, parts).encode("utf-8"))
+    store.write_bytes(layout.REPORT, html.render_page(data, parts).encode("utf-8"))
     seconds = time.perf_counter() - t0
-    if store.exists("run.json"):
-        update_run(store, report={"status": "ok" if not data.problems else "partial", "path": "report/index.html",
-                                  "reel": "report/reel.mp4" if reel_s is not None else None, "reel_s": reel_s,
+    if store.exists(layout.RUN):
+        update_run(store, report={"status": "ok" if not data.problems else "partial", "path": layout.REPORT,
+                                  "reel": layout.REEL if reel_s is not None else None, "reel_s": reel_s,
                                   "seconds": round(seconds, 2), "problems": data.problems[:html.MAX_PROBLEMS],
                                   "problems_total": len(data.problems)})
     prog.say(f"report: written in {seconds:.1f} s")
-    return store.local_path("report/index.html") if store.local else store.uri_of("report/index.html")
+    return store.local_path(layout.REPORT) if store.local else store.uri_of(layout.REPORT)

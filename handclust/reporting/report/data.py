@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from handclust import schema
+from handclust.io import layout
 from handclust.io.run_record import read_run
 from handclust.io.run_tables import check_segments_cover
 from handclust.io.storage import OutputStore
@@ -171,21 +172,21 @@ def align_to_fused(ablations: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFr
 
 def load_run(store: OutputStore) -> RunData:
     """Read the tables and JSON files of a finished run (``clips.parquet`` at least)."""
-    if not store.exists("clips.parquet"):
+    if not store.exists(layout.CLIPS):
         raise FileNotFoundError(f"{store.uri}/clips.parquet not found: is {store.uri} a HandClust output directory?")
     problems: list[str] = []
-    clips_tbl = store.read_table("clips.parquet")
+    clips_tbl = store.read_table(layout.CLIPS)
     clips = clips_tbl.to_pandas()
     clips["name"] = [Path(str(p)).name for p in clips.path]
     clips["phase"] = clips.phase.fillna(PHASE_NONE).replace("", PHASE_NONE)
     run = read_run(store)
-    evaluation = store.read_json("eval.json") if store.exists("eval.json") else None
+    evaluation = store.read_json(layout.EVAL) if store.exists(layout.EVAL) else None
 
     ok = clips_tbl.filter(pc.is_in(clips_tbl.column("status"), value_set=pa.array(["ok", "partial"]))).column("clip_id")
     # The columns the report draws, of the ok clips, in one parallel dataset read (per-clip files or compacted parts).
     seg = store.read_dataset("segments", schema.SEGMENTS, columns=SEGMENT_COLUMNS, clip_ids=ok.to_pylist()).to_pandas()
     seg = seg.sort_values(["clip_id", "seg_idx"], kind="stable").reset_index(drop=True)
-    clusters = _pandas(_read_optional(store, "clusters.parquet", problems))
+    clusters = _pandas(_read_optional(store, layout.CLUSTERS, problems))
     if clusters is not None and len(clusters):
         check_segments_cover(store, clusters.segment_id.tolist(), seg.segment_id.tolist(), "the report")
         seg = seg.merge(clusters.drop(columns=["clip_id"]), on="segment_id", how="left")
@@ -197,19 +198,19 @@ def load_run(store: OutputStore) -> RunData:
     seg["activity"] = seg.activity.astype(int)
     seg["phase"] = seg.clip_id.map(dict(zip(clips.clip_id, clips.phase))).fillna(PHASE_NONE)
 
-    labels_tbl = _read_optional(store, "labels.parquet", problems)
+    labels_tbl = _read_optional(store, layout.LABELS, problems)
     labels = _pandas(labels_tbl)
     names: dict[int, str] = {}
     if labels is not None and "label" in labels:
         names = {int(r.cluster): str(r.label) for r in labels.itertuples() if isinstance(r.label, str) and r.label}
     summary = labels_summary(labels_tbl) if labels_tbl is not None and "status" in labels_tbl.column_names else None
-    ablations = _pandas(_read_optional(store, "ablations.parquet", problems))
+    ablations = _pandas(_read_optional(store, layout.ABLATIONS, problems))
     if ablations is not None and not {"segment_id", "variant", "cluster"} <= set(ablations.columns):
         problems.append("ablations.parquet lacks segment_id / variant / cluster columns; per-modality strips not drawn")
         ablations = None
     if ablations is not None:
         ablations = align_to_fused(ablations, seg)
-    embedding = _pandas(_read_optional(store, "embedding_2d.parquet", problems))
+    embedding = _pandas(_read_optional(store, layout.EMBEDDING_2D, problems))
     return RunData(store, clips, seg, run, evaluation, labels, embedding, ablations, names, problems, summary)
 
 

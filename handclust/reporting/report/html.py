@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from handclust import schema
 from handclust.colours import activity_colour
+from handclust.io import layout
 from handclust.modalities import registry as modalities
 from handclust.progress import Progress
 from handclust.reporting.report import plots, reel
@@ -299,7 +300,7 @@ def clip_sections_html(data: RunData, progress: Progress) -> tuple[Markup, Marku
             frames = by_clip[str(clip.clip_id)]
             c["signals"] = plots.clip_signal_figure(data, clip_s, frames)
         except Exception as exc:  # one clip's missing frames table must not cost the report
-            c["error"] = f"frames/{clip.clip_id}.parquet: {exc}"
+            c["error"] = f"{layout.frames(clip.clip_id)}: {exc}"
             data.problems.append(c["error"])
             log.warning("report: %s", c["error"])
         clips.append(c)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from handclust.colours import activity_colour
+from handclust.io import layout
 from handclust.io.storage import OutputStore
 from handclust.progress import Progress
 from handclust.reporting.report.data import MAX_ACTIVITIES, RunData, example_segments
@@ -186,6 +187,6 @@ def chapter_starts(chapters: list[dict[str, Any]]) -> list[float]:
 
 
 def remove_reel(store: OutputStore) -> None:
-    for rel in ("report/reel.mp4", "report/reel.json"):
+    for rel in (layout.REEL, layout.REEL_JSON):
         if store.exists(rel):
             store.fs.delete_file(store.path(rel))
