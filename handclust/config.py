@@ -215,6 +215,10 @@ class ClusterConfig(_Frozen):
                                  "the clustering task asks for; None: 4 in a Ray task, no limit on the driver")
     map_method: Literal["umap", "pca"] = Field("umap", description="2-D map of all segments (embedding_2d.parquet, the report)")
     knn_k: int = Field(10, ge=2, description="neighbours per segment in the kNN graph (neighbours.parquet, votes, scores)")
+    second_pass: bool = Field(True, description="above max_fit_segments: each cluster the sample found is clustered again "
+                              "on its members at the whole corpus' min_cluster_size and split where it holds more than one, so "
+                              "an activity too rare to reach min_cluster_size in the sample is still found and K keeps growing "
+                              "with the corpus")
     max_fit_segments: int = Field(50_000, ge=100, description="above this many segments, fit on a sample of this size "
                                   "and place the rest by a kNN vote")
     clip_normalise: Literal["auto", "on", "off"] = Field(

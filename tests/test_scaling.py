@@ -66,3 +66,37 @@ def test_large_corpora_cluster_on_principal_components_and_find_the_same_activit
     assert f"16 principal components of {fused.shape[1]} fused dims" in reduced.reason
     assert full.k == reduced.k == 6
     assert agreement(truth, reduced.activity)["ari"] > 0.9 and agreement(full.activity, reduced.activity)["ari"] > 0.9
+
+
+def test_an_activity_too_rare_for_the_sample_is_found_by_the_second_pass():
+    """Above max_fit_segments the sample sets the resolution: an activity with too few segments in it
+    to reach min_cluster_size is merged into its nearest cluster (or noise) there. The second pass
+    clusters each cluster's members again at the whole corpus' min_cluster_size and splits it, so
+    K keeps growing with the corpus (issue 22, point 10), without splitting the common activities."""
+    import numpy as np
+
+    mods, clip_ids, truth = planted_segment_descriptors(3600, 7, seed=4)
+    rare = np.flatnonzero(truth == 6)
+    keep = np.sort(np.r_[np.flatnonzero(truth != 6), rare[:45]])  # 45 of ~3100 segments: 1.5 %
+    mods, clip_ids, truth = {m: v[keep] for m, v in mods.items()}, clip_ids[keep], truth[keep]
+    cfg = ClusterConfig(backend="cpu", max_fit_segments=400, second_pass=False)  # min_cluster_size 10; ~6 rare ones sampled
+    fused = fuse(mods, clip_ids, cfg).fused
+    one = cluster_segments(fused, cfg)
+    two = cluster_segments(fused, cfg.model_copy(update={"second_pass": True}))
+    in_rare = truth == 6
+
+    def rare_cluster_share(c):  # the share of the rare activity in its most common non-noise cluster, and that cluster's purity
+        lab = c.labels[in_rare]
+        if not (lab >= 0).any():
+            return 0.0, 0.0
+        best = np.bincount(lab[lab >= 0]).argmax()
+        return float((lab == best).mean()), float(in_rare[c.labels == best].mean())
+
+    share1, purity1 = rare_cluster_share(one)
+    share2, purity2 = rare_cluster_share(two)
+    assert not (share1 > 0.5 and purity1 > 0.8), (share1, purity1)  # the sample alone does not find it
+    assert share2 > 0.7 and purity2 > 0.8, (share2, purity2)
+    assert two.k == one.k + 1 and "second pass" in two.backends["hdbscan"]
+    # The common activities are still found as before.
+    common = ~in_rare
+    assert agreement(truth[common], two.activity[common])["ari"] > 0.75
