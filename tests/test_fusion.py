@@ -182,3 +182,24 @@ def test_two_modalities_that_each_tell_part_of_the_work_apart_are_both_kept():
     b = centres_b[truth % 2] + rng.normal(0, 1, (len(truth), 8))  # tells {0,2} from {1,3}
     f = fuse({"scene": a, "motion": b}, cids, ClusterConfig(backend="cpu", select_modalities=True))
     assert all(sc.weight > 0 for sc in f.scores.values()), f.reasons
+
+
+def test_correlated_columns_without_clusters_earn_no_confidence():
+    """A short descriptor whose columns move together (one quantity sets all of them, as a period
+    sets a spectrum's bins) but that holds no groups must not outweigh one that separates the work:
+    the confidence's null shuffles each column on its own, which breaks their correlation as well as
+    any structure, so a modality is scored on its principal axes (uncorrelated columns)."""
+    rng = np.random.default_rng(3)
+    scene, cids, truth = clips_of(rng, 4, 50, [[0, 1, 2], [0, 1, 2]], dim=24)
+    latent = rng.normal(0, 1, len(cids))  # one continuous quantity, no groups
+    loading = rng.uniform(0.5, 1.5, 8)
+    spectrum = latent[:, None] * loading + rng.normal(0, 0.3, (len(cids), 8))
+    f = fuse({"scene": scene, "spectrum": spectrum}, cids, CFG)
+    assert f.scores["spectrum"].clusteredness < 0.5 * f.scores["scene"].clusteredness, f.scores
+    assert f.scores["scene"].weight > 1.5 * f.scores["spectrum"].weight, f.scores
+    # Rotating onto principal axes keeps the distances within the modality.
+    t = f.transforms["spectrum"]
+    a, b = t(spectrum[:5]), t(spectrum[5:10])
+    z = (spectrum - t.mean) / t.scale
+    raw = z / np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose(a @ b.T, raw[:5] @ raw[5:10].T, atol=1e-4)

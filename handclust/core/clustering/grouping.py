@@ -285,13 +285,15 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
             clustering = replace(clustering, labels=sm.labels, activity=activity, reassigned=moved)
         clustering.reason += "; " + sm.reason
     coarse, parent = None, None
-    if cfg.fine:
+    # A clusterer the caller passed in decides the partition itself: neither the fine level nor k-means redo it.
+    own_clusterer = resolved.reasons.get("hdbscan", "").endswith("passed in by the caller")
+    if cfg.fine and own_clusterer:
+        clustering.reason += "; no fine level: the clusterer was passed in by the caller"
+    elif cfg.fine:
         ref = refine_within(clustering.activity, fused, clip_ids, cfg)
         coarse, parent = clustering.activity.copy(), ref.parent
         clustering = replace(clustering, labels=np.where(clustering.labels >= 0, ref.fine, -1).astype(np.int32),
                              activity=ref.fine, reason=clustering.reason + "; " + ref.reason)
-    # A clusterer the caller passed in decides the partition itself: k-means does not redo it.
-    own_clusterer = resolved.reasons.get("hdbscan", "").endswith("passed in by the caller")
     if cfg.refine == "kmeans" and own_clusterer:
         clustering.reason += "; no k-means refinement: the clusterer was passed in by the caller"
     elif cfg.refine == "kmeans":
