@@ -190,7 +190,7 @@ def test_correlated_columns_without_clusters_earn_no_confidence():
     the confidence's null shuffles each column on its own, which breaks their correlation as well as
     any structure, so a modality is scored on its principal axes (uncorrelated columns)."""
     rng = np.random.default_rng(3)
-    scene, cids, truth = clips_of(rng, 4, 50, [[0, 1, 2], [0, 1, 2]], dim=24)
+    scene, cids, _ = clips_of(rng, 4, 50, [[0, 1, 2], [0, 1, 2]], dim=24)
     latent = rng.normal(0, 1, len(cids))  # one continuous quantity, no groups
     loading = rng.uniform(0.5, 1.5, 8)
     spectrum = latent[:, None] * loading + rng.normal(0, 0.3, (len(cids), 8))
