@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--segments-per-clip", type=int, default=100, help="clips = segments / this, within 1k-30k when sizes allow")
     ap.add_argument("--gpu-max", type=int, default=300_000, help="also the GPU job config's widths up to this many segments (0: never)")
+    ap.add_argument("--widths", choices=["both", "default", "gpu"], default="both", help="which widths to run at each size")
     ap.add_argument("--timeout-s", type=float, default=4 * 3600)
     ap.add_argument("--workdir", default=None, help="where the synthetic runs are written (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale.json")
@@ -204,7 +205,7 @@ def main() -> None:
     for n in sorted(args.sizes):
         clips = int(np.clip(n // args.segments_per_clip, min(1000, max(n // 20, 2)), 30_000))
         for widths in ("default", "gpu"):
-            if widths == "gpu" and n > args.gpu_max:
+            if (widths == "gpu" and n > args.gpu_max) or args.widths not in ("both", widths):
                 continue
             t0 = time.time()
             row = run_size(n, clips, widths, workdir, args.timeout_s)
