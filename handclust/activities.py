@@ -51,7 +51,6 @@ def unmeasured_summary(segments: pa.Table, clips_tbl: pa.Table, sample_fps: floa
     return {"segments": counts, "low_rate_clips": slow, "why": why}
 
 
-MODEL_DIR = layout.MODEL_DIR
 
 
 def save_model(store: OutputStore, fusion: Fusion, seg_ids: list[str], clip_ids: npt.NDArray[np.object_],
@@ -191,7 +190,6 @@ def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any) -> tuple[Any, str, int]:
     return result, cluster, cpus
 
 
-CHECKPOINT = layout.CLUSTERING_CHECKPOINT  # written last by the clustering step: its tables are complete
 # Raised when what the checkpoint holds, or how its tables are made, changes with the same config
 # (e.g. the hierarchy's two levels): a checkpoint of older code is then clustered again, not reused.
 CHECKPOINT_FORMAT = 2
@@ -281,7 +279,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         },
         "hierarchy": hierarchy_run,
     }
-    store.write_json(CHECKPOINT, ck)
+    store.write_json(layout.CLUSTERING_CHECKPOINT, ck)
     return ck
 
 
@@ -347,13 +345,13 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         return RunResult(store.uri, clips_tbl, segments, empty, summary)
 
     key = clustering_key(cfg, clips_tbl)
-    ck = store.read_json_or(CHECKPOINT, None)
+    ck = store.read_json_or(layout.CLUSTERING_CHECKPOINT, None)
     clusters = store.read_table(layout.CLUSTERS) if ck and store.exists(layout.CLUSTERS) else None
     reuse = (models is None and ck is not None and ck.get("key") == key and clusters is not None
              and clusters.column("segment_id").equals(segments.column("segment_id")))
     if reuse:
-        prog.say(f"clustering: reusing the checkpoint of {ck['segments']} segments ({CHECKPOINT}; delete it to cluster again)")
-        ran_on = f"checkpoint ({CHECKPOINT}, clustered on {ck.get('node')})"
+        prog.say(f"clustering: reusing the checkpoint of {ck['segments']} segments ({layout.CLUSTERING_CHECKPOINT}; delete it to cluster again)")
+        ran_on = f"checkpoint ({layout.CLUSTERING_CHECKPOINT}, clustered on {ck.get('node')})"
     else:
         prog.say(f"clustering {segments.num_rows} segments from {n_ok} clips jointly")
         where = clustering_place(cfg)
@@ -365,7 +363,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
     assert clusters is not None
     if not clusters.column("segment_id").equals(segments.column("segment_id")):
         raise RuntimeError(f"{store.uri_of('clusters.parquet')} is not in the order of the segments read back; "
-                           f"delete {store.uri_of(CHECKPOINT)} and rerun")
+                           f"delete {store.uri_of(layout.CLUSTERING_CHECKPOINT)} and rerun")
     labels = np.asarray(clusters.column("cluster"), np.int32)
     probs = np.asarray(clusters.column("probability"), np.float32)
     clustering = Clustering(labels, probs, np.asarray(clusters.column("activity"), np.int32),

@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from handclust.activities import CHECKPOINT, build_activities
+from handclust.activities import build_activities
 from handclust.config import load_config
 from handclust.core.clustering.backends import ClusterFit, SklearnHDBSCAN, SubModels
+from handclust.io.layout import CLUSTERING_CHECKPOINT as CHECKPOINT
 from handclust.io.storage import OutputStore
 from handclust.pipeline import clips_table
 from handclust.progress import Progress

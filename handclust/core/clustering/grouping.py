@@ -219,8 +219,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
         labels[rest], probs[rest] = rest_labels, np.where(rest_labels >= 0, rest_share, 0.0)
         hb += f" (fit on {n_fit} of {n}, rest by kNN vote)"
         if cfg.second_pass:
-            _, why_second = second_pass(fused, labels, probs, cfg, models)
-            hb += f"; {why_second}"
+            hb += "; " + second_pass(fused, labels, cfg, models)
     else:
         labels, probs = fit_labels, fit_probs
     knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, models.neighbours)
@@ -315,14 +314,14 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
     return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after), coarse, parent)
 
 
-def second_pass(fused: F32, labels: npt.NDArray[np.int32], probs: F32, cfg: ClusterConfig, models: Models) -> tuple[int, str]:
+def second_pass(fused: F32, labels: npt.NDArray[np.int32], cfg: ClusterConfig, models: Models) -> str:
     """Sample-then-refine, for K above one fit's sample: each cluster the sample found is clustered
     again on its own members (up to ``cfg.max_fit_segments`` of them, the rest placed by kNN vote)
     at the min_cluster_size of the whole corpus (0.5 x sqrt(n)), and split where HDBSCAN finds
     more than one cluster in it: the largest part keeps the id. An activity of 0.05 % of a corpus
     has ~25 segments in a 50k sample, below that sample's min_cluster_size (112), so the first fit
     merges it into its nearest cluster or calls it noise; among that cluster's members it has all of
-    its segments. In place on ``labels`` / ``probs``; returns how many clusters it added and why."""
+    its segments. In place on ``labels`` (a split part keeps its membership probability); returns what it did, in words."""
     mcs = choose_min_cluster_size(len(labels))
     ms = cfg.min_samples or max(2, mcs // 2)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -354,8 +353,8 @@ def second_pass(fused: F32, labels: npt.NDArray[np.int32], probs: F32, cfg: Clus
             added += 1
         split.append(f"{c} -> {len(parts)}")
     if not added:
-        return 0, f"second pass (min_cluster_size {mcs} of the whole corpus): no cluster splits"
-    return added, f"second pass (min_cluster_size {mcs} of the whole corpus): {added} more clusters ({', '.join(split)})"
+        return f"second pass (min_cluster_size {mcs} of the whole corpus): no cluster splits"
+    return f"second pass (min_cluster_size {mcs} of the whole corpus): {added} more clusters ({', '.join(split)})"
 
 
 # --------------------------------------------------------------------------- two levels
