@@ -167,7 +167,16 @@ class Modality:
 
     def computed(self, cfg: RunConfig) -> bool:
         """Whether a run with ``cfg`` computes this modality's descriptor."""
-        return self.section is None or bool(getattr(getattr(cfg, self.section), "enabled", True))
+        return self.section is None or bool(getattr(section_of(cfg, self.section), "enabled", True))
+
+
+def section_of(cfg: RunConfig, section: str) -> Any:
+    """``cfg.<section>``; for a config validated before the section was registered, the section's defaults."""
+    value = getattr(cfg, section, None)
+    if value is None:
+        field = RunConfig.model_fields.get(section)
+        value = field.default if field is not None else None
+    return value
 
 
 # --------------------------------------------------------------------------- stage factories
@@ -421,7 +430,7 @@ def fusion_modalities(cfg: RunConfig) -> tuple[str, ...]:
     """Modalities fused for clustering: ``cluster.modalities``, plus each switched modality enabled with ``fuse``."""
     out = list(cfg.cluster.modalities)
     for m in registered():
-        section = getattr(cfg, m.section) if m.section else None
+        section = section_of(cfg, m.section) if m.section else None
         if section is not None and section.enabled and getattr(section, "fuse", False) and m.name not in out:
             out.append(m.name)
     return tuple(out)

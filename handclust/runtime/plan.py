@@ -200,6 +200,7 @@ class SegmentDescriber:
         self.fps = sample_fps
         self.describers = modalities.describers() if describers is None else describers
         self.schema: pa.Schema = schema.segments_schema()
+        self.frames_schema: pa.Schema = schema.frames_schema()
 
     def setup(self) -> None:
         pass
