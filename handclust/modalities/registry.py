@@ -3,21 +3,29 @@
 A modality is one :class:`Modality` entry: its name, the function that describes a segment
 (:mod:`handclust.modalities.descriptors`), the frame or segment stage that makes the columns it reads, the
 config section that switches it, whether it is sparse, and how evaluation and the report name
-it. Config validation, the stage plan (:mod:`handclust.runtime.plan`), the segments schema, the segment
-describer, fusion inputs, ablations and activity profiles iterate over :func:`registered`;
-none of them lists modalities by hand. docs/ARCHITECTURE.md, "How to add a modality", walks
-through adding one; ``tests/test_modalities.py`` adds one in a test through :func:`registered` alone.
+it. A learned modality (its own model) also declares in the entry the frame columns its stage writes
+and their widths (:class:`FrameColumn`), its config section's model, the packages it needs
+(:class:`Extra`), its model check and its cost-estimate key. Config validation, the frames and
+segments schemas, the install and model checks, the stage plan (:mod:`handclust.runtime.plan`),
+the segment describer, fusion inputs, ablations, activity profiles and the cost estimate iterate
+over :func:`registered`; none of them lists modalities by hand. docs/ARCHITECTURE.md, "How to add
+a modality", walks through adding one; ``tests/test_modalities.py`` adds one read from existing
+frame columns and ``tests/test_plugin_modality.py`` a learned one with its own torch stage, each
+through one call.
 
 The registry sits above the config and the pure cores (its entries hold their functions), so
-:mod:`handclust.config` and :mod:`handclust.schema` cannot import it. They keep two plain tables
-that only this module writes, :data:`handclust.config.MODALITY_SECTIONS` and
-:data:`handclust.schema.MODALITY_COLUMNS` / :data:`~handclust.schema.OBSERVED_INDEX`, and
-``handclust/__init__`` imports this module, so every process that imports handclust has them
-filled before any config is validated.
+:mod:`handclust.config`, :mod:`handclust.schema` and :mod:`handclust.extras` cannot import it. They
+keep plain tables that only this module writes: :data:`handclust.config.MODALITY_SECTIONS` (and the
+sections :func:`handclust.config.add_section` adds to ``RunConfig``),
+:data:`handclust.schema.MODALITY_COLUMNS` / :data:`~handclust.schema.OBSERVED_INDEX` /
+:data:`~handclust.schema.MODALITY_FRAME_COLUMNS` / :data:`~handclust.schema.OPTIONAL_SCALARS`, and
+:data:`handclust.extras.MODALITY_EXTRAS`; ``handclust/__init__`` imports this module, so every
+process that imports handclust has them filled before any config is validated.
 
 A modality registered at run time (not in :data:`BUILTIN`) lives in the process that registered
 it: the local runner sees it; Ray workers compute its descriptor (the segment describer carries
-its function), but a clustering task on a worker does not know a sparse one's ``observed_index``.
+its function and the schemas), but a clustering task on a worker does not know a sparse one's
+``observed_index``, and a worker validating a config does not know its section.
 """
 
 from __future__ import annotations
