@@ -182,8 +182,8 @@ def section_of(cfg: RunConfig, section: str) -> Any:
     """``cfg.<section>``; for a config validated before the section was registered, the section's defaults."""
     value = getattr(cfg, section, None)
     if value is None:
-        field = RunConfig.model_fields.get(section)
-        value = field.default if field is not None else None
+        info = RunConfig.model_fields.get(section)
+        value = info.default if info is not None else None
     return value
 
 
