@@ -205,7 +205,8 @@ def show_config(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--hours", type=float, help="Hours of footage to process (required unless --list).")
 @click.option("--node", default=None, help="Node type (see --list) [default: aws-g6.xlarge; with --config its first worker type].")
 @click.option("--nodes", default=1, show_default=True, help="Number of GPU worker nodes.")
-@click.option("--encoders", default="dinov2", show_default=True, help="Comma list: efficientnet,dinov2,vjepa2,owlv2 (or 'none'); efficientnet is CPU work.")
+@click.option("--encoders", default="dinov2", show_default=True,
+              help="Comma list: efficientnet,dinov2,vjepa2,owlv2 or a registered modality's cost key (or 'none'); efficientnet is CPU work.")
 @click.option("--price", type=float, help="Your USD per node hour (spot, committed use).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--list", "list_nodes", is_flag=True, help="List known node types and prices.")

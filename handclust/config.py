@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from handclust.errors import ConfigError as ConfigError  # defined with every error in handclust/errors.py
 
@@ -92,6 +93,20 @@ class VideoConfig(_Frozen):
         if self.frames_per_window % 2:
             raise ValueError("video.frames_per_window must be even (V-JEPA-2 embeds pairs of frames)")
         return self
+
+
+class EncoderSection(_Frozen):
+    """What a learned modality's config section needs, for a section written outside this module (a
+    modality registered with ``config=``, :mod:`handclust.modalities.registry`): switched by ``enabled``,
+    fused by ``fuse``, and the keys :class:`~handclust.modalities.encoders.base.EncoderStage` reads.
+    Subclass it and add the modality's own keys; every key needs a default."""
+
+    enabled: bool = Field(False, description="compute this modality (its frame stage and desc_<name>)")
+    fuse: bool = Field(True, description="add its descriptor to the clustering fusion when enabled")
+    device: EncoderDevice = Field("auto", description=_DEVICE_HELP)
+    dtype: EncoderDtype = Field("auto", description=_DTYPE_HELP)
+    batch_size: int = Field(32, ge=1, description="frames per forward pass")
+    num_gpus: float = Field(0.5, gt=0, le=1, description="GPU share per Ray actor when on cuda")
 
 
 MASONRY_TOOLS = ("trowel", "mortar bucket", "brick", "concrete block", "rubber mallet", "spirit level", "rebar",
@@ -410,6 +425,38 @@ class RunConfig(_Frozen):
         if self.pose.enabled and self.pose.fps > self.decode.sample_fps:
             raise ValueError(f"pose.fps ({self.pose.fps}) must not exceed decode.sample_fps ({self.decode.sample_fps})")
         return self
+
+
+# Sections added by handclust.modalities.registry for modalities registered with their own config model
+# (not one of RunConfig's fields above): add_section / remove_section are only called from there.
+ADDED_SECTIONS: dict[str, type[BaseModel]] = {}
+
+
+def add_section(name: str, model: type[BaseModel]) -> None:
+    """Give :class:`RunConfig` a section ``name`` of ``model`` (default ``model()``), so YAML, ``--set name.key=...``,
+    ``handclust config`` and run.json know it. A section RunConfig already has must be of ``model``."""
+    field = RunConfig.model_fields.get(name)
+    if field is not None:
+        if field.annotation is not model:
+            have = getattr(field.annotation, "__name__", str(field.annotation))
+            raise ValueError(f"config section {name!r} is already a {have}, not {model.__name__}")
+        return
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ValueError(f"config section {name!r}: give a pydantic model class (e.g. a subclass of config.EncoderSection)")
+    try:
+        default = model()
+    except ValidationError as err:
+        raise ValueError(f"config section {name!r}: every key of {model.__name__} needs a default ({err.errors()[0]['loc']})") from None
+    RunConfig.model_fields[name] = FieldInfo(annotation=model, default=default, description=(model.__doc__ or "").strip() or None)
+    RunConfig.model_rebuild(force=True)
+    ADDED_SECTIONS[name] = model
+
+
+def remove_section(name: str) -> None:
+    """Take a section :func:`add_section` added off :class:`RunConfig` again (built-in sections stay)."""
+    if ADDED_SECTIONS.pop(name, None) is not None:
+        del RunConfig.model_fields[name]
+        RunConfig.model_rebuild(force=True)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

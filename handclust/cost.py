@@ -361,6 +361,14 @@ def _measured_rate(key: str, row: dict[str, Any]) -> float | None:
     return float(value)
 
 
+def registered_cost_keys() -> tuple[str, ...]:
+    """Every cost key a registered modality declares (``Modality.cost``; a key chosen by the config, as
+    scene's efficientnet / dinov2, is named by the built-in table instead)."""
+    from handclust.modalities import registry
+
+    return tuple(dict.fromkeys(m.cost for m in registry.registered() if isinstance(m.cost, str)))
+
+
 def gpu_rates(gpu: str, sources: dict[str, str]) -> dict[str, float]:
     """Encoder rates on ``gpu``: measured where ``benchmarks/results/encoders_*.json`` ran on it (as
     benchmarks/encoders.py writes them: ``device: cuda``, the GPU's name under ``gpu``, a
@@ -368,6 +376,7 @@ def gpu_rates(gpu: str, sources: dict[str, str]) -> dict[str, float]:
     out = {k: v[gpu] for k, v in ASSUMED_GPU.items() if gpu in v}
     for k in out:
         sources[k] = f"assumed for {gpu} (run benchmarks/encoders.py --device cuda on it to measure)"
+    bench_model = {**BENCH_MODEL, **{f"{e}_frames_per_s": e for e in registered_cost_keys() if f"{e}_frames_per_s" not in BENCH_MODEL}}
     for p in sorted(RESULTS.glob("encoders_*.json")) if RESULTS.is_dir() else []:
         try:
             data = json.loads(p.read_text())
@@ -375,7 +384,7 @@ def gpu_rates(gpu: str, sources: dict[str, str]) -> dict[str, float]:
             continue
         if data.get("device") != "cuda" or not gpu_matches(gpu, data.get("gpu")):
             continue
-        for key, model in BENCH_MODEL.items():
+        for key, model in bench_model.items():
             rows = [r for r in data.get("results", []) if str(r.get("model", "")).startswith(model)]
             rate = _measured_rate(key, rows[0]) if rows else None
             if rate is not None:
@@ -460,6 +469,10 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     per_footage_hour = {"dinov2": ("dinov2_frames_per_s", 3600 * sample_fps),
                         "vjepa2": ("vjepa2_windows_per_s", 3600 / (video_window_s or _default_window_s(sample_fps))),
                         "owlv2": ("owlv2_frames_per_s", 3600 * tool_fps)}
+    # A registered modality's own cost key (Modality.cost): a GPU encoder embedding every sampled frame, at
+    # `<key>_frames_per_s` where ASSUMED_GPU or a benchmark (encoders_*.json, a row whose model starts with it) has one.
+    plugins = [e for e in registered_cost_keys() if e not in per_footage_hour and e != "efficientnet"]
+    per_footage_hour.update({e: (f"{e}_frames_per_s", 3600 * sample_fps) for e in plugins})
     gpu_seconds = 0.0
     for enc in encoders:
         if enc == "efficientnet":  # CPU work, counted above
@@ -470,11 +483,16 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
         if nt.gpus == 0:
             sources[enc] = f"not counted: {nt.name} has no GPU (this estimate models {enc} on a GPU only)"
             continue
+        if key not in g:
+            sources[enc] = (f"not counted: no rate for {enc} on {nt.gpu} (measure it with benchmarks/encoders.py, a row "
+                            f"whose model starts with {enc!r}, or add {key!r} to handclust.cost.ASSUMED_GPU)")
+            continue
         gpu_seconds += items / g[key]
     if gpu_seconds > 0:
         rates["gpu"] = 3600 * nt.gpus / gpu_seconds
     used = {per_footage_hour[e][0] for e in encoders if e in per_footage_hour}
-    sources = {k: v for k, v in sources.items() if k not in ASSUMED_GPU or k in used}
+    rate_keys = {*ASSUMED_GPU, *(v[0] for v in per_footage_hour.values())}
+    sources = {k: v for k, v in sources.items() if k not in rate_keys or k in used}
     bottleneck = min(rates, key=rates.__getitem__)
     rate = rates[bottleneck]
     cpu_nt = NODES[cpu_node] if isinstance(cpu_node, str) else cpu_node
@@ -670,11 +688,10 @@ def run_cost(cfg: Any, footage_hours: float, wall_s: float, resources: dict[str,
     measured = measured_compute(wall_s, resources, cfg.cost.node)
     measured["footage_hours"] = footage_hours
     out: dict[str, Any] = {"measured": measured, "labelling": labelling or {"requests": 0, "usd": 0.0}}
-    from handclust.modalities.features.scene import scene_encoder, scene_fps
+    from handclust.modalities import registry
+    from handclust.modalities.features.scene import scene_fps
 
-    scene = scene_encoder(cfg.scene).encoder
-    encs = tuple(e for e, on in (("efficientnet", scene == "efficientnet"), ("dinov2", scene == "dinov2"), ("vjepa2", cfg.video.enabled),
-                                 ("owlv2", cfg.tools.enabled)) if on)
+    encs = registry.cost_keys(cfg)  # each computed modality's cost key (Modality.cost)
     node: str | NodeType = cfg.cost.node if cfg.cost.node in NODES else local_node(
         int(measured["cpus"]) if resources else None, int(measured["gpus"]))
     if footage_hours > 0:

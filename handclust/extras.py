@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from handclust.errors import MissingExtraError as MissingExtraError  # defined with every error in handclust/errors.py
 
 if TYPE_CHECKING:
     from handclust.config import LabelConfig, RunConfig
+
+# What each extra's install line says beyond `pip install 'handclust[<extra>]'`.
+EXTRA_HINTS = {"encoders": "pip install 'handclust[encoders]' (on a laptop or CI, install torch==2.13.0 first: the CPU build, "
+                           "as `make` does)"}
+
+# Modality name -> (when: RunConfig -> the config setting that needs the packages, or None when this config
+# does not; import names; pip extra). Written only by handclust.modalities.registry (Modality.extras), which
+# sits above this module; handclust/__init__ imports it, so this is filled before any check.
+MODALITY_EXTRAS: dict[str, tuple[Callable[[RunConfig], str | None], tuple[str, ...], str]] = {}
 
 FAISS_HINT = ("pip install 'handclust[cpu]' (or 'handclust[gpu]' on a CUDA machine: one of the two, both install the "
               "`faiss` module)")
@@ -57,12 +67,14 @@ def check_install(cfg: RunConfig, labels_key: bool = False) -> None:
         if missing:
             raise MissingExtraError(f"scene.encoder=efficientnet needs {', '.join(missing)}, which is not installed: "
                                     f"{EFFICIENTNET_INSTALL}, or set scene.encoder=auto or histogram")
-    learned = [f"{k}={v}" for k, v, on in (("scene.encoder", cfg.scene.encoder, cfg.scene.encoder == "dinov2"),
-                                           ("video.enabled", "true", cfg.video.enabled),
-                                           ("tools.enabled", "true", cfg.tools.enabled)) if on]
-    if learned:
-        require(("torch", "transformers"), " and ".join(learned),
-                "pip install 'handclust[encoders]' (on a laptop or CI, install torch==2.13.0 first: the CPU build, as `make` does)")
+    # Each registered modality's packages, one message per (packages, extra) naming every setting that needs them.
+    needs: dict[tuple[tuple[str, ...], str], list[str]] = {}
+    for when, modules, extra in MODALITY_EXTRAS.values():
+        setting = when(cfg)
+        if setting:
+            needs.setdefault((modules, extra), []).append(setting)
+    for (modules, extra), settings in needs.items():
+        require(modules, " and ".join(settings), EXTRA_HINTS.get(extra, f"pip install 'handclust[{extra}]'"))
     if cfg.cluster.backend == "gpu":
         require(("cuml", "cupy"), "cluster.backend=gpu", "pip install 'handclust[gpu]' on a CUDA machine, or set cluster.backend=cpu")
     if cfg.labels.enabled and labels_key:

@@ -249,7 +249,7 @@ def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: R
         # the runner starts); workers of a remote Ray cluster resolve their own.
         remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         encoders = check_models(cfg, resolve_devices=not remote)
-        if encoders.get("scene", {}).get("encoder") != "histogram" or cfg.video.enabled or cfg.tools.enabled or cfg.pose.enabled:
+        if any(name != "scene" or rec.get("encoder") != "histogram" for name, rec in encoders.items()):  # a model was checked
             timings["model_check"] = time.perf_counter() - t0
         clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
     except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:

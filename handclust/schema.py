@@ -39,37 +39,51 @@ CLIPS = pa.schema(
     ]
 )
 
-FRAMES = pa.schema(
-    [
-        ("clip_id", pa.string()),
-        ("frame_idx", pa.int32()),
-        ("t", pa.float64()),
-        ("fresh", pa.bool_()),  # shows a new source image: differs from the last distinct sampled frame (features/held.py)
-        # Seconds between this frame and the last distinct frame its motion is measured against. NaN on
-        # held frames and a clip's first frame, which have no motion measurement: the flow_* and ego_*
-        # columns are NaN exactly there. Motion columns are per second over this step.
-        ("motion_dt", pa.float32()),
-        ("flow_mag_mean", pa.float32()),
-        ("flow_mag_p90", pa.float32()),
-        ("flow_direction_hist", VECTOR),
-        ("flow_grid", VECTOR),
-        ("ego_tx", pa.float32()),
-        ("ego_ty", pa.float32()),
-        ("ego_rotation", pa.float32()),
-        ("ego_scale", pa.float32()),
-        ("ego_residual", pa.float32()),
-        ("ego_ratio", pa.float32()),
-        ("ego_inliers", pa.float32()),
-        ("scene_embedding", VECTOR),
-        ("tool_scores", VECTOR),  # OWLv2 max score per prompt; NaN on frames not scored, empty when tools are off
-        ("hand_landmarks", VECTOR),  # MediaPipe, per hand slot [score, 21 x (x, y, z)]; layout in features/keypoints.py
-        ("body_landmarks", VECTOR),  # MediaPipe, [found, 33 x (x, y, z, visibility)]; empty when pose is off
-        # Anchored hand propagation (features/hands.py): 0 no hand, 1 detected, 2 only propagated hands.
-        ("hand_source", pa.int8()),
-        ("hand_age", VECTOR),  # per hand slot: 0 detected, k = propagated k sampled frames from its anchor, NaN no hand
-        ("hand_motion", VECTOR),  # per hand slot: ego-compensated wrist velocity (vx, vy), frame widths / s; NaN none
-    ]
-)
+# The frames table's columns written whatever the config: keys, held frames, motion and ego-motion, the scene embedding.
+_FRAME_KEYS: list[tuple[str, pa.DataType]] = [
+    ("clip_id", pa.string()),
+    ("frame_idx", pa.int32()),
+    ("t", pa.float64()),
+    ("fresh", pa.bool_()),  # shows a new source image: differs from the last distinct sampled frame (features/held.py)
+    # Seconds between this frame and the last distinct frame its motion is measured against. NaN on
+    # held frames and a clip's first frame, which have no motion measurement: the flow_* and ego_*
+    # columns are NaN exactly there. Motion columns are per second over this step.
+    ("motion_dt", pa.float32()),
+    ("flow_mag_mean", pa.float32()),
+    ("flow_mag_p90", pa.float32()),
+    ("flow_direction_hist", VECTOR),
+    ("flow_grid", VECTOR),
+    ("ego_tx", pa.float32()),
+    ("ego_ty", pa.float32()),
+    ("ego_rotation", pa.float32()),
+    ("ego_scale", pa.float32()),
+    ("ego_residual", pa.float32()),
+    ("ego_ratio", pa.float32()),
+    ("ego_inliers", pa.float32()),
+    ("scene_embedding", VECTOR),
+]
+# After them: the stored frame columns each registered modality declares (Modality.frame_columns in
+# handclust/modalities/registry.py), in registry order, with their Arrow type. The built-in ones:
+#   tool_scores (tools)   OWLv2 max score per prompt; NaN on frames not scored
+#   hand_landmarks (pose) MediaPipe, per hand slot [score, 21 x (x, y, z)]; layout in features/keypoints.py
+#   body_landmarks (pose) MediaPipe, [found, 33 x (x, y, z, visibility)]
+#   hand_source (pose)    anchored hand propagation (features/hands.py): 0 no hand, 1 detected, 2 only propagated hands
+#   hand_age (pose)       per hand slot: 0 detected, k = propagated k sampled frames from its anchor, NaN no hand
+#   hand_motion (pose)    per hand slot: ego-compensated wrist velocity (vx, vy), frame widths / s; NaN none
+# A modality that is off writes its vector columns as empty lists, its scalar ones as OPTIONAL_SCALARS says.
+# Written only by handclust.modalities.registry, like MODALITY_COLUMNS below.
+MODALITY_FRAME_COLUMNS: dict[str, pa.DataType] = {}
+
+
+def frames_schema() -> pa.Schema:
+    """The frames table's schema: the columns above, then the registered modalities' stored frame columns."""
+    return pa.schema([*_FRAME_KEYS, *MODALITY_FRAME_COLUMNS.items()])
+
+
+def optional_vectors() -> tuple[str, ...]:
+    """Vector frame columns of the registered modalities: written as empty lists when their stage is off."""
+    return tuple(c for c, t in MODALITY_FRAME_COLUMNS.items() if t == VECTOR)
+
 
 # The segment descriptor column of each registered modality (desc_<name>), in registry order, and
 # for sparse modalities the descriptor element that is 0 when the segment saw nothing of it (no
@@ -79,12 +93,9 @@ FRAMES = pa.schema(
 MODALITY_COLUMNS: dict[str, str] = {}
 OBSERVED_INDEX: dict[str, int] = {}
 
-# Frame columns of optional stages (tools, pose): written as empty lists when the stage is off, as
-# are the descriptor columns (desc_*) of a modality that is off.
-OPTIONAL_VECTORS = ("tool_scores", "hand_landmarks", "body_landmarks", "hand_age", "hand_motion")
-# Scalar columns of optional stages, and their value when the stage is off.
-OPTIONAL_SCALARS: dict[str, Any] = {"hand_source": np.int8(0), "hand_looked": np.int32(0), "hand_detected": np.int32(0),
-                                    "hand_propagated": np.int32(0)}
+# Scalar columns of optional stages, and their value when the stage is off: the segments' hand coverage
+# here; scalar frame columns of registered modalities (pose's hand_source) are added by the registry.
+OPTIONAL_SCALARS: dict[str, Any] = {"hand_looked": np.int32(0), "hand_detected": np.int32(0), "hand_propagated": np.int32(0)}
 
 _SEGMENT_KEYS: list[tuple[str, pa.DataType]] = [
     ("clip_id", pa.string()),
@@ -124,10 +135,14 @@ def segments_schema() -> pa.Schema:
 
 
 def __getattr__(name: str) -> Any:
-    # SEGMENTS follows the registry (a modality registered at run time adds its column), so it is
-    # built when read rather than once at import.
+    # SEGMENTS and FRAMES follow the registry (a modality registered at run time adds its columns), so
+    # they are built when read rather than once at import; OPTIONAL_VECTORS likewise.
     if name == "SEGMENTS":
         return segments_schema()
+    if name == "FRAMES":
+        return frames_schema()
+    if name == "OPTIONAL_VECTORS":
+        return optional_vectors()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 CLUSTERS = pa.schema(
@@ -213,7 +228,8 @@ GROUND_TRUTH = pa.schema(
 def table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; 2-D arrays become list<float32>."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
-    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in schema.names if c in OPTIONAL_VECTORS or c.startswith("desc_")},
+    optional = optional_vectors()
+    columns = {**{c: np.zeros((n_rows, 0), np.float32) for c in schema.names if c in optional or c.startswith("desc_")},
                **{c: np.full(n_rows, v) for c, v in OPTIONAL_SCALARS.items() if c in schema.names}, **columns}
     missing = [n for n in schema.names if n not in columns]
     if missing:

@@ -58,8 +58,7 @@ def timeline_png(clip_id: str) -> str:
     return f"{TIMELINES_DIR}/{clip_id}.png"
 
 
-# Each table's schema. segments/ follows the modality registry (schema.SEGMENTS), and
-# model/reference.parquet the width of the fused vectors (schema.reference(dim)).
+# Each table's schema. segments/ and frames/ follow the modality registry (schema.SEGMENTS, schema.FRAMES),
+# and model/reference.parquet the width of the fused vectors (schema.reference(dim)).
 TABLES = {CLIPS: schema.CLIPS, CLUSTERS: schema.CLUSTERS, HIERARCHY: schema.HIERARCHY, EMBEDDING_2D: schema.EMBEDDING_2D,
-          NEIGHBOURS: schema.NEIGHBOURS, LABELS: schema.LABELS, ABLATIONS: schema.ABLATIONS, MODEL_ABLATIONS: schema.ABLATIONS,
-          FRAMES_DIR: schema.FRAMES}
+          NEIGHBOURS: schema.NEIGHBOURS, LABELS: schema.LABELS, ABLATIONS: schema.ABLATIONS, MODEL_ABLATIONS: schema.ABLATIONS}

@@ -3,37 +3,47 @@
 A modality is one :class:`Modality` entry: its name, the function that describes a segment
 (:mod:`handclust.modalities.descriptors`), the frame or segment stage that makes the columns it reads, the
 config section that switches it, whether it is sparse, and how evaluation and the report name
-it. Config validation, the stage plan (:mod:`handclust.runtime.plan`), the segments schema, the segment
-describer, fusion inputs, ablations and activity profiles iterate over :func:`registered`;
-none of them lists modalities by hand. docs/ARCHITECTURE.md, "How to add a modality", walks
-through adding one; ``tests/test_modalities.py`` adds one in a test through :func:`registered` alone.
+it. A learned modality (its own model) also declares in the entry the frame columns its stage writes
+and their widths (:class:`FrameColumn`), its config section's model, the packages it needs
+(:class:`Extra`), its model check and its cost-estimate key. Config validation, the frames and
+segments schemas, the install and model checks, the stage plan (:mod:`handclust.runtime.plan`),
+the segment describer, fusion inputs, ablations, activity profiles and the cost estimate iterate
+over :func:`registered`; none of them lists modalities by hand. docs/ARCHITECTURE.md, "How to add
+a modality", walks through adding one; ``tests/test_modalities.py`` adds one read from existing
+frame columns and ``tests/test_plugin_modality.py`` a learned one with its own torch stage, each
+through one call.
 
 The registry sits above the config and the pure cores (its entries hold their functions), so
-:mod:`handclust.config` and :mod:`handclust.schema` cannot import it. They keep two plain tables
-that only this module writes, :data:`handclust.config.MODALITY_SECTIONS` and
-:data:`handclust.schema.MODALITY_COLUMNS` / :data:`~handclust.schema.OBSERVED_INDEX`, and
-``handclust/__init__`` imports this module, so every process that imports handclust has them
-filled before any config is validated.
+:mod:`handclust.config`, :mod:`handclust.schema` and :mod:`handclust.extras` cannot import it. They
+keep plain tables that only this module writes: :data:`handclust.config.MODALITY_SECTIONS` (and the
+sections :func:`handclust.config.add_section` adds to ``RunConfig``),
+:data:`handclust.schema.MODALITY_COLUMNS` / :data:`~handclust.schema.OBSERVED_INDEX` /
+:data:`~handclust.schema.MODALITY_FRAME_COLUMNS` / :data:`~handclust.schema.OPTIONAL_SCALARS`, and
+:data:`handclust.extras.MODALITY_EXTRAS`; ``handclust/__init__`` imports this module, so every
+process that imports handclust has them filled before any config is validated.
 
 A modality registered at run time (not in :data:`BUILTIN`) lives in the process that registered
 it: the local runner sees it; Ray workers compute its descriptor (the segment describer carries
-its function), but a clustering task on a worker does not know a sparse one's ``observed_index``.
+its function and the schemas), but a clustering task on a worker does not know a sparse one's
+``observed_index``, and a worker validating a config does not know its section.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from pydantic import BaseModel
 
-from handclust import config, schema
-from handclust.config import RunConfig
+from handclust import config, extras, schema
+from handclust.config import PoseConfig, RunConfig, ToolsConfig, VideoConfig
 from handclust.modalities.descriptors import (
     DescribeFn,
     describe_ego,
@@ -46,8 +56,49 @@ from handclust.modalities.descriptors import (
 )
 from handclust.modalities.profiles import pose_profile, tools_profile
 
+log = logging.getLogger(__name__)
+
 ProfileFn = Callable[[pa.Table, npt.NDArray[np.integer], RunConfig], dict[str, Any]]
 StageFactory = Callable[[RunConfig], Any]
+# (cfg, resolve_devices) -> what run.json's `encoders.<name>` records (None: nothing); raises ModelLoadError / DeviceError.
+CheckFn = Callable[[RunConfig, bool], "dict[str, Any] | None"]
+Width = int | Callable[[RunConfig], "int | None"] | None
+
+
+@dataclass(frozen=True)
+class FrameColumn:
+    """One frame column a modality's frame stage writes.
+
+    - ``width``: a ``list<float32>`` column's width: an int, ``RunConfig -> int``, or None (known once
+      the model is loaded, e.g. a checkpoint's hidden size); :func:`handclust.runtime.plan.descriptor_dims`
+      describes placeholder frames of these widths.
+    - ``dtype``: its Arrow type (``schema.VECTOR``; a scalar type for one number per frame).
+    - ``fill``: a scalar column's value when the modality is off (vector columns are written empty).
+    - ``stored``: False: only the segment describer reads it; it is not written to ``frames/`` (V-JEPA-2's
+      window vectors, one per frame, would repeat each window's vector).
+    """
+
+    width: Width = None
+    dtype: pa.DataType = schema.VECTOR
+    fill: Any = None
+    stored: bool = True
+
+    def width_for(self, cfg: RunConfig) -> int | None:
+        return self.width(cfg) if callable(self.width) else self.width
+
+
+@dataclass(frozen=True)
+class Extra:
+    """The optional install a modality needs, checked before any clip is decoded (:func:`handclust.extras.check_install`).
+
+    ``modules``: import names; ``extra``: the pip extra that brings them (``pip install 'handclust[<extra>]'``);
+    ``when``: ``RunConfig -> `` the setting that needs them (``"video.enabled=true"``) or None when this config
+    does not; None: ``<section>.enabled=true`` whenever the modality is computed.
+    """
+
+    modules: tuple[str, ...]
+    extra: str
+    when: Callable[[RunConfig], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +123,18 @@ class Modality:
     - ``profile``: ``(segments, cluster labels, cfg) -> dict`` merged into ``eval.json``: what each
       activity shows of this modality (top tools, hands in view).
     - ``doc``: one line on what the vector holds.
+
+    What a learned modality (its own model, frame columns and config section) declares besides:
+
+    - ``config``: its config section's pydantic model (subclass :class:`handclust.config.EncoderSection`);
+      registering adds the section ``section`` (default: ``name``) to :class:`~handclust.config.RunConfig`.
+    - ``frame_columns``: ``{column: FrameColumn}`` its frame stage writes; stored ones join the frames
+      schema (empty when it is off), their widths give :func:`handclust.runtime.plan.descriptor_dims`.
+    - ``extras``: the packages it needs (:class:`Extra`), checked before any clip is decoded.
+    - ``check``: its model check, ``(cfg, resolve_devices) -> record`` run on the driver before any clip
+      (run.json ``encoders.<name>``); :func:`stage_check` makes one from an ``EncoderStage`` frame stage.
+    - ``cost``: its key in the cost estimate (``handclust estimate --encoders``, run.json ``cost``): a
+      string, or ``RunConfig -> key or None``.
     """
 
     name: str
@@ -84,6 +147,19 @@ class Modality:
     label: str | None = None
     profile: ProfileFn | None = None
     doc: str = ""
+    config: type[BaseModel] | None = None
+    frame_columns: Mapping[str, FrameColumn] = field(default_factory=dict)
+    extras: Extra | None = None
+    check: CheckFn | None = None
+    cost: str | Callable[[RunConfig], str | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is not None and self.section is None:  # a modality with its own section names it after itself
+            object.__setattr__(self, "section", self.name)
+
+    def cost_key(self, cfg: RunConfig) -> str | None:
+        """Its key in the cost estimate under ``cfg`` (None: nothing to count beyond the CPU pipeline)."""
+        return self.cost(cfg) if callable(self.cost) else self.cost
 
     @property
     def column(self) -> str:
@@ -99,7 +175,16 @@ class Modality:
 
     def computed(self, cfg: RunConfig) -> bool:
         """Whether a run with ``cfg`` computes this modality's descriptor."""
-        return self.section is None or bool(getattr(getattr(cfg, self.section), "enabled", True))
+        return self.section is None or bool(getattr(section_of(cfg, self.section), "enabled", True))
+
+
+def section_of(cfg: RunConfig, section: str) -> Any:
+    """``cfg.<section>``; for a config validated before the section was registered, the section's defaults."""
+    value = getattr(cfg, section, None)
+    if value is None:
+        info = RunConfig.model_fields.get(section)
+        value = info.default if info is not None else None
+    return value
 
 
 # --------------------------------------------------------------------------- stage factories
@@ -146,21 +231,108 @@ def _pose_stage(cfg: RunConfig) -> Any:
     return HandPoseKeypoints(cfg.pose, cfg.decode.sample_fps)
 
 
+def stage_check(factory: StageFactory) -> CheckFn:
+    """The model check of a modality whose frame stage is an :class:`~handclust.modalities.encoders.base.EncoderStage`:
+    the stage's own ``check()`` (checkpoint there, of an accepted type) with the device and dtype asked
+    for, resolved here when the stages run on this machine (:meth:`EncoderStage.record`)."""
+    def check(cfg: RunConfig, resolve_devices: bool) -> dict[str, Any]:
+        return factory(cfg).record(resolve_devices)
+
+    return check
+
+
+def _scene_check(cfg: RunConfig, resolve_devices: bool) -> dict[str, Any]:
+    from handclust.modalities.features.scene import scene_dim, scene_encoder, scene_fps, scene_step
+
+    choice = scene_encoder(cfg.scene)
+    # No silent fallback: the log and run.json (encoders.scene.chosen) say which scene encoder runs and why.
+    (log.warning if choice.encoder == "histogram" and cfg.scene.encoder == "auto" else log.info)("scene encoder: %s", choice.why)
+    if choice.encoder == "histogram":
+        return {"encoder": "histogram", "chosen": choice.why, "dim": scene_dim(cfg.scene), "device": "cpu",
+                "fps": scene_fps(cfg.scene, "histogram"), "every_nth_frame": scene_step(cfg.scene, "histogram", cfg.decode.sample_fps)}
+    return {**_scene_stage(cfg).record(resolve_devices), "chosen": choice.why}
+
+
+def _pose_check(cfg: RunConfig, resolve_devices: bool) -> dict[str, Any]:
+    # MediaPipe: bundled models, CPU only, nothing to resolve.
+    from handclust.modalities.features.keypoints import check_mediapipe, idle_step
+    from handclust.stages import frame_step
+
+    step = frame_step(cfg.pose.fps, cfg.decode.sample_fps)  # the rate keypoints really run at
+    idle = idle_step(cfg.pose, cfg.decode.sample_fps)
+    return {**check_mediapipe(cfg.pose), "every_nth_frame": step, "frames_per_s": cfg.decode.sample_fps / step,
+            "idle_every_nth_frame": idle, "idle_frames_per_s": cfg.decode.sample_fps / idle,
+            "looks": (f"hands and body every {idle} sampled frames; hands every {step} within {idle} frames "
+                      "of a found hand" if idle > step else f"hands and body every {step} sampled frames")}
+
+
+def _scene_width(cfg: RunConfig) -> int | None:
+    """``scene_embedding``'s width: EfficientNet-Lite0's, the histogram pyramid's; None for DINOv2 (its checkpoint's)."""
+    from handclust.modalities.features.scene import scene_dim, scene_encoder
+
+    encoder = scene_encoder(cfg.scene).encoder  # auto resolved
+    if encoder == "efficientnet":
+        from handclust.modalities.encoders.efficientnet import DIM
+
+        return DIM
+    return None if encoder == "dinov2" else scene_dim(cfg.scene)
+
+
+def _scene_cost(cfg: RunConfig) -> str | None:
+    from handclust.modalities.features.scene import scene_encoder
+
+    encoder = scene_encoder(cfg.scene).encoder
+    return encoder if encoder in ("efficientnet", "dinov2") else None
+
+
+def _pose_width(per_slot: int | None = None, body: bool = False) -> Callable[[RunConfig], int]:
+    def width(cfg: RunConfig) -> int:
+        from handclust.modalities.features.keypoints import BODY_WIDTH, HAND_SLOT
+
+        if body:
+            return BODY_WIDTH if cfg.pose.body else 0
+        return cfg.pose.max_hands * (per_slot or HAND_SLOT) if cfg.pose.hands else 0
+
+    return width
+
+
+_SCALAR = pa.float32()
+_LEARNED = ("torch", "transformers")
+# What the motion stage writes (and motion_dt, the step decoding gives each frame): ego and rhythm read them too.
+_MOTION_COLUMNS = {"motion_dt": FrameColumn(dtype=_SCALAR), "flow_mag_mean": FrameColumn(dtype=_SCALAR),
+                   "flow_mag_p90": FrameColumn(dtype=_SCALAR),
+                   "flow_direction_hist": FrameColumn(lambda cfg: cfg.flow.direction_bins),
+                   "flow_grid": FrameColumn(lambda cfg: cfg.flow.grid * cfg.flow.grid * 2),
+                   **{c: FrameColumn(dtype=_SCALAR) for c in ("ego_tx", "ego_ty", "ego_rotation", "ego_scale", "ego_residual",
+                                                              "ego_ratio", "ego_inliers")}}
+
+
 # --------------------------------------------------------------------------- the registry
 
-# In this order: the segments table's desc_* columns, the ablation table, `unmeasured`.
+# In this order: the segments table's desc_* columns, the frames table's optional columns, the ablation
+# table, `unmeasured`.
 BUILTIN: tuple[Modality, ...] = (
-    Modality("scene", describe_scene, frame_stage=_scene_stage,
+    Modality("scene", describe_scene, frame_stage=_scene_stage, frame_columns={"scene_embedding": FrameColumn(_scene_width)},
+             extras=Extra(_LEARNED, "encoders", lambda cfg: "scene.encoder=dinov2" if cfg.scene.encoder == "dinov2" else None),
+             check=_scene_check, cost=_scene_cost,
              doc="mean scene embedding of the segment, unit length (EfficientNet-Lite0, histogram pyramid or DINOv2)"),
-    Modality("motion", describe_motion, frame_stage=_motion_stage,
+    Modality("motion", describe_motion, frame_stage=_motion_stage, frame_columns=_MOTION_COLUMNS,
              doc="log flow speed, direction histogram and flow grid: mean and std over measured frames"),
     Modality("ego", describe_ego, doc="head motion (ego-motion fit on the flow): mean and std over measured frames"),
     Modality("rhythm", describe_rhythm, doc="flow-rhythm band powers, strength, strength x log period"),
-    Modality("video", describe_video, section="video", frame_stage=_video_stage,
+    Modality("video", describe_video, section="video", config=VideoConfig, frame_stage=_video_stage,
+             frame_columns={"video_emb": FrameColumn(None, stored=False)}, extras=Extra(_LEARNED, "encoders"),
+             check=stage_check(_video_stage), cost="vjepa2",
              doc="V-JEPA-2, mean over the segment's frames of their window's vector; empty when video is off"),
-    Modality("tools", describe_tools, section="tools", frame_stage=_tools_stage, profile=tools_profile,
+    Modality("tools", describe_tools, section="tools", config=ToolsConfig, frame_stage=_tools_stage, profile=tools_profile,
+             frame_columns={"tool_scores": FrameColumn(lambda cfg: len(cfg.tools.prompts))}, extras=Extra(_LEARNED, "encoders"),
+             check=stage_check(_tools_stage), cost="owlv2",
              doc="mean over scored frames of the per-prompt max OWLv2 score; empty when tools are off"),
-    Modality("pose", describe_pose, section="pose", frame_stage=_pose_stage, observed_index=0, profile=pose_profile,
+    Modality("pose", describe_pose, section="pose", config=PoseConfig, frame_stage=_pose_stage, observed_index=0, profile=pose_profile,
+             frame_columns={"hand_landmarks": FrameColumn(_pose_width()), "body_landmarks": FrameColumn(_pose_width(body=True)),
+                            "hand_source": FrameColumn(dtype=pa.int8(), fill=np.int8(0)),
+                            "hand_age": FrameColumn(_pose_width(1)), "hand_motion": FrameColumn(_pose_width(2))},
+             check=_pose_check,
              doc="hand / body keypoint summary (features/keypoints.POSE_DESCRIPTOR); empty when pose is off"),
 )
 
@@ -184,14 +356,36 @@ def register(modality: Modality) -> Modality:
         raise ValueError(f"modality {modality.name!r} is already registered")
     if (modality.describe is None) == (modality.segment_stage is None):
         raise ValueError(f"modality {modality.name!r}: give exactly one of describe and segment_stage")
-    field = RunConfig.model_fields.get(modality.section or "")
-    if modality.section is not None and not hasattr(field.default if field else None, "enabled"):
-        raise ValueError(f"modality {modality.name!r}: section {modality.section!r} is not a config section with `enabled`")
+    core = set(schema.frames_schema().names) - set(schema.MODALITY_FRAME_COLUMNS)
+    for col, fc in modality.frame_columns.items():
+        owner = next((m.name for m in _REGISTRY.values() if col in m.frame_columns and m.frame_columns[col].stored), None)
+        if fc.stored and col not in core and (owner is not None or col in schema.MODALITY_FRAME_COLUMNS):
+            raise ValueError(f"modality {modality.name!r}: frame column {col!r} is already written by modality {owner!r}")
+    added = modality.config is not None and modality.section not in RunConfig.model_fields
+    if modality.config is not None:
+        config.add_section(modality.section or modality.name, modality.config)
+    try:
+        section = RunConfig.model_fields.get(modality.section or "")
+        if modality.section is not None and not hasattr(section.default if section else None, "enabled"):
+            raise ValueError(f"modality {modality.name!r}: section {modality.section!r} is not a config section with `enabled`")
+    except ValueError:
+        if added:
+            config.remove_section(modality.section or "")
+        raise
     _REGISTRY[modality.name] = modality
     config.MODALITY_SECTIONS[modality.name] = modality.section
     schema.MODALITY_COLUMNS[modality.name] = modality.column
     if modality.observed_index is not None:
         schema.OBSERVED_INDEX[modality.name] = modality.observed_index
+    for col, fc in modality.frame_columns.items():
+        if fc.stored and col not in core:
+            schema.MODALITY_FRAME_COLUMNS[col] = fc.dtype
+            if fc.dtype != schema.VECTOR:
+                schema.OPTIONAL_SCALARS[col] = fc.fill
+    if modality.extras is not None:
+        x = modality.extras
+        when = x.when or (lambda cfg, m=modality: f"{m.section}.enabled=true" if m.computed(cfg) else None)
+        extras.MODALITY_EXTRAS[modality.name] = (when, x.modules, x.extra)
     return modality
 
 
@@ -199,10 +393,19 @@ def unregister(name: str) -> None:
     """Remove a modality added by :func:`register` (built-in ones stay)."""
     if name in {m.name for m in BUILTIN}:
         raise ValueError(f"modality {name!r} is built in and cannot be removed")
-    _REGISTRY.pop(name, None)
+    m = _REGISTRY.pop(name, None)
     config.MODALITY_SECTIONS.pop(name, None)
     schema.MODALITY_COLUMNS.pop(name, None)
     schema.OBSERVED_INDEX.pop(name, None)
+    extras.MODALITY_EXTRAS.pop(name, None)
+    if m is None:
+        return
+    for col in m.frame_columns:
+        if col in schema.MODALITY_FRAME_COLUMNS:
+            del schema.MODALITY_FRAME_COLUMNS[col]
+            schema.OPTIONAL_SCALARS.pop(col, None)
+    if m.config is not None and m.section in config.ADDED_SECTIONS and not any(o.section == m.section for o in _REGISTRY.values()):
+        config.remove_section(m.section)
 
 
 @contextlib.contextmanager
@@ -235,7 +438,7 @@ def fusion_modalities(cfg: RunConfig) -> tuple[str, ...]:
     """Modalities fused for clustering: ``cluster.modalities``, plus each switched modality enabled with ``fuse``."""
     out = list(cfg.cluster.modalities)
     for m in registered():
-        section = getattr(cfg, m.section) if m.section else None
+        section = section_of(cfg, m.section) if m.section else None
         if section is not None and section.enabled and getattr(section, "fuse", False) and m.name not in out:
             out.append(m.name)
     return tuple(out)
@@ -254,6 +457,21 @@ def frame_stages(cfg: RunConfig) -> list[Any]:
 def segment_stages(cfg: RunConfig) -> list[Any]:
     """Stages that add descriptor columns to a clip's segment rows (after segmentation), in order."""
     return [m.segment_stage(cfg) for m in computed(cfg) if m.segment_stage is not None]
+
+
+def model_checks(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]:
+    """Each computed modality's model check, in registry order: what run.json's ``encoders`` records."""
+    out: dict[str, Any] = {}
+    for m in computed(cfg):
+        rec = m.check(cfg, resolve_devices) if m.check is not None else None
+        if rec is not None:
+            out[m.name] = rec
+    return out
+
+
+def cost_keys(cfg: RunConfig) -> tuple[str, ...]:
+    """The cost-estimate keys of the modalities ``cfg`` computes (``efficientnet``, ``dinov2``, ``vjepa2``, ...), in order."""
+    return tuple(dict.fromkeys(k for m in computed(cfg) if (k := m.cost_key(cfg))))
 
 
 def describers() -> list[tuple[str, DescribeFn]]:

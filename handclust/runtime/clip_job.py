@@ -126,6 +126,7 @@ class ClipJob:
         self.status = status
         self.source: Any = None
         self.segments_schema: pa.Schema | None = None
+        self.frames_schema: pa.Schema | None = None
 
     @classmethod
     def start(cls, clip: Clip, fingerprint: str, attempts: int = 0, failures: int = 0, run_id: str = "") -> ClipJob:
@@ -193,9 +194,10 @@ class ClipJob:
         frames = apply_hand_tracks(hands, frames, self.status)
         segments = apply_segment_stages(list(segment_stages), describer(frames), self.path)
         self.status.update(source_rate(frames, segments, describer.fps, self.path))
-        # The segments schema of the registry the describer was made with (on the driver), so a Ray
-        # worker writes the columns of modalities registered there.
+        # The segments and frames schemas of the registry the describer was made with (on the driver), so a
+        # Ray worker writes the columns of modalities registered there.
         self.segments_schema = describer.schema
+        self.frames_schema = getattr(describer, "frames_schema", None)
         return frames, segments
 
     def begin(self, store: OutputStore) -> None:
@@ -213,7 +215,7 @@ class ClipJob:
 
         An ``OSError`` here (disk full, folder read-only) is the run's, not the clip's: it propagates.
         """
-        store.write_table(layout.frames(self.clip_id), schema.table(frames, schema.FRAMES))
+        store.write_table(layout.frames(self.clip_id), schema.table(frames, self.frames_schema or schema.FRAMES))
         store.write_table(layout.segments(self.clip_id), schema.table(segments, self.segments_schema or schema.SEGMENTS))
         st = self.status
         t0 = st.get("t_decode_start") or time.time()

@@ -200,6 +200,7 @@ class SegmentDescriber:
         self.fps = sample_fps
         self.describers = modalities.describers() if describers is None else describers
         self.schema: pa.Schema = schema.segments_schema()
+        self.frames_schema: pa.Schema = schema.frames_schema()
 
     def setup(self) -> None:
         pass
@@ -242,42 +243,31 @@ class SegmentDescriber:
 def descriptor_dims(cfg: RunConfig) -> dict[str, int]:
     """Width of each ``desc_*`` column this version writes under ``cfg``, without any footage.
 
-    Only modalities whose width follows from the config: scene with the histogram or EfficientNet-Lite0
-    encoder, motion, ego, rhythm, pose (MediaPipe layout), tools (one score per prompt), and registered
-    modalities that describe these frame columns. Widths of checkpoints named in the config (DINOv2 scene,
-    V-JEPA-2 video) come from the checkpoint and are not listed. Computed by describing placeholder frame
-    columns of the widths the frame stages write, so a change to a descriptor function changes the answer too.
+    Only modalities whose width follows from the config: each computed modality declares the frame
+    columns its stage writes and their widths (``Modality.frame_columns``: scene with the histogram or
+    EfficientNet-Lite0 encoder, motion, tools (one score per prompt), pose (MediaPipe layout), ...), and
+    registered modalities that describe these columns. A modality whose own columns' width comes from a
+    checkpoint named in the config (DINOv2 scene, V-JEPA-2 video) is not listed. Computed by describing
+    placeholder frame columns of the declared widths, so a change to a descriptor function changes the answer too.
     """
-    from handclust.modalities.features.keypoints import BODY_WIDTH, HAND_SLOT
-    from handclust.modalities.features.scene import scene_dim, scene_encoder
-
     n, fps = 8, cfg.decode.sample_fps
-    ones = np.ones(n, np.float32)
-    from handclust.modalities.encoders.efficientnet import DIM as EFFICIENTNET_DIM
-
-    encoder = scene_encoder(cfg.scene).encoder
-    scene_width = EFFICIENTNET_DIM if encoder == "efficientnet" else scene_dim(cfg.scene)  # dinov2: a placeholder, dropped below
-    frames: Frames = {
-        "scene_embedding": np.ones((n, scene_width), np.float32),
-        "flow_direction_hist": np.ones((n, cfg.flow.direction_bins), np.float32),
-        "flow_grid": np.ones((n, cfg.flow.grid * cfg.flow.grid * 2), np.float32),
-        "motion_dt": np.full(n, 1.0 / fps, np.float32),
-        **{k: ones for k in ("flow_mag_mean", "flow_mag_p90", "ego_tx", "ego_ty", "ego_rotation", "ego_scale",
-                             "ego_residual", "ego_ratio", "ego_inliers")},
-    }
-    if cfg.tools.enabled:
-        frames["tool_scores"] = np.zeros((n, len(cfg.tools.prompts)), np.float32)
-    if cfg.pose.enabled:
-        frames["hand_landmarks"] = np.zeros((n, cfg.pose.max_hands * HAND_SLOT if cfg.pose.hands else 0), np.float32)
-        frames["body_landmarks"] = np.zeros((n, BODY_WIDTH if cfg.pose.body else 0), np.float32)
+    frames: Frames = {}
+    from_checkpoint: set[str] = set()  # modalities whose own columns are as wide as a checkpoint says
+    for m in modalities.computed(cfg):
+        for col, fc in m.frame_columns.items():
+            if fc.dtype != schema.VECTOR:  # one sampled frame apart, so rhythm sees a measurable segment
+                frames[col] = np.full(n, 1.0 / fps, np.float32)
+                continue
+            width = fc.width_for(cfg)
+            if width is None:
+                from_checkpoint.add(m.name)
+            frames[col] = np.ones((n, 1 if width is None else width), np.float32)
     widths: dict[str, int] = {}
     for name, describe in modalities.describers():
         try:
             d = describe_segment(frames, 0, n, fps, cfg.descriptor, [(name, describe)])
         except KeyError:  # a registered modality reading a frame column not made up here: known once it ran
             continue
-        if f"desc_{name}" in d:
+        if f"desc_{name}" in d and name not in from_checkpoint:
             widths[name] = int(np.shape(d[f"desc_{name}"])[-1])
-    if encoder == "dinov2":
-        widths.pop("scene")
     return widths

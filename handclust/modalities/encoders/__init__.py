@@ -8,7 +8,6 @@ stops the run there, with the config key and the ``hf download`` command that fi
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from handclust.config import RunConfig
@@ -18,82 +17,34 @@ from handclust.modalities.features.scene import SceneChoice, scene_encoder
 
 __all__ = ["DeviceError", "ModelLoadError", "SceneChoice", "check_models", "encoder_stages", "fingerprint_sections", "scene_encoder"]
 
-log = logging.getLogger(__name__)
-
 # Keys that change how fast, not what: left out of the resume fingerprint.
 RUNTIME_KEYS = ("batch_size", "num_gpus")
 HISTOGRAM_KEYS = ("pyramid_levels", "color_bins", "orientation_bins")
 
 
 def encoder_stages(cfg: RunConfig) -> dict[str, Any]:
-    """The learned-encoder stages this config enables, by section name (not yet set up)."""
-    out: dict[str, Any] = {}
-    scene = scene_encoder(cfg.scene).encoder
-    if scene == "dinov2":
-        from handclust.modalities.encoders.dinov2 import DinoFrameEncoder
+    """The learned-encoder stages this config enables, by modality name (not yet set up): the registered
+    modalities' frame stages built on :class:`~handclust.modalities.encoders.base.EncoderStage`."""
+    from handclust.modalities import registry
+    from handclust.modalities.encoders.base import EncoderStage
 
-        out["scene"] = DinoFrameEncoder(cfg.scene, cfg.decode.sample_fps)
-    elif scene == "efficientnet":
-        from handclust.modalities.encoders.efficientnet import EfficientNetFrameEncoder
-
-        out["scene"] = EfficientNetFrameEncoder(cfg.scene, cfg.decode.sample_fps)
-    if cfg.video.enabled:
-        from handclust.modalities.encoders.vjepa2 import VJEPAWindowEncoder
-
-        out["video"] = VJEPAWindowEncoder(cfg.video, cfg.decode.sample_fps)
-    if cfg.tools.enabled:
-        from handclust.modalities.encoders.owlv2 import OwlToolPresence
-
-        out["tools"] = OwlToolPresence(cfg.tools, cfg.decode.sample_fps)
-    return out
+    stages = {m.name: m.frame_stage(cfg) for m in registry.computed(cfg) if m.frame_stage is not None}
+    return {name: stage for name, stage in stages.items() if isinstance(stage, EncoderStage)}
 
 
 def check_models(cfg: RunConfig, resolve_devices: bool = True) -> dict[str, Any]:
-    """Check every enabled encoder's checkpoint (and device) before clip work; return what the run records.
+    """Check the installs and every computed modality's model (and device) before clip work; return what the run records.
 
+    Each registered modality's ``check`` runs, in registry order (:func:`handclust.modalities.registry.model_checks`).
     Raises :class:`ModelLoadError` (or :class:`DeviceError`) with the key to set and how. With
     ``resolve_devices`` the device and dtype are resolved here (local runs: where the models run);
     the Ray runner resolves them on each worker instead.
     """
     from handclust.extras import api_key, check_install
-    from handclust.modalities.features.scene import scene_dim
+    from handclust.modalities import registry
 
     check_install(cfg, labels_key=bool(api_key(cfg.labels)))
-    records: dict[str, Any] = {}
-    choice = scene_encoder(cfg.scene)
-    # No silent fallback: the log and run.json (encoders.scene.chosen) say which scene encoder runs and why.
-    (log.warning if choice.encoder == "histogram" and cfg.scene.encoder == "auto" else log.info)("scene encoder: %s", choice.why)
-    if choice.encoder == "histogram":
-        from handclust.modalities.features.scene import scene_fps, scene_step
-
-        records["scene"] = {"encoder": "histogram", "chosen": choice.why, "dim": scene_dim(cfg.scene), "device": "cpu",
-                            "fps": scene_fps(cfg.scene, "histogram"),
-                            "every_nth_frame": scene_step(cfg.scene, "histogram", cfg.decode.sample_fps)}
-    if cfg.pose.enabled:  # MediaPipe: bundled models, CPU only, nothing to resolve
-        from handclust.modalities.features.keypoints import check_mediapipe, idle_step
-        from handclust.stages import frame_step
-
-        step = frame_step(cfg.pose.fps, cfg.decode.sample_fps)  # the rate keypoints really run at
-        idle = idle_step(cfg.pose, cfg.decode.sample_fps)
-        records["pose"] = {**check_mediapipe(cfg.pose), "every_nth_frame": step, "frames_per_s": cfg.decode.sample_fps / step,
-                           "idle_every_nth_frame": idle, "idle_frames_per_s": cfg.decode.sample_fps / idle,
-                           "looks": (f"hands and body every {idle} sampled frames; hands every {step} within {idle} frames "
-                                     "of a found hand" if idle > step else f"hands and body every {step} sampled frames")}
-    for name, stage in encoder_stages(cfg).items():
-        rec = stage.check()
-        section = getattr(cfg, name)
-        rec.update(device_requested=section.device, dtype_requested=section.dtype, batch_size=section.batch_size)
-        if resolve_devices:
-            from handclust.modalities.encoders.device import dtype_name, resolve_device, resolve_dtype
-
-            device = resolve_device(section.device, f"{name}.device")
-            rec.update(device=device, dtype=dtype_name(resolve_dtype(section.dtype, device, f"{name}.dtype")))
-        else:
-            rec.update(device=f"{section.device} (resolved on each Ray worker)", dtype=f"{section.dtype} (resolved on each Ray worker)")
-        if name == "scene":
-            rec["chosen"] = choice.why
-        records[name] = rec
-    return records
+    return registry.model_checks(cfg, resolve_devices)
 
 
 def fingerprint_sections(d: dict[str, Any], switched: tuple[str, ...]) -> dict[str, Any]:

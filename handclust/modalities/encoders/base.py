@@ -65,6 +65,23 @@ class EncoderStage:
             out[rows] = self.forward(batch)
         return out
 
+    def check(self) -> dict[str, Any]:
+        """The cheap driver-side check before any clip (no weights loaded): what run.json records about the model."""
+        return {"encoder": self.name, "dim": self.dim}
+
+    def record(self, resolve_devices: bool = True) -> dict[str, Any]:
+        """:meth:`check` with the device, dtype and batch size asked for; with ``resolve_devices`` the device
+        and dtype are resolved here (local runs: where the model runs), else on each Ray worker.
+        Raises ModelLoadError / DeviceError naming the ``<section>.*`` key to set."""
+        rec = self.check()
+        rec.update(device_requested=self.cfg.device, dtype_requested=self.cfg.dtype, batch_size=self.cfg.batch_size)
+        if resolve_devices:
+            device = resolve_device(self.cfg.device, f"{self.section}.device")
+            rec.update(device=device, dtype=dtype_name(resolve_dtype(self.cfg.dtype, device, f"{self.section}.dtype")))
+        else:
+            rec.update(device=f"{self.cfg.device} (resolved on each Ray worker)", dtype=f"{self.cfg.dtype} (resolved on each Ray worker)")
+        return rec
+
     def info(self) -> dict[str, Any]:
         """What run.json records about the stage as it ran."""
         return {"device": self.device, "dtype": dtype_name(self.dtype), "dim": self.dim, "batch_size": self.forward_batch,
