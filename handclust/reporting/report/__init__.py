@@ -66,7 +66,11 @@ def run_executor(data: RunData) -> Executor:
     except ValueError as exc:  # an older or hand-edited run.json: decode here rather than fail the report
         log.warning("report: run.json's ray settings do not validate (%s); decoding excerpts here", exc)
         return LocalExecutor()
-    return executor_from(cfg.get("runner") or "local", rc)
+    try:
+        return executor_from(str(cfg.get("runner") or "local"), rc)
+    except ValueError as exc:  # a runner this version does not know: decode here
+        log.warning("report: %s; decoding excerpts here", exc)
+        return LocalExecutor()
 
 
 def write_report(out: str | Path, *, reel: bool = True, progress: Progress | bool | Callable[[str], None] | None = None,
