@@ -137,13 +137,14 @@ def test_executor_leaves_a_ray_instance_it_did_not_start(ray_tmp: str):
     try:
         gcs = ray.get_runtime_context().gcs_address
         with executor_from("ray", RayConfig(num_cpus=2)) as ex:
-            assert ex.map(abs, [-3, 4, -5], num_cpus=0.5) == [3, 4, 5]
+            assert ex.map(_fails_on_two, [3, 4, 5], num_cpus=0.5) == [3, 4, 5]
+            assert ex.map(_fails_on_two, [1, 2], num_cpus=0.5, on_error=lambda item, exc: -item) == [1, -2]
             counter = ex.shared(_Counter)
             ex.map(_add_one, list(range(6)), args=(counter,), num_cpus=0.25, concurrency=2)
             assert counter.value() == 6  # one actor behind every task
             assert not ex.started and "already joined" in str(ex.cluster)
         assert ray.is_initialized() and ray.get_runtime_context().gcs_address == gcs
-        assert ray.get(ray.remote(num_cpus=0.5)(abs).remote(-1)) == 1  # and it still works
+        assert ray.get(ray.remote(num_cpus=0.5)(_fails_on_two).remote(1)) == 1  # and it still works
     finally:
         ray.shutdown()
 
