@@ -46,8 +46,11 @@ class Executor:
     place: str
     #: The Ray cluster this executor uses, in words, once connected (None: not connected, or local).
     cluster: str | None = None
-    #: Its tasks run on a named cluster's workers (which resolve their own devices), not on this machine.
-    remote: bool = False
+
+    @property
+    def remote(self) -> bool:
+        """Its tasks run on a named cluster's workers (which resolve their own devices), not on this machine."""
+        return False
 
     def map(self, fn: Callable[..., R], items: Sequence[T], *, args: tuple[Any, ...] = (), num_cpus: float = 1.0,
             num_gpus: float = 0.0, max_retries: int = 0, concurrency: int | None = None,
