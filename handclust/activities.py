@@ -8,9 +8,8 @@ clustering part of ``run.json``.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +28,10 @@ from handclust.progress import Progress
 from handclust.reporting.evaluation import evaluate_tables, load_truth
 from handclust.reporting.timeline import write_timelines
 from handclust.result import RunResult
+from handclust.runtime.executor import Executor, executor_for
+
+if TYPE_CHECKING:
+    from handclust.reporting.labelling import Labeller
 
 log = logging.getLogger(__name__)
 
@@ -148,46 +151,42 @@ def _group_and_map(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
 
 def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                  durations: npt.NDArray[np.floating], measured: dict[str, npt.NDArray[np.bool_]], given: SubModels | None = None,
-                 ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
+                 executor: Executor | None = None) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
     """:func:`_group_and_map` on the driver, or (``ray_task``) as one Ray task asking for
     ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs, so that cuML / FAISS-GPU run
-    on a GPU worker while the head stays CPU-only. Returns what ran where, in words, last."""
+    on a GPU worker while the head stays CPU-only; the task goes to ``executor`` (the run's; default:
+    one built from ``cfg``, closed here). Returns what ran where, in words, last."""
     cc = cfg.cluster
     if where != "ray_task":
         grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus, given)
         return grouping, xy, backend, took, "driver"
     (grouping, xy, backend, took, node), cluster, cpus = _in_gpu_task(
-        cfg, _group_and_map, lambda threads: (modalities, clip_ids, durations, cfg, measured, threads, given))
+        cfg, _group_and_map, lambda threads: (modalities, clip_ids, durations, cfg, measured, threads, given), executor)
     return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
 
 
-def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any) -> tuple[Any, str, int]:
+def _in_gpu_task(cfg: RunConfig, fn: Any, args: Any, executor: Executor | None = None) -> tuple[Any, str, int]:
     """``fn(*args(cpus))`` as one Ray task asking for ``cluster.num_gpus`` GPUs and ``cluster.num_cpus``
-    (default 4) CPUs, on the cluster ``cfg.ray`` names (or a local instance). Without enough GPUs: a
+    (default 4) CPUs, on ``executor``'s Ray (:meth:`~handclust.runtime.executor.Executor.on_ray`: the
+    run's connection, or one opened for this task with a local runner). Without enough GPUs: a
     config error on a local instance, a warning while a named cluster's autoscaler adds one.
     Returns the task's result, the cluster in words and the CPUs asked for."""
-    import ray
-
-    from handclust.runtime.ray_connect import connect
-
+    if executor is None:
+        with executor_for(cfg) as own:
+            return _in_gpu_task(cfg, fn, args, own)
     cc = cfg.cluster
     cpus = cc.num_cpus or 4
-    started, cluster = connect(cfg.ray)
-    try:
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        if gpus < cc.num_gpus:
-            msg = (f"the clustering task asks for cluster.num_gpus={cc.num_gpus:g} GPU(s) but {cluster} has {gpus:g}; "
-                   "set cluster.backend=cpu (or cluster.where=driver) to cluster without one")
-            if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-                log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
-            else:
-                raise ConfigError(msg)
-        task = ray.remote(num_gpus=cc.num_gpus, num_cpus=cpus, max_retries=cfg.ray.max_task_retries)(fn)
-        result = ray.get(task.remote(*args(cpus)))
-    finally:
-        if started:
-            ray.shutdown()
-    return result, cluster, cpus
+    on_ray = executor.on_ray()
+    gpus = on_ray.resources().get("GPU", 0.0)
+    if gpus < cc.num_gpus:
+        msg = (f"the clustering task asks for cluster.num_gpus={cc.num_gpus:g} GPU(s) but {on_ray.cluster} has {gpus:g}; "
+               "set cluster.backend=cpu (or cluster.where=driver) to cluster without one")
+        if on_ray.remote:
+            log.warning("%s; waiting for the autoscaler to add a GPU worker", msg)
+        else:
+            raise ConfigError(msg)
+    result = on_ray.call(fn, *args(cpus), num_cpus=cpus, num_gpus=cc.num_gpus, max_retries=cfg.ray.max_task_retries)
+    return result, str(on_ray.cluster), cpus
 
 
 # Raised when what the checkpoint holds, or how its tables are made, changes with the same config
@@ -295,15 +294,15 @@ def write_neighbours(store: OutputStore, seg_ids: list[str], clustering: Cluster
 
 
 def run_clustering(where: str, cfg: RunConfig, store: OutputStore, clips_tbl: pa.Table, key: str,
-                   given: SubModels | None = None) -> tuple[dict[str, Any], str]:
-    """:func:`cluster_and_save` on the driver, or (``ray_task``) as one Ray task asking for
-    ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs; the task reads the segments
-    from the output root and writes the tables there. Returns the checkpoint and what ran where."""
+                   given: SubModels | None = None, executor: Executor | None = None) -> tuple[dict[str, Any], str]:
+    """:func:`cluster_and_save` on the driver, or (``ray_task``) as one Ray task (on ``executor``'s Ray)
+    asking for ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs; the task reads the
+    segments from the output root and writes the tables there. Returns the checkpoint and what ran where."""
     cc = cfg.cluster
     out = store.uri if "://" in store.uri else store.root
     if where != "ray_task":
         return cluster_and_save(out, cfg, clips_tbl, key, cc.num_cpus, given), "driver"
-    ck, cluster, cpus = _in_gpu_task(cfg, cluster_and_save, lambda threads: (out, cfg, clips_tbl, key, threads, given))
+    ck, cluster, cpus = _in_gpu_task(cfg, cluster_and_save, lambda threads: (out, cfg, clips_tbl, key, threads, given), executor)
     return ck, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {ck['node']} of {cluster}"
 
 
@@ -315,15 +314,20 @@ def driver_columns(cfg: RunConfig) -> list[str]:
 
 
 def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, footage: Any, prog: Progress,
-                     timings: dict[str, float], models: SubModels | None = None) -> RunResult:
+                     timings: dict[str, float], models: SubModels | None = None, *, executor: Executor | None = None,
+                     labeller: Labeller | None = None) -> RunResult:
     """Cluster the segments of every finished clip jointly, then label, evaluate and draw timelines;
-    writes the run-level tables and the clustering part of ``run.json``. ``models``: sub-models passed
-    in by the caller (:func:`handclust.discover`).
+    writes the run-level tables and the clustering part of ``run.json``. ``models`` and ``labeller``:
+    sub-models and a labeller passed in by the caller (:func:`handclust.discover`). ``executor``: the
+    run's (:mod:`handclust.runtime.executor`), which runs the clustering task and the naming; default:
+    one built from ``cfg`` for this call.
 
     The clustering step (:func:`cluster_and_save`) reads the descriptors itself, where it runs, and
     leaves a checkpoint: a resubmitted run whose labelling, evaluation or report failed reuses it
     (same clips, features and cluster / evaluation config, and no sub-models passed in)."""
-
+    if executor is None:
+        with executor_for(cfg, log_to_driver=prog.enabled) as own:
+            return build_activities(store, cfg, clips_tbl, footage, prog, timings, models, executor=own, labeller=labeller)
     t0 = time.perf_counter()
     segments = ok_segments(store, clips_tbl, columns=driver_columns(cfg))
     timings["read_segments"] = time.perf_counter() - t0
@@ -357,7 +361,7 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         where = clustering_place(cfg)
         if where == "ray_task":
             prog.say(f"clustering in a Ray task with {cfg.cluster.num_gpus:g} GPU(s)")
-        ck, ran_on = run_clustering(where, cfg, store, clips_tbl, key, models)
+        ck, ran_on = run_clustering(where, cfg, store, clips_tbl, key, models, executor)
         clusters = store.read_table(layout.CLUSTERS)
         timings.update({k: v for k, v in ck["took"].items()})
     assert clusters is not None
@@ -377,16 +381,17 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
         from handclust.reporting.labelling import ClusterExamples, api_key, gather_examples, label_clusters, labels_spend, labels_summary
 
         t0 = time.perf_counter()
-        if api_key(cfg.labels):
-            prog.say(f"naming {k} activities with {cfg.labels.model}")
+        if labeller is not None or api_key(cfg.labels):
+            prog.say(f"naming {k} activities with {getattr(labeller, 'model', None) or cfg.labels.model}")
             ref = store.read_table(layout.REFERENCE, columns=["fused"]).column("fused").combine_chunks()
             fused = ref.flatten().to_numpy().reshape(len(ref), -1).astype(np.float32, copy=False)
             examples = gather_examples(segments, clips_tbl, labels, probs, fused, cfg.labels)
             del fused
         else:  # say why there are no names, without decoding keyframes nobody will look at
             examples = [ClusterExamples(int(c), [], []) for c in np.unique(labels[labels >= 0])]
-        labels_tbl = label_clusters(store, examples, cfg.labels, ray_config=cfg.ray if cfg.runner == "ray" else None)
-        summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "ray tasks" if cfg.runner == "ray" else "threads",
+        labels_tbl = label_clusters(store, examples, cfg.labels, labeller, executor=executor)
+        # A labeller passed in is called in this process (it may hold a client, a lock or a count).
+        summary["labels"] = {**labels_summary(labels_tbl), "ran_on": "threads" if labeller is not None else executor.tasks,
                              "spend": labels_spend(labels_tbl, cfg.labels)}
         summary["activity_names"] = {int(r["cluster"]): r["label"] for r in labels_tbl.to_pylist() if r["label"]}
         timings["labelling"] = time.perf_counter() - t0

@@ -1,20 +1,21 @@
 """``discover(footage, out, config)``: footage in, activities and per-clip timelines out.
 
 The stages (frame features, per-clip segmentation + description, joint clustering) are the
-objects from :mod:`handclust.stages`, planned by :mod:`handclust.runtime.plan`; this module is the local runner that calls them in a
-loop, writes every table through :class:`~handclust.io.storage.OutputStore`, and resumes: a clip
-whose outputs are complete (and were made with the same feature config) is not decoded again.
+objects from :mod:`handclust.stages`, planned by :mod:`handclust.runtime.plan`; the run's executor
+(:mod:`handclust.runtime.executor`) picks the clip runner (:class:`LocalRunner` in this process, or
+the Ray runner) and runs every step that fans out. This module writes every table through
+:class:`~handclust.io.storage.OutputStore` and resumes: a clip whose outputs are complete (and were
+made with the same feature config) is not decoded again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -23,13 +24,16 @@ from handclust.activities import build_activities
 from handclust.config import ConfigError, RunConfig, config_to_dict, load_config, with_overrides
 from handclust.core.clustering import SubModels
 from handclust.io import layout, run_lock
-from handclust.io.footage import Clip, FootageError, find_clips
+from handclust.io.footage import Clip, FootageError
 from handclust.io.run_record import read_run, update_run
+from handclust.io.sources import ClipSource, FileClips
 from handclust.io.storage import OutputStore
 from handclust.modalities.encoders import DeviceError, ModelLoadError, check_models
 from handclust.progress import Progress
 from handclust.result import RunnerError, RunResult
-from handclust.runtime.clip_job import ClipJob, Ledger, is_committed, status_rel
+from handclust.runtime.clip_job import Ledger, status_rel
+from handclust.runtime.executor import Executor, executor_for
+from handclust.runtime.local_runner import LocalRunner as LocalRunner  # its home before the executor; tests import it here
 from handclust.runtime.plan import (  # noqa: F401  (frame_batches, frame_stages: imported from here by tests and benchmarks)
     PIXEL_COLUMNS,
     SegmentDescriber,
@@ -41,65 +45,12 @@ from handclust.runtime.plan import (  # noqa: F401  (frame_batches, frame_stages
     hand_tracks,
     segment_stages,
 )
-from handclust.stages import Batch
+from handclust.runtime.runners import ClipRunner, clip_runner
+
+if TYPE_CHECKING:
+    from handclust.reporting.labelling import Labeller
 
 log = logging.getLogger(__name__)
-
-
-
-class LocalRunner:
-    """Runs the stages in this process, one clip at a time."""
-
-    def __init__(self, cfg: RunConfig, store: OutputStore, progress: Progress):
-        self.cfg = cfg
-        self.store = store
-        self.progress = progress
-        self.fingerprint = feature_fingerprint(cfg)
-        self.stages = frame_stages(cfg)
-        self.describer = SegmentDescriber(cfg.segment, cfg.descriptor, cfg.decode.sample_fps)
-        self.segment_stages = segment_stages(cfg)
-        self.hands = hand_tracks(cfg)
-        self._ready = False
-
-    def _setup(self) -> None:
-        if not self._ready:
-            for stage in [*self.stages, *self.segment_stages, *([self.hands] if self.hands else [])]:
-                stage.setup()
-            self.describer.setup()
-            self._ready = True
-
-    def is_done(self, clip: Clip, ledger: Ledger | None = None) -> bool:
-        return is_committed(self.store, clip, self.fingerprint, ledger)
-
-    def process_clip(self, clip: Clip) -> dict[str, Any]:
-        """Decode, featurise, segment, describe and commit one clip (:class:`~handclust.runtime.clip_job.ClipJob`);
-        returns its status record."""
-        self._setup()
-        rel = status_rel(clip.clip_id)
-        previous = self.store.read_json(rel) if self.store.exists(rel) else {}
-        job = ClipJob.start(clip, self.fingerprint, attempts=int(previous.get("attempts", 0)),
-                            failures=int(previous.get("failures", 0)) if previous.get("fingerprint") == self.fingerprint else 0)
-        job.begin(self.store)
-        what = "decoding"
-        try:
-            bar = None
-            parts: list[Batch] = []
-            for batch in job.decode(self.cfg):
-                if bar is None:
-                    bar = self.progress.bar(total=round(job.source.info.duration_s, 1), desc=Path(clip.path).name[:32], unit="s")
-                what = "computing frame features"
-                for stage in self.stages:
-                    batch = stage(batch)
-                parts.append({k: v for k, v in batch.items() if k not in PIXEL_COLUMNS})
-                bar.update(len(batch["t"]) / self.cfg.decode.sample_fps)
-                what = "decoding"
-            if bar is not None:
-                bar.close()
-            what = "segmenting"
-            frames, segments = job.finish(concat_batches(parts), self.describer, self.segment_stages, self.hands)
-        except Exception as exc:  # the error policy (clip_job): the clip's error, or re-raised as the run's
-            return job.fail(self.store, exc, what)
-        return job.commit(self.store, frames, segments)
 
 
 def clips_table(store: OutputStore, clips: list[Clip], ledger: Ledger | None = None) -> pa.Table:
@@ -149,47 +100,34 @@ def versions() -> dict[str, str]:
 
 
 def process_footage(clips: list[Clip], cfg: RunConfig, store: OutputStore, prog: Progress,
-                    timings: dict[str, float]) -> tuple[pa.Table, Any]:
-    """Features, segments and descriptors of every clip not done yet (resume), with the runner
-    ``cfg.runner`` names; writes and returns ``clips.parquet`` and the runner used."""
-    runner: Any
-    if cfg.runner == "ray":
-        from handclust.runtime.ray_runner import RayRunner  # imports ray: only when asked for
-
-        runner = RayRunner(cfg, store, prog)
-        # One local instance for the whole run: the clustering task, labelling and the report's
-        # excerpts use it instead of starting their own (each start costs seconds). discover() releases it.
-        runner.keep_alive = True
-    else:
-        runner = LocalRunner(cfg, store, prog)
+                    timings: dict[str, float], executor: Executor | None = None,
+                    video_source: ClipSource | None = None) -> tuple[pa.Table, ClipRunner]:
+    """Features, segments and descriptors of every clip not done yet (resume), by the clip runner of
+    ``executor`` (default: :func:`~handclust.runtime.executor.executor_for` ``cfg``, closed here);
+    writes and returns ``clips.parquet`` and the runner used."""
+    if executor is None:
+        with executor_for(cfg, log_to_driver=prog.enabled) as own:
+            return process_footage(clips, cfg, store, prog, timings, own, video_source)
+    runner = clip_runner(executor, cfg, store, prog, video_source)
     t0 = time.perf_counter()
-    try:
-        # Removed or replaced clips' files go aside (and returning ones come back) before the ledger is
-        # read, so that the ledger sees the folders as this run will use them.
-        keep_only_these_clips(store, clips, prog)
-        # One ledger (statuses and tables read in bulk) instead of four requests per clip.
-        ledger = Ledger.read(store, [c.clip_id for c in clips])
-        todo = [c for c in clips if not runner.is_done(c, ledger)]
-        if len(todo) < len(clips):
-            prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
-        if cfg.runner == "ray":
-            runner.process_clips(todo, ledger)
-        else:
-            for i, clip in enumerate(todo, 1):
-                prog.say(f"[{i}/{len(todo)}] {clip.path}")
-                runner.process_clip(clip)
-        timings["features_and_segments"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        clips_tbl = clips_table(store, clips)
-        store.write_table(layout.CLIPS, clips_tbl)
-        if todo:
-            merged = compact_outputs(store, COMPACT_FROM)  # read here: a test may lower it
-            if any(merged.values()):
-                prog.say(f"compacted {merged['segments']} segment and {merged['frames']} frame files into parts")
-        timings["clips_table_and_compaction"] = time.perf_counter() - t0
-    except BaseException:
-        release_runner(runner)
-        raise
+    # Removed or replaced clips' files go aside (and returning ones come back) before the ledger is
+    # read, so that the ledger sees the folders as this run will use them.
+    keep_only_these_clips(store, clips, prog)
+    # One ledger (statuses and tables read in bulk) instead of four requests per clip.
+    ledger = Ledger.read(store, [c.clip_id for c in clips])
+    todo = [c for c in clips if not runner.is_done(c, ledger)]
+    if len(todo) < len(clips):
+        prog.say(f"resuming: {len(clips) - len(todo)} of {len(clips)} clips already done")
+    runner.process_clips(todo, ledger)
+    timings["features_and_segments"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clips_tbl = clips_table(store, clips)
+    store.write_table(layout.CLIPS, clips_tbl)
+    if todo:
+        merged = compact_outputs(store, COMPACT_FROM)  # read here: a test may lower it
+        if any(merged.values()):
+            prog.say(f"compacted {merged['segments']} segment and {merged['frames']} frame files into parts")
+    timings["clips_table_and_compaction"] = time.perf_counter() - t0
     return clips_tbl, runner
 
 
@@ -210,22 +148,28 @@ def keep_only_these_clips(store: OutputStore, clips: list[Clip], prog: Progress)
                     store.uri_of(SET_ASIDE))
 
 
-def release_runner(runner: Any) -> None:
-    """Shut down a Ray instance the runner kept alive for the rest of the run (no-op for the local runner)."""
-    release = getattr(runner, "release", None)
-    if release is not None:
-        release()
-
-
 def discover(footage: str | Path | list[str | Path], out: str | Path = "handclust_out",
              config: RunConfig | str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None,
-             progress: bool | None = None, models: SubModels | None = None) -> RunResult:
+             progress: bool | None = None, models: SubModels | None = None, labeller: Labeller | None = None,
+             video_source: ClipSource | None = None) -> RunResult:
     """Run the whole pipeline on ``footage`` (folder, manifest, or list of paths) into ``out``.
 
     ``config`` is a :class:`RunConfig` or a YAML path; ``overrides`` are ``key=value`` strings.
-    Rerunning into the same ``out`` resumes: finished clips are not processed again. ``models``
-    passes in your own clusterer, 2-D reducer or neighbour index
-    (:class:`handclust.core.clustering.SubModels`); the ones left ``None`` follow ``cluster.backend``.
+    Rerunning into the same ``out`` resumes: finished clips are not processed again. Objects you may
+    pass in instead of the ones the config picks:
+
+    - ``models``: your own clusterer, 2-D reducer or neighbour index
+      (:class:`handclust.core.clustering.SubModels`); the ones left ``None`` follow ``cluster.backend``.
+    - ``labeller``: what names the activities (:class:`handclust.reporting.labelling.Labeller`: called
+      with each activity's :class:`~handclust.reporting.labelling.ClusterExamples`, in this process);
+      default: Gemini as ``labels`` configures it (no API key: no names).
+    - ``video_source``: what lists the clips of ``footage`` and opens them
+      (:class:`handclust.io.sources.ClipSource`); default: :class:`~handclust.io.sources.FileClips`
+      (``find_clips``, and ``open_video`` as ``decode.backend`` picks).
+
+    The work that fans out (clips, the clustering task, naming, the report's excerpts) runs on one
+    executor (:func:`handclust.runtime.executor.executor_for`: in this process with ``runner=local``,
+    on Ray with ``runner=ray``), opened here and closed when the run ends.
     """
     if isinstance(config, RunConfig):
         cfg = with_overrides(config, overrides) if overrides else config
@@ -233,47 +177,46 @@ def discover(footage: str | Path | list[str | Path], out: str | Path = "handclus
         cfg = load_config(config, overrides)
     store = OutputStore(out)
     with run_lock.hold(store, "run"):  # one writer per output folder (run_lock); refused before anything is read
-        return _discover(footage, store, cfg, config, progress, models)
+        prog = Progress(enabled=cfg.progress if progress is None else progress)
+        # One executor (one Ray connection, or none) for the whole run; an instance it started ends with it.
+        with executor_for(cfg, log_to_driver=prog.enabled) as executor:
+            return _discover(footage, store, cfg, prog, executor, models, labeller, video_source or FileClips())
 
 
-def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: RunConfig, config: Any,
-              progress: bool | None, models: SubModels | None) -> RunResult:
-    prog = Progress(enabled=cfg.progress if progress is None else progress)
+def _discover(footage: str | Path | list[str | Path], store: OutputStore, cfg: RunConfig, prog: Progress,
+              executor: Executor, models: SubModels | None, labeller: Labeller | None, video_source: ClipSource) -> RunResult:
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
     try:
-        clips = find_clips(footage, cfg.phase.pattern, skip=[store.uri])  # never its own outputs
+        clips = video_source.find(footage, cfg.phase.pattern, skip=[store.uri])  # never its own outputs
         # A model that cannot load stops the run here, before any clip is decoded.
         t0 = time.perf_counter()
         # Devices are resolved here when the stages run on this machine (local runner, or a Ray instance
         # the runner starts); workers of a remote Ray cluster resolve their own.
-        remote = cfg.runner == "ray" and bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-        encoders = check_models(cfg, resolve_devices=not remote)
+        encoders = check_models(cfg, resolve_devices=not executor.remote)
         if any(name != "scene" or rec.get("encoder") != "histogram" for name, rec in encoders.items()):  # a model was checked
             timings["model_check"] = time.perf_counter() - t0
-        clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
+        clips_tbl, runner = process_footage(clips, cfg, store, prog, timings, executor, video_source)
     except (FootageError, ModelLoadError, DeviceError, ConfigError, RunnerError) as exc:
         record_failure(store, cfg, footage, exc)
         raise
-    try:
-        result = build_activities(store, cfg, clips_tbl, footage, prog, timings, models)
-        result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
-        if getattr(runner, "cluster", None):
-            result.summary["ray_cluster"] = runner.cluster
-        timings["total"] = time.perf_counter() - t_run
-        result.summary["wall_time_s"] = timings["total"]
-        # A run in which no clip could be processed has no result: run.json says failed, as the exit code does.
-        none_ok = result.summary.get("clips_ok", 0) == 0
-        update_run(store, status="failed" if none_ok else "ok", error=no_clip_message(result.summary) if none_ok else None,
-                   config=config_to_dict(cfg),
-                   footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
-                   versions=versions(), timings=timings, summary=result.summary,
-                   feature_fingerprint=runner.fingerprint, encoders=encoders,
-                   cost=run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary))
-        if cfg.report.enabled:
-            write_run_report(store, result, reel=cfg.report.reel, prog=prog)
-    finally:
-        release_runner(runner)
+    result = build_activities(store, cfg, clips_tbl, footage, prog, timings, models, executor=executor, labeller=labeller)
+    result.summary["quarantined"] = [r["path"] for r in clips_tbl.to_pylist() if r["status"] == "quarantined"]
+    cluster = getattr(runner, "cluster", None)  # the Ray runner's, in words, when it ran clips
+    if cluster:
+        result.summary["ray_cluster"] = cluster
+    timings["total"] = time.perf_counter() - t_run
+    result.summary["wall_time_s"] = timings["total"]
+    # A run in which no clip could be processed has no result: run.json says failed, as the exit code does.
+    none_ok = result.summary.get("clips_ok", 0) == 0
+    update_run(store, status="failed" if none_ok else "ok", error=no_clip_message(result.summary) if none_ok else None,
+               config=config_to_dict(cfg),
+               footage=[str(f) for f in footage] if isinstance(footage, list | tuple) else str(footage),
+               versions=versions(), timings=timings, summary=result.summary,
+               feature_fingerprint=runner.fingerprint, encoders=encoders,
+               cost=run_cost_block(cfg, clips_tbl, timings["total"], getattr(runner, "resources", None), result.summary))
+    if cfg.report.enabled:
+        write_run_report(store, result, reel=cfg.report.reel, prog=prog, executor=executor)
     return result
 
 
@@ -307,12 +250,13 @@ def record_failure(store: OutputStore, cfg: RunConfig | None, footage: Any, exc:
         log.warning("could not record the failure in %s/run.json: %s", store.uri, write_exc)
 
 
-def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress) -> None:
-    """The HTML report and reel; a failure is logged and recorded in run.json, never loses the run."""
+def write_run_report(store: OutputStore, result: RunResult, reel: bool, prog: Progress, executor: Executor | None = None) -> None:
+    """The HTML report and reel (excerpts decoded on ``executor``: the run's); a failure is logged and
+    recorded in run.json, never loses the run."""
     try:  # the import too: a broken install (templates or jinja2 missing) must not cost the tables either
         from handclust.reporting.report import write_report
 
-        path = str(write_report(store.uri, reel=reel, progress=prog))
+        path = str(write_report(store.uri, reel=reel, progress=prog, executor=executor))
     except Exception as exc:  # the tables are written by now; a broken report must not cost them
         error = f"{exc.__class__.__name__}: {exc}"
         log.warning("the report could not be written (retry with `handclust report %s`): %s", store.uri, error)

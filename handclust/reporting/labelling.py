@@ -4,9 +4,11 @@ For each cluster, keyframes from its most typical segments (:func:`typical_segme
 membership, closest to the cluster's centre, one per clip first) are re-decoded from the clips and
 sent with a short prompt; the answer is a
 JSON object ``{"label": ..., "description": ...}``. Each cluster is one job that decodes its own
-keyframes and asks the model: threads in this process with the local runner, one Ray task per
-cluster with the Ray runner (so on a cluster the decoding happens on workers that can read the
-footage), at most ``labels.concurrency`` requests in flight. Requests retry with exponential backoff on rate limits (429) and
+keyframes and asks the model, on the run's executor (:mod:`handclust.runtime.executor`): threads in
+this process with the local runner, one Ray task per cluster with the Ray runner (so on a cluster
+the decoding happens on workers that can read the footage), at most ``labels.concurrency`` requests
+in flight. A :class:`Labeller` of your own (``handclust.discover(..., labeller=...)``) names them
+instead, called in this process. Requests retry with exponential backoff on rate limits (429) and
 server errors (5xx), and fail per cluster, never per run: a cluster whose request failed keeps
 the name ``activity N`` and its error is recorded in ``labels.parquet``. Answers are cached by
 the cluster's member segments, so a rerun does not pay twice.
@@ -21,19 +23,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from handclust import schema
-from handclust.config import LabelConfig, RayConfig
+from handclust.config import LabelConfig
 from handclust.extras import api_key as api_key
 from handclust.io import layout
 from handclust.io.storage import OutputStore
+from handclust.runtime.executor import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 # CPUs one labelling Ray task asks for: it mostly waits on the API (tests/test_cluster_configs.py places it).
@@ -49,7 +51,7 @@ class Budget:
     :meth:`reserve` is asked before each request with its worst case (estimated input, the output
     cap); it refuses when that could take the spend past a limit, so the limits are never exceeded.
     :meth:`settle` replaces the reservation with what the answer's usage metadata says it cost.
-    Thread-safe; on Ray one actor holds it (:func:`_name_with_ray`).
+    Thread-safe; on Ray one actor holds it (:meth:`~handclust.runtime.executor.Executor.shared`).
     """
 
     def __init__(self, cfg: LabelConfig):
@@ -86,17 +88,15 @@ class Budget:
                 "(named activities come from the cache)")
 
 
-class _RayBudget:
-    """:class:`Budget`'s interface over a Ray actor holding it."""
+class Labeller(Protocol):
+    """What names an activity: called with one cluster's typical segments (keyframes decoded), returns
+    its record: ``label`` and ``description`` (None when it could not name it), ``status`` (``ok``, or
+    ``error`` / ``budget`` with the reason in ``error``), and optionally its spend (``requests``,
+    ``input_tokens``, ``output_tokens``, ``usd``). Optional: ``setup()`` (called once before the
+    first cluster) and ``model`` (the name ``labels.parquet`` and the answer cache record; default
+    ``labels.model``). :class:`GeminiLabeller` is the default one."""
 
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-    def __getattr__(self, name: str) -> Any:
-        import ray
-
-        method = getattr(self.handle, name)
-        return lambda *a: ray.get(method.remote(*a))
+    def __call__(self, ex: ClusterExamples) -> dict[str, Any]: ...
 
 PROMPT = (
     "These keyframes come from a helmet camera worn by a construction worker (masonry). They show "
@@ -144,40 +144,15 @@ def name_cluster(ex: ClusterExamples, cfg: LabelConfig, labeller: Callable[[Clus
     return labeller(ex)
 
 
-def _ray_name_cluster(ex: ClusterExamples, cfg: LabelConfig, key: str, budget: Any = None) -> dict[str, Any]:
-    """Ray task body: one cluster, decoded and named on whichever worker runs it."""
-    return name_cluster(ex, cfg, GeminiLabeller(cfg, key, _RayBudget(budget) if budget is not None else None))
+def _name_with_gemini(ex: ClusterExamples, cfg: LabelConfig, key: str, budget: Budget) -> dict[str, Any]:
+    """One labelling job: one cluster, decoded and named (Gemini) wherever the executor runs it."""
+    return name_cluster(ex, cfg, GeminiLabeller(cfg, key, budget))
 
 
-def _name_with_ray(todo: list[ClusterExamples], cfg: LabelConfig, key: str, ray_config: RayConfig) -> list[dict[str, Any]]:
-    """One Ray task per cluster, at most ``cfg.concurrency`` in flight (the API's rate limit, not Ray's)."""
-    import ray
-
-    from handclust.runtime.ray_connect import connect
-
-    started, _ = connect(ray_config)
-    try:
-        task = ray.remote(num_cpus=TASK_CPUS, max_retries=2)(_ray_name_cluster)
-        budget = ray.remote(num_cpus=0)(Budget).remote(cfg)  # one budget for every task of the run
-        answers: dict[int, dict[str, Any]] = {}
-        running: dict[Any, int] = {}
-        queue = list(enumerate(todo))
-        while queue or running:
-            while queue and len(running) < cfg.concurrency:
-                i, ex = queue.pop(0)
-                running[task.remote(ex, cfg, key, budget)] = i
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                i = running.pop(ref)
-                try:
-                    answers[i] = ray.get(ref)
-                except Exception as exc:  # the task itself died (worker lost past its retries): this cluster only
-                    answers[i] = {"label": None, "description": None, "status": "error",
-                                  "error": f"labelling task failed: {exc.__class__.__name__}: {str(exc)[:300]} (rerun to retry)"}
-    finally:
-        if started:
-            ray.shutdown()
-    return [answers[i] for i in range(len(todo))]
+def _task_failed(ex: ClusterExamples, exc: Exception) -> dict[str, Any]:
+    """The record of a cluster whose job itself failed (its worker lost past its retries): this cluster only."""
+    return {"label": None, "description": None, "status": "error",
+            "error": f"labelling task failed: {exc.__class__.__name__}: {str(exc)[:300]} (rerun to retry)"}
 
 
 def typical_segments(labels: npt.NDArray[np.int32], probs: npt.NDArray[np.floating], points: npt.NDArray[np.floating], n: int,
@@ -339,18 +314,19 @@ def parse_answer(text: str) -> tuple[str, str]:
 
 
 def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: LabelConfig,
-                   labeller: Callable[[ClusterExamples], dict[str, Any]] | None = None,
-                   ray_config: RayConfig | None = None) -> pa.Table:
+                   labeller: Labeller | None = None, executor: Executor | None = None) -> pa.Table:
     """Label every cluster (cached answers reused) and write ``labels.parquet``.
 
-    With ``ray_config`` each cluster is named in a Ray task (joining or starting Ray as the Ray
-    runner does); otherwise in threads of this process.
+    Gemini (``labeller`` None) names each cluster in a job of ``executor`` (the run's: a Ray task per
+    cluster on Ray; default: threads of this process), at most ``labels.concurrency`` at once, with one
+    :class:`Budget` for all. A ``labeller`` passed in is called in threads of this process.
     """
     key = api_key(cfg)
+    model = getattr(labeller, "model", None) or cfg.model
     rows: list[dict[str, Any]] = []
     todo: list[ClusterExamples] = []
     for ex in examples:
-        cached = f"labels/{_signature(ex, cfg.model)}.json"
+        cached = f"labels/{_signature(ex, model)}.json"
         if store.exists(cached):
             rows.append({**store.read_json(cached), "status": "cached", "requests": 0, "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
         else:
@@ -358,22 +334,24 @@ def label_clusters(store: OutputStore, examples: list[ClusterExamples], cfg: Lab
     if todo and labeller is None and key is None:
         for ex in todo:
             rows.append({"cluster": ex.cluster, "label": None, "description": None, "status": "skipped",
-                         "error": "no API key: set GEMINI_API_KEY to name activities", "model": cfg.model,
+                         "error": "no API key: set GEMINI_API_KEY to name activities", "model": model,
                          "segment_ids": ex.segment_ids})
         todo = []
     if todo:
-        if ray_config is not None and labeller is None:
-            answers = _name_with_ray(todo, cfg, key or "", ray_config)
+        if labeller is None:
+            # At most labels.concurrency requests in flight (the API's rate limit, not the executor's).
+            on = executor or LocalExecutor()
+            budget = on.shared(Budget, cfg)  # one budget for every job of the run
+            answers = on.map(_name_with_gemini, todo, args=(cfg, key or "", budget), num_cpus=TASK_CPUS, max_retries=2,
+                             concurrency=cfg.concurrency, on_error=_task_failed)
         else:
-            call = labeller or GeminiLabeller(cfg, key or "", Budget(cfg))
-            if hasattr(call, "setup"):
-                call.setup()
-            with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-                answers = list(pool.map(lambda ex: name_cluster(ex, cfg, call), todo))
+            if hasattr(labeller, "setup"):
+                labeller.setup()
+            answers = LocalExecutor().map(name_cluster, todo, args=(cfg, labeller), concurrency=cfg.concurrency)
         for ex, ans in zip(todo, answers, strict=True):
-            rec = {"cluster": ex.cluster, "model": cfg.model, "segment_ids": ex.segment_ids, **ans}
+            rec = {"cluster": ex.cluster, "model": model, "segment_ids": ex.segment_ids, **ans}
             if ans["status"] == "ok":
-                store.write_json(f"labels/{_signature(ex, cfg.model)}.json", rec)
+                store.write_json(f"labels/{_signature(ex, model)}.json", rec)
             elif ans["status"] == "budget":
                 log.info("activity %d not named: %s", ex.cluster, ans["error"])
             else:

@@ -31,7 +31,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -44,6 +44,9 @@ from handclust.io.video import REENCODE_HINT, VideoError, open_video
 from handclust.modalities.encoders import DeviceError, ModelLoadError
 from handclust.runtime.plan import apply_hand_tracks, apply_segment_stages, frame_batches, partial_message, source_rate, video_model_input
 from handclust.stages import Batch
+
+if TYPE_CHECKING:
+    from handclust.io.sources import ClipSource
 
 log = logging.getLogger(__name__)
 
@@ -153,18 +156,19 @@ class ClipJob:
 
     # ------------------------------------------------------------------ decode
 
-    def decode(self, cfg: RunConfig) -> Iterator[Batch]:
+    def decode(self, cfg: RunConfig, clips: ClipSource | None = None) -> Iterator[Batch]:
         """Open the clip and yield its frame batches (:func:`handclust.runtime.plan.frame_batches`).
 
         With ``decode.prefetch_chunks`` > 0 a thread decodes ahead into a queue of that many
         chunks, so decoding overlaps the frame stages that consume the batches (PyAV, decord and
         OpenCV release the GIL while they work). After the last batch the record holds how the
         clip decoded (backend, duration decoded, truncation); fewer than 2 frames is a
-        :class:`~handclust.io.video.VideoError`.
+        :class:`~handclust.io.video.VideoError`. ``clips``: what opens the clip
+        (:class:`~handclust.io.sources.ClipSource`; default: :func:`~handclust.io.video.open_video`).
         """
         d = cfg.decode
         self.status["t_decode_start"] = time.time()
-        self.source = source = open_video(self.path, d.sample_fps, d.width, d.chunk_frames, d.backend,
+        self.source = source = (clips.open if clips is not None else open_video)(self.path, d.sample_fps, d.width, d.chunk_frames, d.backend,
                                           video_model_input(cfg), d.hwaccel)
         self.status.update(duration_s=source.info.duration_s, source_fps=source.info.source_fps,
                            width=source.info.width, height=source.info.height, backend=source.backend)

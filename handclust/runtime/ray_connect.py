@@ -1,5 +1,6 @@
-"""Joining or starting Ray: :func:`connect`, shared by the Ray runner, the clustering task and
-labelling, so that none of them has to import another to reach a cluster.
+"""Joining or starting Ray: :func:`connect`, called only by the run's
+:class:`~handclust.runtime.executor.RayExecutor`, which the Ray runner, the clustering task, labelling
+and the report's excerpts share (tests/test_executor.py keeps it so).
 
 This module imports ray at the top: import it only where Ray is used.
 """

@@ -55,10 +55,12 @@ import ray
 from handclust.config import ConfigError, RunConfig
 from handclust.errors import RunnerError
 from handclust.io.footage import Clip
+from handclust.io.sources import ClipSource
 from handclust.io.storage import OutputStore
 from handclust.modalities import registry as modalities
 from handclust.progress import Progress
 from handclust.runtime.clip_job import RUN_ERRORS, ClipJob, Ledger, is_committed, status_rel
+from handclust.runtime.executor import RayExecutor
 from handclust.runtime.plan import (
     PIXEL_COLUMNS,
     SegmentDescriber,
@@ -68,7 +70,6 @@ from handclust.runtime.plan import (
     hand_tracks,
     segment_stages,
 )
-from handclust.runtime.ray_connect import connect
 from handclust.stages import Batch, limit_threads
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,14 @@ def _died_message(path: str, failures: int) -> str:
             "re-encode it, or remove it from the input")
 
 
-def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_id: str = "") -> Iterator[Batch]:
+def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_id: str = "",
+                 video_source: ClipSource | None = None) -> Iterator[Batch]:
     """Ray Data UDF: clip records in, frame batches out (``(n, H, W, 3)`` frames + prev_grey).
 
     Each clip is a :class:`~handclust.runtime.clip_job.ClipJob`: the attempt is recorded before decoding,
     and a clip that cannot be read gets its error status here and yields no rows. The last chunk
     is held back until decoding ends, so its rows can carry the job's record (how the clip decoded,
-    how many frames: :data:`INFO_COLUMN`).
+    how many frames: :data:`INFO_COLUMN`). ``video_source`` opens the clips (default: ``open_video``).
     """
     store = OutputStore(out)
     limit_threads(cfg.ray.decode_num_cpus)
@@ -123,7 +125,7 @@ def decode_clips(batch: Batch, cfg: RunConfig, out: str, fingerprint: str, run_i
         job.begin(store)
         pending: Batch | None = None
         try:
-            for chunk in job.decode(cfg):
+            for chunk in job.decode(cfg, video_source):
                 if pending is not None:
                     yield pending
                 pending = {**chunk, INFO_COLUMN: np.full(len(chunk["t"]), "", dtype=object)}
@@ -276,13 +278,19 @@ class RayWatch:
 class RayRunner:
     """Runs the stages as Ray Data pipelines over the clips to do, one per wave of clips.
 
-    Joins ``ray.address`` (or ``RAY_ADDRESS``) or an already initialised Ray; otherwise starts a
-    local instance sized by ``ray.num_cpus`` / ``ray.object_store_memory_mb`` and shuts it down
-    after the run. ``stages`` replaces the per-frame stages (default: :func:`frame_stages`).
+    Ray is reached through ``executor`` (the run's :class:`~handclust.runtime.executor.RayExecutor`,
+    which joins ``ray.address`` / ``RAY_ADDRESS`` or an already initialised Ray, else starts a local
+    instance sized by ``ray.num_cpus`` / ``ray.object_store_memory_mb``, and shuts down only an instance
+    it started when the run closes it). Without one, the runner opens its own for each
+    :meth:`process_clips` and closes it after. ``stages`` replaces the per-frame stages (default:
+    :func:`frame_stages`); ``video_source`` opens the clips in the decode tasks (it is pickled to them).
     """
 
-    def __init__(self, cfg: RunConfig, store: OutputStore, progress: Progress, stages: list[Any] | None = None):
+    def __init__(self, cfg: RunConfig, store: OutputStore, progress: Progress, stages: list[Any] | None = None,
+                 executor: RayExecutor | None = None, video_source: ClipSource | None = None):
         self.cfg = cfg
+        self.executor = executor
+        self.video_source = video_source
         self.store = store
         self.progress = progress
         self.fingerprint = feature_fingerprint(cfg)
@@ -300,16 +308,6 @@ class RayRunner:
         self.quarantined: list[dict[str, Any]] = []
         self.cluster: str | None = None  # which Ray cluster the run used, in words (run.json)
         self.resources: dict[str, float] | None = None  # its CPUs, GPUs and nodes (run.json's cost)
-        # keep_alive: a local instance this runner starts stays up after the clips, for the steps of
-        # the same run that follow (clustering task, labelling, report excerpts), until release().
-        self.keep_alive = False
-        self._owns_instance = False
-
-    def release(self) -> None:
-        """Shut down the Ray instance this runner started and kept alive (no-op otherwise)."""
-        if self._owns_instance and ray.is_initialized():
-            ray.shutdown()
-        self._owns_instance = False
 
     # ------------------------------------------------------------------ resume / quarantine
 
@@ -368,14 +366,16 @@ class RayRunner:
             items.append({"clip": json.dumps({"clip_id": clip.clip_id, "path": clip.path, "size_bytes": clip.size_bytes,
                                               "phase": clip.phase, "attempts": attempts, "failures": failures})})
         if items:
-            started = self._connect()
+            # The run's executor (one connection for the whole run), else one for these clips alone.
+            executor = self.executor or RayExecutor(self.cfg.ray, log_to_driver=self.progress.enabled)
+            executor.connect()
+            self.cluster = executor.cluster
+            self.progress.say(f"ray: using {self.cluster}")
             # Ray's core worker ends this process (after 60 s, with no word of ours) when the GCS of its
             # instance dies: watch the daemons of an instance this run started and stop first.
-            watch = RayWatch() if started and not (self.cfg.ray.address or os.environ.get("RAY_ADDRESS")) else None
-            finished = False
+            watch = RayWatch() if executor.started and not executor.remote else None
             try:
                 self._run_waves(items, run_id)
-                finished = True
             except (*RUN_ERRORS, OSError):
                 raise  # the run's own errors (clip_job): a bad config, a model, outputs not writable
             except (KeyboardInterrupt, Exception) as exc:
@@ -396,11 +396,10 @@ class RayRunner:
             finally:
                 if watch is not None:
                     watch.stop()
-                if started and (watch is None or watch.died is None):
-                    if self.keep_alive and finished:
-                        self._owns_instance = True  # shut down by release(), after the rest of the run
-                    else:
-                        ray.shutdown()
+                    if watch.died is not None:
+                        executor.abandon()  # its GCS or raylet is gone: nothing left to shut down
+                if executor is not self.executor:
+                    executor.close()
         todo = {json.loads(it["clip"])["clip_id"] for it in items}
         now = Ledger.read(self.store, [c.clip_id for c in clips])  # one bulk read, not two requests per clip
         return [self._settle(clip, run_id, clip.clip_id in todo, now.status(clip.clip_id)) for clip in clips]
@@ -423,12 +422,6 @@ class RayRunner:
         if st.get("status") == "error" and self._failures(st) >= self.cfg.ray.max_attempts:
             self._quarantine(st)
         return st
-
-    def _connect(self) -> bool:
-        started, self.cluster = connect(self.cfg.ray, log_to_driver=self.progress.enabled)
-        log.info("ray: using %s", self.cluster)
-        self.progress.say(f"ray: using {self.cluster}")
-        return started
 
     def _min_actors(self, name: str) -> int:
         size = self.cfg.ray.concurrency.get(name, 1)
@@ -539,7 +532,8 @@ class RayRunner:
                             compute=TaskPoolStrategy(size=rc.decode_concurrency), **decode_task_options(self.cfg),
                             # Bounded: Ray Data's default retries a task lost with its worker forever.
                             max_retries=rc.max_task_retries,
-                            fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint, "run_id": run_id})
+                            fn_kwargs={"cfg": self.cfg, "out": out, "fingerprint": self.fingerprint, "run_id": run_id,
+                                       "video_source": self.video_source})
         for i, stage in enumerate(self.stages):
             last = i == len(self.stages) - 1
             cpus = self._actor_cpus(stage)

@@ -8,8 +8,8 @@ flow-rhythm plots, and a keyframe gallery per activity. ``reel.mp4`` shows, per 
 card and a few seconds of three typical segments.
 
 Raw frames are never stored, so keyframes and reel frames are re-decoded from the clips
-(:mod:`~handclust.reporting.report.excerpts`: in Ray tasks after a Ray run, since the driver may not see
-the footage). Everything written by a model or taken from a file name is
+(:mod:`~handclust.reporting.report.excerpts`: on the run's executor, so in Ray tasks after a Ray run,
+since the driver may not see the footage). Everything written by a model or taken from a file name is
 HTML-escaped. Optional inputs (``eval.json`` keys, ``labels.parquet``, ``ablations.parquet``)
 may be missing: their place says "not computed". Large runs stay quick to open: thumbnails,
 downsampled plots, and at most ``MAX_CLIPS`` clips in the per-clip sections (the rest in a table).
@@ -38,6 +38,7 @@ from handclust.reporting.report import html
 from handclust.reporting.report.data import RunData, align_to_fused, example_segments, load_run
 from handclust.reporting.report.excerpts import decode_excerpts
 from handclust.reporting.report.reel import REEL_FPS, REEL_SIZE, reel_excerpts, reel_plan, remove_reel, write_reel
+from handclust.runtime.executor import Executor, LocalExecutor, executor_from
 
 __all__ = ["RunData", "align_to_fused", "colour_hex", "example_segments", "load_run", "reel_plan", "write_report"]
 
@@ -56,32 +57,40 @@ def _as_progress(progress: Progress | bool | Callable[[str], None] | None) -> Pr
     return Progress(enabled=bool(progress))
 
 
-def _ray_config(data: RunData) -> RayConfig | None:
-    """The run's Ray settings when it used the Ray runner (its excerpts are decoded there), else None."""
+def run_executor(data: RunData) -> Executor:
+    """The executor of the run ``data`` was read from (run.json's ``runner`` and ``ray``): its
+    excerpts are decoded where its footage was read (Ray tasks after a Ray run), else here."""
     cfg = data.run.get("config") or {}
-    if cfg.get("runner") != "ray":
-        return None
     try:
-        return RayConfig.model_validate(cfg.get("ray") or {})
+        rc = RayConfig.model_validate(cfg.get("ray") or {})
     except ValueError as exc:  # an older or hand-edited run.json: decode here rather than fail the report
         log.warning("report: run.json's ray settings do not validate (%s); decoding excerpts here", exc)
-        return None
+        return LocalExecutor()
+    try:
+        return executor_from(str(cfg.get("runner") or "local"), rc)
+    except ValueError as exc:  # a runner this version does not know: decode here
+        log.warning("report: %s; decoding excerpts here", exc)
+        return LocalExecutor()
 
 
-def write_report(out: str | Path, *, reel: bool = True, progress: Progress | bool | Callable[[str], None] | None = None) -> Path | str:
+def write_report(out: str | Path, *, reel: bool = True, progress: Progress | bool | Callable[[str], None] | None = None,
+                 executor: Executor | None = None) -> Path | str:
     """Write ``OUT/report/index.html`` (and ``OUT/report/reel.mp4`` unless ``reel=False``) for a finished run.
 
     Returns the path of ``index.html`` (a local :class:`~pathlib.Path`, or the URI on object
     stores). What went wrong in a part of the report (a clip that no longer decodes, the reel) is
     logged, shown in the report and recorded in ``run.json`` under ``"report"``; a run without
-    ``clips.parquet`` raises :class:`FileNotFoundError`.
+    ``clips.parquet`` raises :class:`FileNotFoundError`. ``executor`` decodes the excerpts (the
+    run's, from :func:`handclust.discover`); default: one like the run's (:func:`run_executor`),
+    closed when the report is written.
     """
     store = OutputStore(out)
     with run_lock.hold(store, "report"):  # shared when `run` writes its own report
-        return _write_report(store, reel, progress)
+        return _write_report(store, reel, progress, executor)
 
 
-def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Callable[[str], None] | None) -> Path | str:
+def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Callable[[str], None] | None,
+                  executor: Executor | None) -> Path | str:
     t0 = time.perf_counter()
     prog = _as_progress(progress)
     data = load_run(store)
@@ -96,7 +105,11 @@ def _write_report(store: OutputStore, reel: bool, progress: Progress | bool | Ca
     # Every excerpt the gallery and the reel show, decoded in one pass where the footage is: in Ray
     # tasks after a Ray run (the driver may not see the clips), here otherwise.
     planned = html.gallery_excerpts(data) + (reel_excerpts(data, chapters) if chapters else [])
-    data.decoded = decode_excerpts(planned, _ray_config(data), prog)
+    if executor is None:
+        with run_executor(data) as own:
+            data.decoded = decode_excerpts(planned, own, prog)
+    else:
+        data.decoded = decode_excerpts(planned, executor, prog)
     reel_error = None
     reel_s = None
     if not chapters:  # no reel this time: a stale one from an earlier report would mislead
