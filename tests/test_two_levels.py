@@ -78,7 +78,7 @@ def test_bout_length_never_grows_to_the_clip():
     noisy[flip] = rng.integers(0, 3, flip.sum())
     # each segment's neighbours: other segments of its (noisy) cluster
     knn = np.stack([rng.choice(np.flatnonzero(noisy == noisy[i]), 5) for i in range(n)])
-    tl = smooth_timelines(noisy, noisy, knn, np.full(n, "clip", dtype=object), np.full(n, 8.0), mean_run_s=30.0)
+    tl = smooth_timelines(noisy, knn, np.full(n, "clip", dtype=object), np.full(n, 8.0), mean_run_s=30.0)
     est = float(tl.reason.split("re-estimated to ")[1].split(" s")[0])
     assert est <= 400 / 4 + 1e-6
     assert tl.switches_after >= 4, tl.reason  # the true bouts change 9 times; the clip is not one activity

@@ -307,7 +307,7 @@ def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: np
     # Votes from at most min_cluster_size neighbours: a cluster may be that small, and a wider vote
     # would let a bigger neighbouring cluster outvote the members of a small one.
     votes = clustering.knn_idx[:, : max(2, min(cfg.knn_k, clustering.min_cluster_size))]
-    tl = smooth_timelines(clustering.activity, clustering.labels, votes, np.asarray(clip_ids, dtype=object),
+    tl = smooth_timelines(clustering.activity, votes, np.asarray(clip_ids, dtype=object),
                           durations_s, cfg.mean_run_s)
     clustering.activity = tl.activity
     clustering.reassigned = tl.activity != clustering.labels
