@@ -70,7 +70,8 @@ def finite32(x: npt.ArrayLike) -> F32:
     row blocks, so the check itself holds no ``(n, d)`` mask). The result may be ``x`` itself:
     never written to."""
     x = np.asarray(x, np.float32)
-    if all(np.isfinite(x[a:a + _CHUNK]).all() for a in range(0, len(x), _CHUNK)):
+    b = block_rows(x.shape[1] if x.ndim == 2 else 1)
+    if all(np.isfinite(x[a:a + b]).all() for a in range(0, len(x), b)):
         return x
     return np.nan_to_num(x)
 
@@ -82,7 +83,7 @@ class ClipStyle:
     (a wide modality is never held twice, raw and normalised)."""
 
     codes: npt.NDArray[np.int64]  # (n,) clip code of each row
-    mean: npt.NDArray[np.float64]  # (n_clips, d) each clip's mean, shrunk towards the corpus'
+    mean: npt.NDArray[np.float32]  # (n_clips, d) each clip's mean, shrunk towards the corpus' (float64 sums)
     factor: npt.NDArray[np.float32]  # (n_clips,) corpus spread / the clip's spread
     centre: npt.NDArray[np.float32]  # (d,) the corpus mean, added back
 
@@ -90,7 +91,7 @@ class ClipStyle:
         """The rows ``rows`` of the modality, ``x`` ``(m, d)`` (those rows' raw values), with their
         clip's style removed: ``(m, d)`` float32."""
         inv = self.codes[rows]
-        return (x - self.mean[inv].astype(np.float32)) * self.factor[inv][:, None] + self.centre
+        return (x - self.mean[inv]) * self.factor[inv][:, None] + self.centre
 
 
 def clip_style(x: F32, clip_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.bool_] | None = None,
@@ -105,10 +106,11 @@ def clip_style(x: F32, clip_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.b
     every = bool(rows.all())
     obs = None if every else np.flatnonzero(rows)
     n_obs = len(x) if obs is None else len(obs)
+    b = block_rows(x.shape[1])
 
-    def observed_blocks() -> Any:  # the observed rows, _CHUNK of them at a time
-        for a in range(0, n_obs, _CHUNK):
-            yield x[a:a + _CHUNK] if obs is None else x[obs[a:a + _CHUNK]]
+    def observed_blocks() -> Any:  # the observed rows, a block at a time
+        for a in range(0, n_obs, b):
+            yield x[a:a + b] if obs is None else x[obs[a:a + b]]
 
     g_mean = np.zeros(x.shape[1], np.float64)
     for xb in observed_blocks():
@@ -116,9 +118,9 @@ def clip_style(x: F32, clip_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.b
     g_mean /= max(n_obs, 1)
     g32 = g_mean.astype(np.float32)
     dev2 = np.zeros(n_obs, np.float64)  # each observed row's squared distance to the corpus mean
-    for a, xb in zip(range(0, n_obs, _CHUNK), observed_blocks(), strict=True):
+    for a, xb in zip(range(0, n_obs, b), observed_blocks(), strict=True):
         dev = xb - g32
-        dev2[a:a + _CHUNK] = np.einsum("ij,ij->i", dev, dev, dtype=np.float64)
+        dev2[a:a + b] = np.einsum("ij,ij->i", dev, dev, dtype=np.float64)
     g_sd = (float(np.sqrt(dev2.mean())) if n_obs else 0.0) or 1.0
     del dev2
     inv, n_clips = clip_codes(clip_ids)
@@ -126,13 +128,13 @@ def clip_style(x: F32, clip_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.b
     sums = np.zeros((n_clips, x.shape[1]), np.float64)
     for j in range(x.shape[1]):  # one column at a time: no (n, d) float64 copy; unobserved rows count for nothing
         sums[:, j] = np.bincount(inv, weights=x[:, j] if every else x[:, j] * rows, minlength=n_clips)
-    mean = (sums + prior * g_mean) / (m + prior)[:, None]
+    mean = ((sums + prior * g_mean) / (m + prior)[:, None]).astype(np.float32)  # subtracted in float32, as before
     del sums
     # Two passes (mean, then squared residuals): one-pass sums of squares cancel in float32.
     r2 = np.empty(len(x), np.float64)
-    for a in range(0, len(x), _CHUNK):
-        resid = (x[a:a + _CHUNK] - mean[inv[a:a + _CHUNK]].astype(np.float32)) * rows[a:a + _CHUNK, None]
-        r2[a:a + _CHUNK] = np.einsum("ij,ij->i", resid, resid, dtype=np.float64)
+    for a in range(0, len(x), b):
+        resid = (x[a:a + b] - mean[inv[a:a + b]]) * rows[a:a + b, None]
+        r2[a:a + b] = np.einsum("ij,ij->i", resid, resid, dtype=np.float64)
     sq = np.bincount(inv, weights=r2, minlength=n_clips)
     var = (sq + prior * g_sd**2) / (m + prior)
     factor = (g_sd / np.maximum(np.sqrt(var), 1e-9)).astype(np.float32)
@@ -153,8 +155,9 @@ def normalise_within_clips(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np
         return x.copy()
     style = clip_style(x, clip_ids, rows, prior)
     out = np.empty(x.shape, np.float32)
-    for a in range(0, len(x), _CHUNK):
-        out[a:a + _CHUNK] = style.apply(x[a:a + _CHUNK], slice(a, a + _CHUNK))
+    b = block_rows(x.shape[1])
+    for a in range(0, len(x), b):
+        out[a:a + b] = style.apply(x[a:a + b], slice(a, a + b))
     return out
 
 
@@ -190,9 +193,10 @@ class ModalityTransform:
         mean, scale = self.mean.astype(np.float32), self.scale.astype(np.float32)
         proj = self.components.T.astype(np.float32)  # (d, r)
         out = np.empty((len(x), proj.shape[1]), np.float32)
-        for a in range(0, len(x), _CHUNK):  # no (n, d) temporary, raw or normalised within clips: rows in blocks
-            xb = x[a:a + _CHUNK] if style is None else style.apply(x[a:a + _CHUNK], slice(a, a + _CHUNK))
-            out[a:a + _CHUNK] = ((xb - mean) / scale) @ proj
+        b = block_rows(x.shape[1])
+        for a in range(0, len(x), b):  # no (n, d) temporary, raw or normalised within clips: rows in blocks
+            xb = x[a:a + b] if style is None else style.apply(x[a:a + b], slice(a, a + b))
+            out[a:a + b] = ((xb - mean) / scale) @ proj
         out = l2_normalise(out)
         # A segment that saw no hand and no body (or could not measure this modality, e.g. rhythm of
         # a 0.5 fps source) has no position in this space: a zero block leaves its distances to the
@@ -202,6 +206,13 @@ class ModalityTransform:
 
 
 _CHUNK = 1 << 16  # rows per block where a modality's rows are transformed or summarised in pieces
+_BLOCK_VALUES = 1 << 23  # ... and at most this many values per block (32 MiB of float32) for a wide modality
+
+
+def block_rows(d: int) -> int:
+    """Rows per block of a modality of ``d`` dims: :data:`_CHUNK`, fewer for a wide one, so that a
+    block's float64 temporaries stay ~64 MiB (1,024 dims: 8,192 rows) instead of 512 MiB."""
+    return int(min(_CHUNK, max(1024, _BLOCK_VALUES // max(d, 1))))
 
 
 def column_stats(x: npt.NDArray[np.floating], rows: npt.NDArray[np.int64] | None = None,
@@ -211,9 +222,10 @@ def column_stats(x: npt.NDArray[np.floating], rows: npt.NDArray[np.int64] | None
     (two passes), so a float32 ``x`` is never copied whole: not to float64, not to pick rows, not
     to normalise it within clips."""
 
-    def blocks() -> Any:  # the rows (``rows``, or all), _CHUNK at a time, as the statistics see them
-        for a in range(0, n, _CHUNK):
-            at = slice(a, a + _CHUNK) if rows is None else rows[a:a + _CHUNK]
+    def blocks() -> Any:  # the rows (``rows``, or all), a block at a time, as the statistics see them
+        b = block_rows(x.shape[1])
+        for a in range(0, n, b):
+            at = slice(a, a + b) if rows is None else rows[a:a + b]
             yield x[at] if style is None else style.apply(x[at], at)
 
     n = len(x) if rows is None else len(rows)
