@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from handclust.config import ConfigError, RunConfig
 from handclust.core.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
 from handclust.io import layout
 from handclust.io.run_record import update_run
-from handclust.io.run_tables import ok_segments
+from handclust.io.run_tables import SegmentDescriptors, ok_segments
 from handclust.io.storage import OutputStore
 from handclust.modalities import registry as modalities
 from handclust.progress import Progress
@@ -125,7 +126,7 @@ def clustering_place(cfg: RunConfig) -> str:
     return "ray_task" if cfg.runner == "ray" and cfg.cluster.backend == "gpu" else "driver"
 
 
-def _group_and_map(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+def _group_and_map(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations: npt.NDArray[np.floating], cfg: RunConfig, measured: dict[str, npt.NDArray[np.bool_]],
                    threads: int | None, given: SubModels | None = None,
                    ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
@@ -224,12 +225,15 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
 
     store = OutputStore(out)
     t0 = time.perf_counter()
-    segments = ok_segments(store, clips_tbl)
+    # Every column but the fused descriptors; those are read one modality at a time as fusion takes
+    # them (SegmentDescriptors), so the host holds one modality's descriptors, not all of them.
+    fused_columns = {m: modalities.get(m).column for m in modalities.fusion_modalities(cfg)}
+    segments = ok_segments(store, clips_tbl, columns=[c for c in schema.SEGMENTS.names if c not in set(fused_columns.values())])
     read_s = time.perf_counter() - t0
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    vectors, measured = modalities.fusion_inputs(segments, modalities.fusion_modalities(cfg))
+    vectors = SegmentDescriptors(store, segments, fused_columns)
+    measured = schema.measured_masks(segments, list(fused_columns))
     grouping, xy, map_backend, took, _ = _group_and_map(vectors, clip_ids, schema.durations(segments), cfg, measured, threads, given)
-    del vectors
     took["read_segments"] = read_s
     fusion, clustering = grouping.fusion, grouping.clustering
     t0 = time.perf_counter()
@@ -256,7 +260,9 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         t0 = time.perf_counter()
         # The run's own sub-models: cluster.backend=gpu runs here, on the GPU, not on a CPU head.
         models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
-        table, info, sample = ablation_clusterings(segments, cfg, models)
+        table, info, sample = ablation_clusterings(segments, cfg, models,
+                                                   sample_rows=lambda rows: with_descriptors(store, clips_tbl, segments, rows,
+                                                                                             list(fused_columns.values())))
         store.write_table(layout.MODEL_ABLATIONS, table)
         ablations = {"variants": info, "sample": sample}
         took["ablations"] = time.perf_counter() - t0
@@ -280,6 +286,20 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
     }
     store.write_json(layout.CLUSTERING_CHECKPOINT, ck)
     return ck
+
+
+def with_descriptors(store: OutputStore, clips_tbl: pa.Table, segments: pa.Table, rows: npt.NDArray[np.int64],
+                     columns: list[str]) -> pa.Table:
+    """``segments``' rows ``rows`` (whole clips, ascending: the ablation sample) with the descriptor
+    ``columns`` that the clustering step read without, read for those clips only."""
+    sub = segments.take(pa.array(rows, pa.int64()))
+    picked = clips_tbl.filter(pc.is_in(clips_tbl.column("clip_id"), value_set=sub.column("clip_id").unique()))
+    desc = ok_segments(store, picked, columns=columns)
+    if not (desc.column("clip_id").equals(sub.column("clip_id")) and desc.column("seg_idx").equals(sub.column("seg_idx"))):
+        raise RuntimeError(f"{store.uri_of('segments')} changed while the clustering step read it; run again")
+    for c in columns:
+        sub = sub.append_column(c, desc.column(c))
+    return sub
 
 
 def write_neighbours(store: OutputStore, seg_ids: list[str], clustering: Clustering) -> None:

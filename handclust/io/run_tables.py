@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,6 +29,82 @@ def ok_segments(store: OutputStore, clips_tbl: pa.Table, columns: list[str] | No
     seg = store.read_dataset("segments", schema.SEGMENTS, columns=columns, clip_ids=ids.to_pylist())
     rank = pc.index_in(seg.column("clip_id"), value_set=pa.array(clip_order(clips_tbl), pa.string()))
     return seg.append_column("_rank", rank).sort_by([("_rank", "ascending"), ("seg_idx", "ascending")]).drop_columns(["_rank"])
+
+
+class SegmentDescriptors(Mapping[str, npt.NDArray[np.float32]]):
+    """The descriptor columns of ``segments`` (a table :func:`ok_segments` read without them), one
+    at a time: ``descriptors[name]`` reads modality ``name``'s column (``columns[name]``) from the
+    run's Parquet files when it is asked for and returns it ``(n_segments, dim)`` float32 in
+    ``segments``' row order, non-finite values set as fusion reads them (``np.nan_to_num``).
+
+    Nothing is cached and no other column is read with it: fusion, which takes the modalities one
+    after the other and keeps only each one's reduced block, then holds one modality's
+    descriptors at a time instead of every modality's (at the GPU job's widths, 1,024 of 1,885
+    dims; issue 22, point 6). The column is streamed in record batches straight into the array,
+    each row placed by its (clip, ``seg_idx``), so neither a whole-column Arrow table nor the order
+    in which the batches arrive matters.
+    """
+
+    def __init__(self, store: OutputStore, segments: pa.Table, columns: Mapping[str, str]) -> None:
+        self._store, self._columns = store, dict(columns)
+        clips = segments.column("clip_id").unique()
+        self._clips = pa.array(clips.to_pylist(), pa.string())
+        codes = np.asarray(pc.index_in(segments.column("clip_id"), value_set=self._clips), np.int64)
+        seg_idx = np.asarray(segments.column("seg_idx"), np.int64)
+        self._stride = int(seg_idx.max()) + 1 if len(seg_idx) else 1
+        keys = codes * self._stride + seg_idx  # (n,) one integer per segment: (clip, seg_idx)
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+        if len(keys) > 1 and not (np.diff(self._sorted) > 0).all():
+            at = int(self._order[np.flatnonzero(np.diff(self._sorted) == 0)[0]])
+            raise ValueError(f"{store.uri_of('segments')} holds segment {seg_idx[at]} of clip {segments.column('clip_id')[at]} "
+                             "twice: remove the older file of that clip and run again")
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.float32]:
+        column, n = self._columns[name], len(self._sorted)
+        where = f"{self._store.uri_of('segments')} ({column})"
+        out: npt.NDArray[np.float32] | None = None
+        filled = np.zeros(n, bool)
+        for batch in self._store.scan_dataset("segments", schema.SEGMENTS, ["clip_id", "seg_idx", column],
+                                              clip_ids=self._clips.to_pylist()):
+            if batch.num_rows == 0:
+                continue
+            codes = np.asarray(pc.index_in(batch.column("clip_id"), value_set=self._clips).fill_null(-1), np.int64)
+            keys = codes * self._stride + np.asarray(batch.column("seg_idx"), np.int64)
+            at = np.minimum(np.searchsorted(self._sorted, keys), max(n - 1, 0))
+            if (codes < 0).any() or not np.array_equal(self._sorted[at], keys):
+                raise ValueError(f"{where} holds segments that the run's table does not: the folder changed "
+                                 "while it was read; run again")
+            rows = self._order[at]
+            if filled[rows].any():
+                raise ValueError(f"{where} holds a segment twice: remove the older file of that clip and run again")
+            filled[rows] = True
+            col = batch.column(column)
+            if col.null_count:
+                raise ValueError(f"{where}: {col.null_count} segments have no descriptor (written by an older version "
+                                 "without it?): describe those clips again (delete their status/ records) and rerun")
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            if out is None:
+                dim = len(flat) // batch.num_rows
+                out = np.empty((n, dim), np.float32)
+            if len(flat) != batch.num_rows * out.shape[1]:
+                raise ValueError(f"{where}: descriptors of different lengths in one run (expected {out.shape[1]} values "
+                                 "each): the clips were described with different feature configs; rerun them with one")
+            out[rows] = flat.reshape(batch.num_rows, out.shape[1])
+        if not filled.all():
+            raise ValueError(f"{where} lacks {int((~filled).sum())} of the run's segments: the folder changed while it "
+                             "was read; run again")
+        if out is None:
+            return np.zeros((0, 0), np.float32)
+        for a in range(0, n, 1 << 16):  # in place, a block at a time: no second (n, dim) array
+            np.nan_to_num(out[a:a + (1 << 16)], copy=False)
+        return out
 
 
 def clip_order(clips_tbl: pa.Table) -> list[str]:

@@ -155,6 +155,25 @@ class OutputStore:
         again after compaction, or compaction was interrupted) its own file wins. ``clip_ids``:
         only the rows of these clips (per-clip files of other clips are not opened).
         """
+        cols = list(columns) if columns is not None else list(schema.names)
+        scans = self._dataset_scans(rel_dir, schema, clip_ids)
+        if not scans:
+            return schema.empty_table().select(cols)
+        tables = [dset.to_table(columns=cols, filter=filt) for dset, filt in scans]
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def scan_dataset(self, rel_dir: str, schema: pa.Schema, columns: list[str], clip_ids: list[str] | None = None,
+                     batch_rows: int = 16_384) -> Iterator[pa.RecordBatch]:
+        """The rows :meth:`read_dataset` returns (the same parts, the same winner where a clip has a
+        file and rows in a part), as record batches of at most ``batch_rows`` rows, read ahead
+        only a little: a wide column is streamed into its destination instead of being held whole
+        as a table first. Batch order is not promised; key rows by their columns."""
+        for dset, filt in self._dataset_scans(rel_dir, schema, clip_ids):
+            yield from dset.to_batches(columns=columns, filter=filt, batch_size=batch_rows, batch_readahead=2,
+                                       fragment_readahead=2)
+
+    def _dataset_scans(self, rel_dir: str, schema: pa.Schema, clip_ids: list[str] | None) -> list[tuple[Any, Any]]:
+        """``[(pyarrow dataset, filter)]`` whose rows together are the folder's rows (see :meth:`read_dataset`)."""
         names = self.list(rel_dir, ".parquet")
         singles = {n[: -len(".parquet")] for n in names if not n.startswith(PART_PREFIX)}
         if clip_ids is not None:
@@ -163,13 +182,14 @@ class OutputStore:
             # Parts the index says hold none of these clips are not opened (a part missing from the index is).
             names = [n for n in names if (n[: -len(".parquet")] in want if not n.startswith(PART_PREFIX)
                                           else n not in index or not want.isdisjoint(index[n]))]
-        cols = list(columns) if columns is not None else list(schema.names)
         if not names:
-            return schema.empty_table().select(cols)
+            return []
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
-        dset = ds.dataset([self.path(f"{rel_dir}/{n}") for n in names], schema=schema, format="parquet", filesystem=self.fs)
+        def dataset(files: list[str]) -> Any:
+            return ds.dataset([self.path(f"{rel_dir}/{n}") for n in files], schema=schema, format="parquet", filesystem=self.fs)
+
         parts = [n for n in names if n.startswith(PART_PREFIX)]
         filt = None
         if clip_ids is not None:
@@ -177,13 +197,9 @@ class OutputStore:
         if parts and singles:
             # Rows of a compacted part whose clip also has its own (newer) file are stale.
             stale = ~pc.field("clip_id").isin(pa.array(sorted(singles), pa.string()))
-            in_part = ds.dataset([self.path(f"{rel_dir}/{n}") for n in parts], schema=schema, format="parquet",
-                                 filesystem=self.fs).to_table(columns=cols, filter=stale if filt is None else stale & filt)
             rest = [n for n in names if not n.startswith(PART_PREFIX)]
-            own = (ds.dataset([self.path(f"{rel_dir}/{n}") for n in rest], schema=schema, format="parquet", filesystem=self.fs)
-                   .to_table(columns=cols, filter=filt)) if rest else schema.empty_table().select(cols)
-            return pa.concat_tables([in_part, own])
-        return dset.to_table(columns=cols, filter=filt)
+            return [(dataset(parts), stale if filt is None else stale & filt)] + ([(dataset(rest), filt)] if rest else [])
+        return [(dataset(names), filt)]
 
 
 PART_PREFIX = "part-"  # compacted parts of a per-clip table (frames/, segments/); never a clip id (16 hex digits)

@@ -10,6 +10,7 @@ fact, e.g. with another phase pattern. Results go to ``eval.json`` and ``ablatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +141,21 @@ def ablation_sample(clip_ids: npt.NDArray[np.object_], max_segments: int, seed: 
 
 
 def ablation_clusterings(segments: pa.Table, cfg: RunConfig, models: Any = None,
+                         sample_rows: Callable[[npt.NDArray[np.int64]], pa.Table] | None = None,
                          ) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """Re-cluster the ablation variants (:func:`ablation_variants`) on :func:`ablation_sample` of
     ``segments``, with ``models`` (the run's own sub-models: the clustering task passes them, so a
     GPU backend runs where the GPU is). Returns ``ablations.parquet`` rows of the variants other
     than the run's own (:data:`ABLATIONS`, sampled rows in row order), per variant its name,
-    modalities and weights (or ``not_computed``), and the sample description."""
+    modalities and weights (or ``not_computed``), and the sample description. ``sample_rows``:
+    the sampled rows' table, every column (the clustering step read ``segments`` without the
+    fused descriptors, and reads them for the sample's clips only); default ``segments``' rows."""
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     rows, sample = ablation_sample(clip_ids, cfg.evaluation.ablation_max_segments, cfg.cluster.seed)
-    sub = segments.take(pa.array(rows, pa.int64())) if sample["sampled"] else segments
+    if sample_rows is not None:
+        sub = sample_rows(rows)
+    else:
+        sub = segments.take(pa.array(rows, pa.int64())) if sample["sampled"] else segments
     sub_ids = clip_ids[rows]
     present = modalities.present(sub)
     fused_mods = [m for m in modalities.fusion_modalities(cfg) if m in present]

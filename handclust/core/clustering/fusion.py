@@ -3,6 +3,7 @@ dominates), reduce, L2-normalise, and weight by the modality's confidence on thi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,13 +63,82 @@ def clip_groups(clip_ids: npt.NDArray[np.object_]) -> list[npt.NDArray[np.int64]
     return [by_clip[g] for g in np.argsort(first)]
 
 
-def _sum_by_clip(x: npt.NDArray[np.floating], inv: npt.NDArray[np.int64], n_clips: int) -> npt.NDArray[np.float64]:
-    """``(n_clips, d)`` column sums of ``x`` ``(n, d)`` per clip code, accumulated in float64 one
-    column at a time (``np.bincount``: one pass, no ``(n, d)`` float64 copy)."""
-    out = np.zeros((n_clips, x.shape[1]), np.float64)
-    for j in range(x.shape[1]):
-        out[:, j] = np.bincount(inv, weights=x[:, j], minlength=n_clips)
-    return out
+def finite32(x: npt.ArrayLike) -> F32:
+    """``x`` ``(n, d)`` as float32 with NaN set to 0 and infinities to the largest finite values
+    (``np.nan_to_num``). Copied only when ``x`` is not float32 or holds a non-finite value: a wide
+    modality's descriptors are not duplicated to find that they were already clean (checked in
+    row blocks, so the check itself holds no ``(n, d)`` mask). The result may be ``x`` itself:
+    never written to."""
+    x = np.asarray(x, np.float32)
+    b = block_rows(x.shape[1] if x.ndim == 2 else 1)
+    if all(np.isfinite(x[a:a + b]).all() for a in range(0, len(x), b)):
+        return x
+    return np.nan_to_num(x)
+
+
+@dataclass
+class ClipStyle:
+    """Each clip's style in one modality (:func:`clip_style`): what :func:`normalise_within_clips`
+    removes, kept apart from the rows so that the normalised rows can be made a block at a time
+    (a wide modality is never held twice, raw and normalised)."""
+
+    codes: npt.NDArray[np.int64]  # (n,) clip code of each row
+    mean: npt.NDArray[np.float32]  # (n_clips, d) each clip's mean, shrunk towards the corpus' (float64 sums)
+    factor: npt.NDArray[np.float32]  # (n_clips,) corpus spread / the clip's spread
+    centre: npt.NDArray[np.float32]  # (d,) the corpus mean, added back
+
+    def apply(self, x: F32, rows: slice | npt.NDArray[np.int64]) -> F32:
+        """The rows ``rows`` of the modality, ``x`` ``(m, d)`` (those rows' raw values), with their
+        clip's style removed: ``(m, d)`` float32."""
+        inv = self.codes[rows]
+        return (x - self.mean[inv]) * self.factor[inv][:, None] + self.centre
+
+
+def clip_style(x: F32, clip_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.bool_] | None = None,
+               prior: float = 2.0) -> ClipStyle:
+    """Each clip's mean and overall spread of ``x`` ``(n, d)`` (float32, finite), shrunk towards the
+    corpus' by ``prior`` pseudo-segments; ``rows`` (default all) are the rows whose statistics
+    count. Per-clip sums are grouped by integer clip code (:func:`clip_codes`) in one pass over the
+    rows, not one pass per clip (200k rows x 2000 clips: 11 s before, well under 1 s now), and
+    every ``(n, d)`` intermediate is made a block of rows at a time: the only arrays of ``n`` rows
+    are ``(n,)`` vectors, and float64 is kept to the ``(d,)`` / ``(n_clips, d)`` accumulators."""
+    rows = np.ones(len(x), bool) if rows is None else np.asarray(rows, bool)
+    every = bool(rows.all())
+    obs = None if every else np.flatnonzero(rows)
+    n_obs = len(x) if obs is None else len(obs)
+    b = block_rows(x.shape[1])
+
+    def observed_blocks() -> Any:  # the observed rows, a block at a time
+        for a in range(0, n_obs, b):
+            yield x[a:a + b] if obs is None else x[obs[a:a + b]]
+
+    g_mean = np.zeros(x.shape[1], np.float64)
+    for xb in observed_blocks():
+        g_mean += xb.sum(axis=0, dtype=np.float64)
+    g_mean /= max(n_obs, 1)
+    g32 = g_mean.astype(np.float32)
+    dev2 = np.zeros(n_obs, np.float64)  # each observed row's squared distance to the corpus mean
+    for a, xb in zip(range(0, n_obs, b), observed_blocks(), strict=True):
+        dev = xb - g32
+        dev2[a:a + b] = np.einsum("ij,ij->i", dev, dev, dtype=np.float64)
+    g_sd = (float(np.sqrt(dev2.mean())) if n_obs else 0.0) or 1.0
+    del dev2
+    inv, n_clips = clip_codes(clip_ids)
+    m = np.bincount(inv, weights=rows.astype(np.float64), minlength=n_clips)  # (n_clips,) observed rows per clip
+    sums = np.zeros((n_clips, x.shape[1]), np.float64)
+    for j in range(x.shape[1]):  # one column at a time: no (n, d) float64 copy; unobserved rows count for nothing
+        sums[:, j] = np.bincount(inv, weights=x[:, j] if every else x[:, j] * rows, minlength=n_clips)
+    mean = ((sums + prior * g_mean) / (m + prior)[:, None]).astype(np.float32)  # subtracted in float32, as before
+    del sums
+    # Two passes (mean, then squared residuals): one-pass sums of squares cancel in float32.
+    r2 = np.empty(len(x), np.float64)
+    for a in range(0, len(x), b):
+        resid = (x[a:a + b] - mean[inv[a:a + b]]) * rows[a:a + b, None]
+        r2[a:a + b] = np.einsum("ij,ij->i", resid, resid, dtype=np.float64)
+    sq = np.bincount(inv, weights=r2, minlength=n_clips)
+    var = (sq + prior * g_sd**2) / (m + prior)
+    factor = (g_sd / np.maximum(np.sqrt(var), 1e-9)).astype(np.float32)
+    return ClipStyle(inv, mean, factor, g32)
 
 
 def normalise_within_clips(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_],
@@ -78,30 +148,17 @@ def normalise_within_clips(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np
     Clip statistics are shrunk towards the corpus' by ``prior`` pseudo-segments, so a clip of one
     or two segments is not flattened to zero. ``rows`` (default all) are the rows whose statistics
     count (a sparse modality's observed rows); every row is transformed. ``x`` ``(n, d)``; returns
-    ``(n, d)`` float32. Per-clip sums are grouped by integer clip code (:func:`clip_codes`) in one
-    pass over the rows, not one pass per clip (200k rows x 2000 clips: 11 s before, well under 1 s now).
+    ``(n, d)`` float32 (:func:`clip_style`, then applied a block of rows at a time).
     """
-    x = np.nan_to_num(np.asarray(x, np.float32))
-    rows = np.ones(len(x), bool) if rows is None else np.asarray(rows, bool)
-    if not rows.any():
-        return x
-    xo = x[rows]
-    g_mean = xo.mean(axis=0, dtype=np.float64)
-    dev = xo - g_mean.astype(np.float32)
-    g_sd = float(np.sqrt(np.einsum("ij,ij->i", dev, dev, dtype=np.float64).mean())) or 1.0
-    del xo, dev
-    inv, n_clips = clip_codes(clip_ids)
-    w = rows.astype(np.float64)
-    m = np.bincount(inv, weights=w, minlength=n_clips)  # (n_clips,) observed rows per clip
-    xw = x * rows[:, None]  # unobserved rows count for nothing in the clip's statistics
-    mean = (_sum_by_clip(xw, inv, n_clips) + prior * g_mean) / (m + prior)[:, None]
-    # Two passes (mean, then squared residuals) as before: one-pass sums of squares cancel in float32.
-    resid = (x - mean[inv].astype(np.float32)) * rows[:, None]
-    sq = np.bincount(inv, weights=np.einsum("ij,ij->i", resid, resid, dtype=np.float64), minlength=n_clips)
-    var = (sq + prior * g_sd**2) / (m + prior)
-    factor = (g_sd / np.maximum(np.sqrt(var), 1e-9)).astype(np.float32)
-    out = (x - mean[inv].astype(np.float32)) * factor[inv][:, None] + g_mean.astype(np.float32)
-    return out.astype(np.float32, copy=False)
+    x = finite32(x)
+    if rows is not None and not np.asarray(rows, bool).any():
+        return x.copy()
+    style = clip_style(x, clip_ids, rows, prior)
+    out = np.empty(x.shape, np.float32)
+    b = block_rows(x.shape[1])
+    for a in range(0, len(x), b):
+        out[a:a + b] = style.apply(x[a:a + b], slice(a, a + b))
+    return out
 
 
 @dataclass
@@ -119,22 +176,27 @@ class ModalityTransform:
         return observed_rows(x, self.observed_index)
 
     def __call__(self, x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_] | None = None,
-                 measured: npt.NDArray[np.bool_] | None = None) -> F32:
-        """``x`` ``(n, d)`` -> ``(n, r)`` float32, L2-normalised, zero where the modality was not observed."""
-        x = np.nan_to_num(np.asarray(x, np.float32))
+                 measured: npt.NDArray[np.bool_] | None = None, style: ClipStyle | None = None) -> F32:
+        """``x`` ``(n, d)`` -> ``(n, r)`` float32, L2-normalised, zero where the modality was not observed.
+        ``style``: :func:`clip_style` of ``x`` on the observed rows, when the caller has it already."""
+        x = finite32(x)
         if x.shape[1] != len(self.mean):
             raise ValueError(f"descriptor has {x.shape[1]} dims, the fitted model {len(self.mean)}: "
                              "the new footage was described with another feature config")
         seen = self.observed(x) & (True if measured is None else measured)
-        if self.clip_normalised:
-            if clip_ids is None:
-                raise ValueError("this modality is normalised within clips: pass the segments' clip ids")
-            x = normalise_within_clips(x, clip_ids, seen)
+        if not self.clip_normalised:
+            style = None
+        elif clip_ids is None:
+            raise ValueError("this modality is normalised within clips: pass the segments' clip ids")
+        elif style is None and seen.any():
+            style = clip_style(x, clip_ids, seen)
         mean, scale = self.mean.astype(np.float32), self.scale.astype(np.float32)
         proj = self.components.T.astype(np.float32)  # (d, r)
         out = np.empty((len(x), proj.shape[1]), np.float32)
-        for a in range(0, len(x), _CHUNK):  # no (n, d) temporary: rows in blocks
-            out[a:a + _CHUNK] = ((x[a:a + _CHUNK] - mean) / scale) @ proj
+        b = block_rows(x.shape[1])
+        for a in range(0, len(x), b):  # no (n, d) temporary, raw or normalised within clips: rows in blocks
+            xb = x[a:a + b] if style is None else style.apply(x[a:a + b], slice(a, a + b))
+            out[a:a + b] = ((xb - mean) / scale) @ proj
         out = l2_normalise(out)
         # A segment that saw no hand and no body (or could not measure this modality, e.g. rhythm of
         # a 0.5 fps source) has no position in this space: a zero block leaves its distances to the
@@ -144,19 +206,36 @@ class ModalityTransform:
 
 
 _CHUNK = 1 << 16  # rows per block where a modality's rows are transformed or summarised in pieces
+_BLOCK_VALUES = 1 << 23  # ... and at most this many values per block (32 MiB of float32) for a wide modality
 
 
-def column_stats(x: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Column mean and standard deviation ``(d,)`` of ``x`` ``(n, d)``, accumulated in float64 over
-    blocks of rows (two passes), so a float32 ``x`` is never copied whole to float64."""
-    n = len(x)
+def block_rows(d: int) -> int:
+    """Rows per block of a modality of ``d`` dims: :data:`_CHUNK`, fewer for a wide one, so that a
+    block's float64 temporaries stay ~64 MiB (1,024 dims: 8,192 rows) instead of 512 MiB."""
+    return int(min(_CHUNK, max(1024, _BLOCK_VALUES // max(d, 1))))
+
+
+def column_stats(x: npt.NDArray[np.floating], rows: npt.NDArray[np.int64] | None = None,
+                 style: ClipStyle | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Column mean and standard deviation ``(d,)`` of ``x`` ``(n, d)`` (of its rows ``rows`` only,
+    and with each clip's ``style`` removed, when given), accumulated in float64 over blocks of rows
+    (two passes), so a float32 ``x`` is never copied whole: not to float64, not to pick rows, not
+    to normalise it within clips."""
+
+    def blocks() -> Any:  # the rows (``rows``, or all), a block at a time, as the statistics see them
+        b = block_rows(x.shape[1])
+        for a in range(0, n, b):
+            at = slice(a, a + b) if rows is None else rows[a:a + b]
+            yield x[at] if style is None else style.apply(x[at], at)
+
+    n = len(x) if rows is None else len(rows)
     total = np.zeros(x.shape[1], np.float64)
-    for a in range(0, n, _CHUNK):
-        total += x[a:a + _CHUNK].sum(axis=0, dtype=np.float64)
+    for xb in blocks():
+        total += xb.sum(axis=0, dtype=np.float64)
     mean = total / max(n, 1)
     sq = np.zeros(x.shape[1], np.float64)
-    for a in range(0, n, _CHUNK):
-        d = x[a:a + _CHUNK] - mean
+    for xb in blocks():
+        d = xb - mean
         sq += (d * d).sum(axis=0)
     return mean, np.sqrt(sq / max(n, 1))
 
@@ -202,7 +281,7 @@ class Fusion:
 
 def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -1,
                  rows: npt.NDArray[np.bool_] | None = None, clip_normalised: bool = False,
-                 scaling: str = "columns") -> ModalityTransform:
+                 scaling: str = "columns", style: ClipStyle | None = None) -> ModalityTransform:
     """Column mean/scale and the top ``dims`` principal directions of the scaled columns.
 
     ``scaling``: ``columns`` divides each column by its own spread (hand-made descriptors, columns
@@ -215,13 +294,15 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
     after column scaling and 0.58-0.69 after whole scaling (0.51-0.69 on the raw features).
 
     For a sparse modality (``observed_index`` >= 0, or ``rows`` given) they are fitted on the rows
-    that observed it. ``x`` is already normalised within clips when ``clip_normalised``.
+    that observed it. When ``clip_normalised``, ``x`` is already normalised within clips, or it is
+    raw and ``style`` (:func:`clip_style` of it) is given: rows are then normalised a block at a
+    time as the statistics and the PCA sample read them (the same numbers, no second ``(n, d)`` array).
     """
-    x = np.nan_to_num(np.asarray(x, np.float32))
+    x = finite32(x)
     seen = observed_rows(x, observed_index) if rows is None else rows
-    if seen.any() and not seen.all():
-        x = x[seen]
-    mean, sd = column_stats(x)
+    picked = np.flatnonzero(seen) if seen.any() and not seen.all() else None  # rows fitted on (None: all)
+    n_fit = len(x) if picked is None else len(picked)
+    mean, sd = column_stats(x, picked, style)
     if scaling == "whole":
         total = float(np.sqrt((sd**2).sum()))
         scale = np.full_like(sd, total if total > 1e-9 else 1.0)
@@ -230,7 +311,7 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
     else:
         raise ValueError(f"scaling must be 'columns' or 'whole', got {scaling!r}")
     d = x.shape[1]
-    if d <= dims and len(x) < 2 * d:  # too few rows to rotate a short modality onto its axes: the columns as they are
+    if d <= dims and n_fit < 2 * d:  # too few rows to rotate a short modality onto its axes: the columns as they are
         comps = np.eye(d)
     else:
         # The principal directions of a sample of at most 50k rows: only the sample is scaled, in float64.
@@ -240,9 +321,18 @@ def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -
         # columns' correlation. Kept as they were, the 8 correlated columns of the rhythm descriptor
         # scored 0.3-0.6 against that null on sample footage, above the scene, while alone they gave
         # the lowest ARI of the four modalities (docs/results.md).
-        sample = x if len(x) <= 50_000 else x[np.random.default_rng(0).choice(len(x), 50_000, replace=False)]
-        z = (sample.astype(np.float64) - mean) / scale
-        _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        at = np.arange(n_fit) if n_fit <= 50_000 else np.random.default_rng(0).choice(n_fit, 50_000, replace=False)
+        if picked is not None:
+            at = picked[at]
+        sample = x[at] if style is None else style.apply(x[at], at)
+        # float64 on the sample only (at most 50k rows), centred in place: one float64 copy before the SVD's own.
+        z = sample.astype(np.float64)
+        del sample
+        z -= mean
+        z /= scale
+        z -= z.mean(axis=0)
+        _, _, vt = np.linalg.svd(z, full_matrices=False)
+        del z
         comps = vt[: min(dims, d)]
     return ModalityTransform(mean, scale, comps, observed_index, clip_normalised)
 
@@ -361,7 +451,7 @@ def clip_excess(x: F32, clip_ids: npt.NDArray[np.object_], pos: npt.NDArray[np.i
     return float(np.clip((share - chance) / max(1.0 - chance, 1e-9), 0.0, 1.0))
 
 
-def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig,
+def fuse(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig,
          measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> Fusion:
     """Late fusion: each modality normalised (within clips when its clips are islands), reduced,
     L2-normalised, then weighted by its confidence on this data.
@@ -387,6 +477,11 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
       scored on the rows that observed it, weighted by their share (coverage), and the other rows
       get a zero block. With ``weighting="equal"`` every observed modality weighs 1 (x coverage).
       Weights are normalised to sum to the number of modalities with a non-zero weight.
+
+    Memory: modalities are taken one at a time (``modalities[name]``), in float32, and each one's
+    full-width array is let go once its reduced block (``cluster.reduce_dims`` columns) is made; a
+    mapping that reads a column only when asked (:class:`handclust.io.run_tables.SegmentDescriptors`)
+    keeps a single modality's descriptors in memory, never all of them (issue 22, point 6).
     """
     rng = np.random.default_rng(cfg.seed)
     blocks: dict[str, F32] = {}
@@ -401,8 +496,8 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
     # Confidence is a statistic of neighbourhoods: a sample estimates it as well as all segments.
     probe = np.sort(rng.choice(n, cfg.max_fit_segments, replace=False)) if n > cfg.max_fit_segments else np.arange(n)
     raw: dict[str, tuple[float, int]] = {}
-    for name, x in modalities.items():
-        x = np.nan_to_num(np.asarray(x, np.float32))  # float32 throughout: (n, d) float64 copies were most of the peak
+    for name in list(modalities):
+        x = finite32(modalities[name])  # float32 throughout: (n, d) float64 copies were most of the peak
         observed = observed_rows(x, schema.OBSERVED_INDEX.get(name, -1))
         if name in measured:
             observed = observed & np.asarray(measured[name], bool)
@@ -423,10 +518,13 @@ def fuse(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[
         else:
             why = f"kept as is (clip excess {excess:.2f}" + (", cluster.clip_normalise=off)" if cfg.clip_normalise == "off" else ")")
         if normalise:
-            xn = normalise_within_clips(x, clip_ids, observed)
-            t = fit_modality(xn, cfg.reduce_dims, schema.OBSERVED_INDEX.get(name, -1), rows=observed, clip_normalised=True,
-                             scaling=scaling)
-            block = t(x, clip_ids, observed)
+            # Normalised a block of rows at a time from each clip's statistics: no normalised (n, d) copy.
+            style = clip_style(x, clip_ids, observed) if observed.any() else None
+            t = fit_modality(x, cfg.reduce_dims, schema.OBSERVED_INDEX.get(name, -1), rows=observed, clip_normalised=True,
+                             scaling=scaling, style=style)
+            block = t(x, clip_ids, observed, style=style)
+            del style
+        del x  # this modality's full-width descriptors: only its reduced block is kept
         if scaling == "whole":
             why += "; scaled as a whole, geometry kept (cluster.scaling)"
         transforms[name], blocks[name] = t, block

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -248,7 +249,7 @@ class Grouping:
     parent: dict[int, int] | None = None  # fine activity -> coarse cluster
 
 
-def group_segments(modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations_s: npt.NDArray[np.floating], cfg: ClusterConfig,
                    measured: dict[str, npt.NDArray[np.bool_]] | None = None,
                    extra_block: tuple[F32, float] | None = None, models: SubModels | Models | None = None) -> Grouping:
