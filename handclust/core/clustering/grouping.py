@@ -41,13 +41,14 @@ F32 = npt.NDArray[np.float32]
 # --------------------------------------------------------------------------- clustering
 
 
-def choose_min_cluster_size(n_segments: int) -> int:
-    """Smallest group worth calling an activity: grows as sqrt(n), at least 3.
+def choose_min_cluster_size(n_segments: int, scale: float = 0.5) -> int:
+    """Smallest group worth calling an activity: grows as ``scale`` x sqrt(n), at least 3
+    (``cluster.size_scale``).
 
     sqrt keeps an activity that fills ~1 % of a large corpus discoverable while a 60-segment
     demo still needs 4 segments to agree.
     """
-    return max(3, int(round(0.5 * math.sqrt(max(n_segments, 1)))))
+    return max(3, int(round(scale * math.sqrt(max(n_segments, 1)))))
 
 
 def hdbscan_fit(x: npt.NDArray[np.floating], min_cluster_size: int, min_samples: int,
@@ -196,7 +197,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
     auto = cfg.min_cluster_size is None
     sampled = n > cfg.max_fit_segments
     n_fit = cfg.max_fit_segments if sampled else n
-    base = cfg.min_cluster_size or choose_min_cluster_size(n_fit)
+    base = cfg.min_cluster_size or choose_min_cluster_size(n_fit, cfg.size_scale)
     fit = np.sort(np.random.default_rng(cfg.seed).choice(n, n_fit, replace=False)) if sampled else np.arange(n)
     x, pcs = hdbscan_input(fused[fit], cfg)
     if auto and cfg.stability and n_fit >= 8:
@@ -205,7 +206,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
         mcs = base
         ms = cfg.min_samples or max(2, mcs // 2)
         fit_labels, fit_probs, hb = hdbscan_fit(x, mcs, ms, models.clusterer)
-        why = f"min_cluster_size={mcs} " + ("(0.5 x sqrt(n), at least 3)" if auto else "(set in config)")
+        why = f"min_cluster_size={mcs} " + (f"({cfg.size_scale:g} x sqrt(n), at least 3)" if auto else "(set in config)")
         if auto and n_fit >= 8 and n_fit <= STABILITY_REPORT_MAX:
             why += "; " + stability_report(x, fit_labels, mcs, models.clusterer, cfg.min_samples)
     if sampled:
@@ -318,12 +319,12 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
 def second_pass(fused: F32, labels: npt.NDArray[np.int32], cfg: ClusterConfig, models: Models) -> str:
     """Sample-then-refine, for K above one fit's sample: each cluster the sample found is clustered
     again on its own members (up to ``cfg.max_fit_segments`` of them, the rest placed by kNN vote)
-    at the min_cluster_size of the whole corpus (0.5 x sqrt(n)), and split where HDBSCAN finds
+    at the min_cluster_size of the whole corpus (cluster.size_scale x sqrt(n)), and split where HDBSCAN finds
     more than one cluster in it: the largest part keeps the id. An activity of 0.05 % of a corpus
     has ~25 segments in a 50k sample, below that sample's min_cluster_size (112), so the first fit
     merges it into its nearest cluster or calls it noise; among that cluster's members it has all of
     its segments. In place on ``labels`` (a split part keeps its membership probability); returns what it did, in words."""
-    mcs = choose_min_cluster_size(len(labels))
+    mcs = choose_min_cluster_size(len(labels), cfg.size_scale)
     ms = cfg.min_samples or max(2, mcs // 2)
     rng = np.random.default_rng(cfg.seed + 1)
     nxt, added, split = int(labels.max()) + 1, 0, []
