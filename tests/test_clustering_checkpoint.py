@@ -69,6 +69,7 @@ def test_ablations_run_on_a_sample_of_whole_clips_with_the_runs_models(run_dir):
     assert res.summary["activities"] >= 2
 
 
+@pytest.mark.slow  # the activities step five times over (10 s): a pipeline step, not the inner loop
 def test_a_resubmitted_run_reuses_the_clustering_checkpoint(run_dir):
     store, clips_tbl = run_dir
     cfg = config("evaluation.ablations=false")
