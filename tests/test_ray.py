@@ -366,6 +366,34 @@ def test_ray_dying_mid_run_is_one_line_and_the_rerun_resumes(footage_dir: Path, 
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
 
 
+def test_ray_watch_ends_the_run_itself_when_the_main_thread_never_takes_the_interrupt(tmp_path: Path):
+    """Under load the driver's main thread can sit in Ray's own clean-up (a streaming dataset shutting
+    down against the dead raylet) and never take the watch's interrupt; Ray would then end the
+    process after 60 s with no word of ours. The watch gives the main thread a grace period, then
+    records the run's end itself (the runner's callback) and exits with status 1."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import signal, subprocess, time\n"
+        "from handclust.runtime.ray_runner import RayWatch\n"
+        "daemon = subprocess.Popen(['sleep', '60'])\n"
+        "watch = RayWatch(poll_s=0.05, on_stuck=lambda cause: print('ended by the watch:', cause, flush=True), grace_s=1.0)\n"
+        "watch.daemons = [('gcs_server', daemon)]\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)  # the interrupt never lands in the main thread\n"
+        "daemon.kill()\n"
+        "time.sleep(60)\n"
+        "print('the main thread went on')\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert "ended by the watch: its gcs_server process" in r.stdout and "went on" not in r.stdout, r.stdout
+    assert time.time() - t0 < 50  # well before Ray's own 60 s
+
+
 def test_run_killed_part_way_keeps_each_committed_clip_and_the_rerun_resumes(ray_instance, tmp_path: Path,
                                                                              capsys: pytest.CaptureFixture[str]):
     """One stream, no waves: each clip is committed by its own task as soon as its rows are through,

@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -239,6 +239,9 @@ def write_clip(frames: Batch, record: str, describer: SegmentDescriber, out: str
     return job.commit(store, frames, segments)
 
 
+STUCK_GRACE_S = 15.0  # how long the main thread gets to take the interrupt before the watch ends the run
+
+
 class RayWatch:
     """Watches the GCS and raylet of the local Ray instance this process started.
 
@@ -248,7 +251,7 @@ class RayWatch:
     and end with one line.
     """
 
-    def __init__(self, poll_s: float = 0.2):
+    def __init__(self, poll_s: float = 0.2, on_stuck: Callable[[str], None] | None = None, grace_s: float = STUCK_GRACE_S):
         import threading
 
         from ray._private import worker
@@ -259,6 +262,8 @@ class RayWatch:
         self.died: str | None = None
         self._stop = threading.Event()
         self._poll_s = poll_s
+        self._on_stuck = on_stuck
+        self._grace_s = grace_s
         threading.Thread(target=self._watch, name="handclust-ray-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -269,6 +274,13 @@ class RayWatch:
                 if process.poll() is not None and not self._stop.is_set():
                     self.died = f"its {kind} process {process.pid} exited with code {process.returncode}"
                     _thread.interrupt_main()
+                    # The interrupt lands between bytecodes; a main thread blocked in Ray's own clean-up
+                    # (a streaming dataset shutting down against the dead raylet, seen under load) never
+                    # takes it, and Ray's core worker ends the process after 60 s with no word of ours.
+                    # Then this thread records the run's end itself and leaves.
+                    if not self._stop.wait(self._grace_s) and self._on_stuck is not None:
+                        self._on_stuck(self.died)
+                        os._exit(1)
                     return
 
     def stop(self) -> None:
@@ -373,26 +385,21 @@ class RayRunner:
             self.progress.say(f"ray: using {self.cluster}")
             # Ray's core worker ends this process (after 60 s, with no word of ours) when the GCS of its
             # instance dies: watch the daemons of an instance this run started and stop first.
-            watch = RayWatch() if executor.started and not executor.remote else None
+            watch = (RayWatch(on_stuck=lambda cause: self._end_stuck(clips, run_id, cause))
+                     if executor.started and not executor.remote else None)
             try:
                 self._run_waves(items, run_id)
             except (*RUN_ERRORS, OSError):
                 raise  # the run's own errors (clip_job): a bad config, a model, outputs not writable
             except (KeyboardInterrupt, Exception) as exc:
+                if watch is not None:
+                    watch.stop()  # the main thread took it: the watch's last resort must not run too
                 died = watch.died if watch is not None else None
                 if isinstance(exc, KeyboardInterrupt) and died is None:
                     raise  # the user's Ctrl-C: clips left running are simply processed again next time
                 # Ray itself failed (raylet or GCS died): not these clips' fault.
                 cause = died or f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-                message = (f"Ray failed mid-run ({cause}); the clips it was processing are recorded as interrupted, "
-                           "which does not count against them: rerun the same command to resume")
-                now = Ledger.read(self.store, [c.clip_id for c in clips])
-                for clip in clips:
-                    st = dict(now.status(clip.clip_id))
-                    if st.get("status") == "running" and st.get("run_id") == run_id:
-                        st.update(status="interrupted", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
-                        self.store.write_json(status_rel(clip.clip_id), st)
-                raise RunnerError(message) from None
+                raise RunnerError(self._interrupt(clips, run_id, cause)) from None
             finally:
                 if watch is not None:
                     watch.stop()
@@ -403,6 +410,35 @@ class RayRunner:
         todo = {json.loads(it["clip"])["clip_id"] for it in items}
         now = Ledger.read(self.store, [c.clip_id for c in clips])  # one bulk read, not two requests per clip
         return [self._settle(clip, run_id, clip.clip_id in todo, now.status(clip.clip_id)) for clip in clips]
+
+    def _interrupt(self, clips: list[Clip], run_id: str, cause: str) -> str:
+        """Ray itself failed (raylet or GCS died): the clips this run was processing are recorded as
+        interrupted, which does not count against them. Returns the one-line message."""
+        message = (f"Ray failed mid-run ({cause}); the clips it was processing are recorded as interrupted, "
+                   "which does not count against them: rerun the same command to resume")
+        now = Ledger.read(self.store, [c.clip_id for c in clips])
+        for clip in clips:
+            st = dict(now.status(clip.clip_id))
+            if st.get("status") == "running" and st.get("run_id") == run_id:
+                st.update(status="interrupted", error=f"{clip.path}: {message}", n_frames=0, n_segments=0)
+                self.store.write_json(status_rel(clip.clip_id), st)
+        return message
+
+    def _end_stuck(self, clips: list[Clip], run_id: str, cause: str) -> None:
+        """The watch's last resort (the main thread is stuck in Ray's clean-up): what the CLI does with
+        a RunnerError (clips interrupted, run.json failed, one ``error:`` line), from the watch's thread."""
+        import sys
+
+        from handclust.io.run_record import update_run
+
+        message = self._interrupt(clips, run_id, cause)
+        try:
+            update_run(self.store, status="failed", error=f"RunnerError: {message}")
+            where = f" (recorded in {self.store.uri}/run.json)"
+        except OSError:
+            where = ""
+        sys.stderr.write(f"error: {message}{where}\n")
+        sys.stderr.flush()
 
     def _settle(self, clip: Clip, run_id: str, todo: bool, st: dict[str, Any] | None = None) -> dict[str, Any]:
         """The clip's final status after its wave (or the run) ended normally: a clip this run was to
