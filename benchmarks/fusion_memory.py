@@ -80,10 +80,32 @@ else:
 clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
 f = fuse(vectors, clip_ids, cfg.cluster, measured)
 took = time.perf_counter() - t0
-print(json.dumps({"segments": n, "clips": len(ids), "modalities": list(names), "dims": dims, "fused_dims": sum(dims.values()),
-                  "largest_modality_dims": max(dims.values()), "path": path, "fuse_s": round(took, 1),
-                  "rss_before_mib": round(start, 1), "peak_rss_mib": round(peak_mib(), 1),
-                  "weights": {m: round(s.weight, 4) for m, s in f.scores.items()}}))
+row = {"segments": n, "clips": len(ids), "modalities": list(names), "dims": dims, "fused_dims": sum(dims.values()),
+       "largest_modality_dims": max(dims.values()), "path": path, "fuse_s": round(took, 1),
+       "rss_before_mib": round(start, 1), "peak_rss_mib": round(peak_mib(), 1),
+       "weights": {m: round(s.weight, 4) for m, s in f.scores.items()}}
+if "--assign" in sys.argv:
+    # `handclust assign`'s fusion of new footage with the fitted model: this tree's way (descriptors one
+    # modality at a time), then every descriptor column at once (the way before), each from a reset peak.
+    del vectors, segments
+    assign = {}
+    for way in ("one modality at a time", "every column at once"):
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        a_start = peak_mib()
+        t0 = time.perf_counter()
+        if way == "one modality at a time":
+            segs = run_tables.ok_segments(store, clips_tbl, columns=[c for c in schema.SEGMENTS.names if c not in cols.values()])
+            vecs = run_tables.SegmentDescriptors(store, segs, cols)
+        else:
+            segs = run_tables.ok_segments(store, clips_tbl)
+            vecs, _ = modalities.fusion_inputs(segs, names)
+        fused = f.transform(vecs, clip_ids, schema.measured_masks(segs, names))
+        assign[way] = {"s": round(time.perf_counter() - t0, 1), "grew_mib": round(peak_mib() - a_start, 1)}
+        del segs, vecs, fused
+    row["assign_transform"] = assign
+print(json.dumps(row))
 import shutil
 shutil.rmtree(store.root, ignore_errors=True)
 """
@@ -94,6 +116,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000])
     ap.add_argument("--label", default="this tree", help="which code the rows measure (e.g. a commit)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--assign", action="store_true", help="also `handclust assign`'s fusion of the same segments with the "
+                    "fitted model, one modality at a time against every column at once (this tree only)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fusion_memory.json")
     args = ap.parse_args()
     import tempfile
@@ -107,7 +131,8 @@ def main() -> None:
         env = {**os.environ}
         # Run from the work dir: the code measured is the one on PYTHONPATH, not a checkout in the current directory.
         job_yaml = str(Path(__file__).resolve().parents[1] / "cluster_configs" / "job.yaml")
-        out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(max(2, n // 100)), workdir, job_yaml], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(max(2, n // 100)), workdir, job_yaml,
+                              *(["--assign"] if args.assign else [])], capture_output=True,
                              text=True, env=env, cwd=workdir)
         if out.returncode != 0:
             raise RuntimeError(f"size {n} failed:\n{out.stderr[-3000:]}")
@@ -118,7 +143,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
         print(f"{args.label}: {n} segments: peak {row['peak_rss_mib']:.0f} MiB (from {row['rss_before_mib']:.0f}), "
-              f"fuse {row['fuse_s']:.0f} s", flush=True)
+              f"fuse {row['fuse_s']:.0f} s" + (f"; assign {row['assign_transform']}" if args.assign else ""), flush=True)
 
 
 if __name__ == "__main__":

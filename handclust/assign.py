@@ -18,13 +18,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from handclust import schema
+from handclust.activities import driver_columns
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
 from handclust.core.clustering import Clustering, Fusion, vote_labels
+from handclust.core.clustering.fusion import DescriptorWidthError
 from handclust.errors import ModelError as ModelError  # defined with every error in handclust/errors.py
 from handclust.io import layout, run_lock
 from handclust.io.footage import find_clips
 from handclust.io.run_record import read_run, update_run
-from handclust.io.run_tables import ok_segments
+from handclust.io.run_tables import SegmentDescriptors, ok_segments
 from handclust.io.storage import OutputStore
 from handclust.modalities import registry as modalities
 from handclust.pipeline import process_footage, versions
@@ -125,7 +127,9 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         timings: dict[str, float] = {}
         t_run = time.perf_counter()
         clips_tbl, runner = process_footage(clips, cfg, store, prog, timings)
-        segments = ok_segments(store, clips_tbl)
+        # Every column but the descriptors; those are read one modality at a time as the fusion
+        # transform takes them, as in the clustering step (issue 22: new footage at scale).
+        segments = ok_segments(store, clips_tbl, columns=driver_columns(cfg))
 
         t0 = time.perf_counter()
         reference = model.read_table(layout.REFERENCE)
@@ -134,10 +138,11 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         n = segments.num_rows
         clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
         if n:
+            names = list(fusion.transforms)
+            vectors = SegmentDescriptors(store, segments, {m: modalities.get(m).column for m in names})
             try:
-                vectors, measured = modalities.fusion_inputs(segments, list(fusion.transforms))
-                fused = fusion.transform(vectors, clip_ids, measured)
-            except ValueError as exc:  # a learned encoder's width, known only once it ran
+                fused = fusion.transform(vectors, clip_ids, schema.measured_masks(segments, names))
+            except DescriptorWidthError as exc:  # a learned encoder's width, known only once it ran
                 raise ModelError(f"{model.uri_of(layout.FUSION)}: {exc}; assign with the handclust version and "
                                  "models that made the run, or rerun `handclust run`") from None
             index = _load_index(model)

@@ -80,6 +80,11 @@ class FeatureDirError(ValueError):
     """A feature folder that cannot be read; the message names the file and the fix."""
 
 
+# raised in handclust/core/clustering/fusion.py
+class DescriptorWidthError(ValueError):
+    """New segments' descriptors have another width than the fitted fusion model's."""
+
+
 # raised in handclust/assign.py
 class ModelError(FileNotFoundError):
     """The earlier run has no saved model to assign to."""

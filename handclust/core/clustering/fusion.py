@@ -13,6 +13,7 @@ import numpy.typing as npt
 from handclust import schema
 from handclust.config import ClusterConfig
 from handclust.core.clustering.neighbours import knn_graph, l2_normalise
+from handclust.errors import DescriptorWidthError as DescriptorWidthError  # defined with every error in handclust/errors.py
 
 F32 = npt.NDArray[np.float32]
 
@@ -181,7 +182,7 @@ class ModalityTransform:
         ``style``: :func:`clip_style` of ``x`` on the observed rows, when the caller has it already."""
         x = finite32(x)
         if x.shape[1] != len(self.mean):
-            raise ValueError(f"descriptor has {x.shape[1]} dims, the fitted model {len(self.mean)}: "
+            raise DescriptorWidthError(f"descriptor has {x.shape[1]} dims, the fitted model {len(self.mean)}: "
                              "the new footage was described with another feature config")
         seen = self.observed(x) & (True if measured is None else measured)
         if not self.clip_normalised:
@@ -247,9 +248,12 @@ class Fusion:
     transforms: dict[str, ModalityTransform] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # per modality: why this weight and normalisation
 
-    def transform(self, modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_] | None = None,
+    def transform(self, modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_] | None = None,
                   measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> F32:
-        """Fuse new segments' descriptors with the parameters fitted on this run's segments."""
+        """Fuse new segments' descriptors with the parameters fitted on this run's segments.
+        ``modalities`` is asked for one modality at a time and only its reduced block is kept, so a
+        mapping that reads a column when asked (:class:`handclust.io.run_tables.SegmentDescriptors`)
+        holds one modality's descriptors at a time."""
         missing = set(self.transforms) - set(modalities)
         if missing:
             raise ValueError(f"new segments lack modalities {sorted(missing)} that the fitted model uses")
