@@ -84,30 +84,56 @@ row = {"segments": n, "clips": len(ids), "modalities": list(names), "dims": dims
        "largest_modality_dims": max(dims.values()), "path": path, "fuse_s": round(took, 1),
        "rss_before_mib": round(start, 1), "peak_rss_mib": round(peak_mib(), 1),
        "weights": {m: round(s.weight, 4) for m, s in f.scores.items()}}
-if "--assign" in sys.argv:
-    # `handclust assign`'s fusion of new footage with the fitted model: this tree's way (descriptors one
-    # modality at a time), then every descriptor column at once (the way before), each from a reset peak.
-    del vectors, segments
-    assign = {}
-    for way in ("one modality at a time", "every column at once"):
-        gc.collect()
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        a_start = peak_mib()
-        t0 = time.perf_counter()
-        if way == "one modality at a time":
-            segs = run_tables.ok_segments(store, clips_tbl, columns=[c for c in schema.SEGMENTS.names if c not in cols.values()])
-            vecs = run_tables.SegmentDescriptors(store, segs, cols)
-        else:
-            segs = run_tables.ok_segments(store, clips_tbl)
-            vecs, _ = modalities.fusion_inputs(segs, names)
-        fused = f.transform(vecs, clip_ids, schema.measured_masks(segs, names))
-        assign[way] = {"s": round(time.perf_counter() - t0, 1), "grew_mib": round(peak_mib() - a_start, 1)}
-        del segs, vecs, fused
-    row["assign_transform"] = assign
+if "--assign" in sys.argv:  # keep the run and the fitted model for ASSIGN_CHILD, one fresh process per way
+    f.save(f"{store.root}/fusion.npz")
+    import pyarrow.parquet as pq
+    pq.write_table(clips_tbl, f"{store.root}/bench_clips.parquet")
+    row["store"] = str(store.root)
 print(json.dumps(row))
-import shutil
-shutil.rmtree(store.root, ignore_errors=True)
+if "--assign" not in sys.argv:
+    import shutil
+    shutil.rmtree(store.root, ignore_errors=True)
+"""
+
+# `handclust assign`'s fusion of new footage with a fitted model, in a fresh process per way: this
+# tree's (the descriptors one modality at a time) or every descriptor column at once (the way before).
+ASSIGN_CHILD = r"""
+import json, sys, time
+import numpy as np
+import pyarrow.parquet as pq
+root, way = sys.argv[1], sys.argv[2]
+from handclust import schema
+from handclust.core.clustering.fusion import Fusion
+from handclust.io import run_tables
+from handclust.io.storage import OutputStore
+from handclust.modalities import registry as modalities
+
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+store = OutputStore(root)
+f = Fusion.load(f"{root}/fusion.npz")
+clips_tbl = pq.read_table(f"{root}/bench_clips.parquet")
+names = list(f.transforms)
+cols = {m: modalities.get(m).column for m in names}
+import gc; gc.collect()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+start = peak_mib()
+t0 = time.perf_counter()
+if way == "one modality at a time":
+    segs = run_tables.ok_segments(store, clips_tbl, columns=[c for c in schema.SEGMENTS.names if c not in cols.values()])
+    vecs = run_tables.SegmentDescriptors(store, segs, cols)
+else:
+    segs = run_tables.ok_segments(store, clips_tbl)
+    vecs, _ = modalities.fusion_inputs(segs, names)
+clip_ids = np.asarray(segs.column("clip_id").to_pylist(), dtype=object)
+fused = f.transform(vecs, clip_ids, schema.measured_masks(segs, names))
+print(json.dumps({"s": round(time.perf_counter() - t0, 1), "rss_before_mib": round(start, 1),
+                  "grew_mib": round(peak_mib() - start, 1), "fused": list(fused.shape)}))
 """
 
 
@@ -137,6 +163,16 @@ def main() -> None:
         if out.returncode != 0:
             raise RuntimeError(f"size {n} failed:\n{out.stderr[-3000:]}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
+        if args.assign:
+            row["assign_transform"] = {}
+            for way in ("one modality at a time", "every column at once"):
+                a = subprocess.run([sys.executable, "-c", ASSIGN_CHILD, row["store"], way], capture_output=True, text=True,
+                                   env=env, cwd=workdir)
+                if a.returncode != 0:
+                    raise RuntimeError(f"assign at size {n} ({way}) failed:\n{a.stderr[-3000:]}")
+                row["assign_transform"][way] = json.loads(a.stdout.strip().splitlines()[-1])
+            import shutil
+            shutil.rmtree(row.pop("store"), ignore_errors=True)
         row.update(label=args.label, host=platform.node(), cpus=os.cpu_count(), when=time.strftime("%Y-%m-%d %H:%M"),
                    pythonpath=env.get("PYTHONPATH", ""), blas_threads=env.get("OPENBLAS_NUM_THREADS", "default"))
         result["runs"].append(row)
