@@ -100,6 +100,9 @@ class SegmentDescriptors(Mapping[str, npt.NDArray[np.float32]]):
         if not filled.all():
             raise ValueError(f"{where} lacks {int((~filled).sum())} of the run's segments: the folder changed while it "
                              "was read; run again")
+        # Arrow's allocator keeps the decoded pages it freed (mimalloc: 0.6 GB after reading 30k x 1,024
+        # float32, for a 0.12 GB result); numpy cannot use that memory, so hand it back now.
+        pa.default_memory_pool().release_unused()
         if out is None:
             return np.zeros((0, 0), np.float32)
         for a in range(0, n, 1 << 16):  # in place, a block at a time: no second (n, dim) array
