@@ -393,12 +393,65 @@ def gpu_rates(gpu: str, sources: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def clustering_seconds(segments: int, sources: dict[str, str]) -> float:
-    """Seconds of the joint clustering (fuse, HDBSCAN, kNN) of ``segments`` segments on one node.
+def _scale_runs(widths: str) -> list[dict[str, Any]]:
+    """``scale.json``'s measured rows at ``widths`` ([] without the file)."""
+    scale = RESULTS / "scale.json"
+    try:
+        runs = json.loads(scale.read_text()).get("runs", {}) if scale.is_file() else {}
+    except (OSError, ValueError):
+        return []
+    return list(runs.get(widths, [])) if isinstance(runs, dict) else []
 
-    Measured rows of ``benchmarks/results/clustering_*.json`` interpolated; beyond the largest,
-    scaled linearly from it (HDBSCAN fits a fixed-size sample there and the rest is a kNN vote).
-    """
+
+def _scale_where() -> str:
+    return f"{RESULTS.name}/scale.json" if RESULTS != PACKAGED_RATES else "handclust/rates/scale.json (packaged)"
+
+
+def after_clustering_seconds(segments: int, widths: str = "gpu") -> float | None:
+    """Seconds of the post-stream steps other than the clustering (ledger, compaction, 2-D map,
+    ablations, evaluation, timelines, report) for ``segments`` segments: ``scale.json``'s largest
+    row at ``widths``, scaled linearly (ablations run on a capped sample, so this overstates them).
+    None without ``scale.json``."""
+    rows = [r for r in _scale_runs(widths) if "segments" in r and "post_stream_s" in r
+            and ((r.get("steps") or {}).get("clustering") or {}).get("s")]
+    if not rows:
+        return None
+    top = max(int(r["segments"]) for r in rows)
+    rest = min(float(r["post_stream_s"]) - float(r["steps"]["clustering"]["s"]) for r in rows if int(r["segments"]) == top)
+    return max(rest, 0.0) * max(segments, 1) / top
+
+
+def clustering_seconds(segments: int, sources: dict[str, str], widths: str = "gpu") -> float:
+    """Seconds of the clustering step (read and fuse the descriptors, HDBSCAN, kNN, assignment,
+    temporal model) of ``segments`` segments on one node, at the descriptor ``widths`` of the run
+    (``gpu``: the GPU job config's learned encoders, 1,885 dims; ``default``: the CPU defaults).
+
+    From ``scale.json`` (``benchmarks/scale.py``: the post-stream path measured on a 2-core machine
+    with CPU backends): per size the fastest row of those widths (rows measured under load only run
+    slower), interpolated on log-log axes; beyond the largest size, grown as ``n ** e`` with ``e``
+    the growth between the two largest sizes and never below 1 (no economy of scale is assumed). A
+    2-core CPU figure is an upper bound for a GPU worker (16 vCPUs, cuML), which is not measured.
+    Without ``scale.json``: ``clustering_*.json`` (fuse + HDBSCAN of narrow descriptors only)."""
+    import numpy as np
+
+    best: dict[int, float] = {}
+    for r in _scale_runs(widths):
+        t = ((r.get("steps") or {}).get("clustering") or {}).get("s")
+        if "segments" in r and t:
+            best[int(r["segments"])] = min(float(t), best.get(int(r["segments"]), float("inf")))
+    if len(best) >= 2:
+        n = np.array(sorted(best), float)
+        t = np.array([best[int(k)] for k in n], float)
+        e = max(1.0, float(np.log(t[-1] / t[-2]) / np.log(n[-1] / n[-2])))
+        if segments <= n[-1]:
+            sec = float(np.exp(np.interp(np.log(max(segments, 1)), np.log(n), np.log(t))))
+            how = f"interpolated between {int(n[0]):,} and {int(n[-1]):,} segments"
+        else:
+            sec = float(t[-1] * (segments / n[-1]) ** e)
+            how = f"grown as n^{e:.2f} beyond {int(n[-1]):,} segments"
+        sources["clustering"] = (f"measured on a 2-core CPU with CPU backends at the {widths} widths: {_scale_where()}, {how}; "
+                                 "an upper bound for a GPU worker (more cores, cuML), which is not measured")
+        return sec
     rows: list[tuple[int, float]] = []
     name = ""
     for p in sorted(RESULTS.glob("clustering_*.json")) if RESULTS.is_dir() else []:
@@ -413,13 +466,12 @@ def clustering_seconds(segments: int, sources: dict[str, str]) -> float:
     if not rows:
         sources["clustering"] = f"assumed: {ASSUMED_CLUSTER_S_PER_SEGMENT * 1e3:g} ms per segment"
         return segments * ASSUMED_CLUSTER_S_PER_SEGMENT
-    import numpy as np
-
     n = np.array([r[0] for r in rows], float)
     t = np.array([r[1] for r in rows], float)
     sec = float(np.interp(segments, n, t)) if segments <= n[-1] else float(t[-1] * segments / n[-1])
     how = "interpolated" if segments <= n[-1] else f"scaled linearly beyond {int(n[-1])} segments"
-    sources["clustering"] = f"measured on CPU: {name} ({how}; cuML on the GPU worker is not slower)"
+    sources["clustering"] = (f"measured on CPU: {name} ({how}; fuse + HDBSCAN of narrow descriptors only, "
+                             "without scale.json's whole clustering step)")
     return sec
 
 
@@ -507,15 +559,26 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     if cpu_nodes:
         bottleneck = min(capacity, key=capacity.__getitem__)
     segments = int(round(hours * 3600 / mean_segment_s))
-    cluster_h = clustering_seconds(segments, sources) / 3600
+    # The learned encoders' descriptors (DINOv2 768-d, V-JEPA-2 1,024-d) make the clustering step's
+    # input ~13x wider than the CPU defaults'; scale.json measures both.
+    widths = "gpu" if {"dinov2", "vjepa2"} & set(encoders) else "default"
+    cluster_h = clustering_seconds(segments, sources, widths) / 3600
     stream_h = hours / cluster_rate
     oh = overheads
     waves = max(launch_waves(nodes, oh.upscaling_speed), launch_waves(cpu_nodes, oh.upscaling_speed)) if oh else 0
     setup_h = waves * (oh.boot_min + oh.pull_min) / 60 if oh else 0.0
     idle_h = oh.idle_min / 60 if oh else 0.0
-    post_h = (oh.post_fixed_min / 60 + oh.post_over_clustering * cluster_h) if oh else 0.0
+    after_s = after_clustering_seconds(segments, widths)
+    if oh and after_s is not None and oh.post_over_clustering == ASSUMED_POST_OVER_CLUSTERING:
+        post_h = oh.post_fixed_min / 60 + after_s / 3600
+    else:
+        post_h = (oh.post_fixed_min / 60 + oh.post_over_clustering * cluster_h) if oh else 0.0
     if oh:
         sources.update(oh.sources)
+        if after_s is not None and oh.post_over_clustering == ASSUMED_POST_OVER_CLUSTERING:
+            sources["post"] = (f"assumed: {oh.post_fixed_min:g} min (labelling, report, reel); measured: the other "
+                               f"post-stream steps (ablations, evaluation, timelines, map, report) from {_scale_where()}, "
+                               f"{widths} widths, scaled linearly from its largest row")
     per_node_setup_h = (oh.boot_min + oh.pull_min) / 60 if oh else 0.0
     # Each worker: its own boot and pull, the stream, its idle timeout; one GPU worker also runs the
     # clustering task and stays up for the post-processing's Ray tasks (the head takes no work).

@@ -62,7 +62,7 @@ def _encoders_json(gpu: str) -> dict:
 def results(tmp_path, monkeypatch):
     d = tmp_path / "results"
     d.mkdir()
-    for name in ("throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json"):
+    for name in ("throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json", "scale.json"):
         if (REPO_RESULTS / name).is_file():
             shutil.copy(REPO_RESULTS / name, d / name)
     monkeypatch.setattr(cost, "RESULTS", d)
@@ -211,7 +211,8 @@ def test_boot_pull_idle_and_post_processing_are_counted_and_called_assumed():
     bare = estimate(1000, "aws-g6.4xlarge", 8, ("dinov2", "vjepa2"), head=False)
     full = estimate(1000, "aws-g6.4xlarge", 8, ("dinov2", "vjepa2"), head=False, overheads=oh)
     setup_h = 2 * (oh.boot_min + oh.pull_min) / 60  # 8 workers: two launch waves
-    assert full.setup_hours == pytest.approx(setup_h) and full.post_hours > full.clustering_hours
+    assert full.setup_hours == pytest.approx(setup_h) and full.post_hours > oh.post_fixed_min / 60
+    assert "measured" in full.sources["post"] and "scale.json" in full.sources["post"]  # the steps after clustering
     assert full.wall_hours == pytest.approx(bare.wall_hours + setup_h + full.post_hours)
     per_node = (oh.boot_min + oh.pull_min + oh.idle_min) / 60
     assert full.node_hours == pytest.approx(bare.node_hours + 8 * per_node + full.post_hours)
@@ -297,9 +298,31 @@ def test_the_estimate_reads_the_packaged_rates_which_match_the_benchmarks():
     its JSON there too, or this fails)."""
     assert cost.RESULTS == cost.PACKAGED_RATES and cost.PACKAGED_RATES.parent == Path(cost.__file__).resolve().parent
     shipped = sorted(p.name for p in cost.PACKAGED_RATES.glob("*.json"))
-    assert {"throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json", "efficientnet_cpu.json"} <= set(shipped)
+    assert {"throughput_cpu.json", "clustering_cpu.json", "encoders_cpu.json", "efficientnet_cpu.json", "scale.json"} <= set(shipped)
     for name in shipped:
         assert (cost.PACKAGED_RATES / name).read_bytes() == (REPO_RESULTS / name).read_bytes(), (
             f"handclust/rates/{name} differs from benchmarks/results/{name}: copy the new measurement into the package")
     e = estimate(100, "aws-g6.xlarge", 1, ("dinov2",))
     assert "handclust/rates/throughput_cpu.json (packaged)" in e.sources["cpu"]
+
+
+def test_the_clustering_time_comes_from_the_whole_step_measured_at_the_runs_widths(results):
+    """10,000 h is 4.5M segments: the clustering step's time is scale.json's whole step (read, fuse,
+    HDBSCAN, kNN, assignment) at the learned encoders' widths, grown at least linearly past the
+    largest measured size, and labelled an upper bound; not the narrow fuse + HDBSCAN benchmark
+    scaled linearly (17 min at 4.5M, when 100k segments at these widths took 11 min)."""
+    runs = json.loads((results / "scale.json").read_text())["runs"]
+    largest = max(runs["gpu"], key=lambda r: r["segments"])
+    fastest = min(r["steps"]["clustering"]["s"] for r in runs["gpu"] if r["segments"] == largest["segments"])
+    e = estimate(10_000, "aws-g6.4xlarge", 16, ("dinov2", "vjepa2"))
+    assert e.segments == 4_500_000
+    assert e.clustering_hours * 3600 >= fastest * 4_500_000 / largest["segments"] * 0.999
+    assert "scale.json" in e.sources["clustering"] and "upper bound" in e.sources["clustering"]
+    assert "gpu widths" in e.sources["clustering"]
+    # The CPU defaults' narrower descriptors read their own rows, and cluster faster.
+    cpu = estimate(10_000, "aws-g6.4xlarge", 16, ())
+    assert "default widths" in cpu.sources["clustering"] and cpu.clustering_hours < e.clustering_hours
+    # Without scale.json the narrow benchmark is still used, and says what it leaves out.
+    (results / "scale.json").unlink()
+    old = estimate(10_000, "aws-g6.4xlarge", 16, ("dinov2", "vjepa2"))
+    assert "clustering_cpu.json" in old.sources["clustering"] and "narrow" in old.sources["clustering"]
