@@ -52,6 +52,23 @@ def test_dockerfile_builds_python_311_with_gpu_extra_mediapipe_and_ffmpeg():
     assert all(x in ignore for x in (".venv", ".git", "runs", "sample_footage"))
 
 
+def test_gcp_nodes_boot_an_image_whose_driver_runs_the_cuda_12_8_container():
+    """The image is built FROM nvidia/cuda:12.8: the container toolkit refuses to start it on a
+    driver older than CUDA 12.8's (R570). Every GCP node boots a DLVM family that carries one
+    (the family's name says its CUDA and driver: common-cu128-ubuntu-2204-nvidia-570)."""
+    import re
+
+    base = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)", (CONFIGS / "Dockerfile").read_text(), re.M)
+    assert base, "Dockerfile: no nvidia/cuda base"
+    need = (int(base[1]), int(base[2]))
+    for name, node in _yaml("gcp.yaml")["available_node_types"].items():
+        for disk in node["node_config"].get("disks", []):
+            family = disk.get("initializeParams", {}).get("sourceImage", "").rsplit("/", 1)[-1]
+            m = re.fullmatch(r"common-cu(\d+?)(\d)-ubuntu-\d+-nvidia-(\d+)", family)
+            assert m, f"gcp.yaml {name}: image family {family!r} does not name its CUDA and driver"
+            assert (int(m[1]), int(m[2])) >= need and int(m[3]) >= 570, f"gcp.yaml {name}: {family} for CUDA {need}"
+
+
 def test_kuberay_pods_have_a_memory_backed_dev_shm_and_token_auth():
     spec = _yaml("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]
     assert spec["authOptions"] == {"mode": "token"}
@@ -218,3 +235,30 @@ def test_no_key_is_baked_into_the_image_or_a_config():
         text = (CONFIGS / f).read_text()
         assert not re.search(r"AIza[0-9A-Za-z_-]{20,}", text), f  # the shape of a Google API key
         assert not re.search(r"(ENV|ARG)\s+(GEMINI|GOOGLE)_API_KEY", text), f
+
+
+def test_write_slots_follow_an_autoscaling_cluster_as_its_workers_join():
+    """The stream starts on a head that takes no work (0 CPUs) and workers join later: the number
+    of clip write tasks allowed at once must grow with them, not stay at the count read at the
+    start (2 for a whole 16-worker run, so V-JEPA-2 on 2 GPUs at most)."""
+    from handclust.runtime.ray_runner import WriteSlots
+
+    now = [0.0]
+    cpus = [0.0]
+    slots = WriteSlots(1.0, resources=lambda: {"CPU": cpus[0]}, refresh_s=15.0, clock=lambda: now[0])
+    assert slots() == 2  # the head alone
+    cpus[0] = 256.0  # 16 workers of 16 vCPUs joined
+    assert slots() == 2  # not re-read within the refresh interval
+    now[0] = 16.0
+    assert slots() == 256
+    cpus[0] = 32.0  # workers idled away
+    now[0] = 40.0
+    assert slots() == 32
+
+    def gcs_down() -> dict[str, float]:
+        raise ConnectionError("GCS unreachable")
+
+    keeps = WriteSlots(2.0, resources=lambda: {"CPU": 64.0}, clock=lambda: now[0])
+    assert keeps() == 32
+    keeps._resources, now[0] = gcs_down, 100.0
+    assert keeps() == 32  # a failed read keeps the last count

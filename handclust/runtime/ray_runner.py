@@ -242,6 +242,31 @@ def write_clip(frames: Batch, record: str, describer: SegmentDescriber, out: str
 STUCK_GRACE_S = 15.0  # how long the main thread gets to take the interrupt before the watch ends the run
 
 
+class WriteSlots:
+    """How many clip write tasks may wait at once: one per ``decode_num_cpus`` CPUs the cluster has
+    now, at least 2. Read again every ``refresh_s``: an autoscaling cluster starts the stream with
+    its head alone (0 CPUs: heads take no work) and grows to its workers, and a count read once at
+    the start kept every run at 2 writes (so at most 2 GPUs ran V-JEPA-2) however many workers came."""
+
+    def __init__(self, decode_num_cpus: float, resources: Callable[[], dict[str, float]] = lambda: ray.cluster_resources(),
+                 refresh_s: float = 15.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per, self._resources, self._refresh_s, self._clock = max(decode_num_cpus, 1e-3), resources, refresh_s, clock
+        self._at = -float("inf")
+        self._slots = 2
+
+    def __call__(self) -> int:
+        now = self._clock()
+        if now - self._at >= self._refresh_s:
+            self._at = now
+            try:
+                cpus = float(self._resources().get("CPU", 0.0))
+            except Exception as exc:  # a GCS hiccup keeps the last count; the watch reports a dead cluster
+                log.debug("ray: cluster resources not read (%s); keeping %d write slots", exc, self._slots)
+                return self._slots
+            self._slots = max(2, int(cpus // self._per))
+        return self._slots
+
+
 class RayWatch:
     """Watches the GCS and raylet of the local Ray instance this process started.
 
@@ -595,8 +620,7 @@ class RayRunner:
         num_gpus = max((s.resources.num_gpus for s in self.segment_stages), default=0.0) or None
         write = ray.remote(write_clip).options(num_cpus=rc.decode_num_cpus, num_gpus=num_gpus, max_retries=rc.max_task_retries)
         shared = [ray.put(self.describer), out, ray.put(self.segment_stages), ray.put(self.hands)]
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        max_writes = max(2, int(cpus // rc.decode_num_cpus))
+        max_writes = WriteSlots(rc.decode_num_cpus)
         parts: dict[str, list[Batch]] = {}
         seen: dict[str, set[int]] = {}
         records: dict[str, str] = {}
@@ -637,7 +661,7 @@ class RayRunner:
                     _, first = np.unique(frames["frame_idx"], return_index=True)
                     frames = {k: v[first] for k, v in frames.items() if k != INFO_COLUMN}
                     writing[write.remote(frames, records.pop(clip_id), *shared, rc.decode_num_cpus)] = clip_id
-            collect(most=max_writes - 1)
+            collect(most=max_writes() - 1)
         collect(most=0)
         # Rows of a clip whose decoder gave up after some chunks: it wrote its error status itself.
         for clip_id in parts:
