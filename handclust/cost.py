@@ -134,7 +134,9 @@ class Overheads:
     pull_min: float
     idle_min: float
     post_fixed_min: float = ASSUMED_POST_FIXED_MIN
-    post_over_clustering: float = ASSUMED_POST_OVER_CLUSTERING
+    # Steps after clustering as a multiple of the clustering time; None: measured (scale.json) where
+    # there is one, else ASSUMED_POST_OVER_CLUSTERING.
+    post_over_clustering: float | None = None
     upscaling_speed: float = 1.0
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -568,14 +570,17 @@ def estimate(hours: float, node: str | NodeType = "aws-g6.xlarge", nodes: int = 
     waves = max(launch_waves(nodes, oh.upscaling_speed), launch_waves(cpu_nodes, oh.upscaling_speed)) if oh else 0
     setup_h = waves * (oh.boot_min + oh.pull_min) / 60 if oh else 0.0
     idle_h = oh.idle_min / 60 if oh else 0.0
-    after_s = after_clustering_seconds(segments, widths)
-    if oh and after_s is not None and oh.post_over_clustering == ASSUMED_POST_OVER_CLUSTERING:
+    after_s = after_clustering_seconds(segments, widths) if oh and oh.post_over_clustering is None else None
+    if after_s is not None:
         post_h = oh.post_fixed_min / 60 + after_s / 3600
+    elif oh:
+        ratio = ASSUMED_POST_OVER_CLUSTERING if oh.post_over_clustering is None else oh.post_over_clustering
+        post_h = oh.post_fixed_min / 60 + ratio * cluster_h
     else:
-        post_h = (oh.post_fixed_min / 60 + oh.post_over_clustering * cluster_h) if oh else 0.0
+        post_h = 0.0
     if oh:
         sources.update(oh.sources)
-        if after_s is not None and oh.post_over_clustering == ASSUMED_POST_OVER_CLUSTERING:
+        if after_s is not None:
             sources["post"] = (f"assumed: {oh.post_fixed_min:g} min (labelling, report, reel); measured: the other "
                                f"post-stream steps (ablations, evaluation, timelines, map, report) from {_scale_where()}, "
                                f"{widths} widths, scaled linearly from its largest row")
