@@ -311,7 +311,7 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
             f"; --k {n_clusters} asked for more clusters than the {len(fused)} segments" if k < n_clusters else "")
         if cfg.cluster.temporal:
             knn_i, _, _ = knn_graph(fused, cfg.cluster.knn_k, cfg.cluster.backend)
-            tl = smooth_timelines(labels, knn_i, clip_ids, durations, cfg.cluster.mean_run_s)
+            tl = smooth_timelines(labels, knn_i, clip_ids, durations, cfg.cluster.mean_run_s, fused=fused)
             activity, how = tl.activity, how + "; " + tl.reason
         return activity, k, 0.0, how, fusion
 
