@@ -217,3 +217,47 @@ def test_correlated_columns_without_clusters_earn_no_confidence():
     z = (spectrum - t.mean) / t.scale
     raw = z / np.linalg.norm(z, axis=1, keepdims=True)
     np.testing.assert_allclose(a @ b.T, raw[:5] @ raw[5:10].T, atol=1e-4)
+
+
+def test_rows_that_are_whole_actions_keep_their_changes():
+    """Every row a whole action (each boundary a change, as in real IKEA segments): the sticky prior
+    alone joined neighbouring actions and lost to the clusters without it; where the features jump,
+    a change stays at least as likely as not, so the timelines keep what the clusters found."""
+    rng = np.random.default_rng(7)
+    x, cids, truth = clips_of(rng, 6, 40, [[0, 1, 2, 3]], dim=8, centres_scale=1.5, noise=1.0, mean_bout=1.0)
+    assert (truth[1:] != truth[:-1]).mean() > 0.9  # the planted set is what the test says
+    durations = np.full(len(cids), 6.0)
+    plain = group_segments({"m": x}, cids, durations, CFG.model_copy(update={"temporal": False}))
+    smooth = group_segments({"m": x}, cids, durations, CFG)
+    ari_plain = agreement(truth, plain.clustering.activity)["ari"]
+    ari_smooth = agreement(truth, smooth.clustering.activity)["ari"]
+    assert ari_plain > 0.3, ari_plain
+    assert ari_smooth >= ari_plain - 0.02, (ari_smooth, ari_plain, smooth.temporal_reason)
+    assert "features jump at" in (smooth.temporal_reason or "")
+
+
+def test_feature_jumps_compare_the_data_with_itself():
+    """A jump is a pair farther apart than two typical members of their activities: consecutive
+    segments of one bout are not, a change of activity is. The same at any scale of the vectors and
+    however many other segments the corpus holds (a kNN-list test was not)."""
+    from handclust.core.clustering.temporal import feature_jumps
+
+    def corpus(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        act = np.repeat(np.tile([0, 1], 4), 5).astype(np.int32)  # 8 bouts of 5 segments, alternating
+        bout_at = np.repeat(rng.normal(0, 1.0, (8, 2)), 5, axis=0)  # where each bout sits in its activity
+        return np.array([[0.0, 0.0], [10.0, 0.0]])[act] + bout_at + rng.normal(0, 0.3, (40, 2)), act
+
+    rng = np.random.default_rng(3)
+    x, act = corpus(rng)
+    first, second = np.arange(39), np.arange(1, 40)
+    jumps = feature_jumps(x, act, first, second)
+    np.testing.assert_array_equal(jumps, act[1:] != act[:-1])
+    np.testing.assert_array_equal(feature_jumps(3.0 * x, act, first, second), jumps)
+    others = [corpus(rng) for _ in range(20)]  # 20 more clips of the same work
+    more = np.vstack([x] + [o[0] for o in others])
+    more_act = np.concatenate([act] + [o[1] for o in others])
+    np.testing.assert_array_equal(feature_jumps(more, more_act, first, second), jumps)
+    act_noise = act.copy()
+    act_noise[12] = -1  # a row with no activity takes the median radius
+    np.testing.assert_array_equal(feature_jumps(x, act_noise, first, second), jumps)
+    assert feature_jumps(x, act, first[:0], second[:0]).shape == (0,)
