@@ -183,6 +183,7 @@ def footage_part(seeds: list[int], clips: int, minutes: float) -> list[dict[str,
         run = json.loads((out / "run.json").read_text())
         rows.append({"seed": seed, "variant": "run summary", "k_found": ev["k"], "k_true": true_k,
                      "trade_nmi": _trade_nmi(out), "median_run_s": _median_run_s(out),
+                     "truth_median_run_s": _truth_median_run_s(footage),
                      "weights": run["clustering"]["fusion_weights"],
                      "clip_normalised": {m: s["clip_normalised"] for m, s in run["clustering"]["modality_scores"].items()},
                      "temporal": run["clustering"].get("temporal"), "seconds": round(time.perf_counter() - t0, 1)})
@@ -199,6 +200,23 @@ def _truth_trade_nmi(footage: Path) -> float:
 
     g = pd.read_parquet(footage / "ground_truth.parquet")
     return round(float(normalized_mutual_info_score(g["trade"].astype(str), g["activity"].astype(str))), 4)
+
+
+def _truth_median_run_s(footage: Path) -> float:
+    """Median length of a true activity bout (a run of one activity in a clip): what the timelines'
+    median run should be near, neither one activity per clip nor a flicker."""
+    import pandas as pd
+
+    g = pd.read_parquet(footage / "ground_truth.parquet").sort_values(["file", "t"])
+    runs = []
+    for _, d in g.groupby("file"):
+        act, t = d["activity"].to_numpy(), d["t"].to_numpy(np.float64)
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+        cut = np.flatnonzero(act[1:] != act[:-1]) + 1
+        starts = np.concatenate([[0], cut])
+        ends = np.concatenate([cut, [len(t)]])
+        runs += [float(t[e - 1] - t[b]) + step for b, e in zip(starts, ends, strict=True)]
+    return round(float(np.median(runs)), 2) if runs else float("nan")
 
 
 def _activity_per_second(run: Path) -> dict[str, np.ndarray]:
@@ -247,6 +265,7 @@ def helmet_part(seeds: list[int], minutes: float = 6.7) -> list[dict[str, Any]]:
                          "nmi": ev["ground_truth"]["nmi"], "trade_nmi": _trade_nmi(out), "median_run_s": _median_run_s(out),
                          "activities_per_clip": float(np.mean(list(acts.values()))) if acts else 0.0,
                          "framing_activities": len(framing), "truth_trade_nmi": _truth_trade_nmi(footage),
+                         "truth_median_run_s": _truth_median_run_s(footage),
                          "noise_rate": ev["noise_rate"], "seconds": round(time.perf_counter() - t0, 1)})
             print(f"helmet seed {seed} {variant}: k={ev['k']} trade NMI {rows[-1]['trade_nmi']} "
                   f"median run {rows[-1]['median_run_s']:.1f} s ARI {ev['ground_truth']['ari']:.3f} "
@@ -314,17 +333,19 @@ def main() -> None:
     if not args.skip_footage:
         fdev, fheld = ([0], [10]) if args.quick else ([0], [10, 11])
         rows = footage_part(fdev + fheld, clips=4, minutes=1.5)
-        m = ["k_found", "ari", "nmi", "mof", "f1@50", "trade_nmi", "median_run_s", "noise_rate"]
+        m = ["k_found", "ari", "nmi", "mof", "f1@50", "trade_nmi", "median_run_s", "truth_median_run_s", "noise_rate"]
         result["footage_v2"] = {"dev_seeds": fdev, "held_out_seeds": fheld,
                                 "dev": summarise([r for r in rows if r["seed"] in fdev], m),
                                 "held_out": summarise([r for r in rows if r["seed"] in fheld], m), "rows": rows}
     if not args.skip_helmet:
         hdev, hheld = ([0], [10]) if args.quick else ([0], [10, 11])
         rows = helmet_part(hdev + hheld)
-        m = ["k_found", "ari", "nmi", "trade_nmi", "truth_trade_nmi", "median_run_s", "activities_per_clip", "framing_activities",
-             "noise_rate"]
+        m = ["k_found", "ari", "nmi", "trade_nmi", "truth_trade_nmi", "median_run_s", "truth_median_run_s", "activities_per_clip",
+             "framing_activities", "noise_rate"]
         result["helmet_proxy"] = {"dev_seeds": hdev, "held_out_seeds": hheld,
-                                  "goals": {"trade_nmi": ">= 0.3", "median_run_s": ">= 16",
+                                  "goals": {"trade_nmi": ">= 0.3 (truth_trade_nmi: what the true activities score)",
+                                            "median_run_s": "0.5-2 x truth_median_run_s (was '>= 16', set against "
+                                                            "timelines of one activity per clip)",
                                             "framing_activities": ">= 3 (six clips)"},
                                   "dev": summarise([r for r in rows if r["seed"] in hdev], m),
                                   "held_out": summarise([r for r in rows if r["seed"] in hheld], m), "rows": rows}
