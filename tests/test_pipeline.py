@@ -67,6 +67,9 @@ def test_outputs_open_in_pandas_and_duckdb(demo_run):
     assert {"status", "config", "summary", "clustering", "cost", "report"} <= set(run)
     assert set(run["clustering"]["fusion_weights"]) == {"scene", "motion", "ego", "rhythm", "pose"}
     assert run["clustering"]["backends"]["hdbscan"] == "sklearn"
+    temporal = run["clustering"]["temporal"]  # what the timelines' model did, in fields a user can query
+    assert 0 <= temporal["feature_jumps"] <= temporal["boundaries"] == demo_run.segments.num_rows - 4
+    assert temporal["mean_run_s_estimated"] > 0 and temporal["activity_changes_after"] <= temporal["boundaries"]
     assert run["config"]["decode"]["sample_fps"] == 5.0
     assert "features_and_segments" in run["timings"]
     # Every clip has a timeline covering it end to end.

@@ -31,6 +31,7 @@ from handclust.core.clustering.backends import (
 from handclust.core.clustering.fusion import Fusion, clip_codes, fuse
 from handclust.core.clustering.neighbours import assign_noise, knn_graph, knn_query, l2_normalise, vote_labels
 from handclust.core.clustering.shared import merge_single_clip_clusters
+from handclust.core.clustering.temporal import Timelines
 from handclust.core.segmentation import pca_reduce
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ class Grouping:
     switches: tuple[int, int] | None  # activity changes within clips before / after the temporal model
     coarse: npt.NDArray[np.int32] | None = None  # (n,) coarse cluster per segment when cfg.fine split them
     parent: dict[int, int] | None = None  # fine activity -> coarse cluster
+    timelines: Timelines | None = None  # the temporal model's result (None when cluster.temporal is off)
 
 
 def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
@@ -313,7 +315,7 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
                           durations_s, cfg.mean_run_s, fused=fused)
     clustering.activity = tl.activity
     clustering.reassigned = tl.activity != clustering.labels
-    return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after), coarse, parent)
+    return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after), coarse, parent, tl)
 
 
 def second_pass(fused: F32, labels: npt.NDArray[np.int32], cfg: ClusterConfig, models: Models) -> str:

@@ -129,6 +129,9 @@ class Timelines:
     switches_before: int  # activity changes within clips before the temporal model
     switches_after: int
     reason: str
+    run_s: float | None = None  # the mean bout the decoding ended with (None: nothing was smoothed)
+    boundaries: int = 0  # consecutive pairs of segments within clips
+    jumps: int | None = None  # of those, where the features jump (None: fused vectors not given)
 
 
 def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.int64],
@@ -208,4 +211,4 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
              if fused is not None else "")
     reason = (f"HMM per clip over kNN cluster votes, exponential bouts starting from a mean of {mean_run_s:g} s and "
               f"re-estimated to {run_s:.1f} s (bounds {lo:.1f}-{hi:.1f} s): {before} -> {after} activity changes within clips{jumps}")
-    return Timelines(out.astype(np.int32), before, after, reason)
+    return Timelines(out.astype(np.int32), before, after, reason, run_s, n_bounds, int(jump.sum()) if fused is not None else None)
