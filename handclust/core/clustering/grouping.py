@@ -422,7 +422,11 @@ def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floatin
         # A coarse cluster is a kind of clip (site, trade) when it holds most of each clip it is in;
         # one that its clips move in and out of over time is already an activity, and splitting it
         # again finds how one activity drifts (on single-task real sequences: whole-set MoF 0.85 -> 0.68).
-        share = len(rows) / max(int(per_clip[np.unique(codes[rows])].sum()), 1)
+        # Per member, the share of its own clip this cluster holds, averaged over the members: a stray
+        # segment or two in another clip no longer halves it (a 7-minute clip of one trade, plus three
+        # segments of the other trade's clip, counted 53 % and stayed one activity on the helmet proxy).
+        in_clip = np.bincount(codes[rows], minlength=n_clips)
+        share = float(np.sum(in_clip.astype(np.float64) ** 2 / np.maximum(per_clip, 1))) / max(len(rows), 1)
         log.debug("coarse cluster %s holds %.2f of its clips' segments", c, share)
         if max_k >= 2 and share >= cfg.fine_clip_share:
             x = np.asarray(fused[rows], np.float64)
