@@ -276,8 +276,8 @@ class ClusterConfig(_Frozen):
     fine_max_k: int = Field(8, ge=2, description="most fine activities inside one coarse cluster")
     fine_min_silhouette: float = Field(0.1, ge=-1, le=1, description="a coarse cluster is split only when k-means on it "
                                        "reaches this silhouette (else it is one activity)")
-    fine_clip_share: float = Field(0.6, ge=0, le=1, description="a coarse cluster is split only when it holds at least "
-                                   "this share of the segments of the clips it appears in (a kind of clip: site, trade); "
+    fine_clip_share: float = Field(0.6, ge=0, le=1, description="a coarse cluster is split only when, averaged over its "
+                                   "segments, it holds at least this share of each one's clip (a kind of clip: site, trade); "
                                    "one its clips move in and out of is already an activity")
     refine: Literal["kmeans", "none"] = Field("kmeans", description="after HDBSCAN (and the fine level) chose k and where "
                                               "the activities are: k-means started from their centroids gives every segment "
