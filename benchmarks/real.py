@@ -15,6 +15,10 @@ Every figure in ``benchmarks/results/real.json`` says what is real in it:
   (HandClust's clustering core with K found) and scored per frame.
 - **ikea_fusion**: the same segments described by four models on four inputs (RGB, depth, frames,
   pose) as four modalities: late fusion on real data, each alone against fused.
+- **two_levels**: two Breakfast tasks, each with its own place offset, their videos joined into one
+  long clip per task (minutes of varied work per clip, as on helmet footage) and as filmed: a clip
+  must not become one activity, and the activities must still tell the tasks apart. Real
+  sequences, rendered features.
 
 Each set is scored for HandClust with defaults (K found), next to k-means at the K HandClust found
 on the same features (the floor the issue sets), HandClust with K given, and TW-FINCH per video
@@ -261,6 +265,76 @@ def sequences_part(data: Path, quick: bool, variants: dict[str, dict[str, Any]])
     return out
 
 
+# Pairs of Breakfast tasks for the two-level part: dev pairs from the dev tasks, held-out pairs from the rest.
+TWO_LEVEL_PAIRS = {"dev": [("cereals", "friedegg"), ("juice", "milk")],
+                   "held_out": [("pancake", "sandwich"), ("salat", "tea"), ("scrambledegg", "pancake")]}
+
+
+def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float = 2.0) -> dict[str, Any]:
+    """What separates clips and what recurs inside them, on real label sequences: two Breakfast tasks,
+    each filmed in its own place (a shared offset per task, ``site_sd``), their videos joined into one
+    long clip per task with one look throughout (the helmet-camera case: minutes of varied work per
+    clip, one clip per trade), and the same videos as separate clips, each with its own style. A clip must not become one activity: activities per clip
+    against the truth, per-clip MoF / F1@50, and whether the activities still tell the tasks apart
+    (NMI of activity and task), with defaults and with the fine level off."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    out: dict[str, Any] = {"kind": "real label sequences (two Breakfast tasks), rendered features, joined into one long clip "
+                                   "per task and as filmed", "per_task": per_task, "site_sd": site_sd, "sets": {}}
+    pairs = {k: v[:1] for k, v in TWO_LEVEL_PAIRS.items()} if quick else TWO_LEVEL_PAIRS
+    for split, plist in pairs.items():
+        for pi, (ta, tb) in enumerate(plist):
+            vids: list[tuple[str, list[str]]] = []
+            task_of: list[str] = []
+            for task in (ta, tb):
+                sets = breakfast_sets(data, (task,), per_set=per_task, max_sets=1)
+                if not sets:
+                    continue
+                got = next(iter(sets.values()))
+                vids += got
+                task_of += [task] * len(got)
+            if len(set(task_of)) < 2:
+                continue
+            feats = render(vids, seed=100 + pi)
+            # The long clips are one wearer and one place each: no per-video style inside them (a
+            # style that changed every few minutes would be four people, not one working session).
+            steady = render(vids, seed=100 + pi, style_sd=0.0)
+            rng = np.random.default_rng(200 + pi)
+            site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in (ta, tb)}
+            feats = [f + site[t] for f, t in zip(feats, task_of)]
+            steady = [f + site[t] for f, t in zip(steady, task_of)]
+            truths = [labs for _, labs in vids]
+            layouts = {
+                "one long clip per task": ([f"{t}_long" for t in (ta, tb)],
+                                           [np.vstack([f for f, u in zip(steady, task_of) if u == t]) for t in (ta, tb)],
+                                           [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in (ta, tb)],
+                                           [ta, tb]),
+                "clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
+            }
+            res: dict[str, Any] = {"split": split, "tasks": [ta, tb], "videos": len(vids)}
+            for lname, (names, fx, tx, tasks) in layouts.items():
+                true_acts = float(np.mean([len(set(t)) for t in tx]))
+                for vname, over in (("handclust", ()), ("handclust, fine level off", ("cluster.fine=false",))):
+                    preds, ev = run_handclust(names, fx, tx, FPS["breakfast"], overrides=over)
+                    sc = scores(tx, preds, names)
+                    task_frames = np.concatenate([np.full(len(p), t, dtype=object) for p, t in zip(preds, tasks)])
+                    sc.update({"k_found": int(ev["k"]), "activities_per_clip": round(float(np.mean([len(np.unique(p)) for p in preds])), 2),
+                               "true_activities_per_clip": round(true_acts, 2),
+                               "task_nmi": round(float(normalized_mutual_info_score(task_frames, np.concatenate(preds))), 4)})
+                    res[f"{lname}: {vname}"] = sc
+                    logging.getLogger("real").warning("two levels %s/%s %s %s: MoF %.3f F1@50 %.3f acts/clip %.1f (true %.1f) task NMI %.2f",
+                                                      ta, tb, lname, vname, sc["mof"], sc["f1@50"], sc["activities_per_clip"],
+                                                      true_acts, sc["task_nmi"])
+            out["sets"][f"{ta}+{tb}"] = res
+    keys = sorted({k for r in out["sets"].values() for k in r if ":" in k})
+    out["summary"] = {split: {k: {m: round(float(np.mean([r[k][m] for r in out["sets"].values() if r["split"] == split])), 4)
+                                  for m in ("mof", "f1@50", "edit", "whole_set_mof", "activities_per_clip",
+                                            "true_activities_per_clip", "task_nmi", "k_found")}
+                              for k in keys}
+                      for split in ("dev", "held_out") if any(r["split"] == split for r in out["sets"].values())}
+    return out
+
+
 def summarise(sets: dict[str, Any]) -> dict[str, Any]:
     summ: dict[str, Any] = {}
     for split in ("dev", "held_out"):
@@ -389,7 +463,7 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sets (a few minutes)")
-    ap.add_argument("--sets", nargs="+", default=["sequences", "scores", "ikea", "ikea_fusion"])
+    ap.add_argument("--sets", nargs="+", default=["sequences", "scores", "ikea", "ikea_fusion", "two_levels"])
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -404,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     res.update({"data": "real (DATA.md); see each part's 'kind' for what is real", "quick": args.quick})
     parts = {"sequences": lambda: sequences_part(root, args.quick, {}), "scores": lambda: scores_part(root, {}),
-             "ikea": lambda: ikea_part(root, args.quick), "ikea_fusion": lambda: ikea_fusion_part(root)}
+             "ikea": lambda: ikea_part(root, args.quick), "ikea_fusion": lambda: ikea_fusion_part(root),
+             "two_levels": lambda: two_levels_part(root, args.quick)}
     for name in args.sets:
         t0 = time.perf_counter()
         res[name] = {**parts[name](), "seconds": round(time.perf_counter() - t0, 1)}
