@@ -413,6 +413,12 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
                                 "model_argmax": frame_scores(probs.argmax(1))}
         logging.getLogger("real").warning("ikea %s: handclust %s kmeans %s k=%d", model, out["models"][model]["handclust"],
                                           out["models"][model]["kmeans_at_k_found"], g.clustering.k)
+    # The floor the issue sets: HandClust with defaults at least matches k-means at the K it found.
+    gaps = {m: round(v["handclust"]["ami_segments"] - v["kmeans_at_k_found"]["ami_segments"], 4) for m, v in out["models"].items()}
+    if gaps:
+        out["summary"] = {"models": len(gaps), "handclust_at_or_above_kmeans_ami": sum(g >= 0 for g in gaps.values()),
+                          "largest_shortfall_ami": round(-min(min(gaps.values()), 0.0), 4),
+                          "handclust_minus_kmeans_ami": gaps}
     return out
 
 
