@@ -15,6 +15,9 @@ Every figure in ``benchmarks/results/real.json`` says what is real in it:
   (HandClust's clustering core with K found) and scored per frame.
 - **ikea_fusion**: the same segments described by four models on four inputs (RGB, depth, frames,
   pose) as four modalities: late fusion on real data, each alone against fused.
+- **ikea_frames**: the same IKEA segments as a user would give them to ``segment-features`` (each
+  segment's probabilities repeated per frame at 5 fps), scored per frame against k-means at the K
+  HandClust found on the same frames.
 - **two_levels**: two Breakfast tasks, each with its own place offset, their videos joined into one
   long clip per task (minutes of varied work per clip, as on helmet footage) and as filmed: a clip
   must not become one activity, and the activities must still tell the tasks apart. Real
@@ -422,6 +425,49 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
     return out
 
 
+def ikea_frames_part(data: Path, quick: bool, fps: float = 5.0) -> dict[str, Any]:
+    """The IKEA segments as a user would give them to ``handclust segment-features``: each true
+    segment's averaged probabilities repeated for every frame it spans (at ``fps``), so HandClust cuts
+    its own units and its temporal model sees where the features change. Scored per frame against
+    k-means at the K HandClust found, on the same frames."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    files = sorted((data / "ikea").glob("*.csv"))
+    if quick:
+        files = files[:2]
+    out: dict[str, Any] = {"kind": "real segments with a real model's averaged probabilities (IKEA ASM test split), "
+                                   f"repeated per frame at {fps:g} fps and run through segment-features", "fps": fps, "models": {}}
+    for f in files:
+        df = pd.read_csv(f).sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
+        probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
+        truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)
+        reps = np.maximum(np.round(df["duration_frames"].to_numpy(np.float64) / FPS["ikea"] * fps), 1).astype(int)
+        names, feats, truths = [], [], []
+        for case, rows in df.groupby("case_name", sort=True).indices.items():
+            names.append(re.sub(r"[^A-Za-z0-9_-]", "_", str(case)))
+            feats.append(np.repeat(probs[rows], reps[rows], axis=0))
+            truths.append(np.repeat(truth[rows], reps[rows]).tolist())
+        preds, ev = run_handclust(names, feats, truths, fps)
+        k = int(ev["k"]) or 1
+        km = run_kmeans(feats, k)
+        t = np.concatenate([np.asarray(x, dtype=object) for x in truths])
+        model = f.name.split("__test__")[1].split("__pretrained")[0]
+        out["models"][model] = {"frames": int(len(t)), "k_found": int(ev["k"]),
+                                "handclust": {**scores(truths, preds, names),
+                                              "ami_frames": round(float(adjusted_mutual_info_score(t, np.concatenate(preds))), 4)},
+                                "kmeans_at_k_found": {**scores(truths, km, names),
+                                                      "ami_frames": round(float(adjusted_mutual_info_score(t, np.concatenate(km))), 4)}}
+        h, m = out["models"][model]["handclust"], out["models"][model]["kmeans_at_k_found"]
+        logging.getLogger("real").warning("ikea frames %s: k=%d handclust AMI %.3f whole MoF %.3f | kmeans AMI %.3f whole MoF %.3f",
+                                          model, k, h["ami_frames"], h["whole_set_mof"], m["ami_frames"], m["whole_set_mof"])
+    gaps = {m: round(v["handclust"]["ami_frames"] - v["kmeans_at_k_found"]["ami_frames"], 4) for m, v in out["models"].items()}
+    if gaps:
+        out["summary"] = {"models": len(gaps), "handclust_at_or_above_kmeans_ami": sum(g >= 0 for g in gaps.values()),
+                          "handclust_minus_kmeans_ami": gaps}
+    return out
+
+
 IKEA_FUSION_MODELS = ("clip_based__c3d_and_p3d__c3d", "clip_based__i3d__depth", "frame_based__resnet50", "pose_based__HCN_32")
 
 
@@ -469,7 +515,7 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sets (a few minutes)")
-    ap.add_argument("--sets", nargs="+", default=["sequences", "scores", "ikea", "ikea_fusion", "two_levels"])
+    ap.add_argument("--sets", nargs="+", default=["sequences", "scores", "ikea", "ikea_fusion", "two_levels", "ikea_frames"])
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -485,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     res.update({"data": "real (DATA.md); see each part's 'kind' for what is real", "quick": args.quick})
     parts = {"sequences": lambda: sequences_part(root, args.quick, {}), "scores": lambda: scores_part(root, {}),
              "ikea": lambda: ikea_part(root, args.quick), "ikea_fusion": lambda: ikea_fusion_part(root),
-             "two_levels": lambda: two_levels_part(root, args.quick)}
+             "two_levels": lambda: two_levels_part(root, args.quick), "ikea_frames": lambda: ikea_frames_part(root, args.quick)}
     for name in args.sets:
         t0 = time.perf_counter()
         res[name] = {**parts[name](), "seconds": round(time.perf_counter() - t0, 1)}
