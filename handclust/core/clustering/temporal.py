@@ -90,8 +90,9 @@ def feature_jumps(fused: npt.NDArray[np.floating], activity: npt.NDArray[np.int3
     segments of a clip): their squared distance in the fused space exceeds the sum of the mean
     squared radii (distance to the centroid) of their two activities, that is, they are farther apart
     than two typical members of their activities are. Scale-free: it compares the data with itself,
-    and does not depend on how many segments the corpus holds (a kNN-list test did: at a million
-    segments a clip's next segment is rarely among a segment's ten nearest). Rows without an activity
+    and does not depend on how many segments the corpus holds (a kNN-list test would: the more
+    segments, the more of them crowd a segment's ten nearest ahead of its clip's next segment; argued,
+    not measured at scale). Rows without an activity
     (-1) take the median radius. ``fused`` ``(n, d)``."""
     n = len(activity)
     if len(first) == 0 or n == 0:
