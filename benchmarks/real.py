@@ -367,9 +367,28 @@ def scores_part(data: Path, variants: dict[str, dict[str, Any]]) -> dict[str, An
     return out
 
 
+def read_ikea(f: Path) -> tuple[str, Any, np.ndarray, np.ndarray]:
+    """One IKEA csv: the model's name, its rows in time order per video, the averaged class
+    probabilities ``(n, 33)`` and the true label per row (pandas reads the "NA" class as missing)."""
+    import pandas as pd
+
+    df = pd.read_csv(f).sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
+    probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
+    truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)
+    return f.name.split("__test__")[1].split("__pretrained")[0], df, probs, truth
+
+
+def against_kmeans(models: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The floor the issue sets: HandClust with defaults at least matches k-means at the K it found."""
+    gaps = {m: round(v["handclust"][metric] - v["kmeans_at_k_found"][metric], 4) for m, v in models.items()}
+    if not gaps:
+        return {}
+    return {"models": len(gaps), "handclust_at_or_above_kmeans_ami": sum(g >= 0 for g in gaps.values()),
+            "largest_shortfall_ami": round(-min(min(gaps.values()), 0.0), 4), "handclust_minus_kmeans_ami": gaps}
+
+
 def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Real segments: each true segment's model probabilities clustered jointly across videos."""
-    import pandas as pd
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
@@ -383,9 +402,7 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
     out: dict[str, Any] = {"kind": "real segments with a real model's averaged probabilities (IKEA ASM test split)", "models": {}}
     cfg = load_config(None, ["cluster.scaling.features=whole"]).cluster
     for f in files:
-        df = pd.read_csv(f)
-        df = df.sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
-        probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
+        model, df, probs, truth = read_ikea(f)
         clip_ids = df["case_name"].to_numpy(object)
         dur = df["duration_frames"].to_numpy(np.float64) / FPS["ikea"]
         g = group_segments({"features": probs}, clip_ids, dur, cfg)
@@ -396,7 +413,6 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
         k = max(g.clustering.k, 1)
         fused = g.fusion.fused
         km = KMeans(n_clusters=k, n_init=4, random_state=0).fit_predict(fused)
-        truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)  # pandas reads the "NA" class as missing
         w = df["duration_frames"].to_numpy()
 
         def frame_scores(pred: np.ndarray, truth: np.ndarray = truth, w: np.ndarray = w, clip_ids: np.ndarray = clip_ids) -> dict[str, float]:
@@ -408,7 +424,6 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
                     "ami_segments": round(float(adjusted_mutual_info_score(truth, pred)), 4),
                     "ari_segments": round(float(adjusted_rand_score(truth, pred)), 4)}
 
-        model = f.name.split("__test__")[1].split("__pretrained")[0]
         out["models"][model] = {"segments": len(df), "videos": int(df["case_name"].nunique()), "true_k": int(df["gt_label"].nunique()),
                                 "k_found": int(g.clustering.k), "noise_rate": round(g.clustering.noise_rate, 3),
                                 "handclust": frame_scores(act), "handclust_temporal_off": frame_scores(no_t),
@@ -416,12 +431,8 @@ def ikea_part(data: Path, quick: bool, group: Callable[..., Any] | None = None) 
                                 "model_argmax": frame_scores(probs.argmax(1))}
         logging.getLogger("real").warning("ikea %s: handclust %s kmeans %s k=%d", model, out["models"][model]["handclust"],
                                           out["models"][model]["kmeans_at_k_found"], g.clustering.k)
-    # The floor the issue sets: HandClust with defaults at least matches k-means at the K it found.
-    gaps = {m: round(v["handclust"]["ami_segments"] - v["kmeans_at_k_found"]["ami_segments"], 4) for m, v in out["models"].items()}
-    if gaps:
-        out["summary"] = {"models": len(gaps), "handclust_at_or_above_kmeans_ami": sum(g >= 0 for g in gaps.values()),
-                          "largest_shortfall_ami": round(-min(min(gaps.values()), 0.0), 4),
-                          "handclust_minus_kmeans_ami": gaps}
+    if out["models"]:
+        out["summary"] = against_kmeans(out["models"], "ami_segments")
     return out
 
 
@@ -430,7 +441,6 @@ def ikea_frames_part(data: Path, quick: bool, fps: float = 5.0) -> dict[str, Any
     segment's averaged probabilities repeated for every frame it spans (at ``fps``), so HandClust cuts
     its own units and its temporal model sees where the features change. Scored per frame against
     k-means at the K HandClust found, on the same frames."""
-    import pandas as pd
     from sklearn.metrics import adjusted_mutual_info_score
 
     files = sorted((data / "ikea").glob("*.csv"))
@@ -439,9 +449,7 @@ def ikea_frames_part(data: Path, quick: bool, fps: float = 5.0) -> dict[str, Any
     out: dict[str, Any] = {"kind": "real segments with a real model's averaged probabilities (IKEA ASM test split), "
                                    f"repeated per frame at {fps:g} fps and run through segment-features", "fps": fps, "models": {}}
     for f in files:
-        df = pd.read_csv(f).sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
-        probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
-        truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)
+        model, df, probs, truth = read_ikea(f)
         reps = np.maximum(np.round(df["duration_frames"].to_numpy(np.float64) / FPS["ikea"] * fps), 1).astype(int)
         names, feats, truths = [], [], []
         for case, rows in df.groupby("case_name", sort=True).indices.items():
@@ -452,7 +460,6 @@ def ikea_frames_part(data: Path, quick: bool, fps: float = 5.0) -> dict[str, Any
         k = int(ev["k"]) or 1
         km = run_kmeans(feats, k)
         t = np.concatenate([np.asarray(x, dtype=object) for x in truths])
-        model = f.name.split("__test__")[1].split("__pretrained")[0]
         out["models"][model] = {"frames": int(len(t)), "k_found": int(ev["k"]),
                                 "handclust": {**scores(truths, preds, names),
                                               "ami_frames": round(float(adjusted_mutual_info_score(t, np.concatenate(preds))), 4)},
@@ -461,10 +468,8 @@ def ikea_frames_part(data: Path, quick: bool, fps: float = 5.0) -> dict[str, Any
         h, m = out["models"][model]["handclust"], out["models"][model]["kmeans_at_k_found"]
         logging.getLogger("real").warning("ikea frames %s: k=%d handclust AMI %.3f whole MoF %.3f | kmeans AMI %.3f whole MoF %.3f",
                                           model, k, h["ami_frames"], h["whole_set_mof"], m["ami_frames"], m["whole_set_mof"])
-    gaps = {m: round(v["handclust"]["ami_frames"] - v["kmeans_at_k_found"]["ami_frames"], 4) for m, v in out["models"].items()}
-    if gaps:
-        out["summary"] = {"models": len(gaps), "handclust_at_or_above_kmeans_ami": sum(g >= 0 for g in gaps.values()),
-                          "handclust_minus_kmeans_ami": gaps}
+    if out["models"]:
+        out["summary"] = against_kmeans(out["models"], "ami_frames")
     return out
 
 
@@ -476,7 +481,6 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
     (RGB clips, depth, single frames, body pose), each model's probabilities one modality. Each alone,
     fused with confidence weights (the default), with equal weights, and with forward selection.
     The temporal model is off: every row is a true bout."""
-    import pandas as pd
     from sklearn.metrics import adjusted_mutual_info_score
 
     from handclust.config import load_config
@@ -484,17 +488,16 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
 
     mods: dict[str, np.ndarray] = {}
     base = None
+    truth = np.zeros(0, object)
     for f in sorted((data / "ikea").glob("*.csv")):
-        model = f.name.split("__test__")[1].split("__pretrained")[0]
-        if model not in IKEA_FUSION_MODELS:
+        if f.name.split("__test__")[1].split("__pretrained")[0] not in IKEA_FUSION_MODELS:
             continue
-        df = pd.read_csv(f).sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
+        model, df, probs, t = read_ikea(f)
         if base is None:
-            base = df
-        mods[model] = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
+            base, truth = df, t
+        mods[model] = probs
     if base is None:
         return {"skipped": "no IKEA csv files"}
-    truth = base["gt_label_name"].fillna("NA").astype(str).to_numpy(object)
     cids = base["case_name"].to_numpy(object)
     dur = base["duration_frames"].to_numpy(np.float64) / FPS["ikea"]
     out: dict[str, Any] = {"kind": "real segments, four real models' probabilities as four modalities", "models": list(mods),
