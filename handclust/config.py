@@ -262,10 +262,11 @@ class ClusterConfig(_Frozen):
                             "with the agreement of its k with 0.7x and 1.4x that size reported in run.json. Selection "
                             "by agreement scored per-video MoF 0.925 vs 0.96 on 10 held-out synthetic feature sets")
     merge_single_clip: bool = Field(False, description="on for segment-features (scripted tasks); with at least 3 clips, "
-                                    "a cluster found in one clip only joins the "
-                                    "cluster its segments' nearest neighbours in other clips vote for (a majority), unless "
+                                    "a cluster found in one clip only (or in some clips only) joins the "
+                                    "cluster its segments' nearest neighbours in the other clips vote for (a majority), unless "
                                     "they are farther from every other clip than 90 % of the shared clusters' segments "
-                                    "(that clip shows something no other does); see handclust/core/clustering/shared.py")
+                                    "(that clip shows something no other does), or the two clusters happen in the same clips "
+                                    "(two activities); see handclust/core/clustering/shared.py")
     temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "

@@ -1,5 +1,7 @@
-"""Single-clip clusters: a person's own version of a shared activity joins it; a clip from another
-world keeps its own activities; with two clips nothing merges (handclust/core/clustering/shared.py)."""
+"""Clusters private to some clips: a person's own version of a shared activity joins it (so do two
+groups of clips' versions of one activity); a clip from another world keeps its own activities;
+two activities of the same clips stay two; with two clips nothing merges
+(handclust/core/clustering/shared.py)."""
 
 import numpy as np
 
@@ -37,7 +39,7 @@ def test_a_clip_from_another_world_keeps_its_own_activities():
     sm = merge_single_clip_clusters(labels, x, clips)
     assert sm.merged == {}
     np.testing.assert_array_equal(sm.labels, labels)
-    assert "2 kept" in sm.reason
+    assert "0 joined" in sm.reason
 
 
 def test_two_clips_never_merge_and_noise_stays_noise():
@@ -52,3 +54,44 @@ def test_two_clips_never_merge_and_noise_stays_noise():
     labels[:3] = -1
     x2, clips2, _ = _corpus(np.random.default_rng(0), private_offset=0)
     assert (merge_single_clip_clusters(labels, x2, clips2).labels[:3] == -1).all()
+
+
+def _versions(rng, cooccur):
+    """6 clips x (activity 0, activity 1, activity 2), 8 segments each. Activity 2 looks a little
+    different in clips c3-c5 and HDBSCAN split it: cluster 2 in c0-c2, cluster 3 in c3-c5. With
+    ``cooccur``, cluster 3 is instead a second activity of clips c0-c2 (close to activity 2, as
+    buttering a pan is to pouring dough)."""
+    protos = rng.normal(0, 1, (3, 32))
+    offset = rng.normal(0, 0.1, 32)
+    x, clips, labels = [], [], []
+    for c in range(6):
+        for a in (0, 1, 2):
+            centre = protos[a] + (offset if (a == 2 and c >= 3) else 0)
+            x.append(centre + rng.normal(0, 0.3, (8, 32)))
+            clips += [f"c{c}"] * 8
+            labels += [3 if (a == 2 and c >= 3) else a] * 8
+        if cooccur and c < 3:
+            x.append(protos[2] + offset + rng.normal(0, 0.3, (8, 32)))
+            clips += [f"c{c}"] * 8
+            labels += [3] * 8
+    if cooccur:  # activity 2 is in every clip, its close cousin (3) only in c0-c2
+        labels = [2 if lab == 3 and int(cl[1:]) >= 3 else lab for lab, cl in zip(labels, clips)]
+    return np.vstack(x).astype(np.float32), np.asarray(clips, dtype=object), np.asarray(labels, np.int32)
+
+
+def test_two_groups_of_clips_versions_of_one_activity_become_one():
+    x, clips, labels = _versions(np.random.default_rng(3), cooccur=False)
+    sm = merge_single_clip_clusters(labels, x, clips)
+    assert sm.merged == {2: 3} or sm.merged == {3: 2}
+    assert len(np.unique(sm.labels)) == 3
+    # each activity now spans every clip, as it does in the footage
+    for c in np.unique(sm.labels):
+        assert len(np.unique(clips[sm.labels == c])) == 6
+
+
+def test_two_activities_of_the_same_clips_stay_two():
+    x, clips, labels = _versions(np.random.default_rng(4), cooccur=True)
+    sm = merge_single_clip_clusters(labels, x, clips)
+    assert sm.merged == {}
+    np.testing.assert_array_equal(sm.labels, labels)
+    assert not merge_single_clip_clusters(labels, x, clips, partial=False).merged
