@@ -173,6 +173,12 @@ class SegmentConfig(_Frozen):
         description="weight of each boundary detector's vote: motion novelty, appearance novelty, change points (ruptures)")
     cpd_dims: int = Field(8, ge=1, description="PCA dims fed to ruptures")
     cpd_penalty: float = Field(3.0, gt=0, description="ruptures penalty per change point, x log(n)")
+    place: Literal["change", "even"] = Field("even", description="where boundaries go. 'even' (footage default): at the "
+                                             "fused vote's peak, overlong segments split evenly. 'change' (segment-features "
+                                             "default): each boundary moves to the frame within the vote kernel where the "
+                                             "features change most, and an overlong segment is split where they change most "
+                                             "(pieces of min..max_segment_s). On rendered footage 'change' lowered held-out "
+                                             "ARI 0.44 -> 0.38; on real label sequences and IKEA it raised MoF and AMI")
 
     @model_validator(mode="after")
     def _lengths(self) -> SegmentConfig:

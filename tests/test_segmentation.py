@@ -56,3 +56,26 @@ def test_window_novelty_peaks_at_change():
     x = np.vstack([np.zeros((50, 2)), np.ones((50, 2))])
     nov = window_novelty(x, 10)
     assert int(np.argmax(nov)) == 50
+
+
+def test_boundaries_land_on_the_steps_and_long_stretches_split_where_features_change():
+    """Features that step between actions (a model's per-segment scores repeated per frame, as
+    real IKEA assembly gives them): each boundary goes to the frame of the step, not a frame or two
+    beside it where the detectors' windows put it, and a stretch longer than max_segment_s is cut at
+    its steps, not evenly. Footage keeps place=even, the old placement."""
+    from handclust.core.segmentation import split_at_changes
+
+    rng = np.random.default_rng(5)
+    lengths = [7, 3, 5, 2, 6, 4, 8, 3]  # seconds: steps the detectors see, and steps inside 10 s stretches
+    motion, truth = piecewise(rng, lengths, 5, noise=0.0)
+    scene, _ = piecewise(np.random.default_rng(6), lengths, 16, noise=0.0)
+    cfg = SegmentConfig(min_segment_s=1, max_segment_s=4, place="change")  # the segment-features default
+    on_steps = set(segment_clip(motion, scene, FPS, cfg).starts[1:].tolist()) & set(truth)
+    even = set(segment_clip(motion, scene, FPS, SegmentConfig(min_segment_s=1, max_segment_s=4)).starts[1:].tolist()) & set(truth)
+    assert len(on_steps) >= len(truth) - 1, (sorted(on_steps), truth)
+    assert len(on_steps) > len(even)
+    # the split itself: 3 pieces of 2..6 frames over 14 frames with steps at 4 and 9 -> cut there
+    change = np.zeros(14)
+    change[[4, 9]] = 1.0
+    assert split_at_changes(change, 3, 2, 6) == [4, 9]
+    assert split_at_changes(np.zeros(14), 3, 2, 6) == [5, 9]  # no change at all: even cuts
