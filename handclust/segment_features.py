@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from handclust.config import RunConfig, load_config
+from handclust.config import RunConfig, config_to_dict, load_config
 from handclust.core.clustering import fuse, group_segments
 from handclust.core.metrics import segmentation_scores
 from handclust.core.segmentation import segment_clip
@@ -360,7 +360,9 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
                           "fusion": {m: {"clip_normalised": sc.clip_normalised, "why": fusion.reasons.get(m, "")}
                                      for m, sc in fusion.scores.items()},
                           "tasks": sorted({v.task for v in videos if v.task}) or None,
-                          "mapping": read_mapping(root) or None}
+                          "mapping": read_mapping(root) or None,
+                          # the settings that ran (FEATURE_DEFAULTS and --set), as run.json keeps them for footage
+                          "config": {k: v for k, v in config_to_dict(cfg).items() if k in ("segment", "cluster")}}
     with_truth = [v for v in videos if v.truth is not None]
     if with_truth:
         truth = np.concatenate([np.asarray(v.truth, dtype=object) for v in with_truth])

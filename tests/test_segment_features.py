@@ -53,6 +53,9 @@ def test_nested_layout_runs_end_to_end(tmp_path: Path, rng: np.random.Generator)
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert ev["tasks"] == ["coffee", "tea"] and ev["mapping"]["pour_coffee"] == 1
     assert set(ev["ground_truth"]) >= {"per_video", "whole_set", "ari", "nmi", "videos"}
+    # the settings that ran are recorded: the segment-features defaults, not the footage ones
+    assert ev["config"]["segment"]["place"] == "change" and ev["config"]["segment"]["max_segment_s"] == 4
+    assert ev["config"]["cluster"]["merge_single_clip"] is True
 
 
 def test_a_frame_or_two_of_mismatch_is_trimmed_with_a_note(tmp_path: Path, rng: np.random.Generator,
