@@ -277,7 +277,8 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
                                 for m, sc in fusion.scores.items()},
             "temporal": ({"reason": grouping.temporal_reason, "activity_changes_before": grouping.switches[0],
                           "activity_changes_after": grouping.switches[1], "mean_run_s": cfg.cluster.mean_run_s,
-                          **({"mean_run_s_estimated": tl.run_s, "boundaries": tl.boundaries, "feature_jumps": tl.jumps}
+                          **({"mean_run_s_estimated": tl.run_s, "boundaries": tl.boundaries, "feature_jumps": tl.jumps,
+                              "jump_change_floor": tl.jump_floor}
                              if (tl := grouping.timelines) is not None else {})}
                          if grouping.switches else None),
             "min_cluster_size": clustering.min_cluster_size, "min_samples": clustering.min_samples,

@@ -261,3 +261,31 @@ def test_feature_jumps_compare_the_data_with_itself():
     act_noise[12] = -1  # a row with no activity takes the median radius
     np.testing.assert_array_equal(feature_jumps(x, act_noise, first, second), jumps)
     assert feature_jumps(x, act, first[:0], second[:0]).shape == (0,)
+
+
+def test_jumps_at_most_boundaries_are_weaker_evidence_of_a_change():
+    """Features that jump inside long bouts (a real model's scores on a salad video jumped at 70 of
+    105 boundaries in 7 bouts): a floor of 0.5 at every jump cut the video into 44 pieces. Where
+    jumps outnumber the changes the bout length expects, the floor is the expected changes over the
+    jumps, and the two bouts come back whole; where jumps are rare, a jump keeps its full weight."""
+    from handclust.core.clustering.temporal import JUMP_LEAVE, smooth_timelines
+
+    rng = np.random.default_rng(5)
+    n = 100  # one clip, 3 s segments: two bouts of 150 s, each flickering between two tight groups
+    truth = np.repeat([0, 1], n // 2)
+    activity = (2 * truth + rng.integers(0, 2, n)).astype(np.int32)
+    centres = rng.normal(0, 1, (4, 16)) * 5.0
+    fused = centres[activity] + rng.normal(0, 0.1, (n, 16))
+    knn = np.stack([np.arange(n)] * 3, axis=1)  # each segment's own group votes
+    cids = np.full(n, "clip", dtype=object)
+    tl = smooth_timelines(activity, knn, cids, np.full(n, 3.0), 30.0, fused=fused)
+    assert tl.jumps is not None and tl.jumps > 0.3 * (n - 1)
+    assert tl.jump_floor is not None and tl.jump_floor < JUMP_LEAVE
+    assert tl.switches_after <= 0.2 * tl.switches_before, tl.reason
+    assert "scaled to the changes the bout length expects" in tl.reason
+    # Rare jumps (bouts that each sit somewhere in their activity, a change now and then) keep the full floor.
+    rare = np.repeat(np.arange(5) % 2, 20).astype(np.int32)
+    bout_at = np.repeat(rng.normal(0, 1.0, (5, 16)), 20, axis=0)
+    tl2 = smooth_timelines(rare, knn, cids, np.full(n, 3.0), 30.0, fused=centres[rare] + bout_at + rng.normal(0, 0.05, (n, 16)))
+    assert tl2.jumps == 4 and tl2.jump_floor == JUMP_LEAVE
+    assert tl2.switches_after == 4
