@@ -70,6 +70,7 @@ def test_outputs_open_in_pandas_and_duckdb(demo_run):
     temporal = run["clustering"]["temporal"]  # what the timelines' model did, in fields a user can query
     assert 0 <= temporal["feature_jumps"] <= temporal["boundaries"] == demo_run.segments.num_rows - 4
     assert temporal["mean_run_s_estimated"] > 0 and temporal["activity_changes_after"] <= temporal["boundaries"]
+    assert 0 < temporal["jump_change_floor"] <= 0.5  # the chance of a change at a jump, scaled where jumps are common
     assert run["config"]["decode"]["sample_fps"] == 5.0
     assert "features_and_segments" in run["timings"]
     # Every clip has a timeline covering it end to end.
