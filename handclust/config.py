@@ -290,6 +290,13 @@ class ClusterConfig(_Frozen):
                                               "the activities are: k-means started from their centroids gives every segment "
                                               "its nearest activity (HDBSCAN noise included); none: HDBSCAN's own partition")
     fine_min_segments: int = Field(5, ge=2, description="a fine activity needs at least this many segments on average")
+    fine_levels: int = Field(1, ge=1, le=3, description="how many times the fine split is applied: 2 splits each fine "
+                             "activity once more the same way (k by silhouette), where it has at least "
+                             "2 x fine_sub_min_segments segments; 1: one split per coarse cluster. 2 gave long clips of varied work "
+                             "more activities (real sequences joined per task: F1@50 up, MoF down) but lowered the synthetic "
+                             "helmet proxy's ARI, so it is off by default")
+    fine_sub_min_segments: int = Field(20, ge=2, description="a fine activity found by a further split needs at least this "
+                                       "many segments on average")
     seed: int = Field(0, description="fixes every random draw of the clustering")
 
     @field_validator("clip_normalise", mode="before")

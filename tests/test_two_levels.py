@@ -72,6 +72,29 @@ def test_a_few_stray_segments_in_another_clip_do_not_keep_a_trade_one_activity()
     assert "holds 95% of its clips" in ref.reason  # (60 x 60/60 + 3 x 3/60) / 63
 
 
+def test_activities_inside_each_part_of_a_clip_get_a_second_look():
+    """A clip whose work falls in two very different parts (frying against the rest of a pancake
+    task), each holding activities of its own: the silhouette takes the clearest split, 2, and the
+    timeline showed two activities for 11. Split once more inside each part (``cluster.fine_levels=2``),
+    the activities inside the parts come back; with the default 1, the clip stays at two."""
+    rng = np.random.default_rng(4)
+    major = rng.normal(0, 1.0, (2, 16)) * 6.0
+    minor = rng.normal(0, 1.0, (2, 3, 16)) * 1.2
+    part = np.repeat(rng.integers(0, 2, 30), 8)  # 240 segments, bouts of 8
+    sub = np.repeat(rng.integers(0, 3, 80), 3)[:240]
+    x = major[part] + minor[part, sub] + rng.normal(0, 0.3, (240, 16))
+    x = np.vstack([x, rng.normal(0, 1.0, (240, 16)) + 20.0])  # the other trade's clip
+    cids = np.asarray(["framing"] * 240 + ["masonry"] * 240, dtype=object)
+    coarse = np.repeat([0, 1], 240).astype(np.int32)
+    once = refine_within(coarse, x.astype(np.float32), cids, CFG)  # the default: one split
+    twice = refine_within(coarse, x.astype(np.float32), cids, CFG.model_copy(update={"fine_levels": 2}))
+    truth = 3 * part + sub
+    assert len(np.unique(once.fine[:240])) == 2, once.reason
+    assert len(np.unique(twice.fine[:240])) >= 5, twice.reason
+    assert adjusted_mutual_info_score(truth, twice.fine[:240]) > adjusted_mutual_info_score(truth, once.fine[:240]) + 0.2
+    assert set(twice.parent) == set(np.unique(twice.fine).tolist())  # every fine activity keeps its coarse cluster
+
+
 def test_a_cluster_that_clips_move_in_and_out_of_is_not_split_again():
     """Activities shared by clips (the single-task case) are already the fine level: refining them
     would split one activity by how it drifts."""

@@ -395,6 +395,26 @@ def _choose_k_silhouette(x: npt.NDArray[np.floating], max_k: int, min_silhouette
     return best[2], best[1], best[0]
 
 
+def _split_again(x: npt.NDArray[np.float32], lab: npt.NDArray[np.int32], k: int, cfg: ClusterConfig) -> tuple[npt.NDArray[np.int32], int]:
+    """Each of ``k`` fine activities with at least 2 x ``cfg.fine_sub_min_segments`` segments split once
+    more the same way (centred on its own mean, k by silhouette); returns the new labels and their count.
+    A silhouette picks the coarsest clear split, and inside a long clip of varied work that is often 2
+    (frying against the rest of a pancake task); the activities inside each part need a second look."""
+    out = np.zeros(len(lab), np.int32)
+    n = 0
+    for part in range(k):
+        m = np.flatnonzero(lab == part)
+        max_k = min(cfg.fine_max_k, len(m) // max(cfg.fine_sub_min_segments, 1))
+        sub, sk = np.zeros(len(m), np.int32), 1
+        if max_k >= 2:
+            xp = np.asarray(x[m], np.float64)
+            sub, sk, _ = _choose_k_silhouette(l2_normalise((xp - xp.mean(0)).astype(np.float32)), max_k,
+                                              cfg.fine_min_silhouette, cfg.seed)
+        out[m] = n + sub
+        n += sk
+    return out, n
+
+
 def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_],
                   cfg: ClusterConfig) -> Refinement:
     """The fine level: what recurs inside each coarse cluster.
@@ -406,7 +426,8 @@ def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floatin
     ``cfg.fine_max_k``, or kept whole when no k reaches ``cfg.fine_min_silhouette``. Only a coarse
     cluster that holds at least ``cfg.fine_clip_share`` of the segments of the clips it appears in is
     split (a kind of clip); one its clips move in and out of is already an activity. Clusters with
-    fewer than ``2 x cfg.fine_min_segments`` segments stay whole. Pure function of its inputs.
+    fewer than ``2 x cfg.fine_min_segments`` segments stay whole. With ``cfg.fine_levels`` 2, each
+    fine activity is split once more the same way (:func:`_split_again`). Pure function of its inputs.
     """
     fine = np.full(len(activity), -1, np.int32)
     parent: dict[int, int] = {}
@@ -440,6 +461,11 @@ def refine_within(activity: npt.NDArray[np.int32], fused: npt.NDArray[np.floatin
                 x = x - means[inv] / cnt[inv, None]
             x = l2_normalise(x.astype(np.float32))
             lab, k, sil = _choose_k_silhouette(x, max_k, cfg.fine_min_silhouette, cfg.seed)
+            for _level in range(cfg.fine_levels - 1):
+                lab, k_more = _split_again(x, lab, k, cfg)
+                if k_more == k:
+                    break
+                k = k_more
         else:
             lab = np.zeros(len(rows), np.int32)
         for j in range(k):
