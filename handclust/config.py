@@ -277,6 +277,10 @@ class ClusterConfig(_Frozen):
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
                               "costs more the shorter a segment is against it")
+    jump_scale: bool = Field(False, description="temporal model: where the features jump at more boundaries than the bout "
+                             "length expects changes, the chance of a change at a jump (0.5) is scaled down to the expected "
+                             "changes over the jumps; on in segment-features (a real salad video's scores: 44 -> 20 segments "
+                             "for 7 bouts), off for footage (rendered footage lost held-out ARI)")
     fine: bool = Field(True, description="two levels: the joint clusters are the coarse level (what separates clips: site, "
                        "trade, phase); inside each, k-means on what is left after the cluster's and each clip's mean finds "
                        "the fine activities that timelines, labels and the report show")

@@ -267,7 +267,8 @@ def test_jumps_at_most_boundaries_are_weaker_evidence_of_a_change():
     """Features that jump inside long bouts (a real model's scores on a salad video jumped at 70 of
     105 boundaries in 7 bouts): a floor of 0.5 at every jump cut the video into 44 pieces. Where
     jumps outnumber the changes the bout length expects, the floor is the expected changes over the
-    jumps, and the two bouts come back whole; where jumps are rare, a jump keeps its full weight."""
+    jumps (``scale_jumps``: segment-features' default, ``cluster.jump_scale``), and the two bouts
+    come back whole; where jumps are rare, a jump keeps its full weight."""
     from handclust.core.clustering.temporal import JUMP_LEAVE, smooth_timelines
 
     rng = np.random.default_rng(5)
@@ -278,14 +279,17 @@ def test_jumps_at_most_boundaries_are_weaker_evidence_of_a_change():
     fused = centres[activity] + rng.normal(0, 0.1, (n, 16))
     knn = np.stack([np.arange(n)] * 3, axis=1)  # each segment's own group votes
     cids = np.full(n, "clip", dtype=object)
-    tl = smooth_timelines(activity, knn, cids, np.full(n, 3.0), 30.0, fused=fused)
+    tl = smooth_timelines(activity, knn, cids, np.full(n, 3.0), 30.0, fused=fused, scale_jumps=True)
     assert tl.jumps is not None and tl.jumps > 0.3 * (n - 1)
     assert tl.jump_floor is not None and tl.jump_floor < JUMP_LEAVE
     assert tl.switches_after <= 0.2 * tl.switches_before, tl.reason
     assert "scaled to the changes the bout length expects" in tl.reason
+    fixed = smooth_timelines(activity, knn, cids, np.full(n, 3.0), 30.0, fused=fused)  # footage's default: not scaled
+    assert fixed.jump_floor == JUMP_LEAVE and fixed.switches_after > tl.switches_after
     # Rare jumps (bouts that each sit somewhere in their activity, a change now and then) keep the full floor.
     rare = np.repeat(np.arange(5) % 2, 20).astype(np.int32)
     bout_at = np.repeat(rng.normal(0, 1.0, (5, 16)), 20, axis=0)
-    tl2 = smooth_timelines(rare, knn, cids, np.full(n, 3.0), 30.0, fused=centres[rare] + bout_at + rng.normal(0, 0.05, (n, 16)))
+    tl2 = smooth_timelines(rare, knn, cids, np.full(n, 3.0), 30.0, fused=centres[rare] + bout_at + rng.normal(0, 0.05, (n, 16)),
+                           scale_jumps=True)
     assert tl2.jumps == 4 and tl2.jump_floor == JUMP_LEAVE
     assert tl2.switches_after == 4

@@ -34,7 +34,9 @@ BOUT_GROW = 2.0
 # -> 0.804 / 0.779, while a uniform transition at jumps (the next activity independent of this one)
 # gave 0.748 / 0.714.
 JUMP_LEAVE = 0.5
-# ... at most. The floor is P(change | jump), and if every change shows as a jump, P(change | jump) =
+# ... at most. With ``scale_jumps`` (cluster.jump_scale: on in segment-features, off for footage, where
+# rendered footage lost held-out ARI 0.442 -> 0.405 with it): the floor is P(change | jump), and if
+# every change shows as a jump, P(change | jump) =
 # P(change) / P(jump): where the features jump at more boundaries than the bout length expects
 # changes, each jump is weaker evidence, and the floor is the expected changes over the jumps. On a
 # real model's scores (ASOT's Breakfast salad video: 7 bouts of 12-151 s in 6 minutes) the features
@@ -147,7 +149,7 @@ class Timelines:
 
 def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.int64],
                      clip_ids: npt.NDArray[np.object_], durations_s: npt.NDArray[np.floating], mean_run_s: float,
-                     max_iter: int = 5, fused: npt.NDArray[np.floating] | None = None) -> Timelines:
+                     max_iter: int = 5, fused: npt.NDArray[np.floating] | None = None, scale_jumps: bool = False) -> Timelines:
     """Per clip (rows of a clip in time order), the Viterbi activity path over neighbour evidence.
 
     ``activity`` is the per-segment activity without the temporal model (noise already given its
@@ -161,7 +163,7 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
 
     ``fused`` ``(n, d)``, the vectors that were clustered: where given, the chance of leaving a
     bout is at least ``JUMP_LEAVE`` at each boundary where the features jump (:func:`feature_jumps`),
-    or the expected number of changes over the number of jumps where jumps are the more.
+    or (``scale_jumps``) the expected number of changes over the number of jumps where jumps are the more.
     The bout prior alone cannot tell a boundary inside a bout from one between two actions; without
     this, on real IKEA segments (each row a whole action, so every boundary is a change) the model
     joined neighbouring actions and cost 0.07-0.10 AMI against k-means at the same K.
@@ -212,7 +214,7 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
     # ends with a shorter bout length than footage whose clusters merely flicker.
     for _ in range(max_iter):
         leave = -np.expm1(-d / run_s)  # P(the bout ends during this segment)
-        if n_jumps:  # P(change | jump) = P(change) / P(jump), at most JUMP_LEAVE
+        if n_jumps and scale_jumps:  # P(change | jump) = P(change) / P(jump), at most JUMP_LEAVE
             floor = min(JUMP_LEAVE, float(leave[has_next].sum()) / n_jumps)
         leave = np.where(jump, np.maximum(leave, floor), leave)
         log_stay = np.log1p(-leave)
