@@ -390,6 +390,11 @@ def scores_part(data: Path, variants: dict[str, dict[str, Any]]) -> dict[str, An
     return out
 
 
+def ikea_model(f: Path) -> str:
+    """The model variant an IKEA csv holds, from its file name."""
+    return f.name.split("__test__")[1].split("__pretrained")[0]
+
+
 def read_ikea(f: Path) -> tuple[str, Any, np.ndarray, np.ndarray]:
     """One IKEA csv: the model's name, its rows in time order per video, the averaged class
     probabilities ``(n, 33)`` and the true label per row (pandas reads the "NA" class as missing)."""
@@ -398,7 +403,7 @@ def read_ikea(f: Path) -> tuple[str, Any, np.ndarray, np.ndarray]:
     df = pd.read_csv(f).sort_values(["case_name", "start_timestamp"]).reset_index(drop=True)
     probs = np.stack([np.asarray(list(json.loads(s).values()), np.float32) for s in df["avg_probs_json"]])
     truth = df["gt_label_name"].fillna("NA").astype(str).to_numpy(object)
-    return f.name.split("__test__")[1].split("__pretrained")[0], df, probs, truth
+    return ikea_model(f), df, probs, truth
 
 
 def against_kmeans(models: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -513,7 +518,7 @@ def ikea_fusion_part(data: Path) -> dict[str, Any]:
     base = None
     truth = np.zeros(0, object)
     for f in sorted((data / "ikea").glob("*.csv")):
-        if f.name.split("__test__")[1].split("__pretrained")[0] not in IKEA_FUSION_MODELS:
+        if ikea_model(f) not in IKEA_FUSION_MODELS:
             continue
         model, df, probs, t = read_ikea(f)
         if base is None:

@@ -210,7 +210,7 @@ def segment_clip(
         near = [d for d in DETECTORS if len(proposals[d]) and np.min(np.abs(proposals[d] - p)) <= 2 * sigma]
         voters.append("+".join(near))
         scores.append(float(vote[p]))
-    # Split overlong segments evenly so timelines keep a resolution.
+    # Split overlong segments (evenly, or where the features change most) so timelines keep a resolution.
     max_len = max(2 * min_len, int(round(cfg.max_segment_s * fps)))
     bounds = starts + [n]
     out_s, out_d, out_v = [], [], []
