@@ -281,6 +281,11 @@ class ClusterConfig(_Frozen):
                              "length expects changes, the chance of a change at a jump (0.5) is scaled down to the expected "
                              "changes over the jumps; on in segment-features (a real salad video's scores: 44 -> 20 segments "
                              "for 7 bouts), off for footage (rendered footage lost held-out ARI)")
+    jump_learn: bool = Field(False, description="temporal model: the chance of a change where the features jump starts "
+                             "at 0.5 (or jump_scale's value) and is re-estimated from the share of jumps the decoded "
+                             "timelines changed at, the start counted as 10 jumps, at most 0.95. On in segment-features "
+                             "(real IKEA frames: AMI up on 9 of 10 models), off for footage (on the demo's rendered "
+                             "footage the fused run fell below scene alone with it)")
     fine: bool = Field(True, description="two levels: the joint clusters are the coarse level (what separates clips: site, "
                        "trade, phase); inside each, k-means on what is left after the cluster's and each clip's mean finds "
                        "the fine activities that timelines, labels and the report show")

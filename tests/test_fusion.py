@@ -293,3 +293,37 @@ def test_jumps_at_most_boundaries_are_weaker_evidence_of_a_change():
                            scale_jumps=True)
     assert tl2.jumps == 4 and tl2.jump_floor == JUMP_LEAVE
     assert tl2.switches_after == 4
+
+
+def test_the_chance_of_a_change_at_a_jump_follows_what_the_timelines_show():
+    """Rows that are each a whole action (a user's own segments: every boundary a jump and a change)
+    against the 0.5 floor: the bout prior joined neighbouring actions that look alike. With
+    ``learn_jumps`` (``cluster.jump_learn``, on by default) the chance of a change at a jump is
+    re-estimated from the decoded timelines, rises above 0.5 and keeps the changes; where jumps
+    fall inside bouts it falls below the start instead."""
+    from handclust.core.clustering.temporal import JUMP_LEARNED_MAX, JUMP_LEAVE, smooth_timelines
+
+    rng = np.random.default_rng(3)
+    n = 60  # one clip of 60 actions of 30 s each, cycling through 6 activities
+    truth = (np.arange(n) % 6).astype(np.int32)
+    centres = rng.normal(0, 1, (6, 16)) * 5.0
+    fused = centres[truth] + rng.normal(0, 0.1, (n, 16))
+    # One of every third row's neighbours votes for the action before it: too little evidence to pay
+    # for a change where a jump is a 50:50 chance, enough where every jump has been a change.
+    idx = np.arange(n)
+    knn = np.stack([idx, idx, np.where(idx % 3 == 0, np.maximum(idx - 1, 0), idx)], axis=1)
+    cids = np.full(n, "clip", dtype=object)
+    fixed = smooth_timelines(truth, knn, cids, np.full(n, 30.0), 60.0, fused=fused)
+    learned = smooth_timelines(truth, knn, cids, np.full(n, 30.0), 60.0, fused=fused, learn_jumps=True)
+    assert fixed.jumps == n - 1 and fixed.jump_floor == JUMP_LEAVE
+    assert learned.jump_floor is not None and JUMP_LEAVE < learned.jump_floor <= JUMP_LEARNED_MAX
+    assert learned.switches_after > fixed.switches_after and learned.switches_after == n - 1, learned.reason
+    assert "learned from the timelines' changes at jumps" in learned.reason
+    # Jumps inside long bouts that the evidence keeps whole: the learned chance falls below the start.
+    bouts = np.repeat([0, 1], n // 2).astype(np.int32)
+    act = (2 * bouts + rng.integers(0, 2, n)).astype(np.int32)
+    fused2 = (rng.normal(0, 1, (4, 16)) * 5.0)[act] + rng.normal(0, 0.1, (n, 16))
+    votes = np.stack([np.arange(n)] + [np.clip(np.arange(n) + o, 0, n - 1) for o in (-2, -1, 1, 2)], axis=1)
+    inside = smooth_timelines(act, votes, cids, np.full(n, 3.0), 30.0, fused=fused2, learn_jumps=True)
+    assert inside.jumps is not None and inside.jumps > 10
+    assert inside.jump_floor is not None and inside.jump_floor < JUMP_LEAVE, inside.reason

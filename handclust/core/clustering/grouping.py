@@ -312,7 +312,7 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
     # would let a bigger neighbouring cluster outvote the members of a small one.
     votes = clustering.knn_idx[:, : max(2, min(cfg.knn_k, clustering.min_cluster_size))]
     tl = smooth_timelines(clustering.activity, votes, np.asarray(clip_ids, dtype=object),
-                          durations_s, cfg.mean_run_s, fused=fused, scale_jumps=cfg.jump_scale)
+                          durations_s, cfg.mean_run_s, fused=fused, scale_jumps=cfg.jump_scale, learn_jumps=cfg.jump_learn)
     clustering.activity = tl.activity
     clustering.reassigned = tl.activity != clustering.labels
     return Grouping(fusion, clustering, tl.reason, (tl.switches_before, tl.switches_after), coarse, parent, tl)
