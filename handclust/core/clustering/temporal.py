@@ -232,8 +232,9 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
     out = activity.copy()
     # Hard EM on the free parameters (the mean bout length; with ``learn_jumps`` the chance of a change
     # at a jump too): decode with the current values, re-estimate them from the decoded timelines, and
-    # repeat. The prior ``mean_run_s`` is where it starts, not a fixed cost: footage whose activities really change every few seconds, with clear evidence,
-    # ends with a shorter bout length than footage whose clusters merely flicker.
+    # repeat. The prior ``mean_run_s`` is where it starts, not a fixed cost: footage whose activities
+    # really change every few seconds, with clear evidence, ends with a shorter bout length than
+    # footage whose clusters merely flicker.
     for _ in range(max_iter):
         leave = -np.expm1(-d / run_s)  # P(the bout ends during this segment)
         if n_jumps and scale_jumps and learned is None:  # P(change | jump) = P(change) / P(jump), at most JUMP_LEAVE
