@@ -228,7 +228,6 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
     jump_second = second[jump[first]]
     floor = prior = JUMP_LEAVE
     learned: float | None = None
-    used_learned = False  # a decoding ran with the learned chance
     out = activity.copy()
     # Hard EM on the free parameters (the mean bout length; with ``learn_jumps`` the chance of a change
     # at a jump too): decode with the current values, re-estimate them from the decoded timelines, and
@@ -240,7 +239,7 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
         if n_jumps and scale_jumps and learned is None:  # P(change | jump) = P(change) / P(jump), at most JUMP_LEAVE
             floor = prior = min(JUMP_LEAVE, float(leave[has_next].sum()) / n_jumps)
         if learned is not None:
-            floor, used_learned = learned, True
+            floor = learned
         leave = np.where(jump, np.maximum(leave, floor), leave)
         log_stay = np.log1p(-leave)
         log_switch = np.log(leave / (len(clusters) - 1))
@@ -257,7 +256,7 @@ def smooth_timelines(activity: npt.NDArray[np.int32], knn_idx: npt.NDArray[np.in
             break
     after = changes(out)
     n_bounds = int(same_clip.sum())
-    how = (f"learned from the timelines' changes at jumps, starting from {prior:.2g}" if used_learned
+    how = (f"learned from the timelines' changes at jumps, starting from {prior:.2g}" if learned is not None
            else f"{JUMP_LEAVE:g} scaled to the changes the bout length expects" if floor < JUMP_LEAVE else "")
     jumps = (f"; features jump at {n_jumps} of {n_bounds} boundaries (a change there at least {floor:.2g} likely"
              + (f": {how}" if how else "") + ")" if fused is not None else "")
