@@ -275,8 +275,9 @@ class ClusterConfig(_Frozen):
                                     "(two activities); see handclust/core/clustering/shared.py")
     temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
                            "activity (HMM / Viterbi over segments)")
-    mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s); switching "
-                              "costs more the shorter a segment is against it")
+    mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s) where the "
+                              "decoding starts (re-estimated from the timelines within 1/8 to 2 x of it, below a quarter of the median clip); "
+                              "switching costs more the shorter a segment is against it. 60 in segment-features")
     jump_scale: bool = Field(False, description="temporal model: where the features jump at more boundaries than the bout "
                              "length expects changes, the chance of a change at a jump (0.5) is scaled down to the expected "
                              "changes over the jumps; on in segment-features (a real salad video's scores: 44 -> 20 segments "
