@@ -276,7 +276,7 @@ class ClusterConfig(_Frozen):
     temporal: bool = Field(True, description="per clip, turn cluster evidence into a timeline with a cost for switching "
                            "activity (HMM / Viterbi over segments)")
     mean_run_s: float = Field(30.0, gt=0, description="temporal model: expected length of one activity bout (s) where the "
-                              "decoding starts (re-estimated from the timelines within 1/8 to 2 x of it, below a quarter of the median clip); "
+                              "decoding starts (re-estimated from the timelines, between 1/8 and 2 x this and below a quarter of the median clip); "
                               "switching costs more the shorter a segment is against it. 60 in segment-features")
     jump_scale: bool = Field(False, description="temporal model: where the features jump at more boundaries than the bout "
                              "length expects changes, the chance of a change at a jump (0.5) is scaled down to the expected "

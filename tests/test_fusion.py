@@ -298,7 +298,7 @@ def test_jumps_at_most_boundaries_are_weaker_evidence_of_a_change():
 def test_the_chance_of_a_change_at_a_jump_follows_what_the_timelines_show():
     """Rows that are each a whole action (a user's own segments: every boundary a jump and a change)
     against the 0.5 floor: the bout prior joined neighbouring actions that look alike. With
-    ``learn_jumps`` (``cluster.jump_learn``, on by default) the chance of a change at a jump is
+    ``learn_jumps`` (``cluster.jump_learn``, on in segment-features) the chance of a change at a jump is
     re-estimated from the decoded timelines, rises above 0.5 and keeps the changes; where jumps
     fall inside bouts it falls below the start instead."""
     from handclust.core.clustering.temporal import JUMP_LEARNED_MAX, JUMP_LEAVE, smooth_timelines
