@@ -95,3 +95,34 @@ def test_two_activities_of_the_same_clips_stay_two():
     assert sm.merged == {}
     np.testing.assert_array_equal(sm.labels, labels)
     assert not merge_single_clip_clusters(labels, x, clips, partial=False).merged
+
+
+def _private_corpus():
+    """6 clips x 2 activities, 6 segments each; every clip does each activity its own tight way."""
+    rng = np.random.default_rng(0)
+    protos = rng.normal(0, 1, (2, 16)) * 3
+    x, clips, truth = [], [], []
+    for c in range(6):
+        for a in range(2):
+            x.append(protos[a] + rng.normal(0, 1, 16) + rng.normal(0, 0.1, (6, 16)))
+            clips += [f"clip{c}"] * 6
+            truth += [a] * 6
+    return np.vstack(x).astype(np.float32), np.asarray(clips, dtype=object), np.asarray(truth)
+
+
+def test_when_most_clusters_are_one_clips_own_a_coarser_density_finds_the_shared_activities():
+    """cluster.max_private_share: 12 clusters, each one clip's version of an activity, become the 2
+    activities every clip does; off (the default), the 12 stay."""
+    from handclust.config import load_config
+    from handclust.core.clustering.grouping import group_segments, private_clusters
+
+    x, clips, truth = _private_corpus()
+    base = ["cluster.size_scale=0.7", "cluster.temporal=false", "cluster.fine=false", "cluster.scaling.features=whole"]
+    off = group_segments({"features": x}, clips, np.full(len(x), 2.0), load_config(None, base).cluster).clustering
+    assert private_clusters(off.labels, clips) == (12, 12)
+    on = group_segments({"features": x}, clips, np.full(len(x), 2.0),
+                        load_config(None, base + ["cluster.max_private_share=0.5"]).cluster).clustering
+    assert private_clusters(on.labels, clips) == (0, 2)
+    assert on.min_cluster_size > off.min_cluster_size
+    assert all(len(set(on.labels[truth == a])) == 1 for a in (0, 1))
+    assert "12 of 12 clusters inside one clip" in on.reason

@@ -207,7 +207,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
         mcs = base
         ms = cfg.min_samples or max(2, mcs // 2)
         fit_labels, fit_probs, hb = hdbscan_fit(x, mcs, ms, models.clusterer)
-        why = f"min_cluster_size={mcs} " + (f"({cfg.size_scale:g} x sqrt(n), at least 3)" if auto else "(set in config)")
+        why = f"min_cluster_size={mcs} " + (f"({cfg.size_scale:.3g} x sqrt(n), at least 3)" if auto else "(set in config)")
         if auto and n_fit >= 8 and n_fit <= STABILITY_REPORT_MAX:
             why += "; " + stability_report(x, fit_labels, mcs, models.clusterer, cfg.min_samples)
     if sampled:
@@ -236,6 +236,58 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
               + f", min_samples={ms}: {k} clusters survived HDBSCAN's excess-of-mass selection")
     return Clustering(labels, probs, activity, moved, knn_i, knn_d, mcs, ms, {"hdbscan": hb, "knn": kb}, reason,
                       dict(models.reasons))
+
+
+COARSER_STEP = math.sqrt(2)  # size_scale grows by this at each coarser try
+COARSER_TRIES = 3  # at most 2.8 x the first min_cluster_size
+
+
+def private_clusters(labels: npt.NDArray[np.int32], clip_ids: npt.NDArray[np.object_]) -> tuple[int, int]:
+    """How many of the clusters in ``labels`` (-1 noise) sit inside a single clip, and how many there are."""
+    has = labels >= 0
+    if not has.any():
+        return 0, 0
+    codes, _ = clip_codes(np.asarray(clip_ids, dtype=object))
+    pairs = np.unique(np.stack([labels[has].astype(np.int64), codes[has]]), axis=1)
+    clusters, n_clips = np.unique(pairs[0], return_counts=True)
+    return int((n_clips == 1).sum()), len(clusters)
+
+
+def coarser_while_private(fused: F32, clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig, models: Models,
+                          first: Clustering) -> Clustering:
+    """HDBSCAN again at a coarser density while most of its clusters are one clip's each (``cfg.max_private_share``).
+
+    Activities repeat across clips. Where a person's look wanders slowly through a video, the
+    densest groups are stretches of one video, and HDBSCAN at the usual size finds each video's
+    own versions of each action (the slow rendering of real Breakfast sequences: 6 to 18 of 12 to
+    21 clusters inside one video, k 12-19 for 4-11 actions). A larger min_cluster_size asks for
+    groups no single video's stretch fills. Stops at the first size where at most that share is
+    private, after ``COARSER_TRIES`` tries, or where the coarser fit finds fewer than 2 clusters
+    (the last fit with 2 or more stays)."""
+    private, k = private_clusters(first.labels, clip_ids)
+    if cfg.max_private_share is None or cfg.min_cluster_size is not None or k < 2 or private <= cfg.max_private_share * k:
+        return first
+    if clip_codes(np.asarray(clip_ids, dtype=object))[1] < 3:
+        return first
+    cur, scale, trail = first, cfg.size_scale, [f"{private} of {k} clusters inside one clip at min_cluster_size={first.min_cluster_size}"]
+    for _ in range(COARSER_TRIES):
+        scale *= COARSER_STEP
+        nxt = cluster_segments(fused, cfg.model_copy(update={"size_scale": scale}), models)
+        p2, k2 = private_clusters(nxt.labels, clip_ids)
+        if k2 < 2:
+            trail.append(f"{k2} at min_cluster_size={nxt.min_cluster_size} (kept the previous)")
+            break
+        if nxt.min_cluster_size == cur.min_cluster_size:
+            break
+        cur, private, k = nxt, p2, k2
+        trail.append(f"{p2} of {k2} at min_cluster_size={nxt.min_cluster_size}")
+        if private <= cfg.max_private_share * k:
+            break
+    if cur is first:
+        return first
+    why = (f"; most clusters were one clip's own (more than {cfg.max_private_share:g}), so a coarser density: "
+           + ", then ".join(trail))
+    return replace(cur, reason=cur.reason + why)
 
 
 @dataclass
@@ -278,6 +330,7 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
                           np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32), 0, 0, {}, "no modality observed: nothing to cluster")
         return Grouping(fusion, none, None, None)
     clustering = cluster_segments(fused, cfg, resolved)
+    clustering = coarser_while_private(fused, clip_ids, cfg, resolved, clustering)
     if cfg.merge_single_clip:
         sm = merge_single_clip_clusters(clustering.labels, fused, clip_ids, seed=cfg.seed)
         if sm.merged:
