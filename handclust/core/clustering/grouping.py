@@ -273,11 +273,11 @@ def coarser_while_private(fused: F32, clip_ids: npt.NDArray[np.object_], cfg: Cl
     for _ in range(COARSER_TRIES):
         scale *= COARSER_STEP
         nxt = cluster_segments(fused, cfg.model_copy(update={"size_scale": scale}), models)
+        if nxt.min_cluster_size == cur.min_cluster_size:  # rounding on few segments: the same fit again
+            continue
         p2, k2 = private_clusters(nxt.labels, clip_ids)
         if k2 < 2:
             trail.append(f"{k2} at min_cluster_size={nxt.min_cluster_size} (kept the previous)")
-            break
-        if nxt.min_cluster_size == cur.min_cluster_size:
             break
         cur, private, k = nxt, p2, k2
         trail.append(f"{p2} of {k2} at min_cluster_size={nxt.min_cluster_size}")
