@@ -272,9 +272,9 @@ def coarser_while_private(fused: F32, clip_ids: npt.NDArray[np.object_], cfg: Cl
     cur, scale, trail = first, cfg.size_scale, [f"{private} of {k} clusters inside one clip at min_cluster_size={first.min_cluster_size}"]
     for _ in range(COARSER_TRIES):
         scale *= COARSER_STEP
+        if choose_min_cluster_size(min(len(fused), cfg.max_fit_segments), scale) <= cur.min_cluster_size:
+            continue  # rounding on few segments: the same fit again
         nxt = cluster_segments(fused, cfg.model_copy(update={"size_scale": scale}), models)
-        if nxt.min_cluster_size == cur.min_cluster_size:  # rounding on few segments: the same fit again
-            continue
         p2, k2 = private_clusters(nxt.labels, clip_ids)
         if k2 < 2:
             trail.append(f"{k2} at min_cluster_size={nxt.min_cluster_size} (kept the previous)")
