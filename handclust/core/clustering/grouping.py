@@ -190,9 +190,11 @@ def stability_report(x: npt.NDArray[np.floating], labels: npt.NDArray[np.int32],
     return ("stability of this k: " + "; ".join(parts)) if parts else "stability not measurable on this few segments"
 
 
-def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = None) -> Clustering:
+def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = None,
+                     knn: tuple[npt.NDArray[np.int64], F32, str] | None = None) -> Clustering:
     """HDBSCAN on the fused vectors (on a sample above ``cfg.max_fit_segments``), the kNN graph and
-    noise assignment. ``models`` are the sub-models to use (default: :func:`resolve_models` from ``cfg``)."""
+    noise assignment. ``models`` are the sub-models to use (default: :func:`resolve_models` from ``cfg``);
+    ``knn``: the kNN graph of these vectors (indices, distances, what built it) when one was made already."""
     models = models or resolve_models(cfg.backend, cfg.map_method, cfg.seed)
     n = len(fused)
     auto = cfg.min_cluster_size is None
@@ -225,7 +227,7 @@ def cluster_segments(fused: F32, cfg: ClusterConfig, models: Models | None = Non
             hb += "; " + second_pass(fused, labels, cfg, models)
     else:
         labels, probs = fit_labels, fit_probs
-    knn_i, knn_d, kb = knn_graph(fused, cfg.knn_k, models.neighbours)
+    knn_i, knn_d, kb = knn if knn is not None else knn_graph(fused, cfg.knn_k, models.neighbours)
     if cfg.assign_noise:
         activity, moved = assign_noise(labels, knn_i, knn_d, l2_normalise(fused))
     else:
@@ -274,7 +276,8 @@ def coarser_while_private(fused: F32, clip_ids: npt.NDArray[np.object_], cfg: Cl
         scale *= COARSER_STEP
         if choose_min_cluster_size(min(len(fused), cfg.max_fit_segments), scale) <= cur.min_cluster_size:
             continue  # rounding on few segments: the same fit again
-        nxt = cluster_segments(fused, cfg.model_copy(update={"size_scale": scale}), models)
+        nxt = cluster_segments(fused, cfg.model_copy(update={"size_scale": scale}), models,
+                               knn=(first.knn_idx, first.knn_dist, first.backends["knn"]))
         p2, k2 = private_clusters(nxt.labels, clip_ids)
         if k2 < 2:
             trail.append(f"{k2} at min_cluster_size={nxt.min_cluster_size} (kept the previous)")
