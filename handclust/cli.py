@@ -374,10 +374,13 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="auto",
               help="Weight of relative time within each video as a feature. Default: 0.1 when the activities found "
                    "without time keep an order across videos (a scripted task), else off; 0: always off.")
+@click.option("--split-groups/--no-split-groups", default=True, show_default=True,
+              help="Cluster videos that come in groups (places, tasks, trades: their mean features part clearly) "
+                   "one group at a time; eval.json lists the groups.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
-                         config_path: str | None, overrides: tuple[str, ...]) -> None:
+                         split_groups: bool, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
 
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,
@@ -388,12 +391,15 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
     try:
         cfg = load_config(config_path, [*FEATURE_DEFAULTS, *overrides])
         ev = segment_features(features_dir, out, fps, cfg, n_clusters=n_clusters, layout=layout,  # type: ignore[arg-type]
-                              time_weight=time_weight)
+                              time_weight=time_weight, split_groups=split_groups)
     except (ConfigError, FeatureDirError) as exc:
         _fail(str(exc))
         return
     click.echo(f"videos       {ev['videos']} ({ev['frames']} frames), {ev['segments']} segments, "
                f"k={ev['k']}, noise {100 * ev['noise_rate']:.1f} %")
+    if len(ev.get("video_groups", [])) > 1:
+        click.echo(f"groups       {len(ev['video_groups'])} groups of videos clustered apart: "
+                   + "; ".join(f"{len(g)} ({', '.join(g[:3])}{', ...' if len(g) > 3 else ''})" for g in ev["video_groups"]))
     if ev.get("ground_truth"):
         _print_gt(ev["ground_truth"])
     click.echo(f"wrote        {out}/<video>.txt, {out}/eval.json")

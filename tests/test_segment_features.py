@@ -189,3 +189,51 @@ def test_k_above_the_number_of_segments_is_said_not_a_traceback(tmp_path: Path):
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert ev["k"] <= ev["segments"] and "asked for more clusters than the" in ev["clustering"]
+
+
+def _two_places(root: Path, rng: np.random.Generator) -> None:
+    """Six videos: three filmed in each of two places (a place offset much larger than a person's
+    style); each place has its own three actions, in its own order per video."""
+    (root / "features").mkdir(parents=True)
+    for place in ("yard", "deck"):
+        offset = rng.normal(0, 3, 16)
+        actions = {f"{place}_{a}": rng.normal(0, 1, 16) for a in ("a", "b", "c")}
+        for v in range(3):
+            order = rng.permutation(list(actions)).tolist()
+            labels = [a for a in order for _ in range(int(rng.integers(60, 90)))]
+            x = offset + rng.normal(0, 0.3, 16) + np.stack([actions[a] for a in labels]) + rng.normal(0, 0.4, (len(labels), 16))
+            np.save(root / "features" / f"{place}{v}.npy", x.astype(np.float32))
+            _labels(root / "groundTruth" / f"{place}{v}.txt", labels)
+
+
+def test_videos_of_two_places_are_clustered_one_place_at_a_time(tmp_path: Path):
+    """Videos whose means part clearly (two places) are clustered one group at a time: eval.json
+    lists the groups, no activity spans both, and the CLI says so; --no-split-groups clusters
+    them all together."""
+    _two_places(tmp_path / "set", np.random.default_rng(7))
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "set"), "--out", str(tmp_path / "out"), "--fps", "15"])
+    assert r.exit_code == 0, r.output
+    assert "2 groups of videos clustered apart" in r.output
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert ev["video_groups"] == [["deck0", "deck1", "deck2"], ["yard0", "yard1", "yard2"]]
+    labels = {v: set((tmp_path / "out" / f"{v}.txt").read_text().split()) for g in ev["video_groups"] for v in g}
+    deck = set().union(*(labels[v] for v in ev["video_groups"][0]))
+    yard = set().union(*(labels[v] for v in ev["video_groups"][1]))
+    assert deck and yard and not deck & yard
+    assert ev["ground_truth"]["per_video"]["mof"] > 0.85
+    r = CliRunner().invoke(cli, ["segment-features", str(tmp_path / "set"), "--out", str(tmp_path / "together"), "--fps", "15",
+                                 "--no-split-groups"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "together" / "eval.json").read_text())["video_groups"]) == 1
+
+
+def test_one_task_filmed_by_several_people_stays_one_group(tmp_path: Path):
+    """Per-person style alone (each video's own offset, all about equally far apart) is not a group."""
+    from handclust.segment_features import segment_features
+
+    _ordered_or_shuffled(tmp_path / "set", np.random.default_rng(3), True)
+    for f in (tmp_path / "set" / "features").glob("*.npy"):
+        x = np.load(f)
+        np.save(f, (x + np.random.default_rng(len(f.name) + int(f.stem[1:])).normal(0, 1, x.shape[1])).astype(np.float32))
+    ev = segment_features(tmp_path / "set", tmp_path / "out", 15.0)
+    assert len(ev["video_groups"]) == 1 and len(ev["video_groups"][0]) == 5

@@ -165,3 +165,53 @@ def merge_single_clip_clusters(labels: npt.NDArray[np.int32], fused: npt.NDArray
     reason = (f"{len(single)} of {len(clusters)} clusters were inside one clip" + (f", {len(some)} in some clips" if partial else "")
               + f": {len(merged)} joined the cluster their nearest segments in other clips vote for, {kept} kept")
     return SharedMerge(labels, merged, kept, reason)
+
+
+# Clips come in groups when their means fall into parts whose clips are, on average, this many times
+# farther from the other part's clips than from their own part's. Real label sequences of two
+# Breakfast tasks, each in its own place (benchmarks/real.py's two-task sets): 1.67-1.90 for four
+# people per task as filmed, 3.2-3.6 for one steady recording per task cut in three; single-task
+# sets of five people 1.04-1.19.
+GROUP_RATIO = 1.5
+GROUP_MIN_CLIPS = 2  # clips on each side of a split
+
+
+def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], ratio: float = GROUP_RATIO,
+                min_clips: int = GROUP_MIN_CLIPS) -> list[npt.NDArray[np.int64]]:
+    """Rows of each group of similar clips (places, tasks, trades), in row order; one group when the clips do not part.
+
+    Each clip is its mean descriptor (columns scaled by their spread over all rows). Average linkage
+    parts the clips in two; the parts are kept when the mean distance between clips of different
+    parts is at least ``ratio`` times the mean distance between clips of the same part and each part
+    holds at least ``min_clips`` clips, and each part is parted again the same way. Clips that differ
+    by each person's own style are about equally far from each other and stay one group.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    x = np.asarray(x, np.float64)
+    _, inv = np.unique(np.asarray(clip_ids, dtype=object).astype(str), return_inverse=True)
+    inv = np.ravel(inv)
+    n_clips = int(inv.max()) + 1 if len(inv) else 0
+    if n_clips < 2 * min_clips:
+        return [np.arange(len(x))]
+    sd = x.std(axis=0) + 1e-9
+    counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
+    means = np.stack([np.bincount(inv, weights=x[:, j] / sd[j], minlength=n_clips) for j in range(x.shape[1])], axis=1)
+    means /= counts[:, None]
+
+    def part(clips: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+        if len(clips) < 2 * min_clips:
+            return [clips]
+        m = means[clips]
+        side = fcluster(linkage(m, "average"), 2, "maxclust")
+        if min(np.bincount(side)[1:]) < min_clips:
+            return [clips]
+        d = np.sqrt(((m[:, None, :] - m[None, :, :]) ** 2).sum(-1))
+        same = side[:, None] == side[None, :]
+        within = d[same & ~np.eye(len(clips), dtype=bool)].mean()
+        if d[~same].mean() < ratio * within:
+            return [clips]
+        return part(clips[side == 1]) + part(clips[side == 2])
+
+    groups = part(np.arange(n_clips))
+    return [np.flatnonzero(np.isin(inv, g)) for g in groups]
