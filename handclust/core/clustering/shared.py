@@ -187,6 +187,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     by each person's own style are about equally far from each other and stay one group.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
 
     x = np.asarray(x, np.float64)
     _, inv = np.unique(np.asarray(clip_ids, dtype=object).astype(str), return_inverse=True)
@@ -202,14 +203,13 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     def part(clips: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
         if len(clips) < 2 * min_clips:
             return [clips]
-        m = means[clips]
-        side = fcluster(linkage(m, "average"), 2, "maxclust")
+        d = pdist(means[clips])  # condensed: n_clips^2 / 2 distances, never an (n, n, dims) array
+        side = fcluster(linkage(d, "average"), 2, "maxclust")
         if min(np.bincount(side)[1:]) < min_clips:
             return [clips]
-        d = np.sqrt(((m[:, None, :] - m[None, :, :]) ** 2).sum(-1))
-        same = side[:, None] == side[None, :]
-        within = d[same & ~np.eye(len(clips), dtype=bool)].mean()
-        if d[~same].mean() < ratio * within:
+        i, j = np.triu_indices(len(clips), k=1)  # the pairs in pdist's order
+        same = side[i] == side[j]
+        if d[~same].mean() < ratio * d[same].mean():
             return [clips]
         return part(clips[side == 1]) + part(clips[side == 2])
 
