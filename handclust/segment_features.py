@@ -409,7 +409,9 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
                           "fps": fps, "time_weight": weight, "time": time_note,
                           # videos clustered apart, one list per group (one list: they did not part)
                           "video_groups": [sorted({str(n) for n in clip_ids[rows]}) for rows in groups],
-                          "fusion": {m: {"clip_normalised": sc.clip_normalised, "why": fusion.reasons.get(m, "")}
+                          # the first group's fusion when the videos parted (each group has its own)
+                          "fusion": {m: {"clip_normalised": sc.clip_normalised,
+                                         "why": (f"group 1 of {len(groups)}: " if len(groups) > 1 else "") + fusion.reasons.get(m, "")}
                                      for m, sc in fusion.scores.items()},
                           "tasks": sorted({v.task for v in videos if v.task}) or None,
                           "mapping": read_mapping(root) or None,
