@@ -458,13 +458,17 @@ def test_run_killed_part_way_keeps_each_committed_clip_and_the_rerun_resumes(ray
         assert len(pd.read_parquet(out / "frames" / f"{cid}.parquet")) > 0
         assert len(pd.read_parquet(out / "segments" / f"{cid}.parquet")) > 0
     # The rerun processes only the clips not committed, and the tables equal an uninterrupted run's.
+    # It holds the output folder's lock as `handclust run` does: taking over the killed run's lock
+    # removes the half-written files the kill left (a write in flight when it landed).
+    from handclust.io import run_lock
     from handclust.runtime.ray_runner import RayRunner
 
     cfg = ray_config("ray.decode_concurrency=1", "ray.decode_num_cpus=0.5", "pose.enabled=false")
-    runner = RayRunner(cfg, OutputStore(out), Progress(True))
-    todo = [c for c in clips if not runner.is_done(c)]
-    assert sorted(c.clip_id for c in todo) == sorted(c.clip_id for c in clips if c.clip_id not in done)
-    statuses = runner.process_clips(todo)
+    with run_lock.hold(OutputStore(out), "run"):
+        runner = RayRunner(cfg, OutputStore(out), Progress(True))
+        todo = [c for c in clips if not runner.is_done(c)]
+        assert sorted(c.clip_id for c in todo) == sorted(c.clip_id for c in clips if c.clip_id not in done)
+        statuses = runner.process_clips(todo)
     assert all(s["status"] == "ok" for s in statuses), statuses
     said = capsys.readouterr().err
     n = len(todo)  # a line per clip as it is committed, and one at the end
