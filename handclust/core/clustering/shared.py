@@ -173,7 +173,10 @@ def merge_single_clip_clusters(labels: npt.NDArray[np.int32], fused: npt.NDArray
 # people per task as filmed, 3.2-3.6 for one steady recording per task cut in three; single-task
 # sets of five people 1.04-1.19.
 GROUP_RATIO = 1.5
-GROUP_MIN_CLIPS = 2  # clips on each side of a split
+# Clips on each side of a split: a group is clustered on its own, and a scripted-task set of five
+# videos (the size the literature's sets and the held-back set come in) never parts, whatever its
+# cameras; two places of three clips each do.
+GROUP_MIN_CLIPS = 3
 
 
 def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], ratio: float = GROUP_RATIO,
