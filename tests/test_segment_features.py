@@ -154,11 +154,11 @@ def test_scaling_of_an_unknown_modality_is_a_config_error():
     assert load_config(None, ["cluster.scaling.scene=whole"]).cluster.scaling == {"scene": "whole"}
 
 
-def _ordered_or_shuffled(root: Path, rng: np.random.Generator, ordered: bool) -> None:
+def _ordered_or_shuffled(root: Path, rng: np.random.Generator, ordered: bool, n_videos: int = 5) -> None:
     """Five videos of four actions: in one fixed order (a scripted task) or in each video's own order."""
     actions = {a: rng.normal(0, 1, 16) for a in ("take", "pour", "stir", "drink")}
     (root / "features").mkdir(parents=True)
-    for v in range(5):
+    for v in range(n_videos):
         order = list(actions) if ordered else rng.permutation(list(actions)).tolist()
         labels = [a for a in order for _ in range(int(rng.integers(90, 150)))]
         x = np.stack([actions[a] for a in labels]) + rng.normal(0, 0.5, (len(labels), 16))
@@ -228,12 +228,13 @@ def test_videos_of_two_places_are_clustered_one_place_at_a_time(tmp_path: Path):
 
 
 def test_one_task_filmed_by_several_people_stays_one_group(tmp_path: Path):
-    """Per-person style alone (each video's own offset, all about equally far apart) is not a group."""
+    """Per-person style alone (each video's own offset, all about equally far apart) is not a group,
+    with enough videos (8) that two parts of 3 or more could form."""
     from handclust.segment_features import segment_features
 
-    _ordered_or_shuffled(tmp_path / "set", np.random.default_rng(3), True)
+    _ordered_or_shuffled(tmp_path / "set", np.random.default_rng(3), True, n_videos=8)
     for f in (tmp_path / "set" / "features").glob("*.npy"):
         x = np.load(f)
         np.save(f, (x + np.random.default_rng(len(f.name) + int(f.stem[1:])).normal(0, 1, x.shape[1])).astype(np.float32))
     ev = segment_features(tmp_path / "set", tmp_path / "out", 15.0)
-    assert len(ev["video_groups"]) == 1 and len(ev["video_groups"][0]) == 5
+    assert len(ev["video_groups"]) == 1 and len(ev["video_groups"][0]) == 8
