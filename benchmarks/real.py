@@ -190,7 +190,7 @@ def scores(truths: list[list[str]], preds: list[np.ndarray], names: list[str]) -
 
 def run_handclust(names: list[str], feats: list[np.ndarray], truths: list[list[str]], fps: float,
                   n_clusters: int | None = None, overrides: tuple[str, ...] = (), time_weight: float | None = None,
-                  ) -> tuple[list[np.ndarray], dict[str, Any]]:
+                  split_groups: bool = True) -> tuple[list[np.ndarray], dict[str, Any]]:
     """``segment-features`` as a user runs it (defaults unless ``overrides``): per-frame ids and its eval.json."""
     from handclust.config import load_config
     from handclust.segment_features import FEATURE_DEFAULTS, segment_features
@@ -199,7 +199,7 @@ def run_handclust(names: list[str], feats: list[np.ndarray], truths: list[list[s
         root = write_feature_dir(Path(tmp) / "set", names, feats, truths)
         cfg = load_config(None, list(FEATURE_DEFAULTS) + list(overrides))
         kw: dict[str, Any] = {} if time_weight is None else {"time_weight": time_weight}
-        ev = segment_features(root, Path(tmp) / "out", fps, config=cfg, n_clusters=n_clusters, **kw)
+        ev = segment_features(root, Path(tmp) / "out", fps, config=cfg, n_clusters=n_clusters, split_groups=split_groups, **kw)
         preds = [np.asarray([int(v) for v in (Path(tmp) / "out" / f"{n}.txt").read_text().split()]) for n in names]
     return preds, ev
 
@@ -306,10 +306,10 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
     clip, one clip per trade), and the same videos as separate clips, each with its own style. A clip must not become one activity: activities per clip
     against the truth, per-clip MoF / F1@50, and whether the activities still tell the tasks apart
     (NMI of activity and task), with defaults and with the fine level off."""
-    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
     out: dict[str, Any] = {"kind": "real label sequences (two Breakfast tasks), rendered features, joined into one long clip "
-                                   "per task and as filmed", "per_task": per_task, "site_sd": site_sd, "sets": {}}
+                                   "per task (also cut in three) and as filmed", "per_task": per_task, "site_sd": site_sd, "sets": {}}
     pairs = {k: v[:1] for k, v in TWO_LEVEL_PAIRS.items()} if quick else TWO_LEVEL_PAIRS
     for split, plist in pairs.items():
         for pi, (ta, tb) in enumerate(plist):
@@ -340,14 +340,31 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
                                            [ta, tb]),
                 "clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
             }
+            # Each task's long clip cut in three (six clips, as the held-back helmet set was cut):
+            # clips of one recording share its place and look, so they come as two groups of three.
+            cut: tuple[list[str], list[np.ndarray], list[list[str]], list[str]] = ([], [], [], [])
+            for name, f, labs, task in zip(*layouts["one long clip per task"]):
+                edges = np.linspace(0, len(labs), 4).astype(int)
+                for j in range(3):
+                    cut[0].append(f"{name}_part{j}")
+                    cut[1].append(f[edges[j]:edges[j + 1]])
+                    cut[2].append(labs[edges[j]:edges[j + 1]])
+                    cut[3].append(task)
+            layouts["one long clip per task cut in three"] = cut
             res: dict[str, Any] = {"split": split, "tasks": [ta, tb], "videos": len(vids)}
             for lname, (names, fx, tx, tasks) in layouts.items():
                 true_acts = float(np.mean([len(set(t)) for t in tx]))
-                for vname, over in (("handclust", ()), ("handclust, fine level off", ("cluster.fine=false",))):
-                    preds, ev = run_handclust(names, fx, tx, FPS["breakfast"], overrides=over)
+                for vname, over, kw in (("handclust", (), {}), ("handclust, fine level off", ("cluster.fine=false",), {}),
+                                        ("handclust, videos not parted", (), {"split_groups": False})):
+                    if kw and lname == "one long clip per task":  # 2 clips: never parted
+                        continue
+                    preds, ev = run_handclust(names, fx, tx, FPS["breakfast"], overrides=over, **kw)
                     sc = scores(tx, preds, names)
                     task_frames = np.concatenate([np.full(len(p), t, dtype=object) for p, t in zip(preds, tasks)])
+                    truth_frames = np.concatenate([np.asarray(t, dtype=object) for t in tx])
                     sc.update({"k_found": int(ev["k"]), "activities_per_clip": round(float(np.mean([len(np.unique(p)) for p in preds])), 2),
+                               "ami_frames": round(float(adjusted_mutual_info_score(truth_frames, np.concatenate(preds))), 4),
+                               "groups": len(ev.get("video_groups", [])),
                                "true_activities_per_clip": round(true_acts, 2),
                                "task_nmi": round(float(normalized_mutual_info_score(task_frames, np.concatenate(preds))), 4)})
                     res[f"{lname}: {vname}"] = sc
@@ -358,7 +375,7 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
     keys = sorted({k for r in out["sets"].values() for k in r if ":" in k})
     out["summary"] = {split: {k: {m: round(float(np.mean([r[k][m] for r in out["sets"].values() if r["split"] == split])), 4)
                                   for m in ("mof", "f1@50", "edit", "whole_set_mof", "activities_per_clip",
-                                            "true_activities_per_clip", "task_nmi", "k_found")}
+                                            "true_activities_per_clip", "task_nmi", "ami_frames", "k_found", "groups")}
                               for k in keys}
                       for split in ("dev", "held_out") if any(r["split"] == split for r in out["sets"].values())}
     return out
