@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from handclust.core.clustering.fusion import clip_codes
 from handclust.core.clustering.neighbours import l2_normalise
 
 POOL = 20_000  # other-clip candidates compared against (a random sample above this)
@@ -193,9 +194,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     from scipy.spatial.distance import pdist
 
     x = np.asarray(x, np.float64)
-    _, inv = np.unique(np.asarray(clip_ids, dtype=object).astype(str), return_inverse=True)
-    inv = np.ravel(inv)
-    n_clips = int(inv.max()) + 1 if len(inv) else 0
+    inv, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
     if n_clips < 2 * min_clips:
         return [np.arange(len(x))]
     sd = x.std(axis=0) + 1e-9
