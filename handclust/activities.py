@@ -266,10 +266,16 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         store.write_table(layout.MODEL_ABLATIONS, table)
         ablations = {"variants": info, "sample": sample}
         took["ablations"] = time.perf_counter() - t0
+    groups = grouping.groups or [np.arange(len(clip_ids))]
+    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+    clip_groups = {"count": len(groups), "reason": grouping.groups_reason,
+                   "clips": [len(set(clip_ids[r].tolist())) for r in groups],
+                   # each group's footage (the first 200 paths of each): which clips were clustered together
+                   "paths": [sorted({str(paths.get(c, c)) for c in clip_ids[r].tolist()})[:200] for r in groups] if len(groups) > 1 else None}
     ck = {
         "key": key, "node": platform.node(), "took": took, "segments": segments.num_rows, "ablations": ablations,
         "summary": {"activities": clustering.k, "noise_rate": clustering.noise_rate, "cluster_reason": clustering.reason,
-                    "backends": {**clustering.backends, "map_2d": map_backend}},
+                    "clip_groups": len(groups), "backends": {**clustering.backends, "map_2d": map_backend}},
         "clustering": {
             "fusion_weights": {m: sc.weight for m, sc in fusion.scores.items()},
             "modality_scores": {m: {"clusteredness": sc.clusteredness, "clip_excess": sc.clip_excess, "coverage": sc.coverage,
@@ -286,6 +292,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
             "backend_reasons": clustering.backend_reasons, "k": clustering.k, "noise_rate": clustering.noise_rate,
         },
         "hierarchy": hierarchy_run,
+        "clip_groups": clip_groups,
     }
     store.write_json(layout.CLUSTERING_CHECKPOINT, ck)
     return ck
@@ -398,6 +405,8 @@ def build_activities(store: OutputStore, cfg: RunConfig, clips_tbl: pa.Table, fo
                             np.zeros((len(labels), 0), np.float32), int(ck["clustering"]["min_cluster_size"]),
                             int(ck["clustering"]["min_samples"]), dict(ck["clustering"]["backends"]), str(ck["clustering"]["reason"]))
     run["hierarchy"] = ck["hierarchy"]
+    if ck.get("clip_groups"):
+        run["clip_groups"] = ck["clip_groups"]
 
     k = int(ck["clustering"]["k"])
     if cfg.labels.enabled and k > 0:

@@ -21,7 +21,7 @@ from handclust import schema
 from handclust.activities import driver_columns
 from handclust.config import ConfigError, RunConfig, config_to_dict, with_overrides
 from handclust.core.clustering import Clustering, Fusion, vote_labels
-from handclust.core.clustering.fusion import DescriptorWidthError
+from handclust.core.clustering.fusion import DescriptorWidthError, PartedFusion
 from handclust.errors import ModelError as ModelError  # defined with every error in handclust/errors.py
 from handclust.io import layout, run_lock
 from handclust.io.footage import find_clips
@@ -146,7 +146,9 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
                 raise ModelError(f"{model.uri_of(layout.FUSION)}: {exc}; assign with the handclust version and "
                                  "models that made the run, or rerun `handclust run`") from None
             index = _load_index(model)
-            sim, idx = index.search(fused, min(cfg.cluster.knn_k, index.ntotal))
+            k = min(cfg.cluster.knn_k, index.ntotal)
+            # A run that clustered its clips in groups: each new clip's neighbours within the group it was sent to.
+            sim, idx = fusion.search(index, fused, k) if isinstance(fusion, PartedFusion) else index.search(fused, k)
             dist = (1.0 - sim).astype(np.float32)
             labels, share = vote_labels(ref_cluster, idx, dist)
             activity, _ = vote_labels(ref_activity, idx, dist)

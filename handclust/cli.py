@@ -160,7 +160,9 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
                        f"{store.uri_of('status/' + row['clip_id'] + '.json')} and rerun")
     click.echo(f"footage      {s['hours_processed']:.2f} h")
     click.echo(f"segments     {s['segments']}")
-    click.echo(f"activities   {s.get('activities', 0)}")
+    click.echo(f"activities   {s.get('activities', 0)}"
+               + (f", found in {s['clip_groups']} groups of clips clustered apart (run.json clip_groups)"
+                  if s.get("clip_groups", 1) > 1 else ""))
     if s.get("noise_rate") is not None:
         click.echo(f"noise        {100 * s['noise_rate']:.1f} % of segments (assigned to their nearest activity in timelines)")
     if s.get("ray_cluster"):
@@ -374,13 +376,13 @@ def evaluate_cmd(out: str, config_path: str | None, overrides: tuple[str, ...], 
 @click.option("--time-weight", type=click.FloatRange(min=0), default=None, show_default="auto",
               help="Weight of relative time within each video as a feature. Default: 0.1 when the activities found "
                    "without time keep an order across videos (a scripted task), else off; 0: always off.")
-@click.option("--split-groups/--no-split-groups", default=True, show_default=True,
+@click.option("--split-groups/--no-split-groups", default=None, show_default="on (cluster.split_groups)",
               help="Cluster videos that come in groups (places, tasks, trades: their mean features part clearly) "
                    "one group at a time; eval.json lists the groups.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (segment.*, cluster.*).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: int | None, layout: str, time_weight: float | None,
-                         split_groups: bool, config_path: str | None, overrides: tuple[str, ...]) -> None:
+                         split_groups: bool | None, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Segment and cluster precomputed per-frame features (DIR/features/<video>.npy|.txt).
 
     Writes OUT/<video>.txt with one cluster id per frame; with DIR/groundTruth/ also MoF,

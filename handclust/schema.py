@@ -294,6 +294,7 @@ RUN_RECORD: dict[str, tuple[type, ...]] = {
     "encoders": (dict,),  # learned encoders checked before decoding: model, device, dtype
     "clustering": (dict, type(None)),  # fusion weights and why, k and why, backends, temporal model
     "hierarchy": (dict,),  # the coarse groups over activities and their merge tree
+    "clip_groups": (dict,),  # groups of clips clustered apart (cluster.split_groups): count, why, clips and paths per group
     "cost": (dict,),  # measured compute beside the estimate, labelling spend
     "report": (dict,),  # status, paths, seconds and problems of the HTML report
 }

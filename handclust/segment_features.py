@@ -291,7 +291,7 @@ def _feature_speed(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 def segment_features(root: str | Path, out: str | Path, fps: float, config: RunConfig | None = None,
                      n_clusters: int | None = None, layout: Layout = "auto", time_weight: float | None = None,
-                     split_groups: bool = True) -> dict[str, Any]:
+                     split_groups: bool | None = None) -> dict[str, Any]:
     """Segment and jointly cluster every video under ``root``; write per-frame ids to ``out``.
 
     ``config`` defaults to the video defaults with FEATURE_DEFAULTS (what the CLI uses).
@@ -304,10 +304,15 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
     task), else left out (videos in no typical order, or cut from longer recordings).
     ``split_groups``: videos that come in groups (their mean features part clearly:
     :func:`handclust.core.clustering.shared.clip_groups`) are clustered one group at a time, their
-    activities numbered apart (``eval.json`` ``video_groups``); False: all together.
+    activities numbered apart (``eval.json`` ``video_groups``); False: all together; None:
+    ``cluster.split_groups`` (on).
     Returns the evaluation (also written to ``out/eval.json``).
     """
     cfg = config if config is not None else load_config(None, list(FEATURE_DEFAULTS))
+    split_groups = cfg.cluster.split_groups if split_groups is None else split_groups
+    # The videos are parted here, on their raw features, and each group's discovery (time decided
+    # per group) clusters that group alone: group_segments must not part it again.
+    one_group = cfg.cluster.model_copy(update={"split_groups": False})
     videos = load_feature_dir(root, layout)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
@@ -331,7 +336,7 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         feats = {"features": desc_all[rows]}
         cids, durs, tblock = clip_ids[rows], durations[rows], time_block[rows]
         if n_clusters is None:
-            g = group_segments(feats, cids, durs, cfg.cluster, extra_block=(tblock, weight) if weight > 0 else None)
+            g = group_segments(feats, cids, durs, one_group, extra_block=(tblock, weight) if weight > 0 else None)
             c = g.clustering
             return c.activity, c.k, c.noise_rate, c.reason + (f"; {g.temporal_reason}" if g.temporal_reason else ""), g.fusion
         from sklearn.cluster import KMeans
@@ -339,7 +344,7 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
         from handclust.core.clustering import knn_graph, l2_normalise
         from handclust.core.clustering.temporal import smooth_timelines
 
-        fusion = fuse(feats, cids, cfg.cluster)
+        fusion = fuse(feats, cids, one_group)
         fused = fusion.fused
         if weight > 0:
             fused = l2_normalise(np.hstack([fused, tblock * np.sqrt(weight)]))

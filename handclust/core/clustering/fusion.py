@@ -261,26 +261,143 @@ class Fusion:
         return l2_normalise(np.hstack([self.transforms[m](modalities[m], clip_ids, measured.get(m)) * np.sqrt(self.scores[m].weight)
                                        for m in self.transforms]))
 
-    def save(self, path: Any) -> None:  # a path or a binary file object
-        arrays: dict[str, Any] = {}
+    def arrays(self, prefix: str = "") -> dict[str, Any]:
+        """What :meth:`save` writes, each key under ``prefix``."""
+        arrays: dict[str, Any] = {f"{prefix}modalities": np.array(list(self.transforms))}
         for m, t in self.transforms.items():
-            arrays[f"{m}.mean"], arrays[f"{m}.scale"], arrays[f"{m}.components"] = t.mean, t.scale, t.components
-            arrays[f"{m}.observed_index"] = np.array(t.observed_index)
-            arrays[f"{m}.clip_normalised"] = np.array(t.clip_normalised)
+            key = f"{prefix}{m}"
+            arrays[f"{key}.mean"], arrays[f"{key}.scale"], arrays[f"{key}.components"] = t.mean, t.scale, t.components
+            arrays[f"{key}.observed_index"] = np.array(t.observed_index)
+            arrays[f"{key}.clip_normalised"] = np.array(t.clip_normalised)
             sc = self.scores[m]
-            arrays[f"{m}.score"] = np.array([sc.clusteredness, sc.clip_excess, sc.weight, sc.coverage])
-        np.savez(path, modalities=np.array(list(self.transforms)), **arrays)
+            arrays[f"{key}.score"] = np.array([sc.clusteredness, sc.clip_excess, sc.weight, sc.coverage])
+        return arrays
+
+    def save(self, path: Any) -> None:  # a path or a binary file object
+        np.savez(path, **self.arrays())
+
+    @classmethod
+    def from_arrays(cls, z: Any, prefix: str = "") -> Fusion:
+        mods = [str(m) for m in z[f"{prefix}modalities"]]
+        transforms = {m: ModalityTransform(z[f"{prefix}{m}.mean"], z[f"{prefix}{m}.scale"], z[f"{prefix}{m}.components"],
+                                           int(z[f"{prefix}{m}.observed_index"]) if f"{prefix}{m}.observed_index" in z else -1,
+                                           bool(z[f"{prefix}{m}.clip_normalised"]) if f"{prefix}{m}.clip_normalised" in z else False)
+                      for m in mods}
+        scores = {m: ModalityScore(*map(float, z[f"{prefix}{m}.score"]), clip_normalised=transforms[m].clip_normalised) for m in mods}
+        return cls(np.zeros((0, 0), np.float32), scores, transforms)
 
     @classmethod
     def load(cls, path: Any) -> Fusion:
+        """A saved :class:`Fusion`, or a :class:`PartedFusion` where the run clustered its clips in groups."""
         z = np.load(path, allow_pickle=False)
-        mods = [str(m) for m in z["modalities"]]
-        transforms = {m: ModalityTransform(z[f"{m}.mean"], z[f"{m}.scale"], z[f"{m}.components"],
-                                           int(z[f"{m}.observed_index"]) if f"{m}.observed_index" in z else -1,
-                                           bool(z[f"{m}.clip_normalised"]) if f"{m}.clip_normalised" in z else False)
-                      for m in mods}
-        scores = {m: ModalityScore(*map(float, z[f"{m}.score"]), clip_normalised=transforms[m].clip_normalised) for m in mods}
-        return cls(np.zeros((0, 0), np.float32), scores, transforms)
+        if "parts" in z:
+            g = range(int(z["parts"]))
+            return PartedFusion.from_parts([Fusion.from_arrays(z, f"part{i}/") for i in g], Fusion.from_arrays(z, "router/"),
+                                           [z[f"part{i}/clip_means"] for i in g])
+        return cls.from_arrays(z)
+
+
+@dataclass
+class PartedFusion(Fusion):
+    """The fusions of clips clustered in groups (``cluster.split_groups``), side by side.
+
+    ``fused`` is block-diagonal: a segment of group g holds its group's fused vector in block g and
+    zeros elsewhere, so segments of different groups are orthogonal (never neighbours) and the 2-D
+    map, the kNN graph and the reference index work on one matrix. ``router`` is the fusion the
+    clips were parted on (no per-clip normalisation: a site's look is its clips' mean) and
+    ``clip_means`` each group's clips' means in its space. :meth:`transform` sends each new clip to
+    the group whose clips' means are nearest on average (the parting's own criterion) and puts its
+    segments through that group's fusion, in that group's block: a new clip's neighbours are found
+    among the reference segments of its group only. ``scores`` / ``transforms`` / ``reasons`` are
+    the first group's (the modalities and their widths, the same in every group); ``parts`` has each
+    group's."""
+
+    parts: list[Fusion] = field(default_factory=list)
+    router: Fusion | None = None
+    clip_means: list[npt.NDArray[np.float32]] = field(default_factory=list)
+
+    @classmethod
+    def from_parts(cls, parts: list[Fusion], router: Fusion, clip_means: list[npt.NDArray[np.float32]],
+                   rows: list[npt.NDArray[np.int64]] | None = None) -> PartedFusion:
+        """Side by side; ``rows``: each part's rows in the whole set (``fused`` left empty without them)."""
+        fused = np.zeros((0, 0), np.float32)
+        if rows is not None:
+            fused = np.zeros((sum(len(r) for r in rows), sum(p.fused.shape[1] for p in parts)), np.float32)
+            at = 0
+            for p, r in zip(parts, rows, strict=True):
+                fused[r, at:at + p.fused.shape[1]] = p.fused
+                at += p.fused.shape[1]
+        return cls(fused, dict(parts[0].scores), dict(parts[0].transforms), dict(parts[0].reasons), parts, router, clip_means)
+
+    def route(self, modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+              measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> npt.NDArray[np.int64]:
+        """``(n,)``: the group each row's clip goes to (nearest group on average, clip means in ``router``'s space)."""
+        from scipy.spatial.distance import cdist
+
+        assert self.router is not None
+        r = self.router.transform(modalities, clip_ids, measured).astype(np.float64)
+        inv, n_clips = clip_codes(clip_ids)
+        counts = np.maximum(np.bincount(inv, minlength=n_clips), 1).astype(np.float64)
+        means = np.stack([np.bincount(inv, weights=r[:, j], minlength=n_clips) for j in range(r.shape[1])], axis=1) / counts[:, None]
+        far = np.stack([cdist(means, np.asarray(m, np.float64)).mean(axis=1) for m in self.clip_means], axis=1)
+        return np.argmin(far, axis=1)[inv]
+
+    def transform(self, modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_] | None = None,
+                  measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> F32:
+        if clip_ids is None:
+            raise ValueError("a model of clips clustered in groups places whole clips: pass the segments' clip ids")
+        clip_ids = np.asarray(clip_ids, dtype=object)
+        group = self.route(modalities, clip_ids, measured)
+        widths = [sum(t.components.shape[0] for t in p.transforms.values()) for p in self.parts]
+        out = np.zeros((len(clip_ids), sum(widths)), np.float32)
+        at = 0
+        for g, (p, w) in enumerate(zip(self.parts, widths, strict=True)):
+            rows = np.flatnonzero(group == g)
+            if len(rows):
+                sub = {m: np.asarray(modalities[m])[rows] for m in p.transforms}
+                out[rows, at:at + w] = p.transform(sub, clip_ids[rows], None if measured is None else
+                                                   {m: np.asarray(v)[rows] for m, v in measured.items()})
+            at += w
+        return out
+
+    def block_of(self, vectors: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+        """``(n,)``: the group whose block holds each fused vector (-1: none, an all-zero vector)."""
+        widths = [sum(t.components.shape[0] for t in p.transforms.values()) for p in self.parts]
+        edges = np.concatenate([[0], np.cumsum(widths)])
+        v = np.asarray(vectors, np.float32)
+        norms = np.stack([np.einsum("ij,ij->i", v[:, a:b], v[:, a:b]) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+        return np.where(norms.max(axis=1) > 0, norms.argmax(axis=1), -1)
+
+    def search(self, index: Any, queries: F32, k: int) -> tuple[F32, npt.NDArray[np.int64]]:
+        """The ``k`` nearest reference vectors of ``index`` (inner product) of each query among the
+        references of the query's own group (never another group's: their inner product is 0, which
+        would rank above a group's own references at a negative cosine). Fewer than ``k`` references
+        in a group: its columns beyond them repeat the nearest."""
+        import faiss
+
+        refs = index.reconstruct_n(0, index.ntotal)
+        ref_group, q_group = self.block_of(refs), self.block_of(queries)
+        sim = np.full((len(queries), k), -1.0, np.float32)
+        idx = np.zeros((len(queries), k), np.int64)
+        for g in range(len(self.parts)):
+            q, r = np.flatnonzero(q_group == g), np.flatnonzero(ref_group == g)
+            if not len(q) or not len(r):
+                continue
+            sub = faiss.IndexFlatIP(refs.shape[1])
+            sub.add(refs[r])
+            s, i = sub.search(np.ascontiguousarray(queries[q]), min(k, len(r)))
+            if s.shape[1] < k:
+                s, i = np.pad(s, ((0, 0), (0, k - s.shape[1])), mode="edge"), np.pad(i, ((0, 0), (0, k - i.shape[1])), mode="edge")
+            sim[q], idx[q] = s, r[i]
+        return sim, idx
+
+    def save(self, path: Any) -> None:
+        assert self.router is not None
+        arrays: dict[str, Any] = {"parts": np.array(len(self.parts)), **self.router.arrays("router/")}
+        for g, p in enumerate(self.parts):
+            arrays.update(p.arrays(f"part{g}/"))
+            arrays[f"part{g}/clip_means"] = np.asarray(self.clip_means[g], np.float32)
+        np.savez(path, **arrays)
 
 
 def fit_modality(x: npt.NDArray[np.floating], dims: int, observed_index: int = -1,

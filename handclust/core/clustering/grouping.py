@@ -305,6 +305,115 @@ class Grouping:
     coarse: npt.NDArray[np.int32] | None = None  # (n,) coarse cluster per segment when cfg.fine split them
     parent: dict[int, int] | None = None  # fine activity -> coarse cluster
     timelines: Timelines | None = None  # the temporal model's result (None when cluster.temporal is off)
+    groups: list[npt.NDArray[np.int64]] | None = None  # rows of each group of clips clustered apart (None: one group)
+    groups_reason: str = ""  # how the clips were (or were not) parted
+
+
+class RowsOf(Mapping[str, npt.NDArray[np.floating]]):
+    """``modalities`` seen on ``rows`` only, a modality read when asked (as the run's descriptors are)."""
+
+    def __init__(self, modalities: Mapping[str, npt.NDArray[np.floating]], rows: npt.NDArray[np.int64]) -> None:
+        self.modalities, self.rows = modalities, rows
+
+    def __getitem__(self, m: str) -> npt.NDArray[np.floating]:
+        return np.asarray(self.modalities[m])[self.rows]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.modalities)
+
+    def __len__(self) -> int:
+        return len(self.modalities)
+
+
+def part_clips(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig,
+               measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> tuple[list[npt.NDArray[np.int64]], str, Fusion | None]:
+    """Rows of each group of clips to cluster apart (:func:`handclust.core.clustering.shared.clip_groups`
+    on the fused ``cfg.split_groups_on`` descriptors (the scene; every modality where it is absent)
+    before any per-clip normalisation: what sets a site or a trade apart is its clips' mean look,
+    which normalisation within clips removes), why, in words, and that fusion (None where it was
+    not made)."""
+    from handclust.core.clustering.shared import GROUP_MIN_CLIPS, GROUP_RATIO, clip_groups
+
+    n = len(clip_ids)
+    _, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
+    if not cfg.split_groups or n_clips < 2 * GROUP_MIN_CLIPS:
+        why = "cluster.split_groups=false" if not cfg.split_groups else f"{n_clips} clips (< {2 * GROUP_MIN_CLIPS}: never parted)"
+        return [np.arange(n)], f"clips clustered together: {why}", None
+    on = cfg.split_groups_on
+    if on is not None and on in modalities:
+        modalities = {on: modalities[on]}
+        measured = None if measured is None or on not in measured else {on: measured[on]}
+    raw = fuse(modalities, clip_ids, cfg.model_copy(update={"clip_normalise": "off"}), measured)
+    groups = clip_groups(raw.fused, clip_ids, scale=False, seed=cfg.seed)
+    if len(groups) == 1:
+        return groups, (f"clips clustered together: their mean descriptors do not part (clips of two parts would be "
+                        f"under {GROUP_RATIO:g} x as far apart as clips of one part)"), raw
+    sizes = ", ".join(str(len(np.unique(np.asarray(clip_ids, dtype=object)[r]))) for r in groups)
+    return groups, (f"{len(groups)} groups of clips ({sizes} clips) clustered apart: their mean descriptors part with "
+                    f"clips of different groups at least {GROUP_RATIO:g} x as far apart as clips of one group "
+                    "(cluster.split_groups); activities are numbered apart"), raw
+
+
+def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reason: str,
+                clip_ids: npt.NDArray[np.object_], router: Fusion) -> Grouping:
+    """One :class:`Grouping` of the whole set from each group's, activities and clusters numbered apart;
+    ``router``: the fusion the clips were parted on (new clips are sent to a group in its space)."""
+    from handclust.core.clustering.fusion import PartedFusion
+
+    n = sum(len(r) for r in groups)
+    labels, activity = np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+    prob, moved = np.zeros(n, np.float32), np.zeros(n, bool)
+    width = min((p.clustering.knn_idx.shape[1] for p in parts if p.clustering.knn_idx.shape[1]), default=0)
+    knn_idx, knn_dist = np.zeros((n, width), np.int64), np.zeros((n, width), np.float32)
+    coarse = np.full(n, -1, np.int32) if any(p.coarse is not None for p in parts) else None
+    parent: dict[int, int] | None = {} if any(p.parent is not None for p in parts) else None
+    offset = coarse_offset = 0
+    reasons, temporal, before, after = [], [], 0, 0
+    for g, (p, rows) in enumerate(zip(parts, groups, strict=True)):
+        c = p.clustering
+        if c.k == 0:  # nothing recurs inside this group: its segments are one activity, the group itself
+            one = np.zeros(len(rows), np.int32)
+            c = replace(c, labels=one, activity=one, reason=c.reason + f"; no cluster found: its {len(rows)} segments are one activity")
+        top = int(max(c.labels.max(initial=-1), c.activity.max(initial=-1))) + 1
+        labels[rows] = np.where(c.labels >= 0, c.labels + offset, -1)
+        activity[rows] = np.where(c.activity >= 0, c.activity + offset, -1)
+        prob[rows], moved[rows] = c.probabilities, c.reassigned
+        if c.knn_idx.shape[1]:
+            knn_idx[rows], knn_dist[rows] = rows[c.knn_idx[:, :width]], c.knn_dist[:, :width]
+        else:  # nothing was clustered in this group (no modality observed): each segment its own neighbour
+            knn_idx[rows], knn_dist[rows] = rows[:, None], 1.0
+        own_coarse = p.coarse if p.coarse is not None else c.activity  # no fine level here: each activity its own coarse one
+        own_parent = p.parent if p.parent is not None else {int(a): int(a) for a in np.unique(c.activity[c.activity >= 0])}
+        if coarse is not None:
+            coarse[rows] = np.where(own_coarse >= 0, own_coarse + coarse_offset, -1)
+        if parent is not None:
+            parent.update({a + offset: b + coarse_offset for a, b in own_parent.items()})
+        coarse_offset += int(own_coarse.max(initial=-1)) + 1
+        offset += top
+        label = f"group {g + 1} of {len(parts)} ({len(np.unique(clip_ids[rows]))} clips): "
+        reasons.append(label + c.reason)
+        if p.temporal_reason:
+            temporal.append(label + p.temporal_reason)
+        if p.switches:
+            before, after = before + p.switches[0], after + p.switches[1]
+    first = parts[0].clustering
+    clustering = Clustering(labels, prob, activity, moved, knn_idx, knn_dist, first.min_cluster_size, first.min_samples,
+                            dict(first.backends), reason + " | " + " | ".join(reasons), dict(first.backend_reasons))
+    means = []
+    for rows in groups:  # each group's clips' means where they were parted: where a new clip is sent
+        inv, n_clips = clip_codes(clip_ids[rows])
+        counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
+        r = router.fused[rows].astype(np.float64)
+        means.append((np.stack([np.bincount(inv, weights=r[:, j], minlength=n_clips) for j in range(r.shape[1])], axis=1)
+                      / counts[:, None]).astype(np.float32))
+    fusion = PartedFusion.from_parts([p.fusion for p in parts], router, means, groups)
+    tl = parts[0].timelines
+    timelines = None if tl is None else Timelines(activity.copy(), before, after, " | ".join(temporal), tl.run_s,
+                                                  sum(p.timelines.boundaries for p in parts if p.timelines),
+                                                  None if tl.jumps is None else sum(p.timelines.jumps or 0 for p in parts if p.timelines),
+                                                  tl.jump_floor)
+    return Grouping(fusion, clustering, " | ".join(temporal) or None, (before, after) if temporal else None, coarse, parent,
+                    timelines, groups, reason)
 
 
 def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
@@ -316,12 +425,31 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
     Rows of a clip must be in time order. ``extra_block`` is ``(vectors, weight)`` appended to the
     fused vectors before clustering (relative time in ``segment-features --time-weight``).
     ``models``: sub-models passed in (:class:`SubModels`, the rest chosen by ``cfg.backend``) or
-    already resolved (:class:`Models`).
+    already resolved (:class:`Models`). Clips that come in groups (``cfg.split_groups``,
+    :func:`part_clips`) are clustered one group at a time (:func:`join_groups`).
     """
-    from handclust.core.clustering.temporal import smooth_timelines
-
     # Resolved first: cluster.backend=gpu without a GPU stops here, not after the fusion's work.
     resolved = models if isinstance(models, Models) else resolve_models(cfg.backend, cfg.map_method, cfg.seed, models)
+    clip_ids = np.asarray(clip_ids, dtype=object)
+    groups, why, router = part_clips(modalities, clip_ids, cfg, measured) if extra_block is None else ([np.arange(len(clip_ids))], "", None)
+    if len(groups) == 1:
+        out = _group_one(modalities, clip_ids, durations_s, cfg, measured, extra_block, resolved)
+        out.groups_reason = why
+        return out
+    durations_s = np.asarray(durations_s)
+    parts = [_group_one(RowsOf(modalities, rows), clip_ids[rows], durations_s[rows], cfg,
+                        None if measured is None else {m: np.asarray(v)[rows] for m, v in measured.items()}, None, resolved)
+             for rows in groups]
+    assert router is not None
+    return join_groups(parts, groups, why, clip_ids, router)
+
+
+def _group_one(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
+               durations_s: npt.NDArray[np.floating], cfg: ClusterConfig, measured: dict[str, npt.NDArray[np.bool_]] | None,
+               extra_block: tuple[F32, float] | None, resolved: Models) -> Grouping:
+    """:func:`group_segments` on one group of clips."""
+    from handclust.core.clustering.temporal import smooth_timelines
+
     fusion = fuse(modalities, clip_ids, cfg, measured)
     fused = fusion.fused
     if extra_block is not None and extra_block[1] > 0:

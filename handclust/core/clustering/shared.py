@@ -178,17 +178,39 @@ GROUP_RATIO = 1.5
 # videos (the size the literature's sets and the held-back set come in) never parts, whatever its
 # cameras; two places of three clips each do.
 GROUP_MIN_CLIPS = 3
+# Segments on each side of a split: each group is clustered alone, and HDBSCAN (clusters of at least
+# 3) finds nothing in a handful of segments (9 segments of three 30 s clips: every one noise).
+GROUP_MIN_ROWS = 12
+
+
+# Clips whose means the linkage sees at once: above it a seeded sample of this many is parted and every
+# other clip joins the part whose sampled clips are nearest on average (the linkage's own criterion),
+# so 60,000 clips never make an 1.8e9-distance matrix.
+GROUP_MAX_CLIPS = 2000
+# Share of clip halves that must side with their own clip: a site's or a task's look lasts the whole
+# clip, so the first and the second half of each clip each lie nearer the clips of its own part. Clips
+# that part only by what they hold (one mostly walking, one mostly laying) do not: their halves hold
+# other mixes. Clips of one site drawn from four activities (tests/test_clip_groups.py) parted on the
+# distance ratio alone in 15-45 % of sets of 6-40 clips, with this check in 0-15 %.
+GROUP_HALVES_AGREE = 0.9
 
 
 def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], ratio: float = GROUP_RATIO,
-                min_clips: int = GROUP_MIN_CLIPS) -> list[npt.NDArray[np.int64]]:
+                min_clips: int = GROUP_MIN_CLIPS, scale: bool = True, max_clips: int = GROUP_MAX_CLIPS,
+                seed: int = 0, halves_agree: float = GROUP_HALVES_AGREE, min_rows: int = GROUP_MIN_ROWS,
+                ) -> list[npt.NDArray[np.int64]]:
     """Rows of each group of similar clips (places, tasks, trades), in row order; one group when the clips do not part.
 
     Each clip is its mean descriptor (columns scaled by their spread over all rows). Average linkage
     parts the clips in two; the parts are kept when the mean distance between clips of different
     parts is at least ``ratio`` times the mean distance between clips of the same part and each part
-    holds at least ``min_clips`` clips, and each part is parted again the same way. Clips that differ
-    by each person's own style are about equally far from each other and stay one group.
+    holds at least ``min_clips`` clips and ``min_rows`` rows, and at least ``halves_agree`` of the clips' halves (rows in
+    order) lie nearer, on average, to the other clips of their own clip's part than to the other
+    part's (:data:`GROUP_HALVES_AGREE`), and each part is parted again the same way. Clips that
+    differ by each person's own style are about equally far from each other and stay one group.
+    ``scale`` False: distances in ``x``'s own units (fused vectors, whose principal components carry
+    their variance and weights; scaling each one to unit spread lifts the noise components).
+    Above ``max_clips`` clips the parting is decided on a seeded sample of them (:data:`GROUP_MAX_CLIPS`).
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
@@ -197,23 +219,60 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     inv, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
     if n_clips < 2 * min_clips:
         return [np.arange(len(x))]
-    sd = x.std(axis=0) + 1e-9
+    sd = x.std(axis=0) + 1e-9 if scale else np.ones(x.shape[1])
     counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
     means = np.stack([np.bincount(inv, weights=x[:, j] / sd[j], minlength=n_clips) for j in range(x.shape[1])], axis=1)
     means /= counts[:, None]
+    # Each clip's two halves (its rows in order: the first half, the rest), as means.
+    pos = np.empty(len(inv), np.int64)
+    order = np.argsort(inv, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts.astype(np.int64))[:-1]])
+    pos[order] = np.arange(len(inv)) - starts[inv[order]]
+    half = inv * 2 + (pos >= counts[inv] // 2)
+    half_n = np.bincount(half, minlength=2 * n_clips)  # a clip of one row has an empty first half: not counted
+    half_counts = np.maximum(half_n, 1).astype(np.float64)
+    halves = np.stack([np.bincount(half, weights=x[:, j] / sd[j], minlength=2 * n_clips) for j in range(x.shape[1])], axis=1)
+    halves /= half_counts[:, None]
+
+    rng = np.random.default_rng(seed)
 
     def part(clips: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
         if len(clips) < 2 * min_clips:
             return [clips]
-        d = pdist(means[clips])  # condensed: n_clips^2 / 2 distances, never an (n, n, dims) array
+        seen = np.sort(rng.choice(clips, max_clips, replace=False)) if len(clips) > max_clips else clips
+        d = pdist(means[seen])  # condensed: n_clips^2 / 2 distances, never an (n, n, dims) array
         side = fcluster(linkage(d, "average"), 2, "maxclust")
-        if min(np.bincount(side)[1:]) < min_clips:
-            return [clips]
-        i, j = np.triu_indices(len(clips), k=1)  # the pairs in pdist's order
+        i, j = np.triu_indices(len(seen), k=1)  # the pairs in pdist's order
         same = side[i] == side[j]
-        if d[~same].mean() < ratio * d[same].mean():
+        if min(np.bincount(side)[1:]) < min_clips or d[~same].mean() < ratio * d[same].mean():
+            return [clips]
+        if len(seen) < len(clips):  # every clip joins the side whose sampled clips are nearest on average
+            from scipy.spatial.distance import cdist
+
+            side = np.concatenate([np.argmin(np.stack([cdist(means[block], means[seen[side == s]]).mean(axis=1)
+                                                       for s in (1, 2)], axis=1), axis=1) + 1
+                                   for block in np.array_split(clips, max(1, len(clips) // 1000))])
+            if min(np.bincount(side, minlength=3)[1:]) < min_clips:
+                return [clips]
+        if min(counts[clips[side == 1]].sum(), counts[clips[side == 2]].sum()) < min_rows:
+            return [clips]
+        if halves_agree > 0 and halves_agreeing(clips, side) < halves_agree:
             return [clips]
         return part(clips[side == 1]) + part(clips[side == 2])
+
+    def halves_agreeing(clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64]) -> float:
+        """Share of the clips' halves nearer, on average, to the other clips of their clip's side (a sample above max_clips)."""
+        from scipy.spatial.distance import cdist
+
+        at = np.sort(rng.choice(len(clips), max_clips, replace=False)) if len(clips) > max_clips else np.arange(len(clips))
+        good = total = 0
+        for i in at:
+            others = np.arange(len(clips)) != i
+            h = [k for k in (2 * clips[i], 2 * clips[i] + 1) if half_n[k]]
+            far = np.stack([cdist(halves[h], means[clips[others & (side == s)]]).mean(axis=1) for s in (1, 2)], axis=1)
+            good += int(((np.argmin(far, axis=1) + 1) == side[i]).sum())
+            total += len(h)
+        return good / max(total, 1)
 
     groups = part(np.arange(n_clips))
     return [np.flatnonzero(np.isin(inv, g)) for g in groups]
