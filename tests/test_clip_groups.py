@@ -157,3 +157,21 @@ def test_a_run_over_two_sites_clusters_each_site_alone_and_assign_keeps_new_clip
     assert set(placed.path.map(lambda p: Path(p).name.split("_")[0])) == {"day", "night"}
     for path, rows in placed.groupby("path"):
         assert rows.activity.isin(acts[Path(path).name.split("_")[0]]).all(), (path, rows.activity.tolist(), acts)
+
+
+def test_groups_stop_at_the_cap_the_largest_part_first():
+    """Each group widens the fused matrix by its own block: parting stops at max_groups."""
+    rng = np.random.default_rng(3)
+    x, cids = [], []
+    for s in range(4):
+        look = rng.normal(size=16) * 10
+        for c in range(3 + s):  # sites of 3, 4, 5 and 6 clips
+            x.append(look + rng.normal(size=(20, 16)))
+            cids += [f"site{s}-clip{c}"] * 20
+    x, cids = np.vstack(x), np.asarray(cids, dtype=object)
+    assert sorted(len(set(cids[r])) for r in clip_groups(x, cids)) == [3, 4, 5, 6]
+    capped = clip_groups(x, cids, max_groups=2)
+    assert len(capped) == 2 and sum(len(r) for r in capped) == len(x)
+    site = np.asarray([c.split("-")[0] for c in cids])
+    for r in capped:  # whole sites on each side: the cap stops the parting, it does not cut a site
+        assert all(np.isin(np.flatnonzero(site == s), r).all() for s in set(site[r]))

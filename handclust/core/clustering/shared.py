@@ -187,6 +187,9 @@ GROUP_MIN_ROWS = 12
 # other clip joins the part whose sampled clips are nearest on average (the linkage's own criterion),
 # so 60,000 clips never make an 1.8e9-distance matrix.
 GROUP_MAX_CLIPS = 2000
+# Groups at most: each group's fused vectors take their own block of columns (segments of different
+# groups never neighbours), so the fused matrix widens with every group (n x width x groups floats).
+GROUP_MAX = 8
 # Share of clip halves that must side with their own clip: a site's or a task's look lasts the whole
 # clip, so the first and the second half of each clip each lie nearer the clips of its own part. Clips
 # that part only by what they hold (one mostly walking, one mostly laying) do not: their halves hold
@@ -198,7 +201,7 @@ GROUP_HALVES_AGREE = 0.9
 def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], ratio: float = GROUP_RATIO,
                 min_clips: int = GROUP_MIN_CLIPS, scale: bool = True, max_clips: int = GROUP_MAX_CLIPS,
                 seed: int = 0, halves_agree: float = GROUP_HALVES_AGREE, min_rows: int = GROUP_MIN_ROWS,
-                ) -> list[npt.NDArray[np.int64]]:
+                max_groups: int = GROUP_MAX) -> list[npt.NDArray[np.int64]]:
     """Rows of each group of similar clips (places, tasks, trades), in row order; one group when the clips do not part.
 
     Each clip is its mean descriptor (columns scaled by their spread over all rows). Average linkage
@@ -206,7 +209,8 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     parts is at least ``ratio`` times the mean distance between clips of the same part and each part
     holds at least ``min_clips`` clips and ``min_rows`` rows, and at least ``halves_agree`` of the clips' halves (rows in
     order) lie nearer, on average, to the other clips of their own clip's part than to the other
-    part's (:data:`GROUP_HALVES_AGREE`), and each part is parted again the same way. Clips that
+    part's (:data:`GROUP_HALVES_AGREE`), and each part is parted again the same way, the part with
+    the most clips first, up to ``max_groups`` groups. Clips that
     differ by each person's own style are about equally far from each other and stay one group.
     ``scale`` False: distances in ``x``'s own units (fused vectors, whose principal components carry
     their variance and weights; scaling each one to unit spread lifts the noise components).
@@ -237,6 +241,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     rng = np.random.default_rng(seed)
 
     def part(clips: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+        """The two sides of ``clips``, or ``[clips]`` where they do not part."""
         if len(clips) < 2 * min_clips:
             return [clips]
         seen = np.sort(rng.choice(clips, max_clips, replace=False)) if len(clips) > max_clips else clips
@@ -258,7 +263,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
             return [clips]
         if halves_agree > 0 and halves_agreeing(clips, side) < halves_agree:
             return [clips]
-        return part(clips[side == 1]) + part(clips[side == 2])
+        return [clips[side == 1], clips[side == 2]]
 
     def halves_agreeing(clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64]) -> float:
         """Share of the clips' halves nearer, on average, to the other clips of their clip's side (a sample above max_clips)."""
@@ -274,5 +279,11 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
             total += len(h)
         return good / max(total, 1)
 
-    groups = part(np.arange(n_clips))
+    done: list[npt.NDArray[np.int64]] = []
+    todo = [np.arange(n_clips)]
+    while todo and len(done) + len(todo) < max_groups:
+        clips = todo.pop(int(np.argmax([len(c) for c in todo])))  # the largest part first
+        sides = part(clips)
+        (todo if len(sides) > 1 else done).extend(sides)
+    groups = sorted(done + todo, key=lambda g: int(g.min()))  # in clip order, as the recursion gave them
     return [np.flatnonzero(np.isin(inv, g)) for g in groups]
