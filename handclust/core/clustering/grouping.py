@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -318,7 +318,7 @@ class RowsOf(Mapping[str, npt.NDArray[np.floating]]):
     def __getitem__(self, m: str) -> npt.NDArray[np.floating]:
         return np.asarray(self.modalities[m])[self.rows]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.modalities)
 
     def __len__(self) -> int:
