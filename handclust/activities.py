@@ -103,7 +103,7 @@ def coarse_groups(fused: npt.NDArray[np.float32], labels: npt.NDArray[np.int32])
         tree = z.tolist()
         why = (f"average-linkage of {len(clusters)} activity centroids cut at the widest gap in merge heights "
                f"({heights[cut]:.3f} -> {heights[cut + 1]:.3f}): {len(np.unique(groups))} groups")
-    table = schema.table({"cluster": clusters, "group": groups}, schema.HIERARCHY)
+    table = schema.table({"cluster": clusters, "group": groups, "clip_group": np.zeros(len(clusters), np.int32)}, schema.HIERARCHY)
     return table, {"groups": int(len(np.unique(groups))) if len(groups) else 0, "reason": why, "linkage": tree,
                    "clusters": clusters.tolist()}
 
@@ -113,7 +113,7 @@ def two_levels(parent: dict[int, int], reason: str) -> tuple[pa.Table, dict[str,
     split the joint clusters (``cluster.fine``): the coarse groups are the joint clusters themselves."""
     acts = sorted(parent)
     groups = [parent[a] for a in acts]
-    table = schema.table({"cluster": acts, "group": groups}, schema.HIERARCHY)
+    table = schema.table({"cluster": acts, "group": groups, "clip_group": np.zeros(len(acts), np.int32)}, schema.HIERARCHY)
     why = reason[reason.find("fine activities"):] if "fine activities" in reason else reason
     return table, {"groups": len(set(groups)), "reason": f"two levels: {len(set(groups))} coarse groups (the joint clusters), "
                    f"{len(acts)} activities inside them; {why}", "linkage": [], "clusters": acts}
@@ -247,6 +247,12 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         hierarchy, hierarchy_run = two_levels(grouping.parent, clustering.reason)
     else:
         hierarchy, hierarchy_run = coarse_groups(fusion.fused, clustering.labels)
+    if grouping.groups:  # each activity's group of clips (ids are numbered apart, so one group each)
+        where: dict[int, int] = {}
+        for g, rows in enumerate(grouping.groups):
+            where.update({int(a): g for a in np.unique(np.concatenate([clustering.labels[rows], clustering.activity[rows]]))})
+        hierarchy = hierarchy.set_column(2, "clip_group", pa.array([where.get(int(c), 0) for c in hierarchy.column("cluster").to_pylist()],
+                                                                     pa.int32()))
     store.write_table(layout.HIERARCHY, hierarchy)
     store.write_table(layout.EMBEDDING_2D, schema.table({
         "segment_id": seg_ids, "clip_id": clip_ids.tolist(), "x": xy[:, 0], "y": xy[:, 1], "cluster": clustering.labels,

@@ -178,6 +178,7 @@ HIERARCHY = pa.schema(
     [
         ("cluster", pa.int32()),  # the activity, as in clusters.parquet
         ("group", pa.int32()),  # its coarse group
+        ("clip_group", pa.int32()),  # the group of clips it was found in (cluster.split_groups; 0 when the clips did not part)
     ]
 )
 

@@ -145,6 +145,10 @@ def test_a_run_over_two_sites_clusters_each_site_alone_and_assign_keeps_new_clip
     site = seg.path.map(lambda p: Path(p).name.split("_")[0])
     acts = {s: set(seg.activity[site == s]) for s in ("day", "night")}
     assert acts["day"] and acts["night"] and not (acts["day"] & acts["night"])  # activities numbered apart
+    hierarchy = pd.read_parquet(out / "hierarchy.parquet")
+    group_of = dict(zip(hierarchy.cluster, hierarchy.clip_group))
+    assert {group_of[a] for a in acts["day"] - {-1}} | {group_of[a] for a in acts["night"] - {-1}} == {0, 1}
+    assert len({group_of[a] for a in acts["day"] - {-1}}) == 1 and len({group_of[a] for a in acts["night"] - {-1}}) == 1
     r = CliRunner().invoke(cli, ["report", str(out), "--no-reel"])
     assert r.exit_code == 0, r.output
     assert "2 groups clustered apart (3, 3 clips)" in (out / "report" / "index.html").read_text()
