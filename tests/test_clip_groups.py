@@ -151,7 +151,8 @@ def test_a_run_over_two_sites_clusters_each_site_alone_and_assign_keeps_new_clip
     assert len({group_of[a] for a in acts["day"] - {-1}}) == 1 and len({group_of[a] for a in acts["night"] - {-1}}) == 1
     r = CliRunner().invoke(cli, ["report", str(out), "--no-reel"])
     assert r.exit_code == 0, r.output
-    assert "2 groups clustered apart (3, 3 clips)" in (out / "report" / "index.html").read_text()
+    html = (out / "report" / "index.html").read_text()
+    assert "2 groups clustered apart (3, 3 clips)" in html and ">clip group</th>" in html
 
     r = CliRunner().invoke(cli, ["assign", str(out), str(new), "--out", str(tmp_path / "a"), "--no-progress",
                                  "--set", "report.enabled=false"])

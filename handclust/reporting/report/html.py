@@ -160,6 +160,10 @@ def activities_html(data: RunData) -> Markup:
     keypoints = dig(data.evaluation or {}, "keypoints")
     keypoints = keypoints if isinstance(keypoints, dict) and keypoints else None
     propagated = keypoints is not None and any(isinstance(v, dict) and "propagated_share" in v for v in keypoints.values())
+    groups = dig(data.run, "clip_groups")
+    group_of = ({str(p): i for i, paths in enumerate(groups.get("paths") or []) for p in paths}  # as hierarchy.parquet clip_group
+                if isinstance(groups, dict) and groups.get("count", 1) > 1 else {})
+    paths = data.paths
     rows = []
     for c, g in [(c, seg[seg.cluster == c]) for c in data.activities] + [(-1, seg[seg.cluster < 0])]:
         if c < 0 and not len(g):
@@ -167,6 +171,8 @@ def activities_html(data: RunData) -> Markup:
         dur = float((g.t_end - g.t_start).sum())
         row: list[Any] = [swatch(c, c if c >= 0 else ""), data.name(c) if c >= 0 else "noise",
                           str(len(g)), f"{dur / 60:.1f}", f"{100 * dur / total:.1f} %", str(g.clip_id.nunique())]
+        if group_of:  # clips clustered in groups: which group's activity this is
+            row.append(", ".join(sorted({str(group_of[p]) for p in g.clip_id.map(paths) if p in group_of})))
         if keypoints is not None:  # MediaPipe: share of looked-at frames with a hand / the body in view
             kp = keypoints.get(str(c)) or {}
             row += [pct_or_blank(kp.get("hand_rate")), pct_or_blank(kp.get("body_rate"))]
@@ -174,7 +180,7 @@ def activities_html(data: RunData) -> Markup:
                 row += [pct_or_blank(kp.get("coverage_before")), pct_or_blank(kp.get("propagated_share"))]
         rows.append([*row, desc.get(c, "")])
     kp_header = ["hands seen", "body seen", *(["hands detected", "propagated"] if propagated else [])] if keypoints else []
-    header = ["id", "label", "segments", "minutes", "share", "clips", *kp_header, "description"]
+    header = ["id", "label", "segments", "minutes", "share", "clips", *(["clip group"] if group_of else []), *kp_header, "description"]
     if not desc:
         header, rows = header[:-1], [r[:-1] for r in rows]
     hands = dig(data.evaluation or {}, "hands", "per_clip")
