@@ -21,6 +21,8 @@ Every figure in ``benchmarks/results/real.json`` says what is real in it:
 - **ikea_frames**: the same IKEA segments as a user would give them to ``segment-features`` (each
   segment's probabilities repeated per frame at 5 fps), scored per frame against k-means at the K
   HandClust found on the same frames.
+- **three_tasks**: three Breakfast tasks, a place each, as filmed (three people per task) and one
+  recording per task cut in three: the videos must part into three groups. Real sequences, rendered features.
 - **two_levels**: two Breakfast tasks, each with its own place offset, their videos joined into one
   long clip per task (minutes of varied work per clip, as on helmet footage) and as filmed: a clip
   must not become one activity, and the activities must still tell the tasks apart. Real
@@ -381,6 +383,71 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
     return out
 
 
+THREE_TASKS = {"dev": [("cereals", "friedegg", "juice"), ("juice", "milk", "cereals")],
+               "held_out": [("pancake", "salat", "sandwich"), ("scrambledegg", "tea", "pancake")]}
+
+
+def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float = 2.0) -> dict[str, Any]:
+    """Groups beyond two: three Breakfast tasks, each in its own place (a shared offset per task),
+    three people per task as filmed (nine clips, each with its own style) and one steady recording
+    per task cut in three. The clips must part into the three places (a first cut of one place
+    against two leaves two places on one side, so one cut in two is not enough), and each place's
+    activities be found as in a single-task set. Real sequences, rendered features."""
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    out: dict[str, Any] = {"kind": "real label sequences (three Breakfast tasks, a place each), rendered features, as filmed "
+                                   "and one recording per task cut in three", "per_task": per_task, "site_sd": site_sd, "sets": {}}
+    triples = {k: v[:1] for k, v in THREE_TASKS.items()} if quick else THREE_TASKS
+    for split, tlist in triples.items():
+        for pi, tasks in enumerate(tlist):
+            vids: list[tuple[str, list[str]]] = []
+            task_of: list[str] = []
+            for task in tasks:
+                got = next(iter(breakfast_sets(data, (task,), per_set=per_task, max_sets=1).values()))
+                vids += got
+                task_of += [task] * len(got)
+            feats = render(vids, seed=300 + pi)
+            steady = render(vids, seed=300 + pi, style_sd=0.0)
+            rng = np.random.default_rng(400 + pi)
+            site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in tasks}
+            feats = [f + site[t] for f, t in zip(feats, task_of)]
+            steady = [f + site[t] for f, t in zip(steady, task_of)]
+            truths = [labs for _, labs in vids]
+            cut: tuple[list[str], list[np.ndarray], list[list[str]], list[str]] = ([], [], [], [])
+            for t in tasks:
+                f = np.vstack([x for x, u in zip(steady, task_of) if u == t])
+                labs = [lab for tr, u in zip(truths, task_of) if u == t for lab in tr]
+                edges = np.linspace(0, len(labs), 4).astype(int)
+                for j in range(3):
+                    cut[0].append(f"{t}_part{j}")
+                    cut[1].append(f[edges[j]:edges[j + 1]])
+                    cut[2].append(labs[edges[j]:edges[j + 1]])
+                    cut[3].append(t)
+            layouts = {"clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
+                       "one recording per task cut in three": cut}
+            res: dict[str, Any] = {"split": split, "tasks": list(tasks), "videos": len(vids)}
+            for lname, (names, fx, tx, tk) in layouts.items():
+                for vname, kw in (("handclust", {}), ("handclust, videos not parted", {"split_groups": False})):
+                    preds, ev = run_handclust(names, fx, tx, FPS["breakfast"], **kw)
+                    sc = scores(tx, preds, names)
+                    task_frames = np.concatenate([np.full(len(p), t, dtype=object) for p, t in zip(preds, tk)])
+                    truth_frames = np.concatenate([np.asarray(t, dtype=object) for t in tx])
+                    sc.update({"k_found": int(ev["k"]), "groups": len(ev.get("video_groups", [])),
+                               "ami_frames": round(float(adjusted_mutual_info_score(truth_frames, np.concatenate(preds))), 4),
+                               "task_nmi": round(float(normalized_mutual_info_score(task_frames, np.concatenate(preds))), 4)})
+                    res[f"{lname}: {vname}"] = sc
+                    logging.getLogger("real").warning("three tasks %s %s %s: groups %d MoF %.3f F1@50 %.3f AMI %.3f task NMI %.2f",
+                                                      "+".join(tasks), lname, vname, sc["groups"], sc["mof"], sc["f1@50"],
+                                                      sc["ami_frames"], sc["task_nmi"])
+            out["sets"]["+".join(tasks)] = res
+    keys = sorted({k for r in out["sets"].values() for k in r if ":" in k})
+    out["summary"] = {split: {k: {m: round(float(np.mean([r[k][m] for r in out["sets"].values() if r["split"] == split])), 4)
+                                  for m in ("mof", "f1@50", "edit", "whole_set_mof", "task_nmi", "ami_frames", "k_found", "groups")}
+                              for k in keys}
+                      for split in ("dev", "held_out") if any(r["split"] == split for r in out["sets"].values())}
+    return out
+
+
 def summarise(sets: dict[str, Any]) -> dict[str, Any]:
     summ: dict[str, Any] = {}
     for split in ("dev", "held_out"):
@@ -567,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sets (a few minutes)")
     ap.add_argument("--sets", nargs="+", default=["sequences", "sequences_slow", "scores", "ikea", "ikea_fusion", "two_levels",
-                                                  "ikea_frames"])
+                                                  "three_tasks", "ikea_frames"])
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -584,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"sequences": lambda: sequences_part(root, args.quick, {}),
              "sequences_slow": lambda: sequences_part(root, args.quick, SHARED_VARIANT, SLOW), "scores": lambda: scores_part(root, {}),
              "ikea": lambda: ikea_part(root, args.quick), "ikea_fusion": lambda: ikea_fusion_part(root),
-             "two_levels": lambda: two_levels_part(root, args.quick), "ikea_frames": lambda: ikea_frames_part(root, args.quick)}
+             "two_levels": lambda: two_levels_part(root, args.quick), "three_tasks": lambda: three_tasks_part(root, args.quick),
+             "ikea_frames": lambda: ikea_frames_part(root, args.quick)}
     for name in args.sets:
         t0 = time.perf_counter()
         res[name] = {**parts[name](), "seconds": round(time.perf_counter() - t0, 1)}

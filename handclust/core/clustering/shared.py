@@ -204,14 +204,15 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
                 max_groups: int = GROUP_MAX) -> list[npt.NDArray[np.int64]]:
     """Rows of each group of similar clips (places, tasks, trades), in row order; one group when the clips do not part.
 
-    Each clip is its mean descriptor (columns scaled by their spread over all rows). Average linkage
-    parts the clips in two; the parts are kept when the mean distance between clips of different
-    parts is at least ``ratio`` times the mean distance between clips of the same part and each part
-    holds at least ``min_clips`` clips and ``min_rows`` rows, and at least ``halves_agree`` of the clips' halves (rows in
-    order) lie nearer, on average, to the other clips of their own clip's part than to the other
-    part's (:data:`GROUP_HALVES_AGREE`), and each part is parted again the same way, the part with
-    the most clips first, up to ``max_groups`` groups. Clips that
-    differ by each person's own style are about equally far from each other and stay one group.
+    Each clip is its mean descriptor (columns scaled by their spread over all rows). The average
+    linkage tree of the clips is cut into 2, 3, ... parts; a cut is kept when the mean distance
+    between clips of different parts is at least ``ratio`` times the mean distance between clips of
+    the same part, each part holds at least ``min_clips`` clips and ``min_rows`` rows, and at least
+    ``halves_agree`` of the clips' halves (rows in order) lie nearer, on average, to the other clips
+    of their own clip's part than to any other part (:data:`GROUP_HALVES_AGREE`); of the cuts kept,
+    the one with the highest ratio. Each part is parted again the same way, the part with the most
+    clips first, up to ``max_groups`` groups. Clips that differ by each person's own style are
+    about equally far from each other and stay one group.
     ``scale`` False: distances in ``x``'s own units (fused vectors, whose principal components carry
     their variance and weights; scaling each one to unit spread lifts the noise components).
     Above ``max_clips`` clips the parting is decided on a seeded sample of them (:data:`GROUP_MAX_CLIPS`).
@@ -240,41 +241,54 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
 
     rng = np.random.default_rng(seed)
 
-    def part(clips: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
-        """The two sides of ``clips``, or ``[clips]`` where they do not part."""
-        if len(clips) < 2 * min_clips:
+    def part(clips: npt.NDArray[np.int64], room: int) -> list[npt.NDArray[np.int64]]:
+        """The parts of ``clips`` (at most ``room``), or ``[clips]`` where they do not part. The linkage
+        is cut into 2, 3, ... parts (three places make a first cut of one place against two, whose
+        "same part" pairs span two places: cut in three they part clearly); the cut with the highest
+        ratio that passes every test wins."""
+        if len(clips) < 2 * min_clips or room < 2:
             return [clips]
         seen = np.sort(rng.choice(clips, max_clips, replace=False)) if len(clips) > max_clips else clips
         d = pdist(means[seen])  # condensed: n_clips^2 / 2 distances, never an (n, n, dims) array
-        side = fcluster(linkage(d, "average"), 2, "maxclust")
+        tree = linkage(d, "average")
         i, j = np.triu_indices(len(seen), k=1)  # the pairs in pdist's order
-        same = side[i] == side[j]
-        if min(np.bincount(side)[1:]) < min_clips or d[~same].mean() < ratio * d[same].mean():
-            return [clips]
-        if len(seen) < len(clips):  # every clip joins the side whose sampled clips are nearest on average
-            from scipy.spatial.distance import cdist
+        cuts = []
+        for k in range(2, min(room, len(seen) // min_clips) + 1):
+            side = fcluster(tree, k, "maxclust")
+            sizes = np.bincount(side)[1:]
+            if len(sizes) < 2 or sizes.min() < min_clips:
+                continue
+            same = side[i] == side[j]
+            r = float(d[~same].mean() / d[same].mean())
+            if r >= ratio:
+                cuts.append((r, side))
+        for _, side in sorted(cuts, key=lambda c: -c[0]):
+            k = int(side.max())
+            if len(seen) < len(clips):  # every clip joins the part whose sampled clips are nearest on average
+                from scipy.spatial.distance import cdist
 
-            side = np.concatenate([np.argmin(np.stack([cdist(means[block], means[seen[side == s]]).mean(axis=1)
-                                                       for s in (1, 2)], axis=1), axis=1) + 1
-                                   for block in np.array_split(clips, max(1, len(clips) // 1000))])
-            if min(np.bincount(side, minlength=3)[1:]) < min_clips:
-                return [clips]
-        if min(counts[clips[side == 1]].sum(), counts[clips[side == 2]].sum()) < min_rows:
-            return [clips]
-        if halves_agree > 0 and halves_agreeing(clips, side) < halves_agree:
-            return [clips]
-        return [clips[side == 1], clips[side == 2]]
+                side = np.concatenate([np.argmin(np.stack([cdist(means[block], means[seen[side == s]]).mean(axis=1)
+                                                           for s in range(1, k + 1)], axis=1), axis=1) + 1
+                                       for block in np.array_split(clips, max(1, len(clips) // 1000))])
+                if min(np.bincount(side, minlength=k + 1)[1:]) < min_clips:
+                    continue
+            if min(counts[clips[side == s]].sum() for s in range(1, k + 1)) < min_rows:
+                continue
+            if halves_agree > 0 and halves_agreeing(clips, side, k) < halves_agree:
+                continue
+            return [clips[side == s] for s in range(1, k + 1)]
+        return [clips]
 
-    def halves_agreeing(clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64]) -> float:
-        """Share of the clips' halves nearer, on average, to the other clips of their clip's side (a sample above max_clips)."""
+    def halves_agreeing(clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64], k: int) -> float:
+        """Share of the clips' halves nearer, on average, to the other clips of their clip's part (a sample above max_clips)."""
         from scipy.spatial.distance import cdist
 
         at = np.sort(rng.choice(len(clips), max_clips, replace=False)) if len(clips) > max_clips else np.arange(len(clips))
         good = total = 0
         for i in at:
             others = np.arange(len(clips)) != i
-            h = [k for k in (2 * clips[i], 2 * clips[i] + 1) if half_n[k]]
-            far = np.stack([cdist(halves[h], means[clips[others & (side == s)]]).mean(axis=1) for s in (1, 2)], axis=1)
+            h = [q for q in (2 * clips[i], 2 * clips[i] + 1) if half_n[q]]
+            far = np.stack([cdist(halves[h], means[clips[others & (side == s)]]).mean(axis=1) for s in range(1, k + 1)], axis=1)
             good += int(((np.argmin(far, axis=1) + 1) == side[i]).sum())
             total += len(h)
         return good / max(total, 1)
@@ -283,7 +297,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     todo = [np.arange(n_clips)]
     while todo and len(done) + len(todo) < max_groups:
         clips = todo.pop(int(np.argmax([len(c) for c in todo])))  # the largest part first
-        sides = part(clips)
+        sides = part(clips, max_groups - len(done) - len(todo))
         (todo if len(sides) > 1 else done).extend(sides)
     groups = sorted(done + todo, key=lambda g: int(g.min()))  # in clip order, as the recursion gave them
     return [np.flatnonzero(np.isin(inv, g)) for g in groups]
