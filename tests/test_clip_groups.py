@@ -180,3 +180,19 @@ def test_groups_stop_at_the_cap_the_largest_part_first():
     site = np.asarray([c.split("-")[0] for c in cids])
     for r in capped:  # whole sites on each side: the cap stops the parting, it does not cut a site
         assert all(np.isin(np.flatnonzero(site == s), r).all() for s in set(site[r]))
+
+
+def test_three_sites_of_three_clips_part_into_three():
+    """A first cut of one site against two leaves two sites on one side (its clips far apart): the
+    tree is cut into three as well, and three sites of three clips part."""
+    rng = np.random.default_rng(5)
+    looks = np.eye(3, 16) * 6  # three sites, equally far apart; each clip its own style (a cut in two alone kept them together)
+    x, cids, site = [], [], []
+    for s in range(3):
+        for c in range(3):
+            x.append(looks[s] + rng.normal(0, 1.0, 16) + rng.normal(size=(20, 16)))
+            cids += [f"site{s}-clip{c}"] * 20
+            site += [s] * 20
+    x, cids, site = np.vstack(x), np.asarray(cids, dtype=object), np.asarray(site)
+    groups = clip_groups(x, cids, scale=False)
+    assert sorted(tuple(sorted(set(site[r]))) for r in groups) == [(0,), (1,), (2,)]
