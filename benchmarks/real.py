@@ -301,6 +301,20 @@ TWO_LEVEL_PAIRS = {"dev": [("cereals", "friedegg"), ("juice", "milk")],
                    "held_out": [("pancake", "sandwich"), ("salat", "tea"), ("scrambledegg", "pancake")]}
 
 
+def cut_in_three(names: list[str], feats: list[np.ndarray], labels: list[list[str]], tasks: list[str],
+                 ) -> tuple[list[str], list[np.ndarray], list[list[str]], list[str]]:
+    """Each recording (name, features, labels, task) cut into three consecutive clips ``<name>_part<j>``."""
+    cut: tuple[list[str], list[np.ndarray], list[list[str]], list[str]] = ([], [], [], [])
+    for name, f, labs, task in zip(names, feats, labels, tasks):
+        edges = np.linspace(0, len(labs), 4).astype(int)
+        for j in range(3):
+            cut[0].append(f"{name}_part{j}")
+            cut[1].append(f[edges[j]:edges[j + 1]])
+            cut[2].append(labs[edges[j]:edges[j + 1]])
+            cut[3].append(task)
+    return cut
+
+
 def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float = 2.0) -> dict[str, Any]:
     """What separates clips and what recurs inside them, on real label sequences: two Breakfast tasks,
     each filmed in its own place (a shared offset per task, ``site_sd``), their videos joined into one
@@ -344,15 +358,7 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
             }
             # Each task's long clip cut in three (six clips, as the held-back helmet set was cut):
             # clips of one recording share its place and look, so they come as two groups of three.
-            cut: tuple[list[str], list[np.ndarray], list[list[str]], list[str]] = ([], [], [], [])
-            for name, f, labs, task in zip(*layouts["one long clip per task"]):
-                edges = np.linspace(0, len(labs), 4).astype(int)
-                for j in range(3):
-                    cut[0].append(f"{name}_part{j}")
-                    cut[1].append(f[edges[j]:edges[j + 1]])
-                    cut[2].append(labs[edges[j]:edges[j + 1]])
-                    cut[3].append(task)
-            layouts["one long clip per task cut in three"] = cut
+            layouts["one long clip per task cut in three"] = cut_in_three(*layouts["one long clip per task"])
             res: dict[str, Any] = {"split": split, "tasks": [ta, tb], "videos": len(vids)}
             for lname, (names, fx, tx, tasks) in layouts.items():
                 true_acts = float(np.mean([len(set(t)) for t in tx]))
@@ -413,16 +419,8 @@ def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float 
             feats = [f + site[t] for f, t in zip(feats, task_of)]
             steady = [f + site[t] for f, t in zip(steady, task_of)]
             truths = [labs for _, labs in vids]
-            cut: tuple[list[str], list[np.ndarray], list[list[str]], list[str]] = ([], [], [], [])
-            for t in tasks:
-                f = np.vstack([x for x, u in zip(steady, task_of) if u == t])
-                labs = [lab for tr, u in zip(truths, task_of) if u == t for lab in tr]
-                edges = np.linspace(0, len(labs), 4).astype(int)
-                for j in range(3):
-                    cut[0].append(f"{t}_part{j}")
-                    cut[1].append(f[edges[j]:edges[j + 1]])
-                    cut[2].append(labs[edges[j]:edges[j + 1]])
-                    cut[3].append(t)
+            cut = cut_in_three(list(tasks), [np.vstack([x for x, u in zip(steady, task_of) if u == t]) for t in tasks],
+                               [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in tasks], list(tasks))
             layouts = {"clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
                        "one recording per task cut in three": cut}
             res: dict[str, Any] = {"split": split, "tasks": list(tasks), "videos": len(vids)}
