@@ -43,6 +43,13 @@ def clip_codes(clip_ids: npt.NDArray[np.object_]) -> tuple[npt.NDArray[np.int64]
     return inv, int(inv.max()) + 1 if len(inv) else 0
 
 
+def group_means(x: npt.NDArray[np.floating], codes: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]:
+    """``(n, d)``: the mean row of ``x`` ``(rows, d)`` for each code ``0..n-1`` (zeros where a code has no
+    row), one bincount per column: no ``(rows, d)`` float64 copy and no pass over the rows per code."""
+    counts = np.maximum(np.bincount(codes, minlength=n), 1).astype(np.float64)
+    return np.stack([np.bincount(codes, weights=x[:, j], minlength=n) for j in range(x.shape[1])], axis=1) / counts[:, None]
+
+
 def clip_positions(clip_ids: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
     """``(n,)``: each row's running index within its clip, in row order (rows of a clip in time order)."""
     inv, n_clips = clip_codes(clip_ids)
@@ -329,6 +336,11 @@ class PartedFusion(Fusion):
                 at += p.fused.shape[1]
         return cls(fused, dict(parts[0].scores), dict(parts[0].transforms), dict(parts[0].reasons), parts, router, clip_means)
 
+    @property
+    def widths(self) -> list[int]:
+        """Each group's block of fused columns (its modalities' reduced widths)."""
+        return [sum(t.components.shape[0] for t in p.transforms.values()) for p in self.parts]
+
     def route(self, modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
               measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> npt.NDArray[np.int64]:
         """``(n,)``: the group each row's clip goes to (nearest group on average, clip means in ``router``'s space)."""
@@ -337,8 +349,7 @@ class PartedFusion(Fusion):
         assert self.router is not None
         r = self.router.transform(modalities, clip_ids, measured).astype(np.float64)
         inv, n_clips = clip_codes(clip_ids)
-        counts = np.maximum(np.bincount(inv, minlength=n_clips), 1).astype(np.float64)
-        means = np.stack([np.bincount(inv, weights=r[:, j], minlength=n_clips) for j in range(r.shape[1])], axis=1) / counts[:, None]
+        means = group_means(r, inv, n_clips)
         far = np.stack([cdist(means, np.asarray(m, np.float64)).mean(axis=1) for m in self.clip_means], axis=1)
         return np.argmin(far, axis=1)[inv]
 
@@ -348,10 +359,9 @@ class PartedFusion(Fusion):
             raise ValueError("a model of clips clustered in groups places whole clips: pass the segments' clip ids")
         clip_ids = np.asarray(clip_ids, dtype=object)
         group = self.route(modalities, clip_ids, measured)
-        widths = [sum(t.components.shape[0] for t in p.transforms.values()) for p in self.parts]
-        out = np.zeros((len(clip_ids), sum(widths)), np.float32)
+        out = np.zeros((len(clip_ids), sum(self.widths)), np.float32)
         at = 0
-        for g, (p, w) in enumerate(zip(self.parts, widths, strict=True)):
+        for g, (p, w) in enumerate(zip(self.parts, self.widths, strict=True)):
             rows = np.flatnonzero(group == g)
             if len(rows):
                 sub = {m: np.asarray(modalities[m])[rows] for m in p.transforms}
@@ -362,8 +372,7 @@ class PartedFusion(Fusion):
 
     def block_of(self, vectors: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
         """``(n,)``: the group whose block holds each fused vector (-1: none, an all-zero vector)."""
-        widths = [sum(t.components.shape[0] for t in p.transforms.values()) for p in self.parts]
-        edges = np.concatenate([[0], np.cumsum(widths)])
+        edges = np.concatenate([[0], np.cumsum(self.widths)])
         v = np.asarray(vectors, np.float32)
         norms = np.stack([np.einsum("ij,ij->i", v[:, a:b], v[:, a:b]) for a, b in zip(edges[:-1], edges[1:])], axis=1)
         return np.where(norms.max(axis=1) > 0, norms.argmax(axis=1), -1)

@@ -28,7 +28,7 @@ from handclust.core.clustering.backends import (
     resolve,
     resolve_models,
 )
-from handclust.core.clustering.fusion import Fusion, clip_codes, fuse
+from handclust.core.clustering.fusion import Fusion, clip_codes, fuse, group_means
 from handclust.core.clustering.neighbours import assign_noise, knn_graph, knn_query, l2_normalise, vote_labels
 from handclust.core.clustering.shared import merge_single_clip_clusters
 from handclust.core.clustering.temporal import Timelines
@@ -402,10 +402,7 @@ def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reas
     means = []
     for rows in groups:  # each group's clips' means where they were parted: where a new clip is sent
         inv, n_clips = clip_codes(clip_ids[rows])
-        counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
-        r = router.fused[rows].astype(np.float64)
-        means.append((np.stack([np.bincount(inv, weights=r[:, j], minlength=n_clips) for j in range(r.shape[1])], axis=1)
-                      / counts[:, None]).astype(np.float32))
+        means.append(group_means(router.fused[rows].astype(np.float64), inv, n_clips).astype(np.float32))
     fusion = PartedFusion.from_parts([p.fusion for p in parts], router, means, groups)
     tl = parts[0].timelines
     timelines = None if tl is None else Timelines(activity.copy(), before, after, " | ".join(temporal), tl.run_s,

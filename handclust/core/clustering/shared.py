@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from handclust.core.clustering.fusion import clip_codes
+from handclust.core.clustering.fusion import clip_codes, group_means
 from handclust.core.clustering.neighbours import l2_normalise
 
 POOL = 20_000  # other-clip candidates compared against (a random sample above this)
@@ -224,10 +224,10 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     inv, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
     if n_clips < 2 * min_clips:
         return [np.arange(len(x))]
-    sd = x.std(axis=0) + 1e-9 if scale else np.ones(x.shape[1])
+    if scale:
+        x = x / (x.std(axis=0) + 1e-9)
     counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
-    means = np.stack([np.bincount(inv, weights=x[:, j] / sd[j], minlength=n_clips) for j in range(x.shape[1])], axis=1)
-    means /= counts[:, None]
+    means = group_means(x, inv, n_clips)
     # Each clip's two halves (its rows in order: the first half, the rest), as means.
     pos = np.empty(len(inv), np.int64)
     order = np.argsort(inv, kind="stable")
@@ -235,9 +235,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
     pos[order] = np.arange(len(inv)) - starts[inv[order]]
     half = inv * 2 + (pos >= counts[inv] // 2)
     half_n = np.bincount(half, minlength=2 * n_clips)  # a clip of one row has an empty first half: not counted
-    half_counts = np.maximum(half_n, 1).astype(np.float64)
-    halves = np.stack([np.bincount(half, weights=x[:, j] / sd[j], minlength=2 * n_clips) for j in range(x.shape[1])], axis=1)
-    halves /= half_counts[:, None]
+    halves = group_means(x, half, 2 * n_clips)
 
     rng = np.random.default_rng(seed)
 
