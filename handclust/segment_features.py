@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from handclust.config import RunConfig, config_to_dict, load_config
 from handclust.core.clustering import fuse, group_segments
+from handclust.core.clustering.fusion import clip_codes
 from handclust.core.clustering.shared import clip_groups
 from handclust.core.metrics import segmentation_scores
 from handclust.core.segmentation import segment_clip
@@ -354,7 +355,16 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
             f"; --k {n_clusters} asked for more clusters than the {len(fused)} segments" if k < n_clusters else "")
         if cfg.cluster.temporal:
             knn_i, _, _ = knn_graph(fused, cfg.cluster.knn_k, cfg.cluster.backend)
-            tl = smooth_timelines(labels, knn_i, cids, durs, cfg.cluster.mean_run_s, fused=fused,
+            # k activities in a video of T seconds last T / k seconds each at most, on average (fewer
+            # when they recur): the bout prior starts no longer than that (a 50 s video with 23 given
+            # actions is not decoded with 60 s bouts, which left 2 of them).
+            inv_c, n_c = clip_codes(cids)
+            clip_s = float(np.median(np.bincount(inv_c, weights=durs, minlength=n_c)))
+            run_s = min(cfg.cluster.mean_run_s, clip_s / k)
+            # Votes from about one cluster's worth of neighbours, as the HDBSCAN path votes from at most
+            # min_cluster_size: with k near the number of segments a wider vote outvotes every small cluster.
+            votes = knn_i[:, : max(2, min(cfg.cluster.knn_k, round(len(fused) / k)))]
+            tl = smooth_timelines(labels, votes, cids, durs, run_s, fused=fused,
                                   scale_jumps=cfg.cluster.jump_scale,
                                   learn_jumps=cfg.cluster.jump_learn)
             activity, how = tl.activity, how + "; " + tl.reason
