@@ -137,6 +137,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
         ref_activity = np.asarray(reference.column("activity"), np.int32)
         n = segments.num_rows
         clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
+        routed: dict[str, int] | None = None
         if n:
             names = list(fusion.transforms)
             vectors = SegmentDescriptors(store, segments, {m: modalities.get(m).column for m in names})
@@ -149,6 +150,10 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
             k = min(cfg.cluster.knn_k, index.ntotal)
             # A run that clustered its clips in groups: each new clip's neighbours within the group it was sent to.
             sim, idx = fusion.search(index, fused, k) if isinstance(fusion, PartedFusion) else index.search(fused, k)
+            if isinstance(fusion, PartedFusion):  # which group of the model run each new clip was sent to
+                group = fusion.block_of(fused)
+                paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+                routed = {str(paths.get(c, c)): int(g) for c, g in zip(clip_ids.tolist(), group.tolist()) if g >= 0}
             dist = (1.0 - sim).astype(np.float32)
             labels, share = vote_labels(ref_cluster, idx, dist)
             activity, _ = vote_labels(ref_activity, idx, dist)
@@ -173,6 +178,8 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
             "segments": n, "activities": int(len(np.unique(labels[labels >= 0]))),
             "noise_rate": float((labels < 0).mean()) if n else None, "out": store.uri,
             "activity_names": names,
+            # a model run that clustered its clips in groups: the group (run.json clip_groups) of each new clip
+            **({"clip_groups": routed} if routed is not None else {}),
         }
         evaluation: dict[str, Any] = {}
         if n:

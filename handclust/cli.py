@@ -315,6 +315,10 @@ def assign_cmd(model_run: str, footage: str, out: str, overrides: tuple[str, ...
     click.echo(f"clips        {s['clips_ok']} ok, {s['clips_failed']} failed (of {s['clips_total']})")
     click.echo(f"segments     {s['segments']} placed into {s['activities']} of the activities of {model_run}"
                + (f", noise {100 * s['noise_rate']:.1f} %" if s.get("noise_rate") is not None else ""))
+    if s.get("clip_groups"):
+        sent = [list(s["clip_groups"].values()).count(g) for g in range(max(s["clip_groups"].values()) + 1)]
+        click.echo("groups       new clips sent to the model's groups of clips: "
+                   + ", ".join(f"group {g}: {c}" for g, c in enumerate(sent) if c) + " (run.json summary.clip_groups)")
     if "ground_truth_ari" in s:
         click.echo(f"vs truth     ARI {s['ground_truth_ari']:.2f}, NMI {s['ground_truth_nmi']:.2f}, MoF {s['ground_truth_mof']:.2f}")
     click.echo(f"outputs      {s['out']}  (clips.parquet, segments/, clusters.parquet, timelines/, run.json)")

@@ -157,6 +157,10 @@ def test_a_run_over_two_sites_clusters_each_site_alone_and_assign_keeps_new_clip
     r = CliRunner().invoke(cli, ["assign", str(out), str(new), "--out", str(tmp_path / "a"), "--no-progress",
                                  "--set", "report.enabled=false"])
     assert r.exit_code == 0, r.output
+    assert "new clips sent to the model's groups of clips: group 0: 1, group 1: 1" in r.output, r.output
+    sent = json.loads((tmp_path / "a" / "run.json").read_text())["summary"]["clip_groups"]
+    night_group = next(i for i, ps in enumerate(groups["paths"]) if "night_" in Path(ps[0]).name)
+    assert {Path(p).name.split("_")[0]: g for p, g in sent.items()} == {"night": night_group, "day": 1 - night_group}
     placed = pq.read_table(tmp_path / "a" / "clusters.parquet").to_pandas()
     placed = placed.merge(pq.read_table(tmp_path / "a" / "clips.parquet").to_pandas()[["clip_id", "path"]], on="clip_id")
     assert set(placed.path.map(lambda p: Path(p).name.split("_")[0])) == {"day", "night"}
