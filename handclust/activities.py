@@ -22,7 +22,7 @@ from handclust.config import ConfigError, RunConfig
 from handclust.core.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
 from handclust.io import layout
 from handclust.io.run_record import update_run
-from handclust.io.run_tables import SegmentDescriptors, ok_segments
+from handclust.io.run_tables import SegmentDescriptors, by_clip, ok_segments
 from handclust.io.storage import OutputStore
 from handclust.modalities import registry as modalities
 from handclust.progress import Progress
@@ -273,7 +273,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         ablations = {"variants": info, "sample": sample}
         took["ablations"] = time.perf_counter() - t0
     groups = grouping.groups or [np.arange(len(clip_ids))]
-    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+    paths = by_clip(clips_tbl, "path")
     clip_groups = {"count": len(groups), "reason": grouping.groups_reason,
                    "clips": [len(set(clip_ids[r].tolist())) for r in groups],
                    # each group's footage (the first 200 paths of each): which clips were clustered together

@@ -26,7 +26,7 @@ from handclust.errors import ModelError as ModelError  # defined with every erro
 from handclust.io import layout, run_lock
 from handclust.io.footage import find_clips
 from handclust.io.run_record import read_run, update_run
-from handclust.io.run_tables import SegmentDescriptors, ok_segments
+from handclust.io.run_tables import SegmentDescriptors, by_clip, ok_segments
 from handclust.io.storage import OutputStore
 from handclust.modalities import registry as modalities
 from handclust.pipeline import process_footage, versions
@@ -152,7 +152,7 @@ def assign(model_run: str | Path, footage: str | Path | list[str | Path], out: s
             sim, idx = fusion.search(index, fused, k) if isinstance(fusion, PartedFusion) else index.search(fused, k)
             if isinstance(fusion, PartedFusion):  # which group of the model run each new clip was sent to
                 group = fusion.block_of(fused)
-                paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+                paths = by_clip(clips_tbl, "path")
                 routed = {str(paths.get(c, c)): int(g) for c, g in zip(clip_ids.tolist(), group.tolist()) if g >= 0}
             dist = (1.0 - sim).astype(np.float32)
             labels, share = vote_labels(ref_cluster, idx, dist)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -108,6 +109,11 @@ class SegmentDescriptors(Mapping[str, npt.NDArray[np.float32]]):
         for a in range(0, n, 1 << 16):  # in place, a block at a time: no second (n, dim) array
             np.nan_to_num(out[a:a + (1 << 16)], copy=False)
         return out
+
+
+def by_clip(clips_tbl: pa.Table, column: str) -> dict[str, Any]:
+    """``{clip_id: value}`` of one column of ``clips.parquet`` (a clip's path, phase, ...)."""
+    return dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column(column).to_pylist(), strict=True))
 
 
 def clip_order(clips_tbl: pa.Table) -> list[str]:

@@ -23,6 +23,7 @@ from handclust.config import RunConfig
 from handclust.core.clustering import group_segments
 from handclust.core.metrics import agreement, clip_mixing, segmentation_scores
 from handclust.io import layout
+from handclust.io.run_tables import by_clip
 from handclust.modalities import registry as modalities
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def frame_sequences(segments: pa.Table, clips_tbl: pa.Table, truth_tbl: pa.Table
         return None
     gt = truth_tbl.to_pandas()
     by_file = {f: (g["t"].to_numpy(), g["activity"].to_numpy()) for f, g in gt.sort_values("t").groupby("file")}
-    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
+    paths = by_clip(clips_tbl, "path")
     truth, seg_index, clip = [], [], []
     seg = segments.select(["clip_id", "frame_start", "frame_end"]).to_pylist()
     for i, r in enumerate(seg):
@@ -192,8 +193,8 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
     segments, the run's own row on the same sample (``ablation_sample`` in eval.json).
     """
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
-    paths = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("path").to_pylist(), strict=True))
-    phases = dict(zip(clips_tbl.column("clip_id").to_pylist(), clips_tbl.column("phase").to_pylist(), strict=True))
+    paths = by_clip(clips_tbl, "path")
+    phases = by_clip(clips_tbl, "phase")
     seg_phase = np.asarray([phases.get(c) or "" for c in clip_ids], dtype=object)
     frames = np.asarray(segments.column("frame_end")) - np.asarray(segments.column("frame_start"))
     labels = np.asarray(clusters.column("cluster"), np.int32)
