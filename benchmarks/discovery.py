@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -219,6 +220,29 @@ def _truth_median_run_s(footage: Path) -> float:
     return round(float(np.median(runs)), 2) if runs else float("nan")
 
 
+def _within_trade_ami(run: Path, footage: Path) -> dict[str, float]:
+    """Per trade, AMI of the true activity and the run's activity over that trade's sampled frames:
+    how well the timelines follow the work inside one trade, whatever they do across trades."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    from handclust.io.footage import load_ground_truth
+    from handclust.reporting.evaluation import frame_sequences
+
+    seg = pq.read_table(run / "segments")
+    clips = pq.read_table(run / "clips.parquet")
+    act_of = dict(zip(*[pq.read_table(run / "clusters.parquet").column(c).to_pylist() for c in ("segment_id", "activity")], strict=True))
+    seq = frame_sequences(seg, clips, load_ground_truth(footage), 5.0)
+    if seq is None:
+        return {}
+    truth, seg_index, clip = seq
+    act = np.asarray([act_of[s] for s in seg.column("segment_id").to_pylist()])[seg_index]
+    paths = dict(zip(clips.column("clip_id").to_pylist(), clips.column("path").to_pylist(), strict=True))
+    trade = np.asarray([next((t for t in ("masonry", "framing") if t in Path(paths[c]).name), "") for c in clip])
+    return {t: round(float(adjusted_mutual_info_score(truth[trade == t], act[trade == t])), 4) for t in ("framing", "masonry")
+            if (trade == t).any()}
+
+
 def _activity_per_second(run: Path) -> dict[str, np.ndarray]:
     """Per clip file name, the timeline's activity on a 1 s grid."""
     out = {}
@@ -248,11 +272,25 @@ def helmet_part(seeds: list[int], minutes: float = 6.7) -> list[dict[str, Any]]:
         # three, as a folder of several clips per trade would be): the framing parts must use at
         # least 3 activities between them. "six clips" renders three clips per trade of a third of
         # the length each (0.5 fps file).
-        for variant, file_fps, parts in (("0.5 fps file", None, 1), ("held to 30 fps", 30.0, 1), ("six clips", None, 3)):
-            pattern = tuple([ClipSpec("production", "masonry", source_fps=0.5, file_fps=file_fps)] * parts
-                            + [ClipSpec("production", "framing", source_fps=0.5, file_fps=file_fps)] * parts)
-            footage = make_sample_footage_v2(tempfile.mkdtemp(prefix="hc-helmet-"), n_clips=2 * parts, minutes=minutes / parts,
-                                             seed=seed, pattern=pattern)
+        # "six clips, a folder per trade": the same six files filed as framing/ and masonry/
+        # (cluster.split_groups_folders tries that layout first).
+        six = Path()
+        for variant, file_fps, parts in (("0.5 fps file", None, 1), ("held to 30 fps", 30.0, 1), ("six clips", None, 3),
+                                         ("six clips, a folder per trade", None, 3)):
+            if variant == "six clips, a folder per trade":
+                filed = Path(tempfile.mkdtemp(prefix="hc-helmet-"))
+                for trade in ("framing", "masonry"):
+                    (filed / trade).mkdir()
+                    for f in six.glob(f"*_{trade}.mp4"):
+                        shutil.copy(f, filed / trade / f.name)
+                shutil.copy(six / "ground_truth.parquet", filed / "ground_truth.parquet")
+                footage = filed
+            else:
+                pattern = tuple([ClipSpec("production", "masonry", source_fps=0.5, file_fps=file_fps)] * parts
+                                + [ClipSpec("production", "framing", source_fps=0.5, file_fps=file_fps)] * parts)
+                footage = make_sample_footage_v2(tempfile.mkdtemp(prefix="hc-helmet-"), n_clips=2 * parts, minutes=minutes / parts,
+                                                 seed=seed, pattern=pattern)
+                six = footage
             out = Path(tempfile.mkdtemp(prefix="hc-run-"))
             cfg = load_config(None, ["runner=local", "report.enabled=false", "labels.enabled=false", "progress=false",
                                      "evaluation.ablations=false"])
@@ -265,6 +303,7 @@ def helmet_part(seeds: list[int], minutes: float = 6.7) -> list[dict[str, Any]]:
                          "nmi": ev["ground_truth"]["nmi"], "trade_nmi": _trade_nmi(out), "median_run_s": _median_run_s(out),
                          "activities_per_clip": float(np.mean(list(acts.values()))) if acts else 0.0,
                          "framing_activities": len(framing), "truth_trade_nmi": _truth_trade_nmi(footage),
+                         "ami_within_trade": _within_trade_ami(out, footage),
                          "truth_median_run_s": _truth_median_run_s(footage),
                          "noise_rate": ev["noise_rate"], "seconds": round(time.perf_counter() - t0, 1)})
             print(f"helmet seed {seed} {variant}: k={ev['k']} trade NMI {rows[-1]['trade_nmi']} "

@@ -21,6 +21,7 @@ from handclust import schema
 from handclust.config import ConfigError, RunConfig
 from handclust.core.clustering import Clustering, Fusion, Grouping, SubModels, group_segments, resolve_models, umap_fit
 from handclust.io import layout
+from handclust.io.footage import clip_folders
 from handclust.io.run_record import update_run
 from handclust.io.run_tables import SegmentDescriptors, by_clip, ok_segments
 from handclust.io.storage import OutputStore
@@ -128,10 +129,12 @@ def clustering_place(cfg: RunConfig) -> str:
 
 def _group_and_map(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations: npt.NDArray[np.floating], cfg: RunConfig, measured: dict[str, npt.NDArray[np.bool_]],
-                   threads: int | None, given: SubModels | None = None,
+                   threads: int | None, given: SubModels | None = None, clip_folders: Mapping[str, str] | None = None,
                    ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
     """Fuse, cluster, kNN graph, temporal model and 2-D map: the part that wants a GPU. ``given``:
-    sub-models the caller passed in; the rest follow ``cluster.backend`` / ``cluster.map_method``."""
+    sub-models the caller passed in; the rest follow ``cluster.backend`` / ``cluster.map_method``.
+    ``clip_folders``: clip id -> its folder (:func:`handclust.io.footage.clip_folders`), a layout the
+    parting of clips tries first."""
     import platform
 
     import faiss  # noqa: F401  (loaded first, so that its OpenMP pool takes the thread limit)
@@ -141,7 +144,7 @@ def _group_and_map(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
     limit_threads(threads)
     t0 = time.perf_counter()
     models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
-    grouping = group_segments(modalities, clip_ids, durations, cfg.cluster, measured, models=models)
+    grouping = group_segments(modalities, clip_ids, durations, cfg.cluster, measured, models=models, clip_folders=clip_folders)
     grouping.clustering.backend_reasons = dict(models.reasons)  # the map's too, where nothing was clustered
     took = {"clustering": time.perf_counter() - t0}
     t0 = time.perf_counter()
@@ -152,17 +155,20 @@ def _group_and_map(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
 
 def run_grouping(where: str, cfg: RunConfig, modalities: dict[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                  durations: npt.NDArray[np.floating], measured: dict[str, npt.NDArray[np.bool_]], given: SubModels | None = None,
-                 executor: Executor | None = None) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
+                 executor: Executor | None = None, clip_folders: Mapping[str, str] | None = None,
+                 ) -> tuple[Grouping, npt.NDArray[np.float32], str, dict[str, float], str]:
     """:func:`_group_and_map` on the driver, or (``ray_task``) as one Ray task asking for
     ``cluster.num_gpus`` GPUs and ``cluster.num_cpus`` (default 4) CPUs, so that cuML / FAISS-GPU run
     on a GPU worker while the head stays CPU-only; the task goes to ``executor`` (the run's; default:
     one built from ``cfg``, closed here). Returns what ran where, in words, last."""
     cc = cfg.cluster
     if where != "ray_task":
-        grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus, given)
+        grouping, xy, backend, took, _ = _group_and_map(modalities, clip_ids, durations, cfg, measured, cc.num_cpus, given,
+                                                        clip_folders)
         return grouping, xy, backend, took, "driver"
     (grouping, xy, backend, took, node), cluster, cpus = _in_gpu_task(
-        cfg, _group_and_map, lambda threads: (modalities, clip_ids, durations, cfg, measured, threads, given), executor)
+        cfg, _group_and_map, lambda threads: (modalities, clip_ids, durations, cfg, measured, threads, given, clip_folders),
+        executor)
     return grouping, xy, backend, took, f"ray task ({cc.num_gpus:g} GPU, {cpus} CPU) on node {node} of {cluster}"
 
 
@@ -233,7 +239,9 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     vectors = SegmentDescriptors(store, segments, fused_columns)
     measured = schema.measured_masks(segments, list(fused_columns))
-    grouping, xy, map_backend, took, _ = _group_and_map(vectors, clip_ids, schema.durations(segments), cfg, measured, threads, given)
+    folders = clip_folders(by_clip(clips_tbl, "path"))
+    grouping, xy, map_backend, took, _ = _group_and_map(vectors, clip_ids, schema.durations(segments), cfg, measured, threads, given,
+                                                        folders)
     took["read_segments"] = read_s
     fusion, clustering = grouping.fusion, grouping.clustering
     t0 = time.perf_counter()
@@ -266,7 +274,7 @@ def cluster_and_save(out: str, cfg: RunConfig, clips_tbl: pa.Table, key: str, th
         t0 = time.perf_counter()
         # The run's own sub-models: cluster.backend=gpu runs here, on the GPU, not on a CPU head.
         models = resolve_models(cfg.cluster.backend, cfg.cluster.map_method, cfg.cluster.seed, given)
-        table, info, sample = ablation_clusterings(segments, cfg, models,
+        table, info, sample = ablation_clusterings(segments, cfg, models, clip_folders=folders,
                                                    sample_rows=lambda rows: with_descriptors(store, clips_tbl, segments, rows,
                                                                                              list(fused_columns.values())))
         store.write_table(layout.MODEL_ABLATIONS, table)

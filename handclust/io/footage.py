@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -242,6 +242,23 @@ def find_clips(footage: str | Path | list[str | Path], phase_pattern: str, skip:
 
 
 GROUND_TRUTH_FILE = "ground_truth.parquet"  # written next to sample footage (handclust.synthetic)
+
+
+def clip_folders(paths: Mapping[str, str]) -> dict[str, str]:
+    """Clip id -> the folder it sits in, one level below the folder all the clips share
+    (``footage/site_a/day1/x.mp4`` -> ``site_a``; a clip directly in the shared folder -> ``""``):
+    the layout a user gave their footage, which ``cluster.split_groups_folders`` tries first. Paths
+    may be URIs (``s3://bucket/site_a/x.mp4``)."""
+    parents = {c: PurePosixPath(str(p).split("?", 1)[0].replace("\\", "/")).parent.parts for c, p in paths.items()}
+    if not parents:
+        return {}
+    common = list(next(iter(parents.values())))
+    for parts in parents.values():
+        n = 0
+        while n < min(len(common), len(parts)) and common[n] == parts[n]:
+            n += 1
+        common = common[:n]
+    return {c: (parts[len(common)] if len(parts) > len(common) else "") for c, parts in parents.items()}
 
 
 def load_ground_truth(footage_dir: str | Path) -> pa.Table | None:

@@ -10,7 +10,7 @@ fact, e.g. with another phase pattern. Results go to ``eval.json`` and ``ablatio
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from handclust.config import RunConfig
 from handclust.core.clustering import group_segments
 from handclust.core.metrics import agreement, clip_mixing, segmentation_scores
 from handclust.io import layout
+from handclust.io.footage import clip_folders as folders_of
 from handclust.io.run_tables import by_clip
 from handclust.modalities import registry as modalities
 
@@ -143,6 +144,7 @@ def ablation_sample(clip_ids: npt.NDArray[np.object_], max_segments: int, seed: 
 
 def ablation_clusterings(segments: pa.Table, cfg: RunConfig, models: Any = None,
                          sample_rows: Callable[[npt.NDArray[np.int64]], pa.Table] | None = None,
+                         clip_folders: Mapping[str, str] | None = None,
                          ) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """Re-cluster the ablation variants (:func:`ablation_variants`) on :func:`ablation_sample` of
     ``segments``, with ``models`` (the run's own sub-models: the clustering task passes them, so a
@@ -150,7 +152,8 @@ def ablation_clusterings(segments: pa.Table, cfg: RunConfig, models: Any = None,
     than the run's own (:data:`ABLATIONS`, sampled rows in row order), per variant its name,
     modalities and weights (or ``not_computed``), and the sample description. ``sample_rows``:
     the sampled rows' table, every column (the clustering step read ``segments`` without the
-    fused descriptors, and reads them for the sample's clips only); default ``segments``' rows."""
+    fused descriptors, and reads them for the sample's clips only); default ``segments``' rows.
+    ``clip_folders``: clip id -> its folder, tried first when the clips are parted, as in the run."""
     clip_ids = np.asarray(segments.column("clip_id").to_pylist(), dtype=object)
     rows, sample = ablation_sample(clip_ids, cfg.evaluation.ablation_max_segments, cfg.cluster.seed)
     if sample_rows is not None:
@@ -165,7 +168,8 @@ def ablation_clusterings(segments: pa.Table, cfg: RunConfig, models: Any = None,
         if name == "fusion (this run)":
             continue
         vectors, measured = modalities.fusion_inputs(sub, mods)
-        grouping = group_segments(vectors, sub_ids, schema.durations(sub), cfg.cluster, measured, models=models)
+        grouping = group_segments(vectors, sub_ids, schema.durations(sub), cfg.cluster, measured, models=models,
+                                  clip_folders=clip_folders)
         fusion, c = grouping.fusion, grouping.clustering
         if all(s.weight == 0 for s in fusion.scores.values()):
             # e.g. pose on footage where MediaPipe never found a hand or a body
@@ -233,7 +237,7 @@ def evaluate_tables(segments: pa.Table, clips_tbl: pa.Table, clusters: pa.Table,
                         "cluster": pa.array(labels)}, schema=ABLATIONS)]
     ev["ablations"] = []
     if computed is None and ablations and segments.num_rows >= 3:
-        computed = ablation_clusterings(segments, cfg)
+        computed = ablation_clusterings(segments, cfg, clip_folders=folders_of(paths))
     if computed is not None and segments.num_rows >= 3:
         table, info, sample = computed
         ev["modalities_present"] = sample.get("present", [])

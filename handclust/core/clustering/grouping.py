@@ -326,13 +326,16 @@ class RowsOf(Mapping[str, npt.NDArray[np.floating]]):
 
 
 def part_clips(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig,
-               measured: dict[str, npt.NDArray[np.bool_]] | None = None) -> tuple[list[npt.NDArray[np.int64]], str, Fusion | None]:
+               measured: dict[str, npt.NDArray[np.bool_]] | None = None, clip_folders: Mapping[str, str] | None = None,
+               ) -> tuple[list[npt.NDArray[np.int64]], str, Fusion | None]:
     """Rows of each group of clips to cluster apart (:func:`handclust.core.clustering.shared.clip_groups`
     on the fused ``cfg.split_groups_on`` descriptors (the scene; every modality where it is absent)
     before any per-clip normalisation: what sets a site or a trade apart is its clips' mean look,
     which normalisation within clips removes), why, in words, and that fusion (None where it was
-    not made)."""
-    from handclust.core.clustering.shared import GROUP_MIN_CLIPS, GROUP_RATIO, clip_groups
+    not made). ``clip_folders`` (clip id -> folder, ``cluster.split_groups_folders``): where the
+    clips sit in several folders, that layout is tried first, at the lower bar a partition given
+    beforehand needs (:func:`handclust.core.clustering.shared.folder_groups`)."""
+    from handclust.core.clustering.shared import GROUP_MIN_CLIPS, GROUP_RATIO, clip_groups, folder_groups
 
     n = len(clip_ids)
     _, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
@@ -344,14 +347,21 @@ def part_clips(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt
         modalities = {on: modalities[on]}
         measured = None if measured is None or on not in measured else {on: measured[on]}
     raw = fuse(modalities, clip_ids, cfg.model_copy(update={"clip_normalise": "off"}), measured)
+    folders_why = ""
+    if cfg.split_groups_folders and clip_folders:
+        given, folders_why = folder_groups(raw.fused, clip_ids, clip_folders, scale=False, seed=cfg.seed)
+        if given is not None:
+            return given, (f"{len(given)} groups of clips clustered apart: {folders_why} (cluster.split_groups_folders); "
+                           "activities are numbered apart"), raw
+        folders_why = f"; {folders_why}"
     groups = clip_groups(raw.fused, clip_ids, scale=False, seed=cfg.seed)
     if len(groups) == 1:
         return groups, (f"clips clustered together: their mean descriptors do not part (clips of two parts would be "
-                        f"under {GROUP_RATIO:g} x as far apart as clips of one part)"), raw
+                        f"under {GROUP_RATIO:g} x as far apart as clips of one part){folders_why}"), raw
     sizes = ", ".join(str(len(np.unique(np.asarray(clip_ids, dtype=object)[r]))) for r in groups)
     return groups, (f"{len(groups)} groups of clips ({sizes} clips) clustered apart: their mean descriptors part with "
                     f"clips of different groups at least {GROUP_RATIO:g} x as far apart as clips of one group "
-                    "(cluster.split_groups); activities are numbered apart"), raw
+                    f"(cluster.split_groups){folders_why}; activities are numbered apart"), raw
 
 
 def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reason: str,
@@ -416,19 +426,21 @@ def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reas
 def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations_s: npt.NDArray[np.floating], cfg: ClusterConfig,
                    measured: dict[str, npt.NDArray[np.bool_]] | None = None,
-                   extra_block: tuple[F32, float] | None = None, models: SubModels | Models | None = None) -> Grouping:
+                   extra_block: tuple[F32, float] | None = None, models: SubModels | Models | None = None,
+                   clip_folders: Mapping[str, str] | None = None) -> Grouping:
     """Fuse, cluster jointly, then (``cfg.temporal``) smooth each clip's timeline.
 
     Rows of a clip must be in time order. ``extra_block`` is ``(vectors, weight)`` appended to the
     fused vectors before clustering (relative time in ``segment-features --time-weight``).
     ``models``: sub-models passed in (:class:`SubModels`, the rest chosen by ``cfg.backend``) or
     already resolved (:class:`Models`). Clips that come in groups (``cfg.split_groups``,
-    :func:`part_clips`) are clustered one group at a time (:func:`join_groups`).
+    :func:`part_clips`; ``clip_folders``: clip id -> the folder it sits in, a layout tried first) are
+    clustered one group at a time (:func:`join_groups`).
     """
     # Resolved first: cluster.backend=gpu without a GPU stops here, not after the fusion's work.
     resolved = models if isinstance(models, Models) else resolve_models(cfg.backend, cfg.map_method, cfg.seed, models)
     clip_ids = np.asarray(clip_ids, dtype=object)
-    groups, why, router = part_clips(modalities, clip_ids, cfg, measured) if extra_block is None else ([np.arange(len(clip_ids))], "", None)
+    groups, why, router = part_clips(modalities, clip_ids, cfg, measured, clip_folders) if extra_block is None else ([np.arange(len(clip_ids))], "", None)
     if len(groups) == 1:
         out = _group_one(modalities, clip_ids, durations_s, cfg, measured, extra_block, resolved)
         out.groups_reason = why

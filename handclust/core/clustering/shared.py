@@ -36,6 +36,7 @@ Pure numpy; memory is bounded by comparing in chunks against at most ``POOL`` se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,16 +227,7 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
         return [np.arange(len(x))]
     if scale:
         x = x / (x.std(axis=0) + 1e-9)
-    counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
-    means = group_means(x, inv, n_clips)
-    # Each clip's two halves (its rows in order: the first half, the rest), as means.
-    pos = np.empty(len(inv), np.int64)
-    order = np.argsort(inv, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts.astype(np.int64))[:-1]])
-    pos[order] = np.arange(len(inv)) - starts[inv[order]]
-    half = inv * 2 + (pos >= counts[inv] // 2)
-    half_n = np.bincount(half, minlength=2 * n_clips)  # a clip of one row has an empty first half: not counted
-    halves = group_means(x, half, 2 * n_clips)
+    counts, means, halves, half_n = _clip_means(x, inv, n_clips)
 
     rng = np.random.default_rng(seed)
 
@@ -272,24 +264,10 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
                     continue
             if min(counts[clips[side == s]].sum() for s in range(1, k + 1)) < min_rows:
                 continue
-            if halves_agree > 0 and halves_agreeing(clips, side, k) < halves_agree:
+            if halves_agree > 0 and _halves_agreeing(means, halves, half_n, clips, side, k, rng, max_clips) < halves_agree:
                 continue
             return [clips[side == s] for s in range(1, k + 1)]
         return [clips]
-
-    def halves_agreeing(clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64], k: int) -> float:
-        """Share of the clips' halves nearer, on average, to the other clips of their clip's part (a sample above max_clips)."""
-        from scipy.spatial.distance import cdist
-
-        at = np.sort(rng.choice(len(clips), max_clips, replace=False)) if len(clips) > max_clips else np.arange(len(clips))
-        good = total = 0
-        for i in at:
-            others = np.arange(len(clips)) != i
-            h = [q for q in (2 * clips[i], 2 * clips[i] + 1) if half_n[q]]
-            far = np.stack([cdist(halves[h], means[clips[others & (side == s)]]).mean(axis=1) for s in range(1, k + 1)], axis=1)
-            good += int(((np.argmin(far, axis=1) + 1) == side[i]).sum())
-            total += len(h)
-        return good / max(total, 1)
 
     done: list[npt.NDArray[np.int64]] = []
     todo = [np.arange(n_clips)]
@@ -299,3 +277,98 @@ def clip_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], 
         (todo if len(sides) > 1 else done).extend(sides)
     groups = sorted(done + todo, key=lambda g: int(g.min()))  # in clip order, as the recursion gave them
     return [np.flatnonzero(np.isin(inv, g)) for g in groups]
+
+
+def _clip_means(x: npt.NDArray[np.float64], inv: npt.NDArray[np.int64], n_clips: int,
+                ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Rows per clip, each clip's mean, each clip's two halves' means (its rows in order: the first
+    half, the rest; clip ``c``'s halves are rows ``2c`` and ``2c + 1``) and the rows in each half."""
+    counts = np.bincount(inv, minlength=n_clips).astype(np.float64)
+    means = group_means(x, inv, n_clips)
+    pos = np.empty(len(inv), np.int64)
+    order = np.argsort(inv, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts.astype(np.int64))[:-1]])
+    pos[order] = np.arange(len(inv)) - starts[inv[order]]
+    half = inv * 2 + (pos >= counts[inv] // 2)
+    half_n = np.bincount(half, minlength=2 * n_clips)  # a clip of one row has an empty first half: not counted
+    return counts, means, group_means(x, half, 2 * n_clips), half_n
+
+
+def _halves_agreeing(means: npt.NDArray[np.float64], halves: npt.NDArray[np.float64], half_n: npt.NDArray[np.int64],
+                     clips: npt.NDArray[np.int64], side: npt.NDArray[np.int64], k: int, rng: np.random.Generator,
+                     max_clips: int) -> float:
+    """Share of the clips' halves nearer, on average, to the other clips of their clip's part (``side``,
+    1..k per clip of ``clips``) than to any other part's; on a sample of ``max_clips`` clips above it."""
+    from scipy.spatial.distance import cdist
+
+    at = np.sort(rng.choice(len(clips), max_clips, replace=False)) if len(clips) > max_clips else np.arange(len(clips))
+    good = total = 0
+    for i in at:
+        others = np.arange(len(clips)) != i
+        h = [q for q in (2 * clips[i], 2 * clips[i] + 1) if half_n[q]]
+        far = np.stack([cdist(halves[h], means[clips[others & (side == s)]]).mean(axis=1) for s in range(1, k + 1)], axis=1)
+        good += int(((np.argmin(far, axis=1) + 1) == side[i]).sum())
+        total += len(h)
+    return good / max(total, 1)
+
+
+# A partition of the clips the user gave (their folders) needs less evidence than one searched for:
+# the search keeps the best of many cuts, so on clips of one place it reaches ratios a layout fixed
+# beforehand does not. Measured (session 18): any split of one Breakfast task's six or eight people
+# into two folders, 1.09 at most (real label sequences, rendered features, both renderings); clips
+# of one site drawn from four activities put at random into two folders (6-40 clips, synthetic),
+# median 0.96-1.00, 95th percentile 1.04-1.37, and with the halves test 1 set in 400 parted at this
+# ratio (as at 1.1 and 1.3). Trades the search leaves together at GROUP_RATIO: the helmet proxy's
+# two trades, 1.42-1.53 (synthetic footage, scene), with every half on its own side.
+FOLDER_RATIO = 1.2
+
+
+def folder_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], folder_of: Mapping[str, str],
+                  ratio: float = FOLDER_RATIO, min_clips: int = GROUP_MIN_CLIPS, scale: bool = True,
+                  max_clips: int = GROUP_MAX_CLIPS, seed: int = 0, halves_agree: float = GROUP_HALVES_AGREE,
+                  min_rows: int = GROUP_MIN_ROWS, max_groups: int = GROUP_MAX) -> tuple[list[npt.NDArray[np.int64]] | None, str]:
+    """Rows of each folder's clips, in row order, when the clips' folders (``folder_of``: clip id ->
+    folder; clips not in it share one folder) part them as :func:`clip_groups` parts a cut, at the
+    lower ``ratio`` a layout given beforehand needs (:data:`FOLDER_RATIO`): at most ``max_groups``
+    folders, each with at least ``min_clips`` clips and ``min_rows`` rows, clips of different folders
+    at least ``ratio`` x as far apart as clips of one folder, and at least ``halves_agree`` of the
+    clips' halves nearer their own folder's other clips. None where they do not; why, in words."""
+    from scipy.spatial.distance import pdist
+
+    clip_ids = np.asarray(clip_ids, dtype=object)
+    ids, inv = np.unique(clip_ids, return_inverse=True)
+    inv = np.ravel(inv)
+    names = sorted({folder_of.get(str(c), "") for c in ids.tolist()})
+    if len(names) < 2:
+        return None, "the clips are in one folder"
+    where = {f: i + 1 for i, f in enumerate(names)}
+    side = np.asarray([where[folder_of.get(str(c), "")] for c in ids.tolist()], np.int64)
+    shown = ", ".join(f"{f or '.'}: {int((side == where[f]).sum())}" for f in names[:8]) + (", ..." if len(names) > 8 else "")
+    if len(names) > max_groups:
+        return None, f"{len(names)} folders (more than {max_groups} groups)"
+    clips_in = np.bincount(side, minlength=len(names) + 1)[1:]
+    rows_in = np.bincount(side[inv], minlength=len(names) + 1)[1:]
+    if clips_in.min() < min_clips or rows_in.min() < min_rows:
+        return None, f"folders ({shown} clips) with fewer than {min_clips} clips or {min_rows} segments"
+    x = np.asarray(x, np.float64)
+    if scale:
+        x = x / (x.std(axis=0) + 1e-9)
+    _, means, halves, half_n = _clip_means(x, inv, len(ids))
+    rng = np.random.default_rng(seed)
+    seen = np.arange(len(ids))
+    if len(ids) > max_clips:  # the ratio on a seeded sample of clips: never an n_clips^2 distance matrix
+        seen = np.sort(rng.choice(len(ids), max_clips, replace=False))
+    d = pdist(means[seen])
+    i, j = np.triu_indices(len(seen), k=1)
+    same = side[seen][i] == side[seen][j]
+    if same.all() or not same.any():
+        return None, f"folders ({shown} clips) not both seen in the sample"
+    r = float(d[~same].mean() / d[same].mean())
+    if r < ratio:
+        return None, f"their folders ({shown} clips) do not part them: {r:.2f} x as far apart across folders as within, under {ratio:g}"
+    agree = _halves_agreeing(means, halves, half_n, np.arange(len(ids)), side, len(names), rng, max_clips)
+    if agree < halves_agree:
+        return None, f"their folders ({shown} clips) do not part them: {agree:.0%} of the clips' halves side with their own folder, under {halves_agree:.0%}"
+    return ([np.flatnonzero(side[inv] == s) for s in range(1, len(names) + 1)],
+            f"their folders part them ({shown} clips; {r:.2f} x as far apart across folders as within, at least {ratio:g} "
+            f"asked of a layout given)")
