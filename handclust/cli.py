@@ -161,7 +161,7 @@ def run(footage: str, out: str, config_path: str | None, overrides: tuple[str, .
     click.echo(f"footage      {s['hours_processed']:.2f} h")
     click.echo(f"segments     {s['segments']}")
     click.echo(f"activities   {s.get('activities', 0)}"
-               + (f", found in {s['clip_groups']} groups of clips kept apart (run.json clip_groups)"
+               + (f", found in {s['clip_groups']} groups of clips clustered apart (run.json clip_groups)"
                   if s.get("clip_groups", 1) > 1 else ""))
     if s.get("noise_rate") is not None:
         click.echo(f"noise        {100 * s['noise_rate']:.1f} % of segments (assigned to their nearest activity in timelines)")

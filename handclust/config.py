@@ -267,9 +267,8 @@ class ClusterConfig(_Frozen):
                                        "first level below the folder they share: footage/site_a/..., footage/site_b/...), "
                                        "that layout is tried first and kept when its folders part the clips at 1.2 x (not "
                                        "1.5 x: a layout given beforehand is one candidate, not the best of many cuts), "
-                                       "each folder at least 3 clips, at most 8 folders (at 1.5 x or more each folder is "
-                                       "clustered alone; below, the clips together and each activity split by folder); "
-                                       "else the clips are parted as if in one folder. Folders of one site that look alike (by day) stay together: any "
+                                       "each folder at least 3 clips, at most 8 folders; else the clips are parted as if "
+                                       "in one folder. Folders of one site that look alike (by day) stay together: any "
                                        "split of one real task's people into two folders gave 1.09 at most; the synthetic "
                                        "helmet proxy's two trades part at 1.42-1.53. Folders by camera or lighting can "
                                        "part like sites: false then")

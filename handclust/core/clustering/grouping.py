@@ -327,24 +327,21 @@ class RowsOf(Mapping[str, npt.NDArray[np.floating]]):
 
 def part_clips(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_], cfg: ClusterConfig,
                measured: dict[str, npt.NDArray[np.bool_]] | None = None, clip_folders: Mapping[str, str] | None = None,
-               ) -> tuple[list[npt.NDArray[np.int64]], str, Fusion | None, bool]:
+               ) -> tuple[list[npt.NDArray[np.int64]], str, Fusion | None]:
     """Rows of each group of clips to cluster apart (:func:`handclust.core.clustering.shared.clip_groups`
     on the fused ``cfg.split_groups_on`` descriptors (the scene; every modality where it is absent)
     before any per-clip normalisation: what sets a site or a trade apart is its clips' mean look,
     which normalisation within clips removes), why, in words, and that fusion (None where it was
     not made). ``clip_folders`` (clip id -> folder, ``cluster.split_groups_folders``): where the
     clips sit in several folders, that layout is tried first, at the lower bar a partition given
-    beforehand needs (:func:`handclust.core.clustering.shared.folder_groups`). Last: True where the
-    groups are to be clustered together and their activities split by group afterwards (folders
-    that part below the searched cut's bar: their clips differ too little for each group to be
-    worth clustering on half the data), False where each group is clustered alone."""
+    beforehand needs (:func:`handclust.core.clustering.shared.folder_groups`)."""
     from handclust.core.clustering.shared import GROUP_MIN_CLIPS, GROUP_RATIO, clip_groups, folder_groups
 
     n = len(clip_ids)
     _, n_clips = clip_codes(np.asarray(clip_ids, dtype=object))
     if not cfg.split_groups or n_clips < 2 * GROUP_MIN_CLIPS:
         why = "cluster.split_groups=false" if not cfg.split_groups else f"{n_clips} clips (< {2 * GROUP_MIN_CLIPS}: never parted)"
-        return [np.arange(n)], f"clips clustered together: {why}", None, False
+        return [np.arange(n)], f"clips clustered together: {why}", None
     on = cfg.split_groups_on
     if on is not None and on in modalities:
         modalities = {on: modalities[on]}
@@ -352,23 +349,19 @@ def part_clips(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt
     raw = fuse(modalities, clip_ids, cfg.model_copy(update={"clip_normalise": "off"}), measured)
     folders_why = ""
     if cfg.split_groups_folders and clip_folders:
-        given, folders_why, ratio = folder_groups(raw.fused, clip_ids, clip_folders, scale=False, seed=cfg.seed)
-        if given is not None and ratio >= GROUP_RATIO:
-            return given, (f"{len(given)} groups of clips clustered apart: {folders_why} (cluster.split_groups_folders); "
-                           "activities are numbered apart"), raw, False
+        given, folders_why = folder_groups(raw.fused, clip_ids, clip_folders, scale=False, seed=cfg.seed)
         if given is not None:
-            return given, (f"{len(given)} groups of clips: {folders_why} (cluster.split_groups_folders); under "
-                           f"{GROUP_RATIO:g} x they are clustered together and each activity is split by group, "
-                           "numbered apart"), raw, True
+            return given, (f"{len(given)} groups of clips clustered apart: {folders_why} (cluster.split_groups_folders); "
+                           "activities are numbered apart"), raw
         folders_why = f"; {folders_why}"
     groups = clip_groups(raw.fused, clip_ids, scale=False, seed=cfg.seed)
     if len(groups) == 1:
         return groups, (f"clips clustered together: their mean descriptors do not part (clips of two parts would be "
-                        f"under {GROUP_RATIO:g} x as far apart as clips of one part){folders_why}"), raw, False
+                        f"under {GROUP_RATIO:g} x as far apart as clips of one part){folders_why}"), raw
     sizes = ", ".join(str(len(np.unique(np.asarray(clip_ids, dtype=object)[r]))) for r in groups)
     return groups, (f"{len(groups)} groups of clips ({sizes} clips) clustered apart: their mean descriptors part with "
                     f"clips of different groups at least {GROUP_RATIO:g} x as far apart as clips of one group "
-                    f"(cluster.split_groups){folders_why}; activities are numbered apart"), raw, False
+                    f"(cluster.split_groups){folders_why}; activities are numbered apart"), raw
 
 
 def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reason: str,
@@ -388,7 +381,7 @@ def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reas
     reasons, temporal, before, after = [], [], 0, 0
     for g, (p, rows) in enumerate(zip(parts, groups, strict=True)):
         c = p.clustering
-        if c.k == 0 and not (c.activity >= 0).any():  # nothing recurs inside this group: its segments are one activity, the group itself
+        if c.k == 0:  # nothing recurs inside this group: its segments are one activity, the group itself
             one = np.zeros(len(rows), np.int32)
             c = replace(c, labels=one, activity=one, reason=c.reason + f"; no cluster found: its {len(rows)} segments are one activity")
         top = int(max(c.labels.max(initial=-1), c.activity.max(initial=-1))) + 1
@@ -430,35 +423,6 @@ def join_groups(parts: list[Grouping], groups: list[npt.NDArray[np.int64]], reas
                     timelines, groups, reason)
 
 
-def _rows_of(whole: Grouping, rows: npt.NDArray[np.int64], resolved: Models) -> Grouping:
-    """The :class:`Grouping` of ``rows`` (one group's clips) cut from a clustering of every clip:
-    their fused vectors (the same fusion), activities and timelines as the joint run made them, and
-    neighbours searched again among the group's own rows (the joint graph's reach other groups)."""
-    from handclust.core.clustering.neighbours import knn_graph
-
-    c, f = whole.clustering, whole.fusion
-    fused = f.fused[rows]
-    width = min(c.knn_idx.shape[1], len(rows) - 1)
-    if width > 0:
-        knn_idx, knn_dist, _ = knn_graph(fused, width, resolved.neighbours)
-    else:
-        knn_idx, knn_dist = np.zeros((len(rows), 0), np.int64), np.zeros((len(rows), 0), np.float32)
-    clustering = replace(c, labels=c.labels[rows], probabilities=c.probabilities[rows], activity=c.activity[rows],
-                         reassigned=c.reassigned[rows], knn_idx=knn_idx, knn_dist=knn_dist)
-    coarse = None if whole.coarse is None else whole.coarse[rows]
-    present = set(np.unique(c.activity[rows]).tolist())
-    parent = None if whole.parent is None else {a: p for a, p in whole.parent.items() if a in present}
-    # The joint run's temporal model (over every clip) and its counts are reported once, with the group
-    # that holds the first row.
-    first = bool(len(rows) and rows[0] == 0)
-    tl = whole.timelines
-    part_tl = None if tl is None else replace(tl, activity=c.activity[rows], boundaries=tl.boundaries if first else 0,
-                                              jumps=(tl.jumps if first else 0) if tl.jumps is not None else None)
-    why = f"(every group's clips, clustered together) {whole.temporal_reason}" if first and whole.temporal_reason else None
-    return Grouping(Fusion(fused, f.scores, f.transforms, f.reasons), clustering, why, whole.switches if first else None,
-                    coarse, parent, part_tl)
-
-
 def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids: npt.NDArray[np.object_],
                    durations_s: npt.NDArray[np.floating], cfg: ClusterConfig,
                    measured: dict[str, npt.NDArray[np.bool_]] | None = None,
@@ -476,15 +440,11 @@ def group_segments(modalities: Mapping[str, npt.NDArray[np.floating]], clip_ids:
     # Resolved first: cluster.backend=gpu without a GPU stops here, not after the fusion's work.
     resolved = models if isinstance(models, Models) else resolve_models(cfg.backend, cfg.map_method, cfg.seed, models)
     clip_ids = np.asarray(clip_ids, dtype=object)
-    groups, why, router, together = (part_clips(modalities, clip_ids, cfg, measured, clip_folders) if extra_block is None
-                                     else ([np.arange(len(clip_ids))], "", None, False))
-    if len(groups) == 1 or together:
+    groups, why, router = part_clips(modalities, clip_ids, cfg, measured, clip_folders) if extra_block is None else ([np.arange(len(clip_ids))], "", None)
+    if len(groups) == 1:
         out = _group_one(modalities, clip_ids, durations_s, cfg, measured, extra_block, resolved)
         out.groups_reason = why
-        if len(groups) == 1:
-            return out
-        assert router is not None
-        return join_groups([_rows_of(out, rows, resolved) for rows in groups], groups, why, clip_ids, router)
+        return out
     durations_s = np.asarray(durations_s)
     parts = [_group_one(RowsOf(modalities, rows), clip_ids[rows], durations_s[rows], cfg,
                         None if measured is None else {m: np.asarray(v)[rows] for m, v in measured.items()}, None, resolved)

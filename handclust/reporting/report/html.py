@@ -121,7 +121,7 @@ def summary_html(data: RunData) -> Markup:
             rows.append(("vs ground truth", f"ARI {ari:.2f}, NMI {nmi:.2f} (frame level)"))
     groups = dig(data.run, "clip_groups")
     if isinstance(groups, dict) and groups.get("count", 1) > 1:
-        rows.append(("groups of clips", f"{groups['count']} groups kept apart ({', '.join(map(str, groups.get('clips', [])))} "
+        rows.append(("groups of clips", f"{groups['count']} groups clustered apart ({', '.join(map(str, groups.get('clips', [])))} "
                                         "clips): activities are numbered apart, none spans two groups (run.json clip_groups)"))
     if s.get("cluster_reason"):
         rows.append(("why this many", s["cluster_reason"]))
