@@ -166,11 +166,15 @@ def render(videos: list[tuple[str, list[str]]], dim: int = 64, seed: int = 0, st
 # --------------------------------------------------------------------------- methods
 
 
-def write_feature_dir(root: Path, names: list[str], feats: list[np.ndarray], truths: list[list[str]]) -> Path:
-    (root / "features").mkdir(parents=True, exist_ok=True)
+def write_feature_dir(root: Path, names: list[str], feats: list[np.ndarray], truths: list[list[str]],
+                      tasks: list[str] | None = None) -> Path:
+    """A segment-features folder: features/<name>.npy, or features/<task>/<name>.npy where ``tasks``
+    files each video under its task, and groundTruth/<name>.txt."""
     (root / "groundTruth").mkdir(parents=True, exist_ok=True)
-    for name, x, t in zip(names, feats, truths):
-        np.save(root / "features" / f"{name}.npy", x)
+    for i, (name, x, t) in enumerate(zip(names, feats, truths)):
+        folder = root / "features" / (tasks[i] if tasks else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"{name}.npy", x)
         (root / "groundTruth" / f"{name}.txt").write_text("\n".join(t) + "\n")
     return root
 
@@ -192,13 +196,14 @@ def scores(truths: list[list[str]], preds: list[np.ndarray], names: list[str]) -
 
 def run_handclust(names: list[str], feats: list[np.ndarray], truths: list[list[str]], fps: float,
                   n_clusters: int | None = None, overrides: tuple[str, ...] = (), time_weight: float | None = None,
-                  split_groups: bool = True) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """``segment-features`` as a user runs it (defaults unless ``overrides``): per-frame ids and its eval.json."""
+                  split_groups: bool = True, tasks: list[str] | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """``segment-features`` as a user runs it (defaults unless ``overrides``): per-frame ids and its eval.json;
+    ``tasks``: each video filed under features/<task>/."""
     from handclust.config import load_config
     from handclust.segment_features import FEATURE_DEFAULTS, segment_features
 
     with tempfile.TemporaryDirectory(prefix="hc-real-") as tmp:
-        root = write_feature_dir(Path(tmp) / "set", names, feats, truths)
+        root = write_feature_dir(Path(tmp) / "set", names, feats, truths, tasks)
         cfg = load_config(None, list(FEATURE_DEFAULTS) + list(overrides))
         kw: dict[str, Any] = {} if time_weight is None else {"time_weight": time_weight}
         ev = segment_features(root, Path(tmp) / "out", fps, config=cfg, n_clusters=n_clusters, split_groups=split_groups, **kw)
@@ -446,6 +451,64 @@ def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float 
     return out
 
 
+def filed_part(data: Path, quick: bool, per_task: int = 4, site_sds: tuple[float, ...] = (0.5, 1.0)) -> dict[str, Any]:
+    """Videos filed in a folder per task (features/<task>/, cluster.split_groups_folders): two
+    Breakfast tasks per set, four people each as filmed, in places that differ less than two_levels'
+    (``site_sds``, where the searched cut's 1.5 x leaves most sets together), as one flat folder and
+    filed by task. Within-task AMI: how well each task's own actions are found, whatever the
+    activities do across tasks. Real sequences, rendered features."""
+    from scipy.spatial.distance import pdist
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    out: dict[str, Any] = {"kind": "real label sequences (two Breakfast tasks, a place each, closer than two_levels'), "
+                                   "rendered features, as filmed, flat and filed by task", "per_task": per_task, "sets": {}}
+    pairs = {k: v[:1] for k, v in TWO_LEVEL_PAIRS.items()} if quick else TWO_LEVEL_PAIRS
+    for site_sd in site_sds:
+        for split, plist in pairs.items():
+            for pi, (ta, tb) in enumerate(plist):
+                vids: list[tuple[str, list[str]]] = []
+                task_of: list[str] = []
+                for task in (ta, tb):
+                    got = next(iter(breakfast_sets(data, (task,), per_set=per_task, max_sets=1).values()))
+                    vids += got
+                    task_of += [task] * len(got)
+                feats = render(vids, seed=100 + pi)
+                rng = np.random.default_rng(200 + pi)
+                site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in (ta, tb)}
+                feats = [f + site[t] for f, t in zip(feats, task_of)]
+                truths = [labs for _, labs in vids]
+                names = [re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids]
+                # The tasks' ratio on the videos' mean features (scaled), as the folder test measures it on segments.
+                sd = np.vstack(feats).std(axis=0) + 1e-9
+                d = pdist(np.vstack([f.mean(0) / sd for f in feats]))
+                i, j = np.triu_indices(len(feats), k=1)
+                same = np.asarray(task_of)[i] == np.asarray(task_of)[j]
+                ratio = float(d[~same].mean() / d[same].mean())
+                res: dict[str, Any] = {"split": split, "tasks": [ta, tb], "site_sd": site_sd, "videos": len(vids),
+                                       "folder_ratio": round(ratio, 3)}
+                truth_frames = np.concatenate([np.asarray(t, dtype=object) for t in truths])
+                task_frames = np.concatenate([np.full(len(t), u, dtype=object) for t, u in zip(truths, task_of)])
+                for vname, kw in (("handclust, one folder", {}), ("handclust, filed by task", {"tasks": task_of})):
+                    preds, ev = run_handclust(names, feats, truths, FPS["breakfast"], **kw)
+                    sc = scores(truths, preds, names)
+                    p = np.concatenate(preds)
+                    sc.update({"k_found": int(ev["k"]), "groups": len(ev.get("video_groups", [])),
+                               "ami_frames": round(float(adjusted_mutual_info_score(truth_frames, p)), 4),
+                               "ami_within_task": round(float(np.mean([adjusted_mutual_info_score(truth_frames[task_frames == t], p[task_frames == t])
+                                                                       for t in (ta, tb)])), 4),
+                               "task_nmi": round(float(normalized_mutual_info_score(task_frames, p)), 4)})
+                    res[vname] = sc
+                    logging.getLogger("real").warning("filed %s+%s sd %.1f %s: groups %d MoF %.3f F1@50 %.3f within-task AMI %.3f task NMI %.2f",
+                                                      ta, tb, site_sd, vname, sc["groups"], sc["mof"], sc["f1@50"], sc["ami_within_task"], sc["task_nmi"])
+                out["sets"][f"{ta}+{tb}/site_sd={site_sd:g}"] = res
+    metrics = ("mof", "f1@50", "edit", "whole_set_mof", "ami_frames", "ami_within_task", "task_nmi", "k_found", "groups")
+    out["summary"] = {f"{split}, site_sd={sd:g}": {v: {m: round(float(np.mean([r[v][m] for r in rows])), 4) for m in metrics}
+                                                   for v in ("handclust, one folder", "handclust, filed by task")}
+                      for split in ("dev", "held_out") for sd in site_sds
+                      if (rows := [r for r in out["sets"].values() if r["split"] == split and r["site_sd"] == sd])}
+    return out
+
+
 def summarise(sets: dict[str, Any]) -> dict[str, Any]:
     summ: dict[str, Any] = {}
     for split in ("dev", "held_out"):
@@ -632,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sets (a few minutes)")
     ap.add_argument("--sets", nargs="+", default=["sequences", "sequences_slow", "scores", "ikea", "ikea_fusion", "two_levels",
-                                                  "three_tasks", "ikea_frames"])
+                                                  "three_tasks", "filed", "ikea_frames"])
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -650,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
              "sequences_slow": lambda: sequences_part(root, args.quick, SHARED_VARIANT, SLOW), "scores": lambda: scores_part(root, {}),
              "ikea": lambda: ikea_part(root, args.quick), "ikea_fusion": lambda: ikea_fusion_part(root),
              "two_levels": lambda: two_levels_part(root, args.quick), "three_tasks": lambda: three_tasks_part(root, args.quick),
+             "filed": lambda: filed_part(root, args.quick),
              "ikea_frames": lambda: ikea_frames_part(root, args.quick)}
     for name in args.sets:
         t0 = time.perf_counter()

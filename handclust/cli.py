@@ -405,7 +405,8 @@ def segment_features_cmd(features_dir: str, out: str, fps: float, n_clusters: in
                f"k={ev['k']}, noise {100 * ev['noise_rate']:.1f} %")
     if len(ev.get("video_groups", [])) > 1:
         click.echo(f"groups       {len(ev['video_groups'])} groups of videos clustered apart: "
-                   + "; ".join(f"{len(g)} ({', '.join(g[:3])}{', ...' if len(g) > 3 else ''})" for g in ev["video_groups"]))
+                   + "; ".join(f"{len(g)} ({', '.join(g[:3])}{', ...' if len(g) > 3 else ''})" for g in ev["video_groups"])
+                   + (f" ({ev['video_groups_reason']})" if ev.get("video_groups_reason") else ""))
     if ev.get("ground_truth"):
         _print_gt(ev["ground_truth"])
     click.echo(f"wrote        {out}/<video>.txt, {out}/eval.json")

@@ -264,14 +264,15 @@ class ClusterConfig(_Frozen):
                                         "scene alone parted them (distance ratio 1.42-1.67), all modalities fused did "
                                         "not (1.40-1.45: the motion cues follow the work, not the site)")
     split_groups_folders: bool = Field(True, description="split_groups: where the clips sit in two or more folders (the "
-                                       "first level below the folder they share: footage/site_a/..., footage/site_b/...), "
+                                       "first level below the folder they share: footage/site_a/..., footage/site_b/...; "
+                                       "in segment-features, features/<task>/), "
                                        "that layout is tried first and kept when its folders part the clips at 1.2 x (not "
                                        "1.5 x: a layout given beforehand is one candidate, not the best of many cuts), "
                                        "each folder at least 3 clips, at most 8 folders; else the clips are parted as if "
                                        "in one folder. Folders of one site that look alike (by day) stay together: any "
-                                       "split of one real task's people into two folders gave 1.09 at most; the synthetic "
-                                       "helmet proxy's two trades part at 1.42-1.53. Folders by camera or lighting can "
-                                       "part like sites: false then")
+                                       "split of one real task's people into two folders gave 1.09 at most; two real tasks "
+                                       "at 1.27-1.46 filed by task: held-out F1@50 0.72 -> 0.75. Folders by camera or "
+                                       "lighting can part like sites: false then")
     clip_excess_threshold: float = Field(0.1, ge=0, le=1, description="auto per-clip normalisation: share of non-adjacent "
                                          "neighbours from the segment's own clip, beyond chance, from which a modality is "
                                          "normalised within clips (0: always, given 3 clips)")

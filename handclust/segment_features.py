@@ -30,7 +30,7 @@ import numpy.typing as npt
 from handclust.config import RunConfig, config_to_dict, load_config
 from handclust.core.clustering import fuse, group_segments
 from handclust.core.clustering.fusion import clip_codes
-from handclust.core.clustering.shared import clip_groups
+from handclust.core.clustering.shared import clip_groups, folder_groups
 from handclust.core.metrics import segmentation_scores
 from handclust.core.segmentation import segment_clip
 from handclust.errors import FeatureDirError as FeatureDirError  # defined with every error in handclust/errors.py
@@ -394,8 +394,20 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
     # one group at a time: an activity is what recurs within a group, and the group is what separates
     # them. On real label sequences of two Breakfast tasks (benchmarks/real.py, two_levels) this moved
     # frame AMI / NMI of activity and task, as filmed, 0.827 / 0.282 -> 0.884 / 0.454 (held out).
-    groups = (clip_groups(desc_all, clip_ids) if split_groups and n_clusters is None and len(seg_rows)
-              else [np.arange(len(seg_rows))])
+    # Videos filed in a subfolder per task (features/<task>/) are tried as filed first, at the lower
+    # bar a layout given beforehand needs (cluster.split_groups_folders; folder_groups).
+    groups, groups_why = [np.arange(len(seg_rows))], "videos clustered together"
+    if split_groups and n_clusters is None and len(seg_rows):
+        given, folders_why = None, ""
+        if cfg.cluster.split_groups_folders and len({v.task for v in videos}) > 1:
+            given, folders_why = folder_groups(desc_all, clip_ids, {v.name: v.task or "" for v in videos}, seed=cfg.cluster.seed,
+                                               unit="videos")
+        if given is not None:
+            groups, groups_why = given, folders_why
+        else:
+            groups = clip_groups(desc_all, clip_ids)
+            found = f"their mean features part into {len(groups)} groups" if len(groups) > 1 else "their mean features do not part"
+            groups_why = f"{folders_why}; {found}" if folders_why else found
     activity = np.full(len(seg_rows), -1, np.int32)
     k, noise_n, hows, notes, weights, fusion = 0, 0.0, [], [], [], None
     for gi, rows in enumerate(groups):
@@ -424,6 +436,7 @@ def segment_features(root: str | Path, out: str | Path, fps: float, config: RunC
                           "fps": fps, "time_weight": weight, "time": time_note,
                           # videos clustered apart, one list per group (one list: they did not part)
                           "video_groups": [sorted({str(n) for n in clip_ids[rows]}) for rows in groups],
+                          "video_groups_reason": groups_why,
                           # the first group's fusion when the videos parted (each group has its own)
                           "fusion": {m: {"clip_normalised": sc.clip_normalised,
                                          "why": (f"group 1 of {len(groups)}: " if len(groups) > 1 else "") + fusion.reasons.get(m, "")}

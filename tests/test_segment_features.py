@@ -191,18 +191,20 @@ def test_k_above_the_number_of_segments_is_said_not_a_traceback(tmp_path: Path):
     assert ev["k"] <= ev["segments"] and "asked for more clusters than the" in ev["clustering"]
 
 
-def _two_places(root: Path, rng: np.random.Generator) -> None:
-    """Six videos: three filmed in each of two places (a place offset much larger than a person's
-    style); each place has its own three actions, in its own order per video."""
-    (root / "features").mkdir(parents=True)
+def _two_places(root: Path, rng: np.random.Generator, offset_sd: float = 3.0, filed: bool = False) -> None:
+    """Six videos: three filmed in each of two places (a place offset ``offset_sd``, by default much
+    larger than a person's style); each place has its own three actions, in its own order per video.
+    ``filed``: each place's videos under features/<place>/."""
     for place in ("yard", "deck"):
-        offset = rng.normal(0, 3, 16)
+        folder = root / "features" / (place if filed else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        offset = rng.normal(0, offset_sd, 16)
         actions = {f"{place}_{a}": rng.normal(0, 1, 16) for a in ("a", "b", "c")}
         for v in range(3):
             order = rng.permutation(list(actions)).tolist()
             labels = [a for a in order for _ in range(int(rng.integers(60, 90)))]
             x = offset + rng.normal(0, 0.3, 16) + np.stack([actions[a] for a in labels]) + rng.normal(0, 0.4, (len(labels), 16))
-            np.save(root / "features" / f"{place}{v}.npy", x.astype(np.float32))
+            np.save(folder / f"{place}{v}.npy", x.astype(np.float32))
             _labels(root / "groundTruth" / f"{place}{v}.txt", labels)
 
 
@@ -225,6 +227,43 @@ def test_videos_of_two_places_are_clustered_one_place_at_a_time(tmp_path: Path):
                                  "--no-split-groups"])
     assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "together" / "eval.json").read_text())["video_groups"]) == 1
+
+
+def _same_work_two_places(root: Path, rng: np.random.Generator, offset_sd: float, filed: dict[str, str] | None) -> None:
+    """Eight videos of one task's four actions, four filmed in each of two places whose offset
+    (``offset_sd``) is small; ``filed``: video -> the features/ subfolder it is filed in."""
+    actions = {a: rng.normal(0, 1, 16) for a in "abcd"}
+    offsets = {p: rng.normal(0, offset_sd, 16) for p in ("yard", "deck")}
+    for place in ("yard", "deck"):
+        for v in range(4):
+            name = f"{place}{v}"
+            folder = root / "features" / (filed[name] if filed else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            labels = [a for a in rng.permutation(list(actions)).tolist() for _ in range(int(rng.integers(60, 90)))]
+            x = (offsets[place] + rng.normal(0, 0.2, 16) + np.stack([actions[a] for a in labels])
+                 + rng.normal(0, 0.4, (len(labels), 16)))
+            np.save(folder / f"{name}.npy", x.astype(np.float32))
+            _labels(root / "groundTruth" / f"{name}.txt", labels)
+
+
+def test_videos_filed_by_place_part_at_a_lower_bar_and_filed_at_random_do_not(tmp_path: Path):
+    """Videos filed in a folder per place (features/<place>/) are tried as filed first, at 1.2 x: two
+    places that differ a little part as filed where the search (1.5 x) keeps them together, and
+    the same videos filed into two folders at random stay one group."""
+    from handclust.segment_features import segment_features
+
+    names = [f"{p}{v}" for p in ("yard", "deck") for v in range(4)]
+    layouts = {"flat": None, "by place": {n: n[:4] for n in names},
+               "at random": dict(zip(names, ["a", "b", "b", "a", "b", "a", "a", "b"], strict=True))}
+    ev = {}
+    for name, filed in layouts.items():
+        _same_work_two_places(tmp_path / name, np.random.default_rng(12), 0.2, filed)
+        ev[name] = segment_features(tmp_path / name, tmp_path / f"out-{name}", 15.0)
+    assert len(ev["flat"]["video_groups"]) == 1, ev["flat"]["video_groups_reason"]
+    assert ev["by place"]["video_groups"] == [["deck0", "deck1", "deck2", "deck3"], ["yard0", "yard1", "yard2", "yard3"]]
+    assert "their folders part them (deck: 4, yard: 4 videos" in ev["by place"]["video_groups_reason"]
+    assert len(ev["at random"]["video_groups"]) == 1
+    assert "their folders (a: 4, b: 4 videos) do not part them" in ev["at random"]["video_groups_reason"]
 
 
 def test_one_task_filmed_by_several_people_stays_one_group(tmp_path: Path):

@@ -326,13 +326,15 @@ FOLDER_RATIO = 1.2
 def folder_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_], folder_of: Mapping[str, str],
                   ratio: float = FOLDER_RATIO, min_clips: int = GROUP_MIN_CLIPS, scale: bool = True,
                   max_clips: int = GROUP_MAX_CLIPS, seed: int = 0, halves_agree: float = GROUP_HALVES_AGREE,
-                  min_rows: int = GROUP_MIN_ROWS, max_groups: int = GROUP_MAX) -> tuple[list[npt.NDArray[np.int64]] | None, str]:
+                  min_rows: int = GROUP_MIN_ROWS, max_groups: int = GROUP_MAX, unit: str = "clips",
+                  ) -> tuple[list[npt.NDArray[np.int64]] | None, str]:
     """Rows of each folder's clips, in row order, when the clips' folders (``folder_of``: clip id ->
     folder; clips not in it share one folder) part them as :func:`clip_groups` parts a cut, at the
     lower ``ratio`` a layout given beforehand needs (:data:`FOLDER_RATIO`): at most ``max_groups``
     folders, each with at least ``min_clips`` clips and ``min_rows`` rows, clips of different folders
     at least ``ratio`` x as far apart as clips of one folder, and at least ``halves_agree`` of the
-    clips' halves nearer their own folder's other clips. None where they do not; why, in words."""
+    clips' halves nearer their own folder's other clips. None where they do not; why, in words
+    (``unit``: what a clip is called there, "videos" in ``segment-features``)."""
     from scipy.spatial.distance import pdist
 
     clip_ids = np.asarray(clip_ids, dtype=object)
@@ -344,12 +346,13 @@ def folder_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_]
     where = {f: i + 1 for i, f in enumerate(names)}
     side = np.asarray([where[folder_of.get(str(c), "")] for c in ids.tolist()], np.int64)
     shown = ", ".join(f"{f or '.'}: {int((side == where[f]).sum())}" for f in names[:8]) + (", ..." if len(names) > 8 else "")
+    shown += f" {unit}"
     if len(names) > max_groups:
         return None, f"{len(names)} folders (more than {max_groups} groups)"
     clips_in = np.bincount(side, minlength=len(names) + 1)[1:]
     rows_in = np.bincount(side[inv], minlength=len(names) + 1)[1:]
     if clips_in.min() < min_clips or rows_in.min() < min_rows:
-        return None, f"folders ({shown} clips) with fewer than {min_clips} clips or {min_rows} segments"
+        return None, f"folders ({shown}) with fewer than {min_clips} {unit} or {min_rows} segments"
     x = np.asarray(x, np.float64)
     if scale:
         x = x / (x.std(axis=0) + 1e-9)
@@ -362,13 +365,13 @@ def folder_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_]
     i, j = np.triu_indices(len(seen), k=1)
     same = side[seen][i] == side[seen][j]
     if same.all() or not same.any():
-        return None, f"folders ({shown} clips) not both seen in the sample"
+        return None, f"folders ({shown}) not both seen in the sample"
     r = float(d[~same].mean() / d[same].mean())
     if r < ratio:
-        return None, f"their folders ({shown} clips) do not part them: {r:.2f} x as far apart across folders as within, under {ratio:g}"
+        return None, f"their folders ({shown}) do not part them: {r:.2f} x as far apart across folders as within, under {ratio:g}"
     agree = _halves_agreeing(means, halves, half_n, np.arange(len(ids)), side, len(names), rng, max_clips)
     if agree < halves_agree:
-        return None, f"their folders ({shown} clips) do not part them: {agree:.0%} of the clips' halves side with their own folder, under {halves_agree:.0%}"
+        return None, f"their folders ({shown}) do not part them: {agree:.0%} of the clips' halves side with their own folder, under {halves_agree:.0%}"
     return ([np.flatnonzero(side[inv] == s) for s in range(1, len(names) + 1)],
-            f"their folders part them ({shown} clips; {r:.2f} x as far apart across folders as within, at least {ratio:g} "
+            f"their folders part them ({shown}; {r:.2f} x as far apart across folders as within, at least {ratio:g} "
             f"asked of a layout given)")
