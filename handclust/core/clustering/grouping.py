@@ -570,14 +570,19 @@ def _choose_k_silhouette(x: npt.NDArray[np.floating], max_k: int, min_silhouette
                          sample: int = 3000) -> tuple[npt.NDArray[np.int32], int, float]:
     """k-means (on L2-normalised rows: cosine) at k = 2..max_k; the k of the best silhouette, or 1 when
     no k reaches ``min_silhouette`` (the group is one activity). Silhouette on a sample above ``sample`` rows."""
+    import warnings
+
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
 
     best: tuple[float, int, npt.NDArray[np.int32]] = (-1.0, 1, np.zeros(len(x), np.int32))
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(x), sample, replace=False)) if len(x) > sample else None
     for k in range(2, max_k + 1):
-        lab = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x).astype(np.int32)
+        with warnings.catch_warnings():  # fewer distinct rows than k: k-means says so once per k; the labels say it here
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lab = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x).astype(np.int32)
         if len(np.unique(lab)) < 2:
             continue
         s = float(silhouette_score(x[idx] if idx is not None else x, lab[idx] if idx is not None else lab))
@@ -679,6 +684,10 @@ def kmeans_refine(fused: npt.NDArray[np.floating], activity: npt.NDArray[np.int3
     probabilities) HDBSCAN's own partition scored well below k-means at the k it found (whole-set
     MoF 0.37 against 0.50); started from HDBSCAN's centroids, k-means keeps its k and its ids.
     Returns the activity per segment, how many segments moved, and the reason."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     ids = np.unique(activity[activity >= 0])
     if len(ids) < 2:
         return activity, 0, "k-means refinement: fewer than 2 activities"
@@ -692,7 +701,9 @@ def kmeans_refine(fused: npt.NDArray[np.floating], activity: npt.NDArray[np.int3
         from sklearn.cluster import KMeans
 
         km = KMeans(n_clusters=len(ids), init=cent, n_init=1, max_iter=max_iter, random_state=seed)
-    lab = km.fit_predict(x)
+    with warnings.catch_warnings():  # rows alike to the last digit (an ablation of an unobserved cue): fewer distinct than k
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lab = km.fit_predict(x)
     out = ids[lab].astype(np.int32)
     moved = int((out != activity).sum())
     return out, moved, (f"k-means from the {len(ids)} activities' centroids (cluster.refine=kmeans): {moved} of {len(x)} "

@@ -370,8 +370,9 @@ def folder_groups(x: npt.NDArray[np.floating], clip_ids: npt.NDArray[np.object_]
     same = side[seen][i] == side[seen][j]
     if same.all() or not same.any():
         return None, f"folders ({shown}) not both seen in the sample"
-    r = float(d[~same].mean() / d[same].mean())
-    if r < ratio:
+    with np.errstate(divide="ignore", invalid="ignore"):  # clips alike to the last digit (nothing observed): 0 / 0
+        r = float(d[~same].mean() / d[same].mean())
+    if not r >= ratio:  # NaN (every clip alike) never parts
         return None, f"their folders ({shown}) do not part them: {r:.2f} x as far apart across folders as within, under {ratio:g}"
     agree = _halves_agreeing(means, halves, half_n, np.arange(len(ids)), side, len(names), rng, max_clips)
     if agree < halves_agree:
