@@ -248,6 +248,13 @@ def test_folders_the_user_gave_part_at_a_lower_bar_and_folders_of_one_site_do_no
         day = r.permutation([0] * 6 + [1] * 6)
         parts, why = folder_groups(np.vstack(xs), np.asarray(ids, dtype=object), {f"clip{c}": f"day{day[c]}" for c in range(12)})
         assert parts is None and "do not part them" in why, (seed, why)
+    # Above max_clips clips the ratio and the halves are measured on a seeded sample: the same folders part.
+    bx, bcids, bsite = two_sites(seed=1, clips_per_site=40, bouts=6)
+    by_site = {c: c.split("-")[0] for c in set(bcids.tolist())}
+    full, _ = folder_groups(bx, bcids, by_site)
+    sampled, _ = folder_groups(bx, bcids, by_site, max_clips=30)
+    assert full is not None and sampled is not None
+    assert [r.tolist() for r in sampled] == [r.tolist() for r in full] and all(len(set(bsite[r])) == 1 for r in full)
     # Folders too small to be groups are not a layout to try: the search decides.
     parts, why = folder_groups(x, cids, {c: c for c in set(cids.tolist())})
     assert parts is None and "fewer than 3 clips" in why
