@@ -320,6 +320,25 @@ def cut_in_three(names: list[str], feats: list[np.ndarray], labels: list[list[st
     return cut
 
 
+def tasks_in_places(data: Path, tasks: tuple[str, ...], per_task: int, site_sd: float, site_seed: int, dim: int = 64,
+                    ) -> tuple[list[tuple[str, list[str]]], list[str], dict[str, np.ndarray]]:
+    """Breakfast videos of several tasks, each task filmed in its own place: the videos (``per_task``
+    people per task, a task with too few left out), the task of each, and each task's place offset
+    (``site_sd``, drawn from ``site_seed`` in task order) to add to its rendered features."""
+    vids: list[tuple[str, list[str]]] = []
+    task_of: list[str] = []
+    for task in tasks:
+        sets = breakfast_sets(data, (task,), per_set=per_task, max_sets=1)
+        if not sets:
+            continue
+        got = next(iter(sets.values()))
+        vids += got
+        task_of += [task] * len(got)
+    rng = np.random.default_rng(site_seed)
+    site = {t: rng.normal(0, site_sd, dim).astype(np.float32) for t in tasks}
+    return vids, task_of, site
+
+
 def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float = 2.0) -> dict[str, Any]:
     """What separates clips and what recurs inside them, on real label sequences: two Breakfast tasks,
     each filmed in its own place (a shared offset per task, ``site_sd``), their videos joined into one
@@ -334,23 +353,13 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
     pairs = {k: v[:1] for k, v in TWO_LEVEL_PAIRS.items()} if quick else TWO_LEVEL_PAIRS
     for split, plist in pairs.items():
         for pi, (ta, tb) in enumerate(plist):
-            vids: list[tuple[str, list[str]]] = []
-            task_of: list[str] = []
-            for task in (ta, tb):
-                sets = breakfast_sets(data, (task,), per_set=per_task, max_sets=1)
-                if not sets:
-                    continue
-                got = next(iter(sets.values()))
-                vids += got
-                task_of += [task] * len(got)
+            vids, task_of, site = tasks_in_places(data, (ta, tb), per_task, site_sd, 200 + pi)
             if len(set(task_of)) < 2:
                 continue
             feats = render(vids, seed=100 + pi)
             # The long clips are one wearer and one place each: no per-video style inside them (a
             # style that changed every few minutes would be four people, not one working session).
             steady = render(vids, seed=100 + pi, style_sd=0.0)
-            rng = np.random.default_rng(200 + pi)
-            site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in (ta, tb)}
             feats = [f + site[t] for f, t in zip(feats, task_of)]
             steady = [f + site[t] for f, t in zip(steady, task_of)]
             truths = [labs for _, labs in vids]
@@ -411,16 +420,9 @@ def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float 
     triples = {k: v[:1] for k, v in THREE_TASKS.items()} if quick else THREE_TASKS
     for split, tlist in triples.items():
         for pi, tasks in enumerate(tlist):
-            vids: list[tuple[str, list[str]]] = []
-            task_of: list[str] = []
-            for task in tasks:
-                got = next(iter(breakfast_sets(data, (task,), per_set=per_task, max_sets=1).values()))
-                vids += got
-                task_of += [task] * len(got)
+            vids, task_of, site = tasks_in_places(data, tuple(tasks), per_task, site_sd, 400 + pi)
             feats = render(vids, seed=300 + pi)
             steady = render(vids, seed=300 + pi, style_sd=0.0)
-            rng = np.random.default_rng(400 + pi)
-            site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in tasks}
             feats = [f + site[t] for f, t in zip(feats, task_of)]
             steady = [f + site[t] for f, t in zip(steady, task_of)]
             truths = [labs for _, labs in vids]
@@ -466,16 +468,8 @@ def filed_part(data: Path, quick: bool, per_task: int = 4, site_sds: tuple[float
     for site_sd in site_sds:
         for split, plist in pairs.items():
             for pi, (ta, tb) in enumerate(plist):
-                vids: list[tuple[str, list[str]]] = []
-                task_of: list[str] = []
-                for task in (ta, tb):
-                    got = next(iter(breakfast_sets(data, (task,), per_set=per_task, max_sets=1).values()))
-                    vids += got
-                    task_of += [task] * len(got)
-                feats = render(vids, seed=100 + pi)
-                rng = np.random.default_rng(200 + pi)
-                site = {t: rng.normal(0, site_sd, feats[0].shape[1]).astype(np.float32) for t in (ta, tb)}
-                feats = [f + site[t] for f, t in zip(feats, task_of)]
+                vids, task_of, site = tasks_in_places(data, (ta, tb), per_task, site_sd, 200 + pi)
+                feats = [f + site[t] for f, t in zip(render(vids, seed=100 + pi), task_of)]
                 truths = [labs for _, labs in vids]
                 names = [re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids]
                 # The tasks' ratio on the videos' mean features (scaled), as the folder test measures it on segments.
