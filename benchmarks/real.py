@@ -324,6 +324,14 @@ def cut_in_three(names: list[str], feats: list[np.ndarray], labels: list[list[st
     return cut
 
 
+def one_clip_per_task(feats: list[np.ndarray], truths: list[list[str]], task_of: list[str], tasks: tuple[str, ...] | list[str],
+                      suffix: str = "_long") -> tuple[list[str], list[np.ndarray], list[list[str]], list[str]]:
+    """Each task's videos joined in order into one long clip ``<task><suffix>`` (one wearer and one
+    place for minutes of varied work): names, features, labels and the task of each clip."""
+    return ([f"{t}{suffix}" for t in tasks], [np.vstack([f for f, u in zip(feats, task_of) if u == t]) for t in tasks],
+            [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in tasks], list(tasks))
+
+
 def tasks_in_places(data: Path, tasks: tuple[str, ...], per_task: int, site_sd: float, site_seed: int, dim: int = 64,
                     ) -> tuple[list[tuple[str, list[str]]], list[str], dict[str, np.ndarray]]:
     """Breakfast videos of several tasks, each task filmed in its own place: the videos (``per_task``
@@ -368,10 +376,7 @@ def two_levels_part(data: Path, quick: bool, per_task: int = 4, site_sd: float =
             steady = [f + site[t] for f, t in zip(steady, task_of)]
             truths = [labs for _, labs in vids]
             layouts = {
-                "one long clip per task": ([f"{t}_long" for t in (ta, tb)],
-                                           [np.vstack([f for f, u in zip(steady, task_of) if u == t]) for t in (ta, tb)],
-                                           [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in (ta, tb)],
-                                           [ta, tb]),
+                "one long clip per task": one_clip_per_task(steady, truths, task_of, (ta, tb)),
                 "clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
             }
             # Each task's long clip cut in three (six clips, as the held-back helmet set was cut):
@@ -430,8 +435,7 @@ def three_tasks_part(data: Path, quick: bool, per_task: int = 3, site_sd: float 
             feats = [f + site[t] for f, t in zip(feats, task_of)]
             steady = [f + site[t] for f, t in zip(steady, task_of)]
             truths = [labs for _, labs in vids]
-            cut = cut_in_three(list(tasks), [np.vstack([x for x, u in zip(steady, task_of) if u == t]) for t in tasks],
-                               [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in tasks], list(tasks))
+            cut = cut_in_three(*one_clip_per_task(steady, truths, task_of, tasks, suffix=""))
             layouts = {"clips as filmed": ([re.sub(r"[^A-Za-z0-9_-]", "_", v) for v, _ in vids], feats, truths, task_of),
                        "one recording per task cut in three": cut}
             res: dict[str, Any] = {"split": split, "tasks": list(tasks), "videos": len(vids)}
@@ -555,9 +559,7 @@ def sparse_sets(data: Path, quick: bool, render_kw: dict[str, Any], seed: int,
             vids, task_of, site = tasks_in_places(data, (ta, tb), 4, 2.0, 200 + pi)
             steady = [f + site[t] for f, t in zip(render(vids, seed=100 + pi + 10 * seed, style_sd=0.0, **render_kw), task_of)]
             truths = [labs for _, labs in vids]
-            long = ([f"{t}_long" for t in (ta, tb)], [np.vstack([f for f, u in zip(steady, task_of) if u == t]) for t in (ta, tb)],
-                    [[lab for tr, u in zip(truths, task_of) if u == t for lab in tr] for t in (ta, tb)], [ta, tb])
-            names, feats, labs, tasks = cut_in_three(*long)
+            names, feats, labs, tasks = cut_in_three(*one_clip_per_task(steady, truths, task_of, (ta, tb)))
             out.append((f"six clips/{ta}+{tb}", split, names, feats, labs, tasks))
     return out
 
