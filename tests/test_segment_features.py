@@ -297,3 +297,37 @@ def test_k_near_the_number_of_segments_keeps_its_activities(tmp_path: Path):
     assert len(found) >= 4, found  # 1 before
     ev = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert ev["ground_truth"]["per_video"]["mof"] > 0.5, ev["ground_truth"]["per_video"]  # 0.125 before
+
+
+def test_units_of_few_frames_get_neighbours_and_units_of_many_get_none():
+    from handclust.segment_features import context_units
+
+    assert context_units(np.array([1, 2, 2, 1, 2]), 4) == 1  # a frame every 2 s: units of 1-2 frames
+    assert context_units(np.array([1, 1, 1]), 4) == 2
+    assert context_units(np.array([15, 30, 60]), 4) == 0  # 15 fps features: nothing changes
+    assert context_units(np.array([1, 2]), 0) == 0  # off
+
+
+def test_each_unit_is_clustered_beside_its_neighbours_in_its_own_video_only():
+    from handclust.segment_features import with_context
+
+    # Two videos of three units each, one dim: 0, 3, 6 and 100, 200, 300.
+    desc = np.array([[0.0], [3.0], [6.0], [100.0], [200.0], [300.0]])
+    video = np.array([0, 0, 0, 1, 1, 1])
+    out = with_context(desc, video, 1)
+    assert out.shape == (6, 2)
+    np.testing.assert_allclose(out[:, 0], desc[:, 0])  # the unit's own mean is kept
+    # Windows of one unit each side, cut at each video's ends, never reaching into the other video.
+    np.testing.assert_allclose(out[:, 1], [1.5, 3.0, 4.5, 150.0, 200.0, 250.0])
+    assert with_context(desc, video, 0).shape == (6, 1)  # 0: the unit's own mean only
+
+
+def test_the_neighbour_context_is_recorded_with_the_settings_that_ran(tmp_path: Path):
+    from handclust.synthetic.features import make_feature_set
+
+    root = make_feature_set(tmp_path / "set", n_videos=3, seed=0)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["segment-features", str(root), "--out", str(out), "--fps", "15"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["config"]["segment"]["context_frames"] == 4
