@@ -525,20 +525,9 @@ SPARSE_WINDOW = 4  # frames per window of the k-means reference: 8 s at 0.5 fps
 def window_kmeans(feats: list[np.ndarray], k: int, win: int = SPARSE_WINDOW, seed: int = 0) -> list[np.ndarray]:
     """The issue's reference on helmet footage: k-means on the means of consecutive windows of ``win``
     frames (8 s at 0.5 fps), every frame labelled with its window's cluster."""
-    from sklearn.cluster import KMeans
-
-    rows, owner = [], []
-    for vi, f in enumerate(feats):
-        for a in range(0, len(f), win):
-            rows.append(f[a:a + win].mean(0))
-            owner.append((vi, a, min(a + win, len(f))))
-    x = np.asarray(rows, np.float64)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    lab = KMeans(n_clusters=max(min(k, len(x)), 1), n_init=4, random_state=seed).fit_predict(x)
-    out = [np.zeros(len(f), np.int64) for f in feats]
-    for (vi, a, b), c in zip(owner, lab):
-        out[vi][a:b] = c
-    return out
+    means = [np.stack([f[a:a + win].mean(0) for a in range(0, len(f), win)]) for f in feats]
+    lab = run_kmeans(means, max(min(k, sum(len(m) for m in means)), 1), seed)
+    return [np.repeat(c, win)[:len(f)] for c, f in zip(lab, feats)]
 
 
 def sparse_sets(data: Path, quick: bool, render_kw: dict[str, Any], seed: int,
